@@ -1,0 +1,1 @@
+"""Protocol connectors: each turns a device protocol into batches of Readings."""

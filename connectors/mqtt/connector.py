@@ -1,0 +1,271 @@
+"""The MQTT hub: owns one paho client, its reconnects, and the hand-over to asyncio.
+
+paho's network loop runs in a thread of our own rather than ``loop_start``, so
+that one thread decodes, batches and flushes in order, and reconnects follow our
+capped exponential backoff with jitter. A flush blocks that thread until the
+pipeline accepts the batch: a slow pipeline slows the connector instead of
+growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from connectors.mqtt import const
+from connectors.mqtt.decode import PayloadError, TopicTemplate, decode_alarm, decode_telemetry
+from connectors.mqtt.schema import MqttSourceConfig
+from gateway.core import Alarm, AlarmSink, Reading, ReadingSink
+
+log = logging.getLogger(__name__)
+
+# A session outlives a gateway restart by this long, so QoS 1/2 messages
+# published meanwhile are delivered when it comes back.
+SESSION_EXPIRY_S = 24 * 3600
+
+
+class ThrottledLog:
+    """Log the first few rejections of each kind, then one in every ``every``."""
+
+    def __init__(self, first: int = 5, every: int = 1000) -> None:
+        self.first = first
+        self.every = every
+
+    def should_log(self, count: int) -> bool:
+        return count <= self.first or count % self.every == 0
+
+
+class MqttConnector:
+    def __init__(self, config: MqttSourceConfig, known_devices: set[str]) -> None:
+        self.config = config
+        self.name = config.name
+        self.known_devices = known_devices
+        self.telemetry_topic = TopicTemplate.parse(config.topic)
+        self.alarm_topic = TopicTemplate.parse(config.alarm_topic) if config.alarm_topic else None
+        self.connected = False
+        self.last_message_at: float | None = None
+        self.messages = 0
+        self.readings = 0
+        self.alarms = 0
+        self.reconnects = 0
+        self.errors: Counter[str] = Counter()
+        self._pending: list[Reading] = []
+        self._pending_since = 0.0
+        self._stop = threading.Event()
+        self._throttle = ThrottledLog()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._readings_sink: ReadingSink | None = None
+        self._alarm_sink: AlarmSink | None = None
+
+    # -- asyncio side -------------------------------------------------------------
+
+    async def run(self, readings: ReadingSink, alarms: AlarmSink) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._readings_sink = readings
+        self._alarm_sink = alarms
+        self._stop.clear()
+        thread = threading.Thread(target=self._network_thread, name=f"mqtt-{self.name}", daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                await asyncio.sleep(0.2)
+        finally:
+            self._stop.set()
+            await asyncio.to_thread(thread.join, 10)
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {
+            "type": const.CONNECTOR_TYPE,
+            "name": self.name,
+            "broker": f"{self.config.host}:{self.config.port}",
+            "subscriptions": self._subscriptions(),
+            "connected": self.connected,
+            "last_message_at": self.last_message_at,
+            "messages": self.messages,
+            "readings": self.readings,
+            "alarms": self.alarms,
+            "reconnects": self.reconnects,
+            "errors": dict(self.errors),
+        }
+
+    # -- network thread -----------------------------------------------------------
+
+    def _subscriptions(self) -> list[str]:
+        topics = [self.telemetry_topic.subscription]
+        if self.alarm_topic:
+            topics.append(self.alarm_topic.subscription)
+        return topics
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.config.client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        if self.config.username:
+            client.username_pw_set(self.config.username, self.config.password)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 0 if self.config.clean_start else SESSION_EXPIRY_S
+        client.connect_async(
+            self.config.host,
+            self.config.port,
+            keepalive=self.config.keepalive,
+            clean_start=self.config.clean_start,
+            properties=properties,
+        )
+        return client
+
+    def _network_thread(self) -> None:
+        client = self._make_client()
+        delay = self.config.reconnect_min_s
+        socket_open = False
+        attempts = 0
+        while not self._stop.is_set():
+            if not socket_open:
+                try:
+                    attempts += 1
+                    if attempts > 1:
+                        self.reconnects += 1
+                    client.reconnect()
+                    socket_open = True
+                except OSError as error:
+                    self.errors["connect"] += 1
+                    log.warning("mqtt %s: cannot reach %s:%s: %s; retrying in %.1fs",
+                                self.name, self.config.host, self.config.port, error, delay)
+                    self._stop.wait(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, self.config.reconnect_max_s)
+                    continue
+            rc = client.loop(timeout=const.FLUSH_INTERVAL_S)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                socket_open = False
+                self.connected = False
+                self._stop.wait(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.config.reconnect_max_s)
+                continue
+            if self.connected:
+                delay = self.config.reconnect_min_s
+            if self._pending and time.monotonic() - self._pending_since >= const.FLUSH_INTERVAL_S:
+                self._flush()
+        if self._pending:
+            # Shutting down: the pipeline still drains, so hand over what was accepted.
+            batch, self._pending = self._pending, []
+            assert self._loop is not None and self._readings_sink is not None
+            try:
+                asyncio.run_coroutine_threadsafe(self._readings_sink.put(batch), self._loop).result(timeout=10)
+            except (TimeoutError, RuntimeError) as error:
+                log.error("mqtt %s: %d readings not handed over at shutdown: %r", self.name, len(batch), error)
+        try:
+            client.disconnect()
+        except OSError:
+            pass
+        self.connected = False
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self.errors["connect_refused"] += 1
+            log.error("mqtt %s: broker refused the connection: %s", self.name, reason_code)
+            return
+        self.connected = True
+        # Subscribing on every connect keeps subscriptions after a broker restart
+        # that lost the session.
+        client.subscribe([(topic, self.config.qos) for topic in self._subscriptions()])
+        log.info("mqtt %s: connected to %s:%s, subscribed to %s",
+                 self.name, self.config.host, self.config.port, ", ".join(self._subscriptions()))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if self.connected:
+            log.warning("mqtt %s: disconnected: %s", self.name, reason_code)
+        self.connected = False
+
+    def _reject(self, reason: str, topic: str, message: str) -> None:
+        self.errors[reason] += 1
+        if self._throttle.should_log(self.errors[reason]):
+            log.warning("mqtt %s: rejected message on %r (%s): %s (%d so far)",
+                        self.name, topic, reason, message, self.errors[reason])
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        self.messages += 1
+        self.last_message_at = now
+        topic = message.topic
+        try:
+            fields = self.telemetry_topic.match(topic)
+            if fields is not None:
+                self._handle_telemetry(fields, message.payload, now, topic)
+                return
+            fields = self.alarm_topic.match(topic) if self.alarm_topic else None
+            if fields is not None:
+                self._handle_alarm(fields, message.payload, now)
+                return
+            raise PayloadError(const.ERR_TOPIC_MISMATCH, "topic matches neither the telemetry nor the alarm template")
+        except PayloadError as error:
+            self._reject(error.reason, topic, str(error))
+
+    def _known_device(self, fields: dict[str, str]) -> str:
+        device_id = fields["device"]
+        if device_id not in self.known_devices:
+            raise PayloadError(const.ERR_UNKNOWN_DEVICE, f"device {device_id!r} is not a configured asset")
+        return device_id
+
+    def _handle_telemetry(self, fields: dict[str, str], payload: bytes, now: float, topic: str) -> None:
+        device_id = self._known_device(fields)
+        readings = decode_telemetry(
+            device_id,
+            fields.get("metric"),
+            payload,
+            self.config.payload,
+            now,
+            self.name,
+            lambda error: self._reject(error.reason, topic, str(error)),
+        )
+        if not readings:
+            return
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.extend(readings)
+        self.readings += len(readings)
+        if len(self._pending) >= self.config.batch_size:
+            self._flush()
+
+    def _handle_alarm(self, fields: dict[str, str], payload: bytes, now: float) -> None:
+        alarm = decode_alarm(self._known_device(fields), payload, now, self.name)
+        self.alarms += 1
+        self._hand_over_alarm(alarm)
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        assert self._loop is not None and self._readings_sink is not None
+        future = asyncio.run_coroutine_threadsafe(self._readings_sink.put(batch), self._loop)
+        self._wait(future)
+
+    def _hand_over_alarm(self, alarm: Alarm) -> None:
+        # Readings of the same device received before the alarm go first.
+        if self._pending:
+            self._flush()
+        assert self._loop is not None and self._alarm_sink is not None
+        self._wait(asyncio.run_coroutine_threadsafe(self._alarm_sink.put_alarm(alarm), self._loop))
+
+    def _wait(self, future: Any) -> None:
+        """Block until the pipeline took the hand-over (backpressure), unless stopping."""
+        while not self._stop.is_set():
+            try:
+                future.result(timeout=0.5)
+                return
+            except TimeoutError:
+                continue
+        if not future.cancel() and not future.cancelled():
+            return
+        log.error("mqtt %s: stopped while the pipeline was full; a hand-over was abandoned", self.name)

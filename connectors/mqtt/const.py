@@ -1,0 +1,20 @@
+"""Constants of the MQTT connector."""
+
+CONNECTOR_TYPE = "mqtt"
+
+# Reasons a message is rejected; each is a counter in diagnostics and /metrics.
+ERR_INVALID_JSON = "invalid_json"
+ERR_NOT_AN_OBJECT = "not_an_object"
+ERR_TOPIC_MISMATCH = "topic_mismatch"
+ERR_UNKNOWN_DEVICE = "unknown_device"
+ERR_MISSING_FIELD = "missing_field"
+ERR_WRONG_TYPE = "wrong_type"
+ERR_BAD_TIMESTAMP = "bad_timestamp"
+
+# Timestamps above this are taken as milliseconds (year 5138 in seconds).
+MILLISECONDS_THRESHOLD = 1e11
+
+# Readings are handed to the pipeline in batches of at most this many, or
+# after FLUSH_INTERVAL_S, whichever comes first.
+DEFAULT_BATCH_SIZE = 1000
+FLUSH_INTERVAL_S = 0.05

@@ -1,0 +1,1 @@
+"""Streaming detectors: score every reading per device and raise anomalies."""

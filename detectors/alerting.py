@@ -1,0 +1,103 @@
+"""From scores and conditions to alerts: warm-up, adaptive threshold, persistence, hysteresis.
+
+Kept apart from the models (as river keeps ``QuantileFilter`` apart from its
+detectors) so every model and rule gets the same alarm hygiene (ISA-18.2):
+
+* on-delay: a condition counts only when it holds in K of the last M samples;
+* off-delay with deadband: an alert clears only after the clear condition
+  (e.g. value back below limit - deadband) held for ``clear_after`` samples;
+* an alert is raised once per episode, on its rising edge.
+
+>>> gate = Persistence(k=3, m=4, clear_after=2)
+>>> [gate.update(on=v > 10, clear=v < 8) for v in [11, 5, 12, 13, 14, 9, 7, 7]]
+[None, None, None, 'raise', None, None, None, 'clear']
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal
+
+from river import stats
+
+Edge = Literal["raise", "clear"] | None
+
+
+class Persistence:
+    def __init__(self, k: int, m: int, clear_after: int) -> None:
+        if not 1 <= k <= m:
+            raise ValueError("persistence needs 1 <= k <= m")
+        self.k = k
+        self.window: deque[bool] = deque(maxlen=m)
+        self.clear_after = clear_after
+        self.active = False
+        self._clear_run = 0
+
+    def update(self, on: bool, clear: bool) -> Edge:
+        self.window.append(on)
+        if not self.active:
+            if sum(self.window) >= self.k:
+                self.active = True
+                self._clear_run = 0
+                return "raise"
+            return None
+        self._clear_run = self._clear_run + 1 if clear else 0
+        if self._clear_run >= self.clear_after:
+            self.active = False
+            self.window.clear()
+            return "clear"
+        return None
+
+
+class AdaptiveThreshold:
+    """Alert when a model's score stays above a high quantile of its own normal scores.
+
+    The first ``warmup`` scores never alert; scores from the second half of the
+    warm-up on calibrate the quantile (the first half is the model settling).
+    The quantile only learns from samples that are not part of an alert, so a
+    developing fault does not raise its own bar.
+
+    >>> gate = AdaptiveThreshold(warmup=100, quantile=0.99, margin=1.2, k=3, m=4, clear_after=5)
+    >>> edges = [gate.update(0.3 + 0.01 * (i % 10)) for i in range(200)]
+    >>> [e for e in edges if e]
+    []
+    >>> [gate.update(0.9) for _ in range(3)]
+    [None, None, 'raise']
+    """
+
+    def __init__(self, warmup: int, quantile: float, margin: float, k: int, m: int, clear_after: int) -> None:
+        self.warmup = warmup
+        self.margin = margin
+        self.quantile = stats.Quantile(quantile)
+        self.persistence = Persistence(k, m, clear_after)
+        self.seen = 0
+
+    @property
+    def warming_up(self) -> bool:
+        return self.seen < self.warmup
+
+    @property
+    def threshold(self) -> float:
+        value = self.quantile.get()
+        return float("inf") if value is None else value * self.margin
+
+    @property
+    def active(self) -> bool:
+        return self.persistence.active
+
+    def update(self, score: float) -> Edge:
+        self.seen += 1
+        if self.warming_up:
+            if self.seen > self.warmup // 2:
+                self.quantile.update(score)
+            return None
+        threshold = self.threshold
+        exceeded = score > threshold
+        edge = self.persistence.update(on=exceeded, clear=not exceeded)
+        if not exceeded and not self.persistence.active:
+            self.quantile.update(score)
+        return edge
+
+    def is_normal(self, score: float) -> bool:
+        """Whether a model may learn from the sample that produced ``score``."""
+        return self.warming_up or (not self.active and score <= self.threshold)

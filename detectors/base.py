@@ -1,0 +1,18 @@
+"""The one interface every anomaly model implements, in river's style.
+
+A model scores a feature dict (metric name -> value) and learns from it.
+Thresholding, warm-up and persistence are not the model's business: they live
+in :mod:`detectors.alerting`, so every model gets them the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Detector(Protocol):
+    def learn_one(self, x: dict[str, float]) -> None:
+        """Update the model with one normal sample."""
+
+    def score_one(self, x: dict[str, float]) -> float:
+        """Anomaly score of one sample: higher is more anomalous."""

@@ -1,0 +1,116 @@
+"""Configuration schema of the detector stage."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway.core import Severity
+
+
+class LimitRuleConfig(BaseModel):
+    """A fixed alarm limit on one metric of one device type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_type: str
+    metric: str
+    high: float | None = None
+    low: float | None = None
+    deadband: float = Field(0.0, ge=0)
+    on_delay: int = Field(3, ge=1, description="samples beyond the limit before it counts")
+    off_delay: int = Field(10, ge=1, description="samples back inside limit - deadband before it clears")
+    severity: Severity = Severity.HIGH
+    failure_mode: str
+
+    @model_validator(mode="after")
+    def _needs_a_limit(self) -> "LimitRuleConfig":
+        if self.high is None and self.low is None:
+            raise ValueError("a limit rule needs 'high', 'low' or both")
+        if self.high is not None and self.low is not None and self.low >= self.high:
+            raise ValueError("'low' must be below 'high'")
+        return self
+
+
+class FailureModeConfig(BaseModel):
+    """Which ISO 14224 failure mode a deviation of a metric suggests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_type: str
+    metric: str
+    direction: Literal["up", "down"]
+    failure_mode: str
+    mechanism: str = ""
+    maintainable_item: str = ""
+
+
+# Built-in limit rules and failure-mode suggestions for the common device types.
+# Limits follow ISO 10816-3 vibration zones (7.1 mm/s RMS is the zone C/D
+# boundary for medium machines on rigid foundations) and usual bearing and
+# winding temperature class limits. Plants override them in their config.
+ANY_DEVICE_TYPE = "*"
+
+
+def default_rules() -> list[LimitRuleConfig]:
+    return [
+        LimitRuleConfig(device_type=ANY_DEVICE_TYPE, metric="vibration", high=7.1, deadband=0.5, failure_mode="VIB"),
+        LimitRuleConfig(device_type=ANY_DEVICE_TYPE, metric="bearing_temp", high=90.0, deadband=3.0, failure_mode="OHE"),
+        LimitRuleConfig(device_type="motor", metric="winding_temp", high=130.0, deadband=5.0, failure_mode="OHE"),
+        LimitRuleConfig(device_type="compressor", metric="discharge_temp", high=110.0, deadband=4.0, failure_mode="OHE"),
+    ]
+
+
+def default_failure_modes() -> list[FailureModeConfig]:
+    def mode(device_type: str, metric: str, direction: str, code: str, mechanism: str, item: str) -> FailureModeConfig:
+        return FailureModeConfig(
+            device_type=device_type, metric=metric, direction=direction,  # type: ignore[arg-type]
+            failure_mode=code, mechanism=mechanism, maintainable_item=item,
+        )
+
+    return [
+        mode(ANY_DEVICE_TYPE, "vibration", "up", "VIB", "2.4 wear", "bearing"),
+        mode(ANY_DEVICE_TYPE, "bearing_temp", "up", "OHE", "2.7 overheating", "bearing"),
+        mode(ANY_DEVICE_TYPE, "motor_current", "up", "PDE", "4.4 faulty power", "winding"),
+        mode(ANY_DEVICE_TYPE, "motor_current", "down", "LOO", "4.3 no power", "winding"),
+        mode("pump", "pressure", "down", "LOO", "2.1 cavitation", "impeller"),
+        mode("pump", "flow", "down", "LOO", "5.1 blockage", "impeller"),
+        mode("pump", "pressure", "up", "PLU", "5.1 blockage", "piping"),
+        mode("motor", "winding_temp", "up", "OHE", "2.7 overheating", "winding"),
+        mode("motor", "speed", "down", "LOO", "1.6 sticking", "rotor"),
+        mode("compressor", "discharge_temp", "up", "OHE", "2.7 overheating", "valve"),
+        mode("compressor", "discharge_pressure", "down", "LOO", "1.1 leakage", "valve"),
+    ]
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["half_space_trees"] = "half_space_trees"
+    n_trees: int = Field(10, ge=1)
+    height: int = Field(8, ge=2)
+    window_size: int = Field(100, ge=10)
+    seed: int = 42
+
+
+class DetectorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    warmup_samples: int = Field(300, ge=10, description="samples per device before any alert")
+    quantile: float = Field(0.995, gt=0.5, lt=1.0)
+    margin: float = Field(1.25, ge=1.0, description="threshold = quantile of normal scores x margin")
+    persistence_k: int = Field(6, ge=1)
+    persistence_m: int = Field(8, ge=1)
+    clear_after: int = Field(30, ge=1)
+    evidence_samples: int = Field(30, ge=1, le=1000)
+    rules: list[LimitRuleConfig] = Field(default_factory=default_rules)
+    failure_modes: list[FailureModeConfig] = Field(default_factory=default_failure_modes)
+
+    @model_validator(mode="after")
+    def _k_within_m(self) -> "DetectorConfig":
+        if self.persistence_k > self.persistence_m:
+            raise ValueError("persistence_k must not exceed persistence_m")
+        return self
+

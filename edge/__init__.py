@@ -1,0 +1,1 @@
+"""Edge storage: telemetry sinks and offline operation."""

@@ -1,0 +1,33 @@
+"""The one interface every telemetry sink implements, and the reader the API uses."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from gateway.core import Reading
+
+
+class Sink(Protocol):
+    """Stores batches of readings.
+
+    ``write`` is blocking and is called from a worker thread, one batch at a
+    time, in arrival order; it returns once the batch is durable.
+    """
+
+    name: str
+
+    def write(self, readings: list[Reading]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def diagnostics(self) -> dict[str, Any]: ...
+
+
+class TelemetryReader(Protocol):
+    """Recent history for the API and dashboards."""
+
+    def latest(self, device_id: str) -> list[Reading]: ...
+
+    def history(
+        self, device_id: str, metric: str | None, since: float, until: float, limit: int
+    ) -> list[Reading]: ...

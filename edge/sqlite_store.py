@@ -1,0 +1,163 @@
+"""Embedded telemetry store on SQLite: the zero-setup default sink.
+
+One row per (device, metric, timestamp): writing the same point twice
+overwrites it, as InfluxDB does, so replays after a crash are harmless.
+The latest value of each series is kept in its own small table so the API
+answers "what is this pump doing now" without scanning history.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from contextlib import closing
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.core import Quality, Reading
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    device_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    ts REAL NOT NULL,
+    value REAL,
+    quality TEXT NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (device_id, metric, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest (
+    device_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    ts REAL NOT NULL,
+    value REAL,
+    quality TEXT NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (device_id, metric)
+) WITHOUT ROWID;
+"""
+
+_INSERT = "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?)"
+_UPSERT_LATEST = """
+INSERT INTO latest VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (device_id, metric) DO UPDATE SET
+    ts = excluded.ts, value = excluded.value, quality = excluded.quality, source = excluded.source
+WHERE excluded.ts >= latest.ts
+"""
+
+_QUALITIES = {quality.value: quality for quality in Quality}
+
+
+class SqliteStoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = "sqlite"
+    path: Path = Path("data/telemetry.db")
+    retention_days: float = Field(7.0, gt=0)
+
+
+def _row(reading: Reading) -> tuple[Any, ...]:
+    value = reading.value if math.isfinite(reading.value) else None
+    return (reading.device_id, reading.metric, reading.timestamp, value, reading.quality.value, reading.source)
+
+
+def _reading(row: tuple[Any, ...]) -> Reading:
+    device_id, metric, ts, value, quality, source = row
+    return Reading(device_id, metric, math.nan if value is None else value, ts, _QUALITIES[quality], source)
+
+
+class SqliteStore:
+    """Sink and reader over one SQLite file in WAL mode (readers never block the writer)."""
+
+    name = "sqlite"
+
+    # Old rows are pruned at most this often, not on every batch.
+    PRUNE_INTERVAL_S = 300.0
+
+    def __init__(self, config: SqliteStoreConfig) -> None:
+        self.config = config
+        self.path = config.path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._writer = self._connect()
+        self._writer.executescript(_SCHEMA)
+        self._last_prune = 0.0
+        self.written = 0
+        self.batches = 0
+        self.errors = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    def write(self, readings: list[Reading]) -> None:
+        rows = [_row(reading) for reading in readings]
+        newest: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for row in rows:
+            key = (row[0], row[1])
+            if key not in newest or row[2] >= newest[key][2]:
+                newest[key] = row
+        with self._write_lock:
+            try:
+                with self._writer:
+                    self._writer.executemany(_INSERT, rows)
+                    self._writer.executemany(_UPSERT_LATEST, list(newest.values()))
+            except sqlite3.Error:
+                self.errors += 1
+                raise
+            self.written += len(rows)
+            self.batches += 1
+            if time.monotonic() - self._last_prune > self.PRUNE_INTERVAL_S:
+                self._prune()
+
+    def _prune(self) -> None:
+        cutoff = time.time() - self.config.retention_days * 86400
+        with self._writer:
+            self._writer.execute("DELETE FROM readings WHERE ts < ?", (cutoff,))
+        self._last_prune = time.monotonic()
+
+    def latest(self, device_id: str) -> list[Reading]:
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT * FROM latest WHERE device_id = ? ORDER BY metric", (device_id,)
+            ).fetchall()
+        return [_reading(row) for row in rows]
+
+    def history(
+        self, device_id: str, metric: str | None, since: float, until: float, limit: int
+    ) -> list[Reading]:
+        query = "SELECT * FROM readings WHERE device_id = ? AND ts >= ? AND ts <= ?"
+        params: list[Any] = [device_id, since, until]
+        if metric is not None:
+            query += " AND metric = ?"
+            params.append(metric)
+        # Newest first so a limit keeps the most recent window, then back to time order.
+        query += " ORDER BY ts DESC LIMIT ?"
+        params.append(limit)
+        with self._reader() as connection:
+            rows = connection.execute(query, params).fetchall()
+        return [_reading(row) for row in reversed(rows)]
+
+    def _reader(self) -> closing[sqlite3.Connection]:
+        return closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30))
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {
+            "type": self.name,
+            "path": str(self.path),
+            "readings_written": self.written,
+            "batches": self.batches,
+            "errors": self.errors,
+            "retention_days": self.config.retention_days,
+        }
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+

@@ -1,0 +1,127 @@
+"""REST API (FastAPI): health, assets, telemetry, anomalies, work orders, engineers.
+
+Served by uvicorn inside the gateway's event loop; blocking database reads run
+in FastAPI's thread pool (plain ``def`` endpoints).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, HTTPException, Query
+
+from gateway.core import Asset, Reading
+from ticketing.dispatch import on_shift
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+# A device silent this long makes /health report "degraded".
+STALE_AFTER_S = 60.0
+
+
+def _reading_json(reading: Reading) -> dict[str, Any]:
+    value = reading.value if reading.value == reading.value else None  # NaN is not JSON
+    return {"metric": reading.metric, "value": value, "timestamp": reading.timestamp,
+            "quality": reading.quality.value, "source": reading.source}
+
+
+def create_api(gateway: "Gateway") -> FastAPI:
+    api = FastAPI(
+        title="pm-gateway",
+        description="Predictive-maintenance gateway: telemetry, anomalies, work orders and dispatch.",
+        version="0.1.0",
+    )
+
+    def asset_or_404(asset_id: str) -> Asset:
+        asset = gateway.assets.get(asset_id)
+        if asset is None:
+            raise HTTPException(404, f"no asset {asset_id!r}")
+        return asset
+
+    @api.get("/health", tags=["gateway"])
+    def health() -> dict[str, Any]:
+        """Overall status plus the diagnostics of every connector and stage."""
+        diagnostics = gateway.diagnostics()
+        connected = all(c.get("connected") for c in diagnostics["connectors"])
+        pipeline = diagnostics["pipeline"] or {}
+        last = pipeline.get("last_reading_at")
+        fresh = last is not None and time.time() - last < STALE_AFTER_S
+        status = "ok" if connected and fresh else "degraded"
+        return {"status": status} | diagnostics
+
+    @api.get("/assets", tags=["assets"])
+    def list_assets() -> list[dict[str, Any]]:
+        return [asset.as_dict() for asset in gateway.assets.values()]
+
+    @api.get("/assets/{asset_id}", tags=["assets"])
+    def get_asset(asset_id: str) -> dict[str, Any]:
+        return asset_or_404(asset_id).as_dict()
+
+    @api.get("/devices/{device_id}/readings/latest", tags=["telemetry"])
+    def latest_readings(device_id: str) -> dict[str, Any]:
+        asset_or_404(device_id)
+        return {"device_id": device_id, "readings": [_reading_json(r) for r in gateway.store.latest(device_id)]}
+
+    @api.get("/devices/{device_id}/readings", tags=["telemetry"])
+    def reading_history(
+        device_id: str,
+        metric: str | None = None,
+        since: float | None = Query(None, description="epoch seconds; default: an hour before 'until'"),
+        until: float | None = Query(None, description="epoch seconds; default: now"),
+        limit: int = Query(10_000, ge=1, le=100_000),
+    ) -> dict[str, Any]:
+        asset_or_404(device_id)
+        end = until if until is not None else time.time()
+        start = since if since is not None else end - 3600
+        if start > end:
+            raise HTTPException(422, "'since' must not be after 'until'")
+        readings = gateway.store.history(device_id, metric, start, end, limit)
+        return {"device_id": device_id, "since": start, "until": end, "readings": [_reading_json(r) for r in readings]}
+
+    @api.get("/anomalies", tags=["detection"])
+    def list_anomalies(
+        device_id: str | None = None, since: float = 0.0, limit: int = Query(100, ge=1, le=1000)
+    ) -> list[dict[str, Any]]:
+        return gateway.ticketing.list_anomalies(device_id=device_id, since=since, limit=limit)
+
+    @api.get("/work-orders", tags=["work orders"])
+    def list_work_orders(
+        device_id: str | None = None,
+        site_id: str | None = None,
+        state: str | None = None,
+        priority: str | None = Query(None, pattern="^P[1-4]$"),
+        engineer_id: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0),
+    ) -> list[dict[str, Any]]:
+        return gateway.ticketing.list_work_orders(
+            device_id=device_id, site_id=site_id, state=state, priority=priority,
+            engineer_id=engineer_id, limit=limit, offset=offset,
+        )
+
+    @api.get("/work-orders/{code}", tags=["work orders"])
+    def get_work_order(code: str) -> dict[str, Any]:
+        order = gateway.ticketing.get_work_order(code)
+        if order is None:
+            raise HTTPException(404, f"no work order {code!r}")
+        return order
+
+    @api.get("/engineers", tags=["dispatch"])
+    def list_engineers() -> list[dict[str, Any]]:
+        now = datetime.now(timezone.utc)
+        loads = gateway.ticketing.open_loads()
+        return [
+            engineer.model_dump() | {"on_shift": on_shift(engineer.shift, now),
+                                     "open_work_orders": loads.get(engineer.id, 0)}
+            for engineer in gateway.config.engineers
+        ]
+
+    @api.get("/events", tags=["work orders"])
+    def recent_events(limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+        """Most recent work-order events published on the internal bus, newest first."""
+        return gateway.events.latest(limit)
+
+    return api

@@ -1,0 +1,112 @@
+"""Wiring: the only place that imports every package and connects them in flow order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+import uvicorn
+
+from connectors.base import Connector
+from connectors.registry import build_connector
+from detectors.engine import DetectorEngine
+from edge.sqlite_store import SqliteStore
+from gateway.config import GatewayConfig
+from gateway.core import Alarm, Anomaly, Asset
+from gateway.events import EventBus
+from gateway.pipeline import Finding, Pipeline
+from ticketing.service import TicketingService
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.assets: dict[str, Asset] = config.core_assets()
+        self.events = EventBus()
+        self.store = SqliteStore(config.storage.telemetry)
+        self.detectors = DetectorEngine(config.detectors, {a.id: a.type for a in self.assets.values()})
+        self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish)
+        self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
+        self.pipeline: Pipeline | None = None
+        self.api_server: uvicorn.Server | None = None
+        self._stop = asyncio.Event()
+
+    def handle_finding(self, finding: Finding) -> str | None:
+        if isinstance(finding, Anomaly):
+            return self.ticketing.handle_anomaly(finding)
+        if isinstance(finding, Alarm):
+            return self.ticketing.handle_alarm(finding)
+        raise TypeError(f"not a finding: {finding!r}")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until :meth:`request_stop` or SIGINT/SIGTERM; then drain and close."""
+        from gateway.api import create_api  # the API module imports this one
+
+        pipeline = self.pipeline = Pipeline(
+            write=self.store.write,
+            detect=self.detectors.process,
+            handle_finding=self.handle_finding,
+            queue_batches=self.config.pipeline.queue_batches,
+            max_batch_readings=self.config.pipeline.max_batch_readings,
+        )
+        pipeline.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+            except (NotImplementedError, RuntimeError):
+                pass  # not the main thread (tests run the gateway in a thread)
+
+        tasks = [asyncio.create_task(c.run(pipeline, pipeline), name=f"connector-{c.name}") for c in self.connectors]
+        if self.config.api.enabled:
+            api_config = uvicorn.Config(
+                create_api(self), host=self.config.api.host, port=self.config.api.port,
+                log_level="warning", access_log=False,
+            )
+            self.api_server = uvicorn.Server(api_config)
+            self.api_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            tasks.append(asyncio.create_task(self.api_server.serve(), name="api"))
+        log.info("pm-gateway running: %d assets, %d sources, api %s",
+                 len(self.assets), len(self.connectors),
+                 f"http://{self.config.api.host}:{self.config.api.port}" if self.config.api.enabled else "off")
+        stop_wait = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop_wait and task.exception() is not None:
+                log.error("%s stopped with an error: %r", task.get_name(), task.exception())
+        await self._shutdown(tasks, stop_wait)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]], stop_wait: asyncio.Task[Any]) -> None:
+        log.info("pm-gateway stopping")
+        if self.api_server is not None:
+            self.api_server.should_exit = True
+        for task in tasks:
+            if task.get_name().startswith("connector-"):
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stop_wait.cancel()
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        self.store.close()
+        self.ticketing.close()
+        log.info("pm-gateway stopped")
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "connectors": [connector.diagnostics() for connector in self.connectors],
+            "pipeline": self.pipeline.diagnostics() if self.pipeline else None,
+            "sink": self.store.diagnostics(),
+            "detectors": self.detectors.diagnostics(),
+            "ticketing": self.ticketing.diagnostics(),
+            "events_published": self.events.published,
+        }

@@ -1,0 +1,87 @@
+"""Start a private Mosquitto broker on a free loopback port (demo and tests)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def find_mosquitto() -> str | None:
+    for candidate in MOSQUITTO_PATHS:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+
+
+@dataclass
+class Mosquitto:
+    """A running broker; ``stop`` ends it. Persistence keeps QoS 1 sessions across restarts."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    directory: Path
+    host: str = "127.0.0.1"
+
+    @classmethod
+    def start(cls, port: int | None = None, directory: Path | None = None) -> "Mosquitto":
+        binary = find_mosquitto()
+        if binary is None:
+            raise RuntimeError(
+                "mosquitto is not installed: run 'apt-get install mosquitto', or configure an existing broker"
+            )
+        port = port or free_port()
+        directory = directory or Path(tempfile.mkdtemp(prefix="pmgw-mosquitto-"))
+        directory.mkdir(parents=True, exist_ok=True)
+        conf = directory / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {directory}/\n"
+            "max_queued_messages 100000\n"
+            "log_dest stderr\n"
+            "log_type error\n"
+            "log_type warning\n"
+        )
+        log_file = (directory / "mosquitto.log").open("ab")
+        process = subprocess.Popen([binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port("127.0.0.1", port, timeout=10)
+        except TimeoutError:
+            process.kill()
+            raise RuntimeError(f"mosquitto did not start; see {directory / 'mosquitto.log'}") from None
+        return cls(port, process, directory)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

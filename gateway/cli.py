@@ -1,0 +1,117 @@
+"""``pmgw``: run the gateway, check a config, simulate a fleet, or run the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+app = typer.Typer(help="pm-gateway: IoT-triggered predictive maintenance at the edge.", no_args_is_help=True)
+
+_FAULT_SPEC = re.compile(r"^(?P<device>[^:]+):(?P<kind>[a-z_]+)(?::at=(?P<at>[\d.]+))?(?::duration=(?P<duration>[\d.]+))?$")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def _load_or_exit(path: Path) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(config: Annotated[Path, typer.Option("--config", "-c", help="YAML configuration file")]) -> None:
+    """Run the gateway until Ctrl-C or SIGTERM."""
+    from gateway.app import Gateway
+
+    settings = _load_or_exit(config)
+    _setup_logging(settings.log_level)
+    asyncio.run(Gateway(settings).run())
+
+
+@app.command("check-config")
+def check_config(path: Annotated[Path, typer.Argument(help="YAML configuration file")]) -> None:
+    """Validate a configuration file without starting anything."""
+    settings = _load_or_exit(path)
+    typer.echo(
+        f"{path}: OK ({len(settings.sites)} sites, {len(settings.assets)} assets, {len(settings.sources)} sources, "
+        f"{len(settings.engineers)} engineers)"
+    )
+
+
+@app.command()
+def simulate(
+    config: Annotated[Path, typer.Option("--config", "-c", help="gateway config whose assets are simulated")],
+    acceleration: Annotated[float, typer.Option(help="simulated seconds per real second (0: as fast as possible)")] = 1.0,
+    fault: Annotated[Optional[list[str]], typer.Option(help="DEVICE:KIND[:at=S][:duration=S], simulated seconds")] = None,
+    seed: Annotated[int, typer.Option()] = 1,
+    duration: Annotated[Optional[float], typer.Option(help="stop after this many simulated seconds")] = None,
+    ground_truth: Annotated[Optional[Path], typer.Option(help="append injected faults here as JSON lines")] = None,
+    source: Annotated[int, typer.Option(help="index of the MQTT source in the config to publish to")] = 0,
+) -> None:
+    """Publish simulated telemetry for every asset of a config over MQTT."""
+    from gateway.demo import fleet_for
+    from simulators.mqtt_fleet import FleetSimulator
+    from simulators.physics import Fault
+
+    settings = _load_or_exit(config)
+    _setup_logging("INFO")
+    mqtt_source = settings.sources[source]
+    fleet = fleet_for(settings, mqtt_source.host, mqtt_source.port, acceleration, seed, ground_truth)
+    fleet.duration_s = duration
+    for spec in fault or []:
+        match = _FAULT_SPEC.match(spec)
+        if not match:
+            typer.echo(f"--fault {spec!r}: expected DEVICE:KIND[:at=SECONDS][:duration=SECONDS]", err=True)
+            raise typer.Exit(2)
+        fleet.faults.append(Fault(match["device"], match["kind"], float(match["at"] or 0),
+                                  float(match["duration"] or 600)))
+    try:
+        simulator = FleetSimulator(fleet)
+    except ValueError as error:
+        typer.echo(f"--fault: {error}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        simulator.run()
+    except KeyboardInterrupt:
+        simulator.stop()
+    typer.echo(f"published {simulator.published} messages")
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="where the demo keeps its databases")] = Path("pmgw-demo"),
+    port: Annotated[int, typer.Option(help="API port (0: a free one)")] = 8080,
+    acceleration: Annotated[float, typer.Option(help="simulated seconds per real second")] = 10.0,
+    healthy: Annotated[float, typer.Option(help="real seconds of healthy operation before the fault")] = 60.0,
+    duration: Annotated[Optional[float], typer.Option(help="stop after this many real seconds")] = None,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Broker + simulated fleet + gateway + API; injects a fault and shows the work order."""
+    from gateway.demo import run_demo
+
+    _setup_logging("INFO")
+    try:
+        run_demo(data_dir, port, acceleration, healthy, duration, seed)
+    except RuntimeError as error:
+        typer.echo(f"demo: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def main() -> None:
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The gateway's one YAML configuration file, validated with pydantic v2.
+
+Each package owns the schema of its own section (connectors, detectors,
+ticketing, edge); this module puts them together, checks references between
+sections, and turns every problem into ``path: reason`` lines such as
+``sources[0].topic: field required``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connectors.registry import SourceConfig
+from detectors.config import DetectorConfig
+from edge.sqlite_store import SqliteStoreConfig
+from gateway.core import Asset, Criticality, Site
+from ticketing.config import EngineerConfig, TicketingConfig
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` holds one ``path: reason`` line each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid configuration\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class SiteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    name: str = ""
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+
+
+class AssetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    name: str = ""
+    type: str = Field(min_length=1)
+    model: str
+    serial: str
+    firmware: str = ""
+    site: str = Field(description="id of an entry in sites")
+    criticality: Criticality = Criticality.MEDIUM
+
+
+class StorageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    telemetry: SqliteStoreConfig = Field(default_factory=SqliteStoreConfig)
+
+
+class ApiConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    queue_batches: int = Field(64, ge=1, le=10_000, description="batches each stage may hold before producers wait")
+    max_batch_readings: int = Field(20_000, ge=1, description="queued batches are merged up to this size")
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    sites: list[SiteConfig] = Field(min_length=1)
+    assets: list[AssetConfig] = Field(min_length=1)
+    sources: list[SourceConfig] = Field(min_length=1)
+    detectors: DetectorConfig = Field(default_factory=DetectorConfig)
+    engineers: list[EngineerConfig] = Field(default_factory=list)
+    ticketing: TicketingConfig = Field(default_factory=TicketingConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    def core_assets(self) -> dict[str, Asset]:
+        sites = {site.id: Site(site.id, site.name or site.id, site.latitude, site.longitude) for site in self.sites}
+        return {
+            asset.id: Asset(
+                id=asset.id, type=asset.type, model=asset.model, serial=asset.serial, site=sites[asset.site],
+                criticality=asset.criticality, firmware=asset.firmware, name=asset.name or asset.id,
+            )
+            for asset in self.assets
+        }
+
+
+def _format_location(location: tuple[Any, ...], document: Any) -> str:
+    """``('sources', 0, 'mqtt', 'topic')`` -> ``sources[0].topic``.
+
+    A tagged union adds its tag (the source ``type``) to the location; it is
+    not a key of the user's file, so it is left out.
+    """
+    text = ""
+    node = document
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        text += f".{part}" if text else str(part)
+        node = node.get(part) if isinstance(node, dict) else None
+    return text or "(top level)"
+
+
+def _lower_first(message: str) -> str:
+    return message[:1].lower() + message[1:]
+
+
+def _duplicates(items: list[Any], section: str) -> list[str]:
+    seen: dict[str, int] = {}
+    problems = []
+    for index, item in enumerate(items):
+        if item.id in seen:
+            problems.append(f"{section}[{index}].id: duplicate id {item.id!r} (first at {section}[{seen[item.id]}])")
+        seen.setdefault(item.id, index)
+    return problems
+
+
+def _reference_problems(config: GatewayConfig) -> list[str]:
+    problems = _duplicates(config.sites, "sites") + _duplicates(config.assets, "assets")
+    problems += _duplicates(config.engineers, "engineers")
+    site_ids = {site.id for site in config.sites}
+    for index, asset in enumerate(config.assets):
+        if asset.site not in site_ids:
+            problems.append(
+                f"assets[{index}].site: unknown site {asset.site!r} (known: {', '.join(sorted(site_ids))})"
+            )
+    names = [source.name for source in config.sources]
+    for index, name in enumerate(names):
+        if names.index(name) != index:
+            problems.append(f"sources[{index}].name: duplicate source name {name!r}")
+    return problems
+
+
+def parse_config(document: Any, source: str = "<config>") -> GatewayConfig:
+    if not isinstance(document, dict):
+        raise ConfigError(source, ["(top level): expected a mapping of sections (sites, assets, sources, ...)"])
+    try:
+        config = GatewayConfig.model_validate(document)
+    except ValidationError as error:
+        problems = [
+            f"{_format_location(detail['loc'], document)}: {_lower_first(detail['msg'])}"
+            for detail in error.errors()
+        ]
+        raise ConfigError(source, problems) from None
+    problems = _reference_problems(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_config(path: Path) -> GatewayConfig:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(source, [f"cannot read the file: {error.strerror or error}"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        reason = getattr(error, "problem", None) or str(error)
+        raise ConfigError(source, [f"YAML syntax error at {where}: {reason}"]) from None
+    return parse_config(document, source)

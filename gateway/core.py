@@ -1,0 +1,135 @@
+"""Shared core types: the only module every package may import.
+
+This module is a leaf: it imports nothing else of pm-gateway, so connectors,
+sinks, detectors and ticketing can all speak these types without depending on
+one another. Data flows one way through them:
+
+    Reading  (connectors)  ->  Anomaly / Alarm  (detectors, devices)  ->  work orders (ticketing)
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+class Quality(str, enum.Enum):
+    """OPC UA style quality: only GOOD readings are scored by detectors."""
+
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+class Criticality(str, enum.Enum):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class Severity(str, enum.Enum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+@dataclass(slots=True)
+class Reading:
+    """One value of one metric of one device at one instant.
+
+    ``timestamp`` is seconds since the Unix epoch (UTC), from the source when
+    the source has one.
+    """
+
+    device_id: str
+    metric: str
+    value: float
+    timestamp: float
+    quality: Quality = Quality.GOOD
+    source: str = ""
+
+    def is_scorable(self) -> bool:
+        return self.quality is Quality.GOOD and math.isfinite(self.value)
+
+
+@dataclass(slots=True)
+class Site:
+    id: str
+    name: str
+    latitude: float
+    longitude: float
+
+
+@dataclass(slots=True)
+class Asset:
+    """A monitored device and the context a work order needs about it."""
+
+    id: str
+    type: str
+    model: str
+    serial: str
+    site: Site
+    criticality: Criticality = Criticality.MEDIUM
+    firmware: str = ""
+    name: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        fields = asdict(self)
+        fields["criticality"] = self.criticality.value
+        return fields
+
+
+@dataclass(slots=True)
+class Anomaly:
+    """A detector's judgement that a device is not behaving normally."""
+
+    device_id: str
+    detected_at: float
+    detector: str
+    score: float
+    severity: Severity
+    failure_mode: str
+    metrics: list[str]
+    message: str
+    evidence: list[Reading] = field(default_factory=list)
+    failure_mechanism: str = ""
+    maintainable_item: str = ""
+
+
+@dataclass(slots=True)
+class Alarm:
+    """An alarm raised by the equipment itself (not by a detector)."""
+
+    device_id: str
+    raised_at: float
+    code: str
+    severity: Severity
+    message: str
+    active: bool = True
+    source: str = ""
+
+
+@dataclass(slots=True)
+class WorkOrderEvent:
+    """Something that happened to a work order; published to subscribers."""
+
+    work_order_code: str
+    kind: str
+    at: float
+    actor: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class ReadingSink(Protocol):
+    """Where readings go: connectors push batches of readings into one."""
+
+    async def put(self, readings: list[Reading]) -> None: ...
+
+
+class AlarmSink(Protocol):
+    """Where device alarms go, straight to ticketing."""
+
+    async def put_alarm(self, alarm: Alarm) -> None: ...

@@ -1,0 +1,1 @@
+"""Work orders, dispatch and (later) fault clusters."""

@@ -1,0 +1,101 @@
+"""Work-order storage (SQLAlchemy 2)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class State(str, enum.Enum):
+    RECEIVED = "RECEIVED"
+    DISPATCHED = "DISPATCHED"
+    DONE = "DONE"
+    CANCELLED = "CANCELLED"
+
+
+OPEN_STATES = (State.RECEIVED.value, State.DISPATCHED.value)
+
+
+class Origin(str, enum.Enum):
+    ANOMALY = "anomaly"
+    DEVICE_ALARM = "device_alarm"
+
+
+class WorkOrder(Base):
+    __tablename__ = "work_orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    # device + failure mode; set only while the order is open, so the unique
+    # constraint allows exactly one open order per key and any number of closed ones.
+    open_dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    dedup_key: Mapped[str] = mapped_column(String(200), index=True)
+    device_id: Mapped[str] = mapped_column(String(100), index=True)
+    site_id: Mapped[str] = mapped_column(String(100), index=True)
+    origin: Mapped[str] = mapped_column(String(20))
+    failure_mode: Mapped[str] = mapped_column(String(10), index=True)
+    failure_mechanism: Mapped[str] = mapped_column(String(60), default="")
+    maintainable_item: Mapped[str] = mapped_column(String(60), default="")
+    priority: Mapped[str] = mapped_column(String(2), index=True)
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    title: Mapped[str] = mapped_column(String(300))
+    required_skill: Mapped[str] = mapped_column(String(60))
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    context: Mapped[dict[str, Any]] = mapped_column(JSON)
+    assigned_engineer_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    assignment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+    last_occurrence_at: Mapped[float] = mapped_column(Float)
+
+    events: Mapped[list["Event"]] = relationship(
+        back_populates="work_order", order_by="Event.id", cascade="all, delete-orphan"
+    )
+
+
+class Event(Base):
+    """Append-only history of a work order."""
+
+    __tablename__ = "work_order_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    work_order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id"), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(100))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # SHA-256 over the previous event's hash and this event's content.
+    hash: Mapped[str] = mapped_column(String(64))
+
+    work_order: Mapped[WorkOrder] = relationship(back_populates="events")
+
+
+class AnomalyRecord(Base):
+    __tablename__ = "anomalies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(100), index=True)
+    detected_at: Mapped[float] = mapped_column(Float, index=True)
+    detector: Mapped[str] = mapped_column(String(40))
+    score: Mapped[float] = mapped_column(Float)
+    severity: Mapped[str] = mapped_column(String(10))
+    failure_mode: Mapped[str] = mapped_column(String(10))
+    metrics: Mapped[list[str]] = mapped_column(JSON)
+    message: Mapped[str] = mapped_column(Text)
+    work_order_code: Mapped[str | None] = mapped_column(String(32), index=True)
+
+
+class CodeCounter(Base):
+    """Last work-order number issued per day, for codes like WO-20261125-0001."""
+
+    __tablename__ = "code_counters"
+
+    day: Mapped[str] = mapped_column(String(8), primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)
