@@ -53,9 +53,12 @@ class AdaptiveThreshold:
     """Alert when a model's score stays above a high quantile of its own normal scores.
 
     The first ``warmup`` scores never alert; scores from the second half of the
-    warm-up on calibrate the quantile (the first half is the model settling).
-    The quantile only learns from samples that are not part of an alert, so a
-    developing fault does not raise its own bar.
+    warm-up on (the first half is the model settling) calibrate the quantile,
+    which then stays fixed. Letting it follow later scores would ratchet: a
+    slowly developing fault feeds scores just under the bar, which raise the
+    bar, and the fault is never reported. Only samples scoring under the
+    quantile itself count as normal for the model to learn from, so the model
+    does not learn a developing fault either.
 
     >>> gate = AdaptiveThreshold(warmup=100, quantile=0.99, margin=1.2, k=3, m=4, clear_after=5)
     >>> edges = [gate.update(0.3 + 0.01 * (i % 10)) for i in range(200)]
@@ -77,9 +80,13 @@ class AdaptiveThreshold:
         return self.seen < self.warmup
 
     @property
-    def threshold(self) -> float:
+    def normal_limit(self) -> float:
         value = self.quantile.get()
-        return float("inf") if value is None else value * self.margin
+        return float("inf") if value is None else value
+
+    @property
+    def threshold(self) -> float:
+        return self.normal_limit * self.margin
 
     @property
     def active(self) -> bool:
@@ -91,13 +98,9 @@ class AdaptiveThreshold:
             if self.seen > self.warmup // 2:
                 self.quantile.update(score)
             return None
-        threshold = self.threshold
-        exceeded = score > threshold
-        edge = self.persistence.update(on=exceeded, clear=not exceeded)
-        if not exceeded and not self.persistence.active:
-            self.quantile.update(score)
-        return edge
+        exceeded = score > self.threshold
+        return self.persistence.update(on=exceeded, clear=not exceeded)
 
     def is_normal(self, score: float) -> bool:
         """Whether a model may learn from the sample that produced ``score``."""
-        return self.warming_up or (not self.active and score <= self.threshold)
+        return self.warming_up or (not self.active and score <= self.normal_limit)

@@ -16,3 +16,6 @@ class Detector(Protocol):
 
     def score_one(self, x: dict[str, float]) -> float:
         """Anomaly score of one sample: higher is more anomalous."""
+
+    def contributions(self) -> dict[str, float]:
+        """Signed share of each metric in the last score (+: higher than normal); explains an alert."""

@@ -85,12 +85,16 @@ def default_failure_modes() -> list[FailureModeConfig]:
 
 
 class ModelConfig(BaseModel):
+    """The per-device river model. ``residual_regression`` is the default;
+    ``half_space_trees`` (river's HST on standardised features) is the baseline."""
+
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["half_space_trees"] = "half_space_trees"
-    n_trees: int = Field(10, ge=1)
-    height: int = Field(8, ge=2)
-    window_size: int = Field(100, ge=10)
+    type: Literal["residual_regression", "half_space_trees"] = "residual_regression"
+    lag_samples: float = Field(120.0, ge=1, description="residual_regression: thermal lag, in samples")
+    n_trees: int = Field(10, ge=1, description="half_space_trees only")
+    height: int = Field(8, ge=2, description="half_space_trees only")
+    window_size: int = Field(250, ge=10, description="half_space_trees only")
     seed: int = 42
 
 
@@ -98,11 +102,11 @@ class DetectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelConfig = Field(default_factory=ModelConfig)
-    warmup_samples: int = Field(300, ge=10, description="samples per device before any alert")
+    warmup_samples: int = Field(1800, ge=10, description="samples per device before any alert")
     quantile: float = Field(0.995, gt=0.5, lt=1.0)
-    margin: float = Field(1.25, ge=1.0, description="threshold = quantile of normal scores x margin")
-    persistence_k: int = Field(6, ge=1)
-    persistence_m: int = Field(8, ge=1)
+    margin: float = Field(2.0, ge=1.0, description="threshold = quantile of normal scores x margin")
+    persistence_k: int = Field(8, ge=1)
+    persistence_m: int = Field(10, ge=1)
     clear_after: int = Field(30, ge=1)
     evidence_samples: int = Field(30, ge=1, le=1000)
     rules: list[LimitRuleConfig] = Field(default_factory=default_rules)

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from detectors.alerting import AdaptiveThreshold
-from detectors.config import ANY_DEVICE_TYPE, DetectorConfig, FailureModeConfig
+from detectors.base import Detector
+from detectors.config import ANY_DEVICE_TYPE, DetectorConfig, FailureModeConfig, ModelConfig
 from detectors.hst import ScaledHalfSpaceTrees
+from detectors.residual import ResidualRegression
 from detectors.threshold import LimitRule
 from gateway.core import Anomaly, Reading, Severity
 
-MODEL_DETECTOR = "hst"
-MODEL_VERSION = "hst-1"
+# Models by config name, with the version recorded on each anomaly they raise.
+MODELS: dict[str, tuple[str, Callable[[ModelConfig], Detector]]] = {
+    "residual_regression": ("residual-regression-1", lambda cfg: ResidualRegression(cfg.lag_samples)),
+    "half_space_trees": ("hst-1", lambda cfg: ScaledHalfSpaceTrees(
+        n_trees=cfg.n_trees, height=cfg.height, window_size=cfg.window_size, seed=cfg.seed)),
+}
 RULE_DETECTOR = "limit"
 FALLBACK_FAILURE_MODE = "PDE"
 # A standard score this far out makes a model anomaly HIGH rather than MEDIUM.
@@ -28,7 +34,7 @@ HIGH_SEVERITY_Z = 6.0
 @dataclass
 class DeviceState:
     device_type: str
-    model: ScaledHalfSpaceTrees
+    model: Detector
     gate: AdaptiveThreshold
     rules: dict[str, list[LimitRule]]
     features: dict[str, float] = field(default_factory=dict)
@@ -53,6 +59,7 @@ class DetectorEngine:
         self.samples = 0
         self.anomalies = 0
         self._modes = {(m.device_type, m.metric, m.direction): m for m in config.failure_modes}
+        self.model_version, self._make_model = MODELS[config.model.type]
 
     def _state(self, device_id: str) -> DeviceState | None:
         state = self.devices.get(device_id)
@@ -68,10 +75,7 @@ class DetectorEngine:
                 rules.setdefault(rule.metric, []).append(LimitRule(rule))
         state = DeviceState(
             device_type=device_type,
-            model=ScaledHalfSpaceTrees(
-                n_trees=cfg.model.n_trees, height=cfg.model.height,
-                window_size=cfg.model.window_size, seed=cfg.model.seed,
-            ),
+            model=self._make_model(cfg.model),
             gate=AdaptiveThreshold(
                 warmup=cfg.warmup_samples, quantile=cfg.quantile, margin=cfg.margin,
                 k=cfg.persistence_k, m=cfg.persistence_m, clear_after=cfg.clear_after,
@@ -126,17 +130,18 @@ class DetectorEngine:
             state.model.learn_one(x)
         if edge != "raise":
             return None
-        z_scores = state.model.z_scores(x)
-        ranked = sorted(z_scores, key=lambda name: abs(z_scores[name]), reverse=True)
+        shares = state.model.contributions()
+        ranked = sorted(shares, key=lambda name: abs(shares[name]), reverse=True) or sorted(x)
         top = ranked[0]
-        direction = "up" if z_scores[top] >= 0 else "down"
+        top_share = shares.get(top, 0.0)
+        direction = "up" if top_share >= 0 else "down"
         mode = self._failure_mode(state.device_type, top, direction)
-        severity = Severity.HIGH if abs(z_scores[top]) >= HIGH_SEVERITY_Z else Severity.MEDIUM
-        contributors = [name for name in ranked if abs(z_scores[name]) >= 2.0] or [top]
+        severity = Severity.HIGH if abs(top_share) >= HIGH_SEVERITY_Z else Severity.MEDIUM
+        contributors = [name for name in ranked if abs(shares.get(name, 0.0)) >= 2.0] or [top]
         return Anomaly(
             device_id=device_id,
             detected_at=timestamp,
-            detector=MODEL_VERSION,
+            detector=self.model_version,
             score=score,
             severity=severity,
             failure_mode=mode.failure_mode if mode else FALLBACK_FAILURE_MODE,
@@ -144,7 +149,7 @@ class DetectorEngine:
             maintainable_item=mode.maintainable_item if mode else "",
             metrics=contributors,
             message=(
-                f"{top} {direction} ({z_scores[top]:+.1f} sd from normal); "
+                f"{top} {direction} ({top_share:+.1f} sd from expected); "
                 f"score {score:.3f} over threshold {state.gate.threshold:.3f}"
             ),
             evidence=list(state.evidence),

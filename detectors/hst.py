@@ -10,7 +10,8 @@ into [0, 1]; ``z_scores`` tells which metric moved most.
 ...     model.learn_one({"vibration": 2.0 + 0.1 * (i % 7), "temperature": 50.0 + (i % 5)})
 >>> model.score_one({"vibration": 2.3, "temperature": 52.0}) < model.score_one({"vibration": 9.0, "temperature": 80.0})
 True
->>> max(model.z_scores({"vibration": 9.0, "temperature": 52.0}).items(), key=lambda kv: abs(kv[1]))[0]
+>>> _ = model.score_one({"vibration": 9.0, "temperature": 52.0})
+>>> max(model.contributions().items(), key=lambda kv: abs(kv[1]))[0]
 'vibration'
 """
 
@@ -58,6 +59,7 @@ class ScaledHalfSpaceTrees:
             n_trees=n_trees, height=height, window_size=window_size, seed=seed
         )
         self.stats: dict[str, RunningStats] = {}
+        self._last: dict[str, float] = {}
 
     def z_scores(self, x: dict[str, float]) -> dict[str, float]:
         return {name: self.stats[name].z(value) for name, value in x.items() if name in self.stats}
@@ -76,4 +78,8 @@ class ScaledHalfSpaceTrees:
         self.model.learn_one(self._scaled(x))
 
     def score_one(self, x: dict[str, float]) -> float:
+        self._last = x
         return self.model.score_one(self._scaled(x))
+
+    def contributions(self) -> dict[str, float]:
+        return self.z_scores(self._last)

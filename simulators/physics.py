@@ -31,6 +31,8 @@ AMBIENT_C = 25.0
 LOAD_PERIOD_S = 1200.0
 # Thermal time constant of a bearing housing, in simulated seconds.
 THERMAL_TAU_S = 120.0
+SETPOINT_CHANGE_PER_S = 1 / 900
+SETPOINT_RAMP_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,7 @@ class DeviceModel:
         self.rng = random.Random(seed)
         self.phase = self.rng.uniform(0, 2 * math.pi)
         self.setpoint = self.rng.uniform(0.55, 0.75)
+        self.target_setpoint = self.setpoint
         self.faults: list[Fault] = []
         self.bearing_temp = AMBIENT_C + 30 * self.setpoint
         self.hot_temp = AMBIENT_C + 60 * self.setpoint
@@ -79,10 +82,12 @@ class DeviceModel:
     def _severity(self, kind: str, t: float) -> float:
         return max((fault.severity(t) for fault in self.faults if fault.kind == kind), default=0.0)
 
-    def load(self, t: float) -> float:
-        # Operators change the set-point now and then; the sine is the daily demand swing.
-        if self.rng.random() < 0.002:
-            self.setpoint = self.rng.uniform(0.5, 0.8)
+    def load(self, t: float, dt: float) -> float:
+        # Operators nudge the set-point now and then and the controller ramps to
+        # it; the sine is the demand swing.
+        if self.rng.random() < SETPOINT_CHANGE_PER_S * dt:
+            self.target_setpoint = min(0.8, max(0.5, self.setpoint + self.rng.uniform(-0.12, 0.12)))
+        self.setpoint += (self.target_setpoint - self.setpoint) * (1 - math.exp(-dt / SETPOINT_RAMP_S))
         return min(1.0, max(0.2, self.setpoint + 0.15 * math.sin(2 * math.pi * t / LOAD_PERIOD_S + self.phase)))
 
     def _lag(self, current: float, target: float, dt: float) -> float:
@@ -92,7 +97,7 @@ class DeviceModel:
         """Metrics at simulated time ``t`` (seconds since the simulation started)."""
         dt = 1.0 if self.last_t is None else max(0.0, t - self.last_t)
         self.last_t = t
-        load = self.load(t)
+        load = self.load(t, dt)
         wear = self._severity("bearing_wear", t)
         heat = self._severity("overheating", t)
         cavitation = self._severity("cavitation", t)

@@ -89,7 +89,7 @@ def _open_loads(session: Session) -> dict[str, int]:
         select(WorkOrder.assigned_engineer_id, func.count())
         .where(WorkOrder.state.in_(OPEN_STATES), WorkOrder.assigned_engineer_id.is_not(None))
         .group_by(WorkOrder.assigned_engineer_id)
-    ).tuples()
+    )
     return {engineer_id: count for engineer_id, count in rows if engineer_id is not None}
 
 

@@ -1,0 +1,129 @@
+"""Fixtures that start real parts on loopback: Mosquitto, the gateway with its API."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+
+from gateway.app import Gateway
+from gateway.broker import Mosquitto, free_port
+from gateway.config import parse_config
+
+EVERY_DAY = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "24:00"}
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto.start(directory=tmp_path / "mosquitto")
+    yield broker
+    broker.stop()
+
+
+def gateway_document(broker_port: int, data_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """A small plant: two pumps and a motor at one site, two engineers."""
+    document: dict[str, Any] = {
+        "log_level": "INFO",
+        "sites": [{"id": "north", "name": "North plant", "latitude": 53.55, "longitude": 9.99}],
+        "assets": [
+            {"id": "pump-01", "type": "pump", "model": "Etanorm 80-250", "serial": "S1", "site": "north",
+             "criticality": "high", "firmware": "2.4.1"},
+            {"id": "pump-02", "type": "pump", "model": "Etanorm 80-250", "serial": "S2", "site": "north",
+             "criticality": "high", "firmware": "2.4.1"},
+            {"id": "motor-01", "type": "motor", "model": "1LE1 75kW", "serial": "S3", "site": "north"},
+        ],
+        "sources": [{
+            "type": "mqtt", "name": "test-broker", "host": "127.0.0.1", "port": broker_port,
+            "client_id": f"pmgw-test-{broker_port}", "topic": "plant/{site}/{device}/telemetry",
+            "alarm_topic": "plant/{site}/{device}/alarm", "payload": {"metrics_path": "metrics"},
+            "batch_size": 200,
+        }],
+        "engineers": [
+            # Closest to the site, but an electrician: must never get a mechanical job.
+            {"id": "eng-near-electrical", "name": "Ben", "skills": ["electrical"],
+             "home": {"latitude": 53.551, "longitude": 9.991}, "shift": EVERY_DAY},
+            {"id": "eng-mechanical", "name": "Anna", "skills": ["mechanical"],
+             "home": {"latitude": 53.60, "longitude": 10.05}, "shift": EVERY_DAY},
+            {"id": "eng-far-mechanical", "name": "Carla", "skills": ["mechanical"],
+             "home": {"latitude": 52.52, "longitude": 13.40}, "shift": EVERY_DAY},
+        ],
+        "storage": {"telemetry": {"path": str(data_dir / "telemetry.db")}},
+        "ticketing": {"database_url": f"sqlite:///{data_dir / 'workorders.db'}"},
+        "api": {"host": "127.0.0.1", "port": free_port()},
+    }
+    document.update(overrides)
+    return document
+
+
+class RunningGateway:
+    """A Gateway in its own thread and event loop, with its API on a free port."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.config = parse_config(document, "test")
+        self.gateway = Gateway(self.config)
+        self.url = f"http://127.0.0.1:{self.config.api.port}"
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_until_complete(self.gateway.run())
+        except BaseException as error:  # surfaced to the test by stop()
+            self.error = error
+
+    def start(self) -> "RunningGateway":
+        self._thread.start()
+        wait_until(lambda: self._api_up(), timeout=20, what="gateway API to answer")
+        wait_until(lambda: all(c.diagnostics()["connected"] for c in self.gateway.connectors),
+                   timeout=20, what="connectors to connect")
+        return self
+
+    def _api_up(self) -> bool:
+        try:
+            return self.http.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.http.get(path, params=params)
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.gateway.request_stop)
+            self._thread.join(timeout=30)
+        self.http.close()
+        if self.error is not None:
+            raise self.error
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def start_gateway() -> Iterator[Callable[[dict[str, Any]], RunningGateway]]:
+    started: list[RunningGateway] = []
+
+    def start(document: dict[str, Any]) -> RunningGateway:
+        running = RunningGateway(document).start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()

@@ -1,0 +1,109 @@
+"""MQTT telemetry through a real Mosquitto into the running gateway, bad input included."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.broker import Mosquitto
+from tests.conftest import gateway_document, wait_until
+
+
+def publisher(broker: Mosquitto) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-publisher")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    return client
+
+
+def publish(client: mqtt.Client, topic: str, payload: bytes | str) -> None:
+    client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+
+def test_good_readings_are_stored_and_served(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
+    client = publisher(mosquitto)
+    now = time.time()
+    for i in range(5):
+        publish(client, "plant/north/pump-01/telemetry",
+                orjson.dumps({"ts": now - 5 + i, "metrics": {"vibration": 2.0 + i, "flow": 80.5}}))
+
+    latest = wait_until(
+        lambda: [r for r in gw.get("/devices/pump-01/readings/latest")["readings"] if r["metric"] == "vibration"
+                 and r["value"] == 6.0], timeout=10, what="latest vibration")
+    assert latest[0]["timestamp"] == now - 1
+    history = gw.get("/devices/pump-01/readings", metric="vibration", since=now - 60)
+    assert [r["value"] for r in history["readings"]] == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert gw.get("/health")["connectors"][0]["errors"] == {}
+    client.loop_stop()
+
+
+def test_malformed_payloads_are_rejected_counted_and_the_rest_flows(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway
+) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
+    client = publisher(mosquitto)
+    now = time.time()
+    bad = {
+        "invalid_json": ("plant/north/pump-01/telemetry", b"{not json"),
+        "not_an_object": ("plant/north/pump-01/telemetry", b"[1, 2, 3]"),
+        "unknown_device": ("plant/north/pump-99/telemetry", orjson.dumps({"metrics": {"vibration": 1.0}})),
+        "missing_field": ("plant/north/pump-01/telemetry", orjson.dumps({"ts": now, "values": {"vibration": 1.0}})),
+        "bad_timestamp": ("plant/north/pump-01/telemetry", orjson.dumps({"ts": "yesterday", "metrics": {"a": 1}})),
+    }
+    for topic, payload in bad.values():
+        publish(client, topic, payload)
+    # One wrong-typed metric: rejected on its own, the good metric of the same message is kept.
+    publish(client, "plant/north/pump-02/telemetry",
+            orjson.dumps({"ts": now, "metrics": {"vibration": "high", "flow": 77.0}}))
+    # An alarm without a code.
+    publish(client, "plant/north/pump-02/alarm", orjson.dumps({"severity": "high"}))
+    # After all that, good data still flows.
+    publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": now, "metrics": {"vibration": 2.5}}))
+
+    def counted() -> dict[str, int] | None:
+        errors = gw.get("/health")["connectors"][0]["errors"]
+        return errors if sum(errors.values()) >= 7 else None
+
+    errors = wait_until(counted, timeout=10, what="rejections to be counted")
+    assert errors == {
+        "invalid_json": 1, "not_an_object": 1, "unknown_device": 1, "missing_field": 2,
+        "bad_timestamp": 1, "wrong_type": 1,
+    }
+    pump_02 = {r["metric"]: r["value"] for r in gw.get("/devices/pump-02/readings/latest")["readings"]}
+    assert pump_02 == {"flow": 77.0}
+    wait_until(lambda: gw.get("/devices/pump-01/readings/latest")["readings"], timeout=10, what="good reading")
+    assert [r["value"] for r in gw.get("/devices/pump-01/readings/latest")["readings"]] == [2.5]
+    assert gw.get("/work-orders") == []
+    client.loop_stop()
+
+
+def test_device_alarm_opens_a_work_order(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
+    client = publisher(mosquitto)
+    alarm = {"code": "ohe", "severity": "high", "message": "winding over temperature", "active": True}
+    publish(client, "plant/north/motor-01/alarm", orjson.dumps(alarm))
+    publish(client, "plant/north/motor-01/alarm", orjson.dumps(alarm))  # repeat: an occurrence, not a ticket
+    publish(client, "plant/north/motor-01/alarm", orjson.dumps(alarm | {"active": False}))
+
+    def cleared_order() -> dict | None:
+        orders = gw.get("/work-orders", device_id="motor-01")
+        if not orders:
+            return None
+        detail = gw.get(f"/work-orders/{orders[0]['code']}")
+        return detail if any(e["kind"] == "condition_cleared" for e in detail["events"]) else None
+
+    order = wait_until(cleared_order, timeout=10, what="alarm work order with its cleared event")
+    assert len(gw.get("/work-orders")) == 1
+    assert order["origin"] == "device_alarm"
+    assert order["failure_mode"] == "OHE"
+    assert order["occurrences"] == 2
+    # A cleared signal never closes the ticket.
+    assert order["state"] == "DISPATCHED"
+    assert order["assigned_engineer_id"] == "eng-mechanical"
+    assert order["priority"] == "P2"  # high severity x medium criticality
+    client.loop_stop()
