@@ -1,0 +1,153 @@
+"""Configuration: examples validate; broken files fail with the exact path and reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def minimal() -> dict[str, Any]:
+    return {
+        "sites": [{"id": "north", "latitude": 53.5, "longitude": 10.0}],
+        "assets": [{"id": "pump-01", "type": "pump", "model": "X", "serial": "1", "site": "north"}],
+        "sources": [{"type": "mqtt", "topic": "plant/{site}/{device}/telemetry"}],
+    }
+
+
+def problems_of(document: Any) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_is_valid(path: Path) -> None:
+    assert load_config(path).sources
+
+
+def test_minimal_config_gets_defaults() -> None:
+    config = parse_config(minimal())
+    assert config.api.port == 8080
+    assert config.detectors.model.type == "residual_regression"
+    assert config.core_assets()["pump-01"].site.latitude == 53.5
+
+
+def test_missing_field_names_its_path() -> None:
+    document = minimal()
+    del document["sources"][0]["topic"]
+    assert problems_of(document) == ["sources[0].topic: field required"]
+
+
+def test_wrong_type_and_unknown_key() -> None:
+    document = minimal()
+    document["sources"][0]["port"] = "eighteen"
+    document["sources"][0]["tpoic"] = "x/{device}"
+    assert problems_of(document) == [
+        "sources[0].port: input should be a valid integer, unable to parse string as an integer",
+        "sources[0].tpoic: extra inputs are not permitted",
+    ]
+
+
+def test_unknown_source_type() -> None:
+    document = minimal()
+    document["sources"][0]["type"] = "bacnet"
+    [problem] = problems_of(document)
+    assert problem.startswith("sources[0]: input tag 'bacnet' found using 'type' does not match")
+
+
+def test_topic_template_checks() -> None:
+    document = minimal()
+    document["sources"][0]["topic"] = "plant/{site}/telemetry"
+    assert problems_of(document) == ["sources[0].topic: value error, the topic template needs a {device} segment"]
+    document["sources"][0]["topic"] = "plant/{line}/{device}"
+    assert problems_of(document) == [
+        "sources[0].topic: value error, unknown placeholder '{line}'; use {site}, {device} or {metric}"
+    ]
+
+
+def test_references_between_sections() -> None:
+    document = minimal()
+    document["assets"].append({"id": "pump-01", "type": "pump", "model": "X", "serial": "2", "site": "south"})
+    assert problems_of(document) == [
+        "assets[1].id: duplicate id 'pump-01' (first at assets[0])",
+        "assets[1].site: unknown site 'south' (known: north)",
+    ]
+
+
+def test_engineer_shift_and_location() -> None:
+    document = minimal()
+    document["engineers"] = [{
+        "id": "e1", "name": "E", "skills": ["mechanical"], "home": {"latitude": 95, "longitude": 0},
+        "shift": {"days": ["monday", "funday"], "start": "25:00", "timezone": "Mars/Olympus"},
+    }]
+    assert problems_of(document) == [
+        "engineers[0].home.latitude: input should be less than or equal to 90",
+        "engineers[0].shift.days: value error, unknown weekday(s) ['funday']; use mon, tue, wed, thu, fri, sat, sun",
+        "engineers[0].shift.start: value error, '25:00' is not a time of day HH:MM (00:00 to 24:00)",
+        "engineers[0].shift.timezone: value error, unknown time zone 'Mars/Olympus'",
+    ]
+
+
+def test_detector_rule_needs_a_limit() -> None:
+    document = minimal()
+    document["detectors"] = {"rules": [{"device_type": "pump", "metric": "flow", "failure_mode": "LOO"}]}
+    assert problems_of(document) == ["detectors.rules[0]: value error, a limit rule needs 'high', 'low' or both"]
+
+
+def test_empty_and_non_mapping_documents() -> None:
+    assert problems_of(None) == ["(top level): expected a mapping of sections (sites, assets, sources, ...)"]
+    assert problems_of({}) == [
+        "sites: field required", "assets: field required", "sources: field required",
+    ]
+
+
+def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("sites:\n  - id: a\n    latitude: [1, 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    assert problem.startswith("YAML syntax error at line 4, column 1:")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "nope.yaml")
+    assert caught.value.problems == ["cannot read the file: No such file or directory"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    good = run_cli("check-config", str(ROOT / "examples" / "gateway.yaml"))
+    assert good.returncode == 0, good.stderr
+    assert "OK (1 sites, 2 assets, 1 sources, 2 engineers)" in good.stdout
+
+    document = minimal()
+    del document["sources"][0]["topic"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(document))
+    bad = run_cli("check-config", str(path))
+    assert bad.returncode == 2
+    assert f"{path}: invalid configuration" in bad.stderr
+    assert "sources[0].topic: field required" in bad.stderr
+
+
+def test_run_refuses_an_invalid_config_before_starting(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("sites: []\n")
+    result = run_cli("run", "--config", str(path))
+    assert result.returncode == 2
+    assert "sites: list should have at least 1 item after validation, not 0" in result.stderr

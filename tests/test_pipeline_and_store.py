@@ -1,0 +1,90 @@
+"""The pipeline's bounded queues and the embedded store."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from pathlib import Path
+
+from edge.sqlite_store import SqliteStore, SqliteStoreConfig
+from gateway.core import Alarm, Quality, Reading, Severity
+from gateway.pipeline import Pipeline
+
+
+def batch(start: int, size: int) -> list[Reading]:
+    return [Reading("d", "m", float(i), float(i)) for i in range(start, start + size)]
+
+
+async def test_a_slow_sink_makes_producers_wait_and_loses_nothing() -> None:
+    release = threading.Event()
+    written: list[int] = []
+
+    def slow_write(readings: list[Reading]) -> None:
+        release.wait(10)
+        written.extend(int(r.value) for r in readings)
+
+    pipeline = Pipeline(write=slow_write, detect=lambda readings: [], handle_finding=lambda f: None,
+                        queue_batches=2, max_batch_readings=10)
+    pipeline.start()
+    producer = asyncio.gather(*[pipeline.put(batch(i * 5, 5)) for i in range(40)])
+    await asyncio.sleep(0.5)
+    # The sink holds one batch; each queue holds at most 2: the producer is blocked, memory is bounded.
+    assert not producer.done()
+    depth = pipeline.diagnostics()["queue_depth"]
+    assert depth["ingest"] <= 2 and depth["sink"] <= 2
+    release.set()
+    await asyncio.wait_for(producer, 10)
+    await pipeline.stop()
+    assert sorted(written) == list(range(200))
+    assert pipeline.counts["readings_stored"] == 200 and pipeline.counts["readings_scored"] == 200
+
+
+async def test_findings_reach_ticketing_and_a_failing_stage_does_not_stop_the_rest() -> None:
+    handled: list[object] = []
+
+    def flaky_write(readings: list[Reading]) -> None:
+        raise OSError("disk full")
+
+    def detect(readings: list[Reading]) -> list:
+        if readings[0].value == 0:
+            raise ValueError("model bug")
+        return []
+
+    pipeline = Pipeline(write=flaky_write, detect=detect, handle_finding=handled.append, queue_batches=4)
+    pipeline.start()
+    await pipeline.put(batch(0, 3))
+    await pipeline.put_alarm(Alarm("d", 1.0, "OHE", Severity.HIGH, "hot"))
+    await pipeline.put(batch(3, 3))
+    await pipeline.stop()
+    assert [type(f).__name__ for f in handled] == ["Alarm"]
+    assert pipeline.errors["sink"] >= 1 and pipeline.errors["detectors"] == 1
+    assert pipeline.counts["readings_not_stored"] == 6
+
+
+def test_store_latest_history_and_idempotent_replay(tmp_path: Path) -> None:
+    store = SqliteStore(SqliteStoreConfig(path=tmp_path / "t.db"))
+    t0 = time.time() - 100
+    readings = [Reading("p1", "vib", float(i), t0 + i) for i in range(10)]
+    readings.append(Reading("p1", "temp", math.nan, t0 + 5, Quality.BAD, "mqtt"))
+    store.write(readings)
+    store.write(readings[:5])  # a replay overwrites, never duplicates
+    history = store.history("p1", "vib", t0, t0 + 9, 100)
+    assert [r.value for r in history] == [float(i) for i in range(10)]
+    assert [r.value for r in store.history("p1", "vib", 0, t0 + 100, 3)] == [7.0, 8.0, 9.0]
+    latest = {r.metric: r for r in store.latest("p1")}
+    assert latest["vib"].value == 9.0 and latest["vib"].timestamp == t0 + 9
+    assert latest["temp"].quality is Quality.BAD and math.isnan(latest["temp"].value)
+    # An older reading arriving late does not replace the latest value.
+    store.write([Reading("p1", "vib", -1.0, t0 - 50)])
+    assert {r.metric: r.value for r in store.latest("p1")}["vib"] == 9.0
+    store.close()
+
+
+def test_store_drops_readings_past_retention(tmp_path: Path) -> None:
+    store = SqliteStore(SqliteStoreConfig(path=tmp_path / "t.db", retention_days=1))
+    now = time.time()
+    store.write([Reading("p1", "vib", 1.0, now - 2 * 86400), Reading("p1", "vib", 2.0, now - 60)])
+    assert [r.value for r in store.history("p1", None, 0, now, 10)] == [2.0]
+    store.close()

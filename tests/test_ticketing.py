@@ -1,0 +1,144 @@
+"""Work orders: codes, dedup, grouping, priority, dispatch and the event chain."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from gateway.core import Alarm, Anomaly, Asset, Criticality, Reading, Severity, Site, WorkOrderEvent
+from ticketing.config import EngineerConfig, Location, ShiftConfig, TicketingConfig
+from ticketing.dispatch import choose_engineer, haversine_km, on_shift
+from ticketing.service import GENESIS_HASH, TicketingService, event_hash
+
+# Wednesday 2026-11-25 10:00 UTC
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc).timestamp()
+SITE = Site("north", "North plant", 53.55, 9.99)
+
+
+def engineer(id: str, skills: list[str], lat: float, lon: float, shift: ShiftConfig | None = None) -> EngineerConfig:
+    return EngineerConfig(id=id, name=id.title(), skills=skills, home=Location(latitude=lat, longitude=lon),
+                          shift=shift or ShiftConfig())
+
+
+@pytest.fixture
+def published() -> list[WorkOrderEvent]:
+    return []
+
+
+@pytest.fixture
+def service(tmp_path: Path, published: list[WorkOrderEvent]) -> TicketingService:
+    assets = {
+        "pump-01": Asset("pump-01", "pump", "Etanorm", "S1", SITE, Criticality.HIGH, "2.4.1"),
+        "pump-02": Asset("pump-02", "pump", "Etanorm", "S2", SITE, Criticality.LOW),
+    }
+    engineers = [
+        engineer("near-electrician", ["electrical"], 53.551, 9.991),
+        engineer("near-but-off-shift", ["mechanical"], 53.552, 9.992,
+                 ShiftConfig(days=["sat", "sun"], start="08:00", end="16:00")),
+        engineer("mechanic", ["mechanical"], 53.60, 10.05),
+        engineer("far-mechanic", ["mechanical"], 52.52, 13.40),
+    ]
+    return TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}"), assets, engineers,
+                            publish=published.append, clock=lambda: NOW)
+
+
+def anomaly(device: str = "pump-01", mode: str = "VIB", severity: Severity = Severity.MEDIUM, at: float = NOW) -> Anomaly:
+    evidence = [Reading(device, "vibration", 5.0 + i, at - 10 + i) for i in range(10)]
+    return Anomaly(device, at, "residual-regression-1", 7.5, severity, mode, ["vibration"], "vibration up",
+                   evidence, "2.4 wear", "bearing")
+
+
+def test_first_anomaly_opens_a_coded_dispatched_work_order(
+    service: TicketingService, published: list[WorkOrderEvent]
+) -> None:
+    code = service.handle_anomaly(anomaly())
+    assert code == "WO-20261125-0001"
+    order = service.get_work_order(code)
+    assert order is not None
+    assert order["priority"] == "P2"  # medium severity x high criticality
+    assert order["state"] == "DISPATCHED" and order["assigned_engineer_id"] == "mechanic"
+    assert order["failure_mode"] == "VIB" and order["maintainable_item"] == "bearing"
+    assert order["context"]["asset"]["firmware"] == "2.4.1"
+    assert len(order["context"]["triggering_readings"]) == 10
+    assert order["assignment"]["excluded"] == {
+        "near-electrician": "lacks skill mechanical", "near-but-off-shift": "off shift",
+    }
+    assert "nearest on-shift engineer with skill mechanical" in order["assignment"]["reason"]
+    assert [e.kind for e in published] == ["created", "dispatched"]
+    assert service.list_anomalies(device_id="pump-01")[0]["work_order_code"] == code
+
+
+def test_repeats_add_occurrences_and_may_raise_priority(service: TicketingService) -> None:
+    first = service.handle_anomaly(anomaly())
+    again = service.handle_anomaly(anomaly(severity=Severity.CRITICAL, at=NOW + 60))
+    assert again == first
+    order = service.get_work_order(first)
+    assert order["occurrences"] == 2 and order["priority"] == "P1"
+    assert order["events"][-1]["data"]["priority_raised"] == {"from": "P2", "to": "P1"}
+    assert len(service.list_work_orders()) == 1
+
+
+def test_other_findings_on_the_same_asset_join_the_open_incident(service: TicketingService) -> None:
+    first = service.handle_anomaly(anomaly(mode="VIB"))
+    assert service.handle_anomaly(anomaly(mode="OHE", at=NOW + 30)) == first
+    assert service.get_work_order(first)["events"][-1]["kind"] == "related_finding"
+    # Another asset is another ticket.
+    assert service.handle_anomaly(anomaly(device="pump-02")) == "WO-20261125-0002"
+
+
+def test_after_the_group_window_a_different_failure_mode_is_a_new_ticket(tmp_path: Path) -> None:
+    svc = TicketingService(
+        TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}", group_window_s=60),
+        {"pump-01": Asset("pump-01", "pump", "E", "S", SITE)}, [], clock=lambda: NOW)
+    first = svc.handle_anomaly(anomaly(mode="VIB"))
+    assert svc.handle_anomaly(anomaly(mode="OHE", at=NOW + 3600)) != first
+    # Same failure mode: still one open ticket however late.
+    assert svc.handle_anomaly(anomaly(mode="VIB", at=NOW + 7200)) == first
+
+
+def test_nobody_qualified_escalates_to_the_dispatcher_queue(service: TicketingService) -> None:
+    code = service.handle_alarm(Alarm("pump-02", NOW, "AIR", Severity.LOW, "sensor stuck"))
+    order = service.get_work_order(code)
+    assert order["state"] == "RECEIVED" and order["assigned_engineer_id"] is None
+    assert order["required_skill"] == "instrumentation"
+    assert order["events"][-1]["kind"] == "escalated"
+
+
+def test_cleared_alarm_is_recorded_and_never_closes(service: TicketingService) -> None:
+    code = service.handle_alarm(Alarm("pump-01", NOW, "OHE", Severity.HIGH, "hot"))
+    assert service.handle_alarm(Alarm("pump-01", NOW + 5, "OHE", Severity.HIGH, "cleared", active=False)) is None
+    order = service.get_work_order(code)
+    assert order["state"] == "DISPATCHED"
+    assert order["events"][-1]["kind"] == "condition_cleared"
+
+
+def test_unknown_device_is_counted_not_ticketed(service: TicketingService) -> None:
+    assert service.handle_anomaly(anomaly(device="ghost")) is None
+    assert service.diagnostics()["ignored"] == {"unknown_device": 1}
+
+
+def test_events_form_a_hash_chain(service: TicketingService) -> None:
+    code = service.handle_anomaly(anomaly())
+    service.handle_anomaly(anomaly(at=NOW + 1))
+    previous = GENESIS_HASH
+    for event in service.get_work_order(code)["events"]:
+        assert event["hash"] == event_hash(previous, code, event["kind"], event["at"], event["actor"], event["data"])
+        previous = event["hash"]
+
+
+def test_dispatch_prefers_fewer_open_orders_at_equal_distance() -> None:
+    twins = [engineer("b", ["mechanical"], 53.6, 10.0), engineer("a", ["mechanical"], 53.6, 10.0)]
+    when = datetime.fromtimestamp(NOW, timezone.utc)
+    assert choose_engineer(twins, "mechanical", (53.55, 9.99), when, {"a": 2}).engineer_id == "b"
+    assert choose_engineer(twins, "mechanical", (53.55, 9.99), when, {}).engineer_id == "a"
+
+
+def test_shift_windows_respect_time_zone_and_overnight() -> None:
+    berlin_day = ShiftConfig(days=["wed"], start="08:00", end="16:00", timezone="Europe/Berlin")
+    assert on_shift(berlin_day, datetime(2026, 11, 25, 7, 30, tzinfo=timezone.utc))  # 08:30 in Berlin
+    assert not on_shift(berlin_day, datetime(2026, 11, 25, 15, 30, tzinfo=timezone.utc))  # 16:30 in Berlin
+    all_day = ShiftConfig()
+    assert on_shift(all_day, datetime(2026, 11, 29, 23, 59, tzinfo=timezone.utc))
+    assert haversine_km(0, 0, 0, 1) == pytest.approx(111.19, abs=0.01)
