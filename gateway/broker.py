@@ -48,7 +48,7 @@ class Mosquitto:
     host: str = "127.0.0.1"
 
     @classmethod
-    def start(cls, port: int | None = None, directory: Path | None = None) -> "Mosquitto":
+    def start(cls, port: int | None = None, directory: Path | None = None, extra_config: str = "") -> "Mosquitto":
         binary = find_mosquitto()
         if binary is None:
             raise RuntimeError(
@@ -67,6 +67,7 @@ class Mosquitto:
             "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n"
+            + extra_config
         )
         log_file = (directory / "mosquitto.log").open("ab")
         process = subprocess.Popen([binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT)

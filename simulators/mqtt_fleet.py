@@ -68,6 +68,8 @@ class FleetSimulator:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pmgw-sim-{config.seed}")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_control
+        self.client.on_publish = self._on_publish
+        self._unacknowledged = 0
         for fault in config.faults:
             self.inject(fault)
 
@@ -110,6 +112,23 @@ class FleetSimulator:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         client.subscribe(self.config.control_topic, qos=1)
 
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        with self._lock:
+            self._unacknowledged -= 1
+
+    def _publish(self, topic: str, payload: bytes, qos: int) -> None:
+        with self._lock:
+            self._unacknowledged += 1
+        self.client.publish(topic, payload, qos=qos)
+        self.published += 1
+
+    def wait_until_delivered(self, timeout: float) -> bool:
+        """Whether every message was handed to the broker (acknowledged at QoS 1 and 2) in time."""
+        deadline = time.monotonic() + timeout
+        while self._unacknowledged > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self._unacknowledged <= 0
+
     def _topic(self, template: str, spec: DeviceSpec) -> str:
         return template.format(site=spec.site, device=spec.id)
 
@@ -124,8 +143,7 @@ class FleetSimulator:
                 {"ts": round(timestamp, 3), "seq": self.sequence[device_id],
                  "metrics": {name: round(value, 4) for name, value in metrics.items()}}
             )
-            self.client.publish(self._topic(self.config.telemetry_topic, model.spec), payload, qos=self.config.qos)
-            self.published += 1
+            self._publish(self._topic(self.config.telemetry_topic, model.spec), payload, self.config.qos)
             self._publish_alarm(model, metrics, timestamp)
 
     def _publish_alarm(self, model: DeviceModel, metrics: dict[str, float], timestamp: float) -> None:
@@ -140,7 +158,7 @@ class FleetSimulator:
             payload = {"ts": timestamp, "code": "OHE", "severity": "high", "message": "cleared", "active": False}
         else:
             return
-        self.client.publish(self._topic(self.config.alarm_topic, model.spec), orjson.dumps(payload), qos=1)
+        self._publish(self._topic(self.config.alarm_topic, model.spec), orjson.dumps(payload), 1)
 
     def run(self) -> None:
         """Publish until stopped or until ``duration_s`` of simulated time has passed."""
@@ -161,6 +179,8 @@ class FleetSimulator:
                     if delay > 0:
                         self._stop.wait(delay)
         finally:
+            if not self.wait_until_delivered(timeout=30):
+                log.warning("%d messages not delivered to the broker before stopping", self._unacknowledged)
             self.client.loop_stop()
             self.client.disconnect()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -11,9 +9,9 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
-from gateway.app import Gateway
 from gateway.broker import Mosquitto, free_port
 from gateway.config import parse_config
+from gateway.threaded import GatewayThread
 
 EVERY_DAY = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "24:00"}
 
@@ -61,28 +59,18 @@ def gateway_document(broker_port: int, data_dir: Path, **overrides: Any) -> dict
 
 
 class RunningGateway:
-    """A Gateway in its own thread and event loop, with its API on a free port."""
+    """A Gateway in its own thread, and an HTTP client for its API."""
 
     def __init__(self, document: dict[str, Any]) -> None:
         self.config = parse_config(document, "test")
-        self.gateway = Gateway(self.config)
+        self.thread = GatewayThread(self.config)
+        self.gateway = self.thread.gateway
         self.url = f"http://127.0.0.1:{self.config.api.port}"
         self.http = httpx.Client(base_url=self.url, timeout=10)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            self._loop.run_until_complete(self.gateway.run())
-        except BaseException as error:  # surfaced to the test by stop()
-            self.error = error
 
     def start(self) -> "RunningGateway":
-        self._thread.start()
-        wait_until(lambda: self._api_up(), timeout=20, what="gateway API to answer")
-        wait_until(lambda: all(c.diagnostics()["connected"] for c in self.gateway.connectors),
-                   timeout=20, what="connectors to connect")
+        self.thread.start()
+        wait_until(self._api_up, timeout=20, what="gateway API to answer")
         return self
 
     def _api_up(self) -> bool:
@@ -97,12 +85,8 @@ class RunningGateway:
         return response.json()
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self.gateway.request_stop)
-            self._thread.join(timeout=30)
         self.http.close()
-        if self.error is not None:
-            raise self.error
+        self.thread.stop()
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:

@@ -74,10 +74,11 @@ def test_malformed_payloads_are_rejected_counted_and_the_rest_flows(
         "invalid_json": 1, "not_an_object": 1, "unknown_device": 1, "missing_field": 2,
         "bad_timestamp": 1, "wrong_type": 1,
     }
-    pump_02 = {r["metric"]: r["value"] for r in gw.get("/devices/pump-02/readings/latest")["readings"]}
-    assert pump_02 == {"flow": 77.0}
-    wait_until(lambda: gw.get("/devices/pump-01/readings/latest")["readings"], timeout=10, what="good reading")
-    assert [r["value"] for r in gw.get("/devices/pump-01/readings/latest")["readings"]] == [2.5]
+    def latest(device: str) -> dict[str, float]:
+        return {r["metric"]: r["value"] for r in gw.get(f"/devices/{device}/readings/latest")["readings"]}
+
+    assert wait_until(lambda: latest("pump-02"), timeout=10, what="pump-02 reading") == {"flow": 77.0}
+    assert wait_until(lambda: latest("pump-01"), timeout=10, what="pump-01 reading") == {"vibration": 2.5}
     assert gw.get("/work-orders") == []
     client.loop_stop()
 
