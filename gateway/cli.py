@@ -93,8 +93,8 @@ def simulate(
 def demo(
     data_dir: Annotated[Path, typer.Option(help="where the demo keeps its databases")] = Path("pmgw-demo"),
     port: Annotated[int, typer.Option(help="API port (0: a free one)")] = 8080,
-    acceleration: Annotated[float, typer.Option(help="simulated seconds per real second")] = 10.0,
-    healthy: Annotated[float, typer.Option(help="real seconds of healthy operation before the fault")] = 60.0,
+    acceleration: Annotated[float, typer.Option(help="simulated seconds per real second")] = 30.0,
+    healthy: Annotated[float, typer.Option(help="real seconds of healthy operation before the fault")] = 75.0,
     duration: Annotated[Optional[float], typer.Option(help="stop after this many real seconds")] = None,
     seed: Annotated[int, typer.Option()] = 1,
 ) -> None:

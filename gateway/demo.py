@@ -64,7 +64,6 @@ def demo_document(broker_port: int, api_port: int, data_dir: Path) -> dict[str, 
         "storage": {"telemetry": {"path": str(data_dir / "telemetry.db")}},
         "ticketing": {"database_url": f"sqlite:///{data_dir / 'workorders.db'}"},
         "api": {"host": "127.0.0.1", "port": api_port},
-        "detectors": {"warmup_samples": 300},
     }
 
 
