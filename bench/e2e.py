@@ -85,7 +85,7 @@ def bare_paho(broker: Mosquitto, fleet: list[DeviceSpec], messages: int) -> tupl
     return readings, elapsed
 
 
-def gateway_config(broker: Mosquitto, fleet: list[DeviceSpec], data_dir: Path) -> dict:
+def gateway_config(broker: Mosquitto, fleet: list[DeviceSpec], data_dir: Path, workers: int) -> dict:
     return {
         "sites": [{"id": "bench", "latitude": 53.5, "longitude": 10.0}],
         "assets": [{"id": d.id, "type": d.type, "model": "M", "serial": d.id, "site": "bench"} for d in fleet],
@@ -95,12 +95,15 @@ def gateway_config(broker: Mosquitto, fleet: list[DeviceSpec], data_dir: Path) -
         "storage": {"telemetry": {"path": str(data_dir / "telemetry.db")}},
         "ticketing": {"database_url": f"sqlite:///{data_dir / 'wo.db'}"},
         "api": {"enabled": False, "port": free_port()},
+        "detectors": {"workers": workers},
         "log_level": "WARNING",
     }
 
 
-def through_gateway(broker: Mosquitto, fleet: list[DeviceSpec], messages: int, data_dir: Path) -> tuple[int, float]:
-    config = parse_config(gateway_config(broker, fleet, data_dir), "bench")
+def through_gateway(
+    broker: Mosquitto, fleet: list[DeviceSpec], messages: int, data_dir: Path, workers: int
+) -> tuple[int, float]:
+    config = parse_config(gateway_config(broker, fleet, data_dir, workers), "bench")
     GatewayThread(config).start().stop()  # creates the persistent session
     _, readings = preload(broker, fleet, messages)
     running = GatewayThread(config)
@@ -123,20 +126,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--messages", type=int, default=60_000)
+    parser.add_argument("--workers", type=int, default=1, help="detector worker processes (0: in-process)")
     args = parser.parse_args()
     fleet = devices(args.devices)
     with tempfile.TemporaryDirectory(prefix="pmgw-bench-") as tmp:
         broker = Mosquitto.start(directory=Path(tmp) / "broker", extra_config=BROKER_TUNING)
         try:
             base_readings, base_s = bare_paho(broker, fleet, args.messages)
-            gw_readings, gw_s = through_gateway(broker, fleet, args.messages, Path(tmp))
+            gw_readings, gw_s = through_gateway(broker, fleet, args.messages, Path(tmp), args.workers)
         finally:
             broker.stop()
     base_rate = base_readings / base_s
     gw_rate = gw_readings / gw_s
     print(f"{'consumer':<34}{'readings':>10}{'seconds':>10}{'readings/s':>14}")
     print(f"{'bare paho subscriber (baseline)':<34}{base_readings:>10}{base_s:>10.2f}{base_rate:>14.0f}")
-    print(f"{'gateway: decode+store+detect':<34}{gw_readings:>10}{gw_s:>10.2f}{gw_rate:>14.0f}")
+    print(f"{f'gateway, {args.workers} detector worker(s)':<34}{gw_readings:>10}{gw_s:>10.2f}{gw_rate:>14.0f}")
     print(f"ratio gateway / baseline: {gw_rate / base_rate:.2f}")
 
 

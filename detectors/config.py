@@ -102,6 +102,10 @@ class DetectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelConfig = Field(default_factory=ModelConfig)
+    workers: int = Field(
+        0, ge=0, le=64,
+        description="worker processes the devices are sharded across; 0 scores in the gateway process",
+    )
     warmup_samples: int = Field(1800, ge=10, description="samples per device before any alert")
     quantile: float = Field(0.995, gt=0.5, lt=1.0)
     margin: float = Field(2.0, ge=1.0, description="threshold = quantile of normal scores x margin")

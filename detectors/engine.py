@@ -176,6 +176,9 @@ class DetectorEngine:
             (ANY_DEVICE_TYPE, metric, direction)
         )
 
+    def close(self) -> None:
+        """Nothing to release; the sharded engine stops its workers here."""
+
     def diagnostics(self) -> dict[str, Any]:
         return {
             "devices": len(self.devices),

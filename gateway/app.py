@@ -13,6 +13,7 @@ import uvicorn
 from connectors.base import Connector
 from connectors.registry import build_connector
 from detectors.engine import DetectorEngine
+from detectors.sharded import ShardedDetectorEngine
 from edge.sqlite_store import SqliteStore
 from gateway.config import GatewayConfig
 from gateway.core import Alarm, Anomaly, Asset
@@ -30,7 +31,12 @@ class Gateway:
         self.assets: dict[str, Asset] = config.core_assets()
         self.events = EventBus()
         self.store = SqliteStore(config.storage.telemetry)
-        self.detectors = DetectorEngine(config.detectors, {a.id: a.type for a in self.assets.values()})
+        device_types = {asset.id: asset.type for asset in self.assets.values()}
+        self.detectors: DetectorEngine | ShardedDetectorEngine = (
+            ShardedDetectorEngine(config.detectors, device_types, config.detectors.workers)
+            if config.detectors.workers
+            else DetectorEngine(config.detectors, device_types)
+        )
         self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish)
         self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
         self.pipeline: Pipeline | None = None
@@ -96,6 +102,7 @@ class Gateway:
         stop_wait.cancel()
         if self.pipeline is not None:
             await self.pipeline.stop()
+        self.detectors.close()
         self.store.close()
         self.ticketing.close()
         log.info("pm-gateway stopped")

@@ -24,7 +24,9 @@ FAULT_DURATION_S = 900.0
 def test_faulty_pump_gets_one_assigned_work_order_and_healthy_devices_none(
     mosquitto: Mosquitto, tmp_path: Path, start_gateway
 ) -> None:
-    document = gateway_document(mosquitto.port, tmp_path, detectors={"warmup_samples": WARMUP_SAMPLES})
+    # One detector worker process: the sharded path, as a plant would run it on a multi-core box.
+    document = gateway_document(mosquitto.port, tmp_path,
+                                detectors={"warmup_samples": WARMUP_SAMPLES, "workers": 1})
     gw = start_gateway(document)
     fleet = fleet_for(gw.config, mosquitto.host, mosquitto.port, ACCELERATION, seed=1,
                       ground_truth=tmp_path / "truth.jsonl")

@@ -1,0 +1,133 @@
+"""The detector stage sharded by device across worker processes, so every core scores.
+
+Each worker owns a :class:`DetectorEngine` for the devices that hash to it, so
+a device's model state lives in exactly one process and its readings keep
+their order. A batch is split by shard, every worker scores its part at the
+same time, and the anomalies come back. Readings cross the process boundary
+as plain tuples, which pickle several times faster than dataclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import zlib
+from multiprocessing.connection import Connection
+from typing import Any
+
+from detectors.config import DetectorConfig
+from detectors.engine import DetectorEngine
+from gateway.core import Anomaly, Quality, Reading
+
+log = logging.getLogger(__name__)
+
+_QUALITIES = {quality.value: quality for quality in Quality}
+ReadingTuple = tuple[str, str, float, float, str, str]
+
+
+def shard_of(device_id: str, shards: int) -> int:
+    """Stable across processes and restarts (unlike ``hash``, which is salted per process)."""
+    return zlib.crc32(device_id.encode()) % shards
+
+
+def _worker(connection: Connection, config: DetectorConfig, device_types: dict[str, str]) -> None:
+    engine = DetectorEngine(config, device_types)
+    while True:
+        try:
+            rows: list[ReadingTuple] | None = connection.recv()
+        except EOFError:
+            return
+        if rows is None:
+            return
+        readings = [Reading(d, m, v, t, _QUALITIES[q], s) for d, m, v, t, q, s in rows]
+        connection.send((engine.process(readings), engine.diagnostics()))
+
+
+class ShardedDetectorEngine:
+    """Same ``process`` / ``diagnostics`` as :class:`DetectorEngine`, over ``workers`` processes."""
+
+    def __init__(self, config: DetectorConfig, device_types: dict[str, str], workers: int) -> None:
+        if workers < 1:
+            raise ValueError("a sharded engine needs at least one worker")
+        self.config = config
+        self.device_types = device_types
+        # spawn: the gateway runs threads (paho, uvicorn), which fork would copy half-stopped.
+        self._context = multiprocessing.get_context("spawn")
+        self._connections: list[Connection] = []
+        self._processes: list[Any] = []
+        self._diagnostics: list[dict[str, Any]] = [{} for _ in range(workers)]
+        self.restarts = 0
+        for shard in range(workers):
+            self._start(shard)
+
+    def _start(self, shard: int) -> None:
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker, args=(theirs, self.config, self.device_types),
+            name=f"pmgw-detectors-{shard}", daemon=True,
+        )
+        process.start()
+        theirs.close()
+        if shard < len(self._connections):
+            self._connections[shard], self._processes[shard] = ours, process
+        else:
+            self._connections.append(ours)
+            self._processes.append(process)
+
+    def process(self, readings: list[Reading]) -> list[Anomaly]:
+        shards = len(self._connections)
+        parts: list[list[ReadingTuple]] = [[] for _ in range(shards)]
+        for r in readings:
+            parts[shard_of(r.device_id, shards)].append(
+                (r.device_id, r.metric, r.value, r.timestamp, r.quality.value, r.source)
+            )
+        busy = [shard for shard, part in enumerate(parts) if part]
+        lost: list[int] = []
+        for shard in busy:
+            try:
+                self._connections[shard].send(parts[shard])
+            except (BrokenPipeError, OSError):
+                lost.append(shard)
+        anomalies: list[Anomaly] = []
+        for shard in busy:
+            if shard in lost:
+                continue
+            try:
+                found, self._diagnostics[shard] = self._connections[shard].recv()
+                anomalies.extend(found)
+            except (EOFError, OSError):
+                lost.append(shard)
+        for shard in lost:
+            self._restart(shard, len(parts[shard]))
+        return anomalies
+
+    def _restart(self, shard: int, unscored: int) -> None:
+        # The worker died (killed, out of memory): its devices start a new warm-up.
+        log.error("detector worker %d died; restarting it (%d readings not scored)", shard, unscored)
+        self.restarts += 1
+        self._connections[shard].close()
+        self._start(shard)
+
+    def diagnostics(self) -> dict[str, Any]:
+        totals: dict[str, Any] = {"workers": len(self._processes), "worker_restarts": self.restarts}
+        rejected: dict[str, int] = {}
+        for part in self._diagnostics:
+            for key, value in part.items():
+                if key == "rejected":
+                    for reason, count in value.items():
+                        rejected[reason] = rejected.get(reason, 0) + count
+                else:
+                    totals[key] = totals.get(key, 0) + value
+        totals["rejected"] = rejected
+        return totals
+
+    def close(self) -> None:
+        for connection in self._connections:
+            try:
+                connection.send(None)
+            except OSError:
+                pass
+        for process in self._processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
