@@ -1,0 +1,97 @@
+"""The REST API's answers to good and bad requests, and the simulate and demo commands."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.broker import Mosquitto
+from tests.conftest import gateway_document, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+PMGW = [sys.executable, "-m", "gateway.cli"]
+
+
+def test_api_resources_and_invalid_requests(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
+    assert [a["id"] for a in gw.get("/assets")] == ["pump-01", "pump-02", "motor-01"]
+    assert gw.get("/assets/pump-01")["site"] == {"id": "north", "name": "North plant",
+                                                 "latitude": 53.55, "longitude": 9.99}
+    engineers = {e["id"]: e for e in gw.get("/engineers")}
+    assert engineers["eng-mechanical"]["on_shift"] is True
+    assert engineers["eng-mechanical"]["open_work_orders"] == 0
+    health = gw.get("/health")
+    assert health["connectors"][0]["connected"] is True
+    assert health["status"] == "degraded"  # connected, but no device has reported yet
+    assert "/work-orders/{code}" in gw.get("/openapi.json")["paths"]
+    assert gw.http.get("/docs").status_code == 200
+
+    not_found = gw.http.get("/assets/pump-99")
+    assert (not_found.status_code, not_found.json()) == (404, {"detail": "no asset 'pump-99'"})
+    assert gw.http.get("/devices/pump-99/readings/latest").status_code == 404
+    assert gw.http.get("/work-orders/WO-19990101-0001").json() == {"detail": "no work order 'WO-19990101-0001'"}
+    bad_priority = gw.http.get("/work-orders", params={"priority": "urgent"})
+    assert bad_priority.status_code == 422
+    assert bad_priority.json()["detail"][0]["loc"] == ["query", "priority"]
+    window = gw.http.get("/devices/pump-01/readings", params={"since": 200, "until": 100})
+    assert (window.status_code, window.json()) == (422, {"detail": "'since' must not be after 'until'"})
+    assert gw.http.get("/anomalies", params={"limit": 0}).status_code == 422
+
+
+def test_simulate_command_publishes_every_asset_of_a_config(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    config = tmp_path / "plant.yaml"
+    config.write_text(yaml.safe_dump(gateway_document(mosquitto.port, tmp_path)))
+    received: dict[str, list[int]] = {}
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = lambda c, u, m: received.setdefault(m.topic, []).append(orjson.loads(m.payload)["seq"])
+    client.connect(mosquitto.host, mosquitto.port)
+    client.subscribe("plant/#", qos=1)
+    client.loop_start()
+    time.sleep(0.5)
+    truth = tmp_path / "truth.jsonl"
+    result = subprocess.run(
+        [*PMGW, "simulate", "--config", str(config), "--acceleration", "0", "--duration", "20",
+         "--fault", "pump-02:overheating:at=5:duration=10", "--ground-truth", str(truth)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "published 60 messages" in result.stdout
+    wait_until(lambda: sum(map(len, received.values())) >= 60, timeout=10, what="simulated messages")
+    client.loop_stop()
+    assert sorted(received) == [
+        "plant/north/motor-01/telemetry", "plant/north/pump-01/telemetry", "plant/north/pump-02/telemetry",
+    ]
+    assert all(seqs == list(range(1, 21)) for seqs in received.values())
+    fault = orjson.loads(truth.read_bytes())
+    assert (fault["device_id"], fault["kind"], fault["onset"], fault["duration"]) == ("pump-02", "overheating", 5, 10)
+
+    bad = subprocess.run([*PMGW, "simulate", "--config", str(config), "--fault", "pump-02:melting"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "unknown fault 'melting'; known: bearing_wear, overheating, cavitation" in bad.stderr
+
+
+def test_demo_opens_one_work_order_for_the_faulty_pump(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*PMGW, "demo", "--data-dir", str(tmp_path / "demo"), "--port", "0", "--acceleration", "100",
+         "--healthy", "25", "--duration", "45"],
+        capture_output=True, text=True, timeout=180, env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Injected bearing_wear into pump-02" in result.stdout
+    opened = [line for line in result.stdout.splitlines() if line.startswith(">>> Work order")]
+    assert len(opened) == 1 and "opened for pump-02" in opened[0] and "assigned to eng-anna" in opened[0]
+    assert (tmp_path / "demo" / "ground_truth.jsonl").exists()
+    with sqlite3.connect(tmp_path / "demo" / "workorders.db") as db:
+        assert db.execute("SELECT device_id, assigned_engineer_id FROM work_orders").fetchall() == [
+            ("pump-02", "eng-anna")
+        ]
