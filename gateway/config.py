@@ -63,7 +63,7 @@ class ApiConfig(BaseModel):
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(8080, ge=1, le=65535)
 
 
 class PipelineConfig(BaseModel):

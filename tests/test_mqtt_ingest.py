@@ -108,3 +108,28 @@ def test_device_alarm_opens_a_work_order(mosquitto: Mosquitto, tmp_path: Path, s
     assert order["assigned_engineer_id"] == "eng-mechanical"
     assert order["priority"] == "P2"  # high severity x medium criticality
     client.loop_stop()
+
+
+def test_broker_restart_is_survived_without_restarting_the_gateway(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway
+) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
+    client = publisher(mosquitto)
+    publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": time.time(), "metrics": {"flow": 1.0}}))
+    wait_until(lambda: gw.get("/devices/pump-01/readings/latest")["readings"], timeout=10, what="first reading")
+    client.loop_stop()
+
+    mosquitto.stop()
+    wait_until(lambda: not gw.get("/health")["connectors"][0]["connected"], timeout=30, what="disconnect seen")
+    assert gw.get("/health")["status"] == "degraded"
+    restarted = Mosquitto.start(port=mosquitto.port, directory=mosquitto.directory)
+    try:
+        wait_until(lambda: gw.get("/health")["connectors"][0]["connected"], timeout=60, what="reconnect")
+        client = publisher(restarted)
+        publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": time.time(), "metrics": {"flow": 2.0}}))
+        wait_until(lambda: [r for r in gw.get("/devices/pump-01/readings/latest")["readings"] if r["value"] == 2.0],
+                   timeout=10, what="reading after the restart")
+        assert gw.get("/health")["connectors"][0]["reconnects"] == 1
+        client.loop_stop()
+    finally:
+        restarted.stop()

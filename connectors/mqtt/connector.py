@@ -53,6 +53,7 @@ class MqttConnector:
         self.telemetry_topic = TopicTemplate.parse(config.topic)
         self.alarm_topic = TopicTemplate.parse(config.alarm_topic) if config.alarm_topic else None
         self.connected = False
+        self._ever_connected = False
         self.last_message_at: float | None = None
         self.messages = 0
         self.readings = 0
@@ -132,13 +133,9 @@ class MqttConnector:
         client = self._make_client()
         delay = self.config.reconnect_min_s
         socket_open = False
-        attempts = 0
         while not self._stop.is_set():
             if not socket_open:
                 try:
-                    attempts += 1
-                    if attempts > 1:
-                        self.reconnects += 1
                     client.reconnect()
                     socket_open = True
                 except OSError as error:
@@ -178,6 +175,9 @@ class MqttConnector:
             self.errors["connect_refused"] += 1
             log.error("mqtt %s: broker refused the connection: %s", self.name, reason_code)
             return
+        if self._ever_connected:
+            self.reconnects += 1
+        self._ever_connected = True
         self.connected = True
         # Subscribing on every connect keeps subscriptions after a broker restart
         # that lost the session.
