@@ -88,12 +88,16 @@ def test_other_findings_on_the_same_asset_join_the_open_incident(service: Ticket
     assert service.handle_anomaly(anomaly(device="pump-02")) == "WO-20261125-0002"
 
 
-def test_after_the_group_window_a_different_failure_mode_is_a_new_ticket(tmp_path: Path) -> None:
+def test_group_window_runs_on_the_findings_clock(tmp_path: Path) -> None:
     svc = TicketingService(
         TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}", group_window_s=60),
         {"pump-01": Asset("pump-01", "pump", "E", "S", SITE)}, [], clock=lambda: NOW)
-    first = svc.handle_anomaly(anomaly(mode="VIB"))
-    assert svc.handle_anomaly(anomaly(mode="OHE", at=NOW + 3600)) != first
+    # Device time runs ahead of the gateway's clock (a simulator at 100x, a skewed RTU):
+    # findings 50 s apart on the device clock are one incident.
+    first = svc.handle_anomaly(anomaly(mode="VIB", at=NOW + 5000))
+    assert svc.handle_anomaly(anomaly(mode="PDE", at=NOW + 5050)) == first
+    # Past the window after the last finding, a different failure mode is a new ticket.
+    assert svc.handle_anomaly(anomaly(mode="OHE", at=NOW + 9000)) != first
     # Same failure mode: still one open ticket however late.
     assert svc.handle_anomaly(anomaly(mode="VIB", at=NOW + 7200)) == first
 

@@ -3,8 +3,8 @@
 Alarm hygiene kept here (ISA-18.2):
 * one open work order per dedup key (device + failure mode): repeats add
   occurrences and may raise the priority, never a new ticket;
-* anomalies of one asset within ``group_window_s`` of an open work order join
-  it as related findings: one incident, one ticket;
+* anomalies of one asset within ``group_window_s`` of the last finding of an
+  open work order join it as related findings: one incident, one ticket;
 * a cleared condition is recorded on the ticket, never closes it.
 """
 
@@ -186,10 +186,12 @@ class TicketingService:
         same_key = session.scalar(select(WorkOrder).where(WorkOrder.open_dedup_key == dedup_key))
         if same_key is not None:
             return same_key
+        # Compared on the findings' own clock (device time), not the wall clock: an
+        # incident stays one while its findings keep coming within the window.
         return session.scalar(
             select(WorkOrder)
             .where(WorkOrder.device_id == device_id, WorkOrder.state.in_(OPEN_STATES),
-                   WorkOrder.created_at >= at - self.config.group_window_s)
+                   WorkOrder.last_occurrence_at >= at - self.config.group_window_s)
             .order_by(WorkOrder.created_at)
             .limit(1)
         )
