@@ -7,8 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
 need_apt=()
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
-python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v python3 >/dev/null 2>&1 && { python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv); }
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: please install as root: apt-get install ${need_apt[*]}" >&2
@@ -18,6 +19,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # Debian's python3 may arrive only now; it needs its venv module too.
+    python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt-get install -y -qq python3-venv >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
