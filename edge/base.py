@@ -7,6 +7,14 @@ from typing import Any, Protocol
 from gateway.core import Reading
 
 
+class TransientWriteError(Exception):
+    """Trying again later may work: server down, 5xx, timeout."""
+
+
+class RejectedWriteError(Exception):
+    """The server refused the data itself (a malformed line, a type conflict): never retry it unchanged."""
+
+
 class Sink(Protocol):
     """Stores batches of readings.
 

@@ -23,6 +23,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt-get install -y -qq python3-venv >/dev/null
 fi
 
+# Servers the tests start on loopback, unpacked from Debian packages into .cache (no system
+# install, no services): InfluxDB 1.6 (v1 write + InfluxQL) and VictoriaMetrics (InfluxDB v2 write API).
+SERVERS="$ROOT/.cache/servers"
+if [ ! -x "$SERVERS/usr/bin/influxd" ] || [ ! -x "$SERVERS/usr/bin/victoria-metrics" ]; then
+    echo "setup: unpacking influxdb and victoria-metrics into $SERVERS"
+    debs="$(mktemp -d)"
+    chmod 777 "$debs"
+    ( cd "$debs" && { apt-get download -qq influxdb victoria-metrics 2>/dev/null \
+        || { apt-get update -qq && apt-get download -qq influxdb victoria-metrics; }; } )
+    mkdir -p "$SERVERS"
+    for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$SERVERS"; done
+    rm -rf "$debs"
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating virtualenv $VENV"
     python3 -m venv "$VENV"

@@ -1,0 +1,126 @@
+"""A remote sink behind a durable buffer: the pipeline appends, a thread forwards.
+
+``write`` only commits the batch to the buffer, so an outage of the remote
+server never slows the pipeline until the buffer is full (then its policy
+applies). The forwarding thread sends the oldest batch first, retries
+transient failures with capped exponential backoff and jitter, and splits a
+rejected batch until the lines the server refuses are isolated: those go to
+the dead-letter table with the server's reason, the rest is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any, Protocol
+
+from edge.base import RejectedWriteError, TransientWriteError
+from edge.buffer import Batch, DurableBuffer
+from edge.line_protocol import to_line
+from gateway.core import Reading
+
+log = logging.getLogger(__name__)
+
+
+class LineWriter(Protocol):
+    def write_lines(self, lines: list[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BufferedSink:
+    def __init__(
+        self,
+        name: str,
+        writer: LineWriter,
+        buffer: DurableBuffer,
+        series_tags: dict[str, dict[str, str]],
+        batch_readings: int = 5000,
+        retry_min_s: float = 0.5,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.writer = writer
+        self.buffer = buffer
+        self.series_tags = series_tags
+        self.batch_readings = batch_readings
+        self.retry_min_s = retry_min_s
+        self.retry_max_s = retry_max_s
+        self.connected: bool | None = None
+        self.last_error: str | None = None
+        self.write_errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._forward, name=f"forward-{name}", daemon=True)
+        self._thread.start()
+
+    # -- the Sink interface ----------------------------------------------------------
+
+    def write(self, readings: list[Reading]) -> None:
+        for start in range(0, len(readings), self.batch_readings):
+            chunk = readings[start:start + self.batch_readings]
+            lines = [to_line(r, self.series_tags.get(r.device_id, {})) for r in chunk]
+            self.buffer.append(lines, min(r.timestamp for r in chunk))
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {"type": "influxdb", "name": self.name, "reachable": self.connected, "last_error": self.last_error,
+                "write_errors": self.write_errors, "buffer": self.buffer.diagnostics()}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+        self.buffer.close()
+        self.writer.close()
+
+    # -- forwarding thread -----------------------------------------------------------
+
+    def _forward(self) -> None:
+        delay = self.retry_min_s
+        while not self._stop.is_set():
+            batch = self.buffer.next_batch(timeout=0.5)
+            if batch is None:
+                continue
+            if self._send(batch):
+                delay = self.retry_min_s
+                continue
+            self.buffer.record_attempt(batch)
+            self._stop.wait(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.retry_max_s)
+
+    def _send(self, batch: Batch) -> bool:
+        """True when the batch is done (written, or its refused lines dead-lettered)."""
+        try:
+            self._write_isolating_rejects(batch.lines)
+        except TransientWriteError as error:
+            self.write_errors += 1
+            if self.connected is not False:
+                log.warning("%s: write failed, will retry: %s", self.name, error)
+            self.connected = False
+            self.last_error = str(error)
+            return False
+        if self.connected is False:
+            log.info("%s: writing again", self.name)
+        self.connected = True
+        self.buffer.acknowledge(batch)
+        return True
+
+    def _write_isolating_rejects(self, lines: list[str]) -> None:
+        try:
+            self.writer.write_lines(lines)
+        except RejectedWriteError as error:
+            if len(lines) == 1:
+                self.buffer.dead_letter(lines, str(error))
+                log.error("%s: dead-lettered a line the server refuses: %s", self.name, error)
+                return
+            # Halves that the server accepts are written (again: identical points overwrite).
+            middle = len(lines) // 2
+            self._write_isolating_rejects(lines[:middle])
+            self._write_isolating_rejects(lines[middle:])
+
+
+def wait_until_drained(sink: BufferedSink, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while sink.buffer.pending_readings > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sink.buffer.pending_readings == 0

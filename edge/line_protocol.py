@@ -1,0 +1,50 @@
+"""InfluxDB line protocol for readings.
+
+Schema (one measurement, bounded tag cardinality):
+
+    telemetry,device=pump-01,metric=vibration,source=plant-broker,site=hamburg,model=Etanorm,type=pump value=2.1,quality="good" 1764064800250000000
+
+Tags identify the series (device, metric, source connector, site, model, type); fields carry the
+value and its quality. A BAD reading without a value keeps only its quality.
+Timestamps are nanoseconds, from the source.
+
+>>> from gateway.core import Reading
+>>> to_line(Reading("pump 1", "vibration", 2.5, 1764064800.25), {"site": "north"})
+'telemetry,device=pump\\\\ 1,metric=vibration,site=north value=2.5,quality="good" 1764064800250000000'
+"""
+
+from __future__ import annotations
+
+import math
+
+from gateway.core import Reading
+
+MEASUREMENT = "telemetry"
+
+_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+
+
+def escape_tag(value: str) -> str:
+    return value.translate(_TAG_ESCAPES)
+
+
+def escape_string_field(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def nanoseconds(timestamp: float) -> int:
+    # Rounded through milliseconds first so 1764064800.25 does not become ...249999872.
+    return round(timestamp * 1000) * 1_000_000
+
+
+def to_line(reading: Reading, series_tags: dict[str, str]) -> str:
+    tags = f"device={escape_tag(reading.device_id)},metric={escape_tag(reading.metric)}"
+    if reading.source:
+        tags += f",source={escape_tag(reading.source)}"
+    for key, value in series_tags.items():
+        if value:
+            tags += f",{key}={escape_tag(value)}"
+    fields = f'quality="{reading.quality.value}"'
+    if math.isfinite(reading.value):
+        fields = f"value={reading.value!r},{fields}"
+    return f"{MEASUREMENT},{tags} {fields} {nanoseconds(reading.timestamp)}"
