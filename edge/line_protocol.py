@@ -33,8 +33,9 @@ def escape_string_field(value: str) -> str:
 
 
 def nanoseconds(timestamp: float) -> int:
-    # Rounded through milliseconds first so 1764064800.25 does not become ...249999872.
-    return round(timestamp * 1000) * 1_000_000
+    # Through whole microseconds (exact in a float until year 2255), so
+    # 1764064800.25 does not become ...249999872.
+    return round(timestamp * 1_000_000) * 1000
 
 
 def to_line(reading: Reading, series_tags: dict[str, str]) -> str:

@@ -1,0 +1,228 @@
+"""InfluxDB sinks through the durable buffer, against real servers: InfluxDB 1.6 and VictoriaMetrics."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from edge.buffer import DurableBuffer
+from edge.forwarder import BufferedSink, wait_until_drained
+from edge.influx import InfluxQLReader, InfluxSinkConfig, make_writer
+from gateway.core import Quality, Reading
+from tests.conftest import wait_until
+from tests.servers import InfluxD, VictoriaMetrics, new_influxd, new_victoria_metrics
+
+DB = "plant"
+TAGS = {"pump-01": {"site": "north", "model": "Etanorm 80-250", "type": "pump"}}
+
+
+@pytest.fixture
+def influxd(tmp_path: Path) -> Iterator[InfluxD]:
+    server = new_influxd(tmp_path / "influxd")
+    server.create_database(DB)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    server = new_victoria_metrics(tmp_path / "vm")
+    yield server
+    server.stop()
+
+
+def v1_config(server: InfluxD, **buffer: object) -> InfluxSinkConfig:
+    return InfluxSinkConfig.model_validate({
+        "type": "influxdb", "api": "v1", "url": server.url, "database": DB,
+        "buffer": {"retry_min_s": 0.2, "retry_max_s": 2.0} | buffer,
+    })
+
+
+def buffered(config: InfluxSinkConfig, path: Path, max_bytes: int = 64 * 2**20, when_full: str = "block") -> BufferedSink:
+    buffer = DurableBuffer(path, max_bytes=max_bytes, max_age_s=3600, when_full=when_full)  # type: ignore[arg-type]
+    return BufferedSink(config.name, make_writer(config), buffer, TAGS, batch_readings=config.buffer.batch_readings,
+                        retry_min_s=config.buffer.retry_min_s, retry_max_s=config.buffer.retry_max_s)
+
+
+def readings(start: float, count: int, metric: str = "vibration", device: str = "pump-01") -> list[Reading]:
+    return [Reading(device, metric, i * 0.5, start + i * 0.001, Quality.GOOD, "mqtt") for i in range(count)]
+
+
+def count_points(server: InfluxD) -> int:
+    rows = server.query(DB, 'SELECT COUNT("value") FROM "telemetry"')
+    return int(rows[0][1]) if rows else 0
+
+
+def test_v1_round_trip_with_schema_and_influxql_history(influxd: InfluxD, tmp_path: Path) -> None:
+    config = v1_config(influxd)
+    sink = buffered(config, tmp_path / "buffer.db")
+    t0 = time.time() - 60
+    sink.write(readings(t0, 100) + [Reading("pump-01", "flow", math.nan, t0, Quality.BAD, "mqtt")])
+    assert wait_until_drained(sink, timeout=30)
+    sink.close()
+
+    tags = influxd.query(DB, 'SHOW TAG KEYS FROM "telemetry"')
+    assert sorted(row[0] for row in tags) == ["device", "metric", "model", "site", "source", "type"]
+    reader = InfluxQLReader(config)
+    history = reader.history("pump-01", "vibration", t0 - 1, t0 + 1, 1000)
+    assert [r.value for r in history] == [i * 0.5 for i in range(100)]
+    assert [round(r.timestamp, 3) for r in history] == [round(t0 + i * 0.001, 3) for i in range(100)]
+    [bad] = reader.history("pump-01", "flow", t0 - 1, t0 + 1, 10)
+    assert bad.quality is Quality.BAD and math.isnan(bad.value)
+    assert [r.value for r in reader.history("pump-01", None, t0 - 1, t0 + 1, 3)] == [48.5, 49.0, 49.5]
+    reader.close()
+
+
+def test_v2_write_api_into_victoria_metrics(victoria: VictoriaMetrics, tmp_path: Path) -> None:
+    config = InfluxSinkConfig.model_validate({
+        "type": "influxdb", "api": "v2", "url": victoria.url, "org": "plant", "bucket": "telemetry",
+        "token": "unused", "buffer": {"retry_min_s": 0.2},
+    })
+    sink = buffered(config, tmp_path / "buffer.db")
+    t0 = round(time.time() - 60)
+    sink.write(readings(t0, 50))
+    assert wait_until_drained(sink, timeout=30)
+    sink.close()
+
+    def exported() -> list[dict]:
+        return victoria.export('{__name__="telemetry_value"}')
+
+    [series] = wait_until(exported, timeout=30, what="VictoriaMetrics to show the series")
+    assert series["metric"] | {} == {"__name__": "telemetry_value", "device": "pump-01", "metric": "vibration",
+                                     "site": "north", "model": "Etanorm 80-250", "type": "pump", "source": "mqtt"}
+    assert series["values"] == [i * 0.5 for i in range(50)]
+    assert series["timestamps"] == [t0 * 1000 + i for i in range(50)]
+
+
+def test_outage_loses_nothing_and_the_buffer_drains(influxd: InfluxD, tmp_path: Path) -> None:
+    sink = buffered(v1_config(influxd), tmp_path / "buffer.db")
+    t0 = time.time() - 3600
+    sent = 0
+    outage: dict[str, float] = {}
+
+    def stream(seconds: float, rate: int = 6000) -> None:
+        nonlocal sent
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            batch = [Reading("pump-01", f"m{k % 4}", float(sent + k), t0 + (sent + k) * 0.0001, Quality.GOOD, "mqtt")
+                     for k in range(rate // 10)]
+            sink.write(batch)
+            sent += len(batch)
+            time.sleep(0.1)
+
+    stream(5)
+    influxd.stop()
+    outage["stopped"] = time.monotonic()
+    stream(32)  # the pipeline keeps writing into the buffer while InfluxDB is away
+    assert sink.buffer.pending_readings > 0 and sink.connected is False
+    influxd.start()
+    stream(5)
+    assert wait_until_drained(sink, timeout=120), sink.diagnostics()
+    sink.close()
+    assert sent >= 5000 * 42
+    assert count_points(influxd) == sent  # every reading, once per series and timestamp
+    assert influxd.query(DB, 'SELECT COUNT("value") FROM "telemetry" GROUP BY "metric"')
+
+
+def test_block_policy_makes_the_producer_wait_for_space(influxd: InfluxD, tmp_path: Path) -> None:
+    influxd.stop()
+    sink = buffered(v1_config(influxd), tmp_path / "buffer.db", max_bytes=20_000, when_full="block")
+    t0 = time.time() - 600
+    done = threading.Event()
+    total = 40 * 500
+
+    def produce() -> None:
+        for i in range(40):
+            sink.write(readings(t0 + i, 500, metric=f"m{i}"))
+        done.set()
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    time.sleep(3)
+    assert not done.is_set()  # blocked: InfluxDB is down and the buffer is full
+    assert sink.buffer.pending_bytes <= 20_000 + 8000
+    assert sink.buffer.counters().get("blocked_appends", 0) > 0
+    influxd.start()
+    assert done.wait(60)
+    assert wait_until_drained(sink, timeout=60)
+    assert "dropped_readings" not in sink.buffer.counters()
+    sink.close()
+    assert count_points(influxd) == total
+
+
+def test_drop_oldest_policy_counts_the_loss_and_keeps_the_newest(influxd: InfluxD, tmp_path: Path) -> None:
+    influxd.stop()
+    sink = buffered(v1_config(influxd), tmp_path / "buffer.db", max_bytes=20_000, when_full="drop_oldest")
+    t0 = time.time() - 600
+    for i in range(40):
+        sink.write(readings(t0 + i * 10, 500, metric=f"m{i:02d}"))
+    diagnostics = sink.diagnostics()["buffer"]
+    assert diagnostics["dropped_readings"] > 0
+    assert diagnostics["pending_bytes"] <= 20_000 + 8000
+    kept = diagnostics["pending_readings"]
+    assert kept + diagnostics["dropped_readings"] == 40 * 500
+    influxd.start()
+    assert wait_until_drained(sink, timeout=60)
+    sink.close()
+    assert count_points(influxd) == kept
+    metrics = {row[1] for row in influxd.query(DB, 'SHOW TAG VALUES FROM "telemetry" WITH KEY = "metric"')}
+    assert "m39" in metrics and "m00" not in metrics  # the oldest went first
+
+
+def test_a_poison_line_is_dead_lettered_and_the_rest_flows(influxd: InfluxD, tmp_path: Path) -> None:
+    sink = buffered(v1_config(influxd), tmp_path / "buffer.db")
+    t0 = time.time() - 60
+    sink.write(readings(t0, 10))
+    assert wait_until_drained(sink, timeout=30)
+    # "value" is a float field; a string value is a type conflict InfluxDB refuses.
+    poison = 'telemetry,device=pump-01,metric=vibration value="broken" ' + str(int((t0 + 5) * 1e9) + 7)
+    good = [f"telemetry,device=pump-01,metric=vibration value={i}.0 {int((t0 + 10) * 1e9) + i}" for i in range(20)]
+    sink.buffer.append(good[:10] + [poison] + good[10:], t0)
+    sink.write(readings(t0 + 20, 10))
+    assert wait_until_drained(sink, timeout=30)
+    [letter] = sink.buffer.dead_letters()
+    assert sink.diagnostics()["buffer"]["dead_letters"] == 1
+    sink.close()
+    assert letter["line"] == poison
+    assert "field type conflict" in letter["reason"]
+    assert count_points(influxd) == 10 + 20 + 10
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from edge.buffer import DurableBuffer
+buffer = DurableBuffer(Path(sys.argv[1]), max_bytes=10**9, max_age_s=3600, when_full="block")
+t0 = float(sys.argv[2])
+for i in range(100000):
+    lines = [f"telemetry,device=pump-01,metric=m value={i * 100 + k} {int((t0 + i) * 1e9) + k}" for k in range(100)]
+    buffer.append(lines, t0 + i)
+    print(i, flush=True)  # the batch is committed: accepted
+"""
+
+
+def test_kill_9_mid_stream_loses_no_accepted_reading(influxd: InfluxD, tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+    t0 = time.time() - 7200
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(t0)], stdout=subprocess.PIPE, text=True)
+    accepted = -1
+    assert child.stdout is not None
+    for line in child.stdout:
+        accepted = int(line)
+        if accepted >= 300:
+            break
+    child.kill()  # SIGKILL: no cleanup, no flush
+    child.wait()
+    sink = buffered(v1_config(influxd), path)
+    assert wait_until_drained(sink, timeout=60)
+    sink.close()
+    # Everything the child reported as accepted is there (it may have committed one more).
+    assert count_points(influxd) >= (accepted + 1) * 100
+    assert count_points(influxd) % 100 == 0
