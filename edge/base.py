@@ -31,10 +31,8 @@ class Sink(Protocol):
     def diagnostics(self) -> dict[str, Any]: ...
 
 
-class TelemetryReader(Protocol):
-    """Recent history for the API and dashboards."""
-
-    def latest(self, device_id: str) -> list[Reading]: ...
+class HistoryReader(Protocol):
+    """History windows for the API and dashboards (the embedded store, or InfluxDB through InfluxQL)."""
 
     def history(
         self, device_id: str, metric: str | None, since: float, until: float, limit: int

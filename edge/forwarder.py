@@ -63,6 +63,10 @@ class BufferedSink:
             lines = [to_line(r, self.series_tags.get(r.device_id, {})) for r in chunk]
             self.buffer.append(lines, min(r.timestamp for r in chunk))
 
+    def write_line(self, line: str, timestamp: float) -> None:
+        """One annotation line (an anomaly, a work-order event) through the same buffer."""
+        self.buffer.append([line], timestamp)
+
     def diagnostics(self) -> dict[str, Any]:
         return {"type": "influxdb", "name": self.name, "reachable": self.connected, "last_error": self.last_error,
                 "write_errors": self.write_errors, "buffer": self.buffer.diagnostics()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -20,6 +21,8 @@ from influxdb_client.rest import ApiException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.base import RejectedWriteError, TransientWriteError
+from edge.buffer import DurableBuffer
+from edge.forwarder import BufferedSink
 from edge.line_protocol import MEASUREMENT
 from gateway.core import Quality, Reading
 
@@ -29,7 +32,7 @@ _QUALITIES = {quality.value: quality for quality in Quality}
 class BufferConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field("data/buffer-influxdb.db", description="SQLite file of the store-and-forward buffer")
+    path: Path = Field(Path("data/buffer-influxdb.db"), description="SQLite file of the store-and-forward buffer")
     max_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="compressed size before the buffer is full")
     max_age_s: float = Field(7 * 86400, gt=0, description="older batches are dropped and counted as lost")
     when_full: Literal["block", "drop_oldest"] = "block"
@@ -179,3 +182,12 @@ class InfluxQLReader:
 
     def close(self) -> None:
         self.http.close()
+
+
+def buffered_influx_sink(config: InfluxSinkConfig, series_tags: dict[str, dict[str, str]]) -> BufferedSink:
+    """The configured writer behind its own durable buffer."""
+    buffer = DurableBuffer(config.buffer.path, config.buffer.max_bytes, config.buffer.max_age_s,
+                           config.buffer.when_full)
+    return BufferedSink(config.name, make_writer(config), buffer, series_tags,
+                        batch_readings=config.buffer.batch_readings,
+                        retry_min_s=config.buffer.retry_min_s, retry_max_s=config.buffer.retry_max_s)

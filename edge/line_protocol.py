@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import math
 
-from gateway.core import Reading
+import orjson
+
+from gateway.core import Anomaly, Reading, WorkOrderEvent
 
 MEASUREMENT = "telemetry"
+ANOMALIES = "anomalies"
+WORK_ORDER_EVENTS = "work_order_events"
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 
@@ -49,3 +53,23 @@ def to_line(reading: Reading, series_tags: dict[str, str]) -> str:
     if math.isfinite(reading.value):
         fields = f"value={reading.value!r},{fields}"
     return f"{MEASUREMENT},{tags} {fields} {nanoseconds(reading.timestamp)}"
+
+
+def _tags(pairs: dict[str, str]) -> str:
+    return ",".join(f"{key}={escape_tag(value)}" for key, value in pairs.items() if value)
+
+
+def anomaly_line(anomaly: Anomaly, series_tags: dict[str, str]) -> str:
+    """Anomalies as their own measurement, so a dashboard can overlay them on the telemetry."""
+    tags = _tags({"device": anomaly.device_id, "detector": anomaly.detector, "failure_mode": anomaly.failure_mode,
+                  "severity": anomaly.severity.value, **series_tags})
+    fields = (f"score={float(anomaly.score)!r},metrics={escape_string_field(','.join(anomaly.metrics))},"
+              f"message={escape_string_field(anomaly.message)}")
+    return f"{ANOMALIES},{tags} {fields} {nanoseconds(anomaly.detected_at)}"
+
+
+def work_order_event_line(event: WorkOrderEvent, series_tags: dict[str, str]) -> str:
+    tags = _tags({"device": event.device_id, "kind": event.kind, **series_tags})
+    fields = (f"code={escape_string_field(event.work_order_code)},actor={escape_string_field(event.actor)},"
+              f"data={escape_string_field(orjson.dumps(event.data).decode())}")
+    return f"{WORK_ORDER_EVENTS},{tags} {fields} {nanoseconds(event.at)}"

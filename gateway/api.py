@@ -78,7 +78,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
         start = since if since is not None else end - 3600
         if start > end:
             raise HTTPException(422, "'since' must not be after 'until'")
-        readings = gateway.store.history(device_id, metric, start, end, limit)
+        readings = gateway.history.history(device_id, metric, start, end, limit)
         return {"device_id": device_id, "since": start, "until": end, "readings": [_reading_json(r) for r in readings]}
 
     @api.get("/anomalies", tags=["detection"])

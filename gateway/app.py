@@ -14,9 +14,13 @@ from connectors.base import Connector
 from connectors.registry import build_connector
 from detectors.engine import DetectorEngine
 from detectors.sharded import ShardedDetectorEngine
+from edge.base import HistoryReader
+from edge.forwarder import BufferedSink
+from edge.influx import InfluxQLReader, buffered_influx_sink
+from edge.line_protocol import anomaly_line, work_order_event_line
 from edge.sqlite_store import SqliteStore
 from gateway.config import GatewayConfig
-from gateway.core import Alarm, Anomaly, Asset
+from gateway.core import Alarm, Anomaly, Asset, WorkOrderEvent
 from gateway.events import EventBus
 from gateway.pipeline import Finding, Pipeline
 from ticketing.service import TicketingService
@@ -31,6 +35,18 @@ class Gateway:
         self.assets: dict[str, Asset] = config.core_assets()
         self.events = EventBus()
         self.store = SqliteStore(config.storage.telemetry)
+        self.series_tags = {
+            asset.id: {"site": asset.site.id, "model": asset.model, "type": asset.type}
+            for asset in self.assets.values()
+        }
+        self.remote_sinks: list[BufferedSink] = [
+            buffered_influx_sink(sink, self.series_tags) for sink in config.storage.sinks
+        ]
+        self.history: HistoryReader = self.store
+        for sink in config.storage.sinks:
+            if sink.name == config.api.history_source:
+                self.history = InfluxQLReader(sink)
+        self.events.subscribe(self._annotate_event)
         device_types = {asset.id: asset.type for asset in self.assets.values()}
         self.detectors: DetectorEngine | ShardedDetectorEngine = (
             ShardedDetectorEngine(config.detectors, device_types, config.detectors.workers)
@@ -43,8 +59,15 @@ class Gateway:
         self.api_server: uvicorn.Server | None = None
         self._stop = asyncio.Event()
 
+    def _annotate_event(self, event: WorkOrderEvent) -> None:
+        for sink in self.remote_sinks:
+            sink.write_line(work_order_event_line(event, self.series_tags.get(event.device_id, {})), event.at)
+
     def handle_finding(self, finding: Finding) -> str | None:
         if isinstance(finding, Anomaly):
+            for sink in self.remote_sinks:
+                line = anomaly_line(finding, self.series_tags.get(finding.device_id, {}))
+                sink.write_line(line, finding.detected_at)
             return self.ticketing.handle_anomaly(finding)
         if isinstance(finding, Alarm):
             return self.ticketing.handle_alarm(finding)
@@ -58,7 +81,7 @@ class Gateway:
         from gateway.api import create_api  # the API module imports this one
 
         pipeline = self.pipeline = Pipeline(
-            write=self.store.write,
+            sinks=[self.store, *self.remote_sinks],
             detect=self.detectors.process,
             handle_finding=self.handle_finding,
             queue_batches=self.config.pipeline.queue_batches,
@@ -104,6 +127,10 @@ class Gateway:
             await self.pipeline.stop()
         self.detectors.close()
         self.store.close()
+        for sink in self.remote_sinks:
+            sink.close()
+        if isinstance(self.history, InfluxQLReader):
+            self.history.close()
         self.ticketing.close()
         log.info("pm-gateway stopped")
 
@@ -112,7 +139,7 @@ class Gateway:
             "uptime_s": round(time.time() - self.started_at, 1),
             "connectors": [connector.diagnostics() for connector in self.connectors],
             "pipeline": self.pipeline.diagnostics() if self.pipeline else None,
-            "sink": self.store.diagnostics(),
+            "sinks": [sink.diagnostics() for sink in (self.store, *self.remote_sinks)],
             "detectors": self.detectors.diagnostics(),
             "ticketing": self.ticketing.diagnostics(),
             "events_published": self.events.published,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.registry import SourceConfig
 from detectors.config import DetectorConfig
+from edge.influx import InfluxSinkConfig
 from edge.sqlite_store import SqliteStoreConfig
 from gateway.core import Asset, Criticality, Site
 from ticketing.config import EngineerConfig, TicketingConfig
@@ -56,6 +57,9 @@ class StorageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     telemetry: SqliteStoreConfig = Field(default_factory=SqliteStoreConfig)
+    sinks: list[InfluxSinkConfig] = Field(
+        default_factory=list, description="remote sinks, each behind its own durable buffer"
+    )
 
 
 class ApiConfig(BaseModel):
@@ -64,6 +68,7 @@ class ApiConfig(BaseModel):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    history_source: str = Field("sqlite", description="'sqlite' or the name of an InfluxDB sink to read history from")
 
 
 class PipelineConfig(BaseModel):
@@ -141,6 +146,19 @@ def _reference_problems(config: GatewayConfig) -> list[str]:
             problems.append(
                 f"assets[{index}].site: unknown site {asset.site!r} (known: {', '.join(sorted(site_ids))})"
             )
+    sink_names = [sink.name for sink in config.storage.sinks]
+    for index, name in enumerate(sink_names):
+        if sink_names.index(name) != index:
+            problems.append(f"storage.sinks[{index}].name: duplicate sink name {name!r}")
+    buffers = [str(sink.buffer.path) for sink in config.storage.sinks]
+    for index, path in enumerate(buffers):
+        if buffers.index(path) != index:
+            problems.append(f"storage.sinks[{index}].buffer.path: {path} is already the buffer of another sink")
+    if config.api.history_source not in ("sqlite", *sink_names):
+        problems.append(
+            f"api.history_source: {config.api.history_source!r} is neither 'sqlite' nor a sink name "
+            f"({', '.join(sink_names) or 'no sinks configured'})"
+        )
     names = [source.name for source in config.sources]
     for index, name in enumerate(names):
         if names.index(name) != index:

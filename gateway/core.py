@@ -121,6 +121,7 @@ class WorkOrderEvent:
     at: float
     actor: str
     data: dict[str, Any] = field(default_factory=dict)
+    device_id: str = ""
 
 
 class ReadingSink(Protocol):

@@ -43,6 +43,6 @@ class EventBus:
     def latest(self, limit: int) -> list[dict[str, Any]]:
         events = list(self.recent)[-limit:]
         return [
-            {"work_order_code": e.work_order_code, "kind": e.kind, "at": e.at, "actor": e.actor, "data": e.data}
+            {"work_order_code": e.work_order_code, "device_id": e.device_id, "kind": e.kind, "at": e.at, "actor": e.actor, "data": e.data}
             for e in reversed(events)
         ]

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Union
 
+from edge.base import Sink
 from gateway.core import Alarm, Anomaly, Reading
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,13 @@ class Pipeline:
 
     def __init__(
         self,
-        write: Callable[[list[Reading]], None],
+        sinks: list[Sink],
         detect: Callable[[list[Reading]], list[Anomaly]],
         handle_finding: Callable[[Finding], Any],
         queue_batches: int = 64,
         max_batch_readings: int = 20_000,
     ) -> None:
-        self.write = write
+        self.sinks = sinks
         self.detect = detect
         self.handle_finding = handle_finding
         self.max_batch_readings = max_batch_readings
@@ -89,13 +90,19 @@ class Pipeline:
             batch = await _merge_next(self.to_sink, self.max_batch_readings)
             if batch is None:
                 return
+            await asyncio.to_thread(self._write_everywhere, batch)
+
+    def _write_everywhere(self, batch: list[Reading]) -> None:
+        # Each sink on its own: a failing one never keeps the batch from the others.
+        stored = True
+        for sink in self.sinks:
             try:
-                await asyncio.to_thread(self.write, batch)
-                self.counts["readings_stored"] += len(batch)
+                sink.write(batch)
             except Exception as error:  # the sink reports its own kind of failure; the pipeline goes on
-                self.errors["sink"] += 1
-                self.counts["readings_not_stored"] += len(batch)
-                log.error("sink failed to store %d readings: %s", len(batch), error)
+                stored = False
+                self.errors[f"sink:{sink.name}"] += 1
+                log.error("sink %s failed to store %d readings: %s", sink.name, len(batch), error)
+        self.counts["readings_stored" if stored else "readings_not_stored"] += len(batch)
 
     async def _detector_stage(self) -> None:
         while True:

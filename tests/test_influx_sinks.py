@@ -226,3 +226,41 @@ def test_kill_9_mid_stream_loses_no_accepted_reading(influxd: InfluxD, tmp_path:
     # Everything the child reported as accepted is there (it may have committed one more).
     assert count_points(influxd) >= (accepted + 1) * 100
     assert count_points(influxd) % 100 == 0
+
+
+def test_gateway_writes_telemetry_anomalies_and_events_to_influxdb_and_reads_history_back(
+    influxd: InfluxD, mosquitto, tmp_path: Path, start_gateway
+) -> None:
+    import orjson
+
+    from tests.conftest import gateway_document
+    from tests.test_mqtt_ingest import publish, publisher
+
+    sink = {"type": "influxdb", "name": "plant-influx", "api": "v1", "url": influxd.url, "database": DB,
+            "buffer": {"path": str(tmp_path / "influx-buffer.db"), "retry_min_s": 0.2}}
+    document = gateway_document(mosquitto.port, tmp_path)
+    document["storage"]["sinks"] = [sink]
+    document["api"]["history_source"] = "plant-influx"
+    # A low limit so the one reading below opens a work order (an anomaly and its events).
+    document["detectors"] = {"rules": [{"device_type": "pump", "metric": "vibration", "high": 7.1,
+                                        "on_delay": 1, "failure_mode": "VIB"}]}
+    gw = start_gateway(document)
+    client = publisher(mosquitto)
+    now = time.time()
+    for i in range(3):
+        publish(client, "plant/north/pump-01/telemetry",
+                orjson.dumps({"ts": now - 3 + i, "metrics": {"vibration": 2.0 + 3 * i, "flow": 80.0}}))
+    client.loop_stop()
+
+    history = wait_until(lambda: gw.get("/devices/pump-01/readings", metric="vibration", since=now - 10)["readings"],
+                         timeout=30, what="history served from InfluxDB")
+    assert [r["value"] for r in history] == [2.0, 5.0, 8.0]
+    wait_until(lambda: influxd.query(DB, 'SELECT * FROM "work_order_events"'), timeout=30, what="events in InfluxDB")
+    [anomaly] = influxd.query(DB, 'SELECT "failure_mode", "score", "site" FROM "anomalies"')
+    assert anomaly[1:] == ["VIB", 8.0, "north"]
+    events = influxd.query(DB, 'SELECT "code", "device", "kind" FROM "work_order_events"')
+    assert {row[3] for row in events} >= {"created", "dispatched"}
+    assert {(row[1][:3], row[2]) for row in events} == {("WO-", "pump-01")}
+    sinks = gw.get("/health")["sinks"]
+    assert [s["type"] for s in sinks] == ["sqlite", "influxdb"]
+    assert sinks[1]["reachable"] is True and sinks[1]["buffer"]["pending_readings"] == 0

@@ -6,11 +6,19 @@ import asyncio
 import math
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from edge.sqlite_store import SqliteStore, SqliteStoreConfig
 from gateway.core import Alarm, Quality, Reading, Severity
 from gateway.pipeline import Pipeline
+
+
+@dataclass
+class FunctionSink:
+    name: str
+    write: Callable[[list[Reading]], None]
 
 
 def batch(start: int, size: int) -> list[Reading]:
@@ -25,7 +33,8 @@ async def test_a_slow_sink_makes_producers_wait_and_loses_nothing() -> None:
         release.wait(10)
         written.extend(int(r.value) for r in readings)
 
-    pipeline = Pipeline(write=slow_write, detect=lambda readings: [], handle_finding=lambda f: None,
+    pipeline = Pipeline(sinks=[FunctionSink("slow", slow_write)], detect=lambda readings: [],
+                        handle_finding=lambda f: None,
                         queue_batches=2, max_batch_readings=10)
     pipeline.start()
     producer = asyncio.gather(*[pipeline.put(batch(i * 5, 5)) for i in range(40)])
@@ -52,15 +61,18 @@ async def test_findings_reach_ticketing_and_a_failing_stage_does_not_stop_the_re
             raise ValueError("model bug")
         return []
 
-    pipeline = Pipeline(write=flaky_write, detect=detect, handle_finding=handled.append, queue_batches=4)
+    kept: list[Reading] = []
+    sinks = [FunctionSink("broken", flaky_write), FunctionSink("working", kept.extend)]
+    pipeline = Pipeline(sinks=sinks, detect=detect, handle_finding=handled.append, queue_batches=4)
     pipeline.start()
     await pipeline.put(batch(0, 3))
     await pipeline.put_alarm(Alarm("d", 1.0, "OHE", Severity.HIGH, "hot"))
     await pipeline.put(batch(3, 3))
     await pipeline.stop()
     assert [type(f).__name__ for f in handled] == ["Alarm"]
-    assert pipeline.errors["sink"] >= 1 and pipeline.errors["detectors"] == 1
+    assert pipeline.errors["sink:broken"] >= 1 and pipeline.errors["detectors"] == 1
     assert pipeline.counts["readings_not_stored"] == 6
+    assert len(kept) == 6  # the failing sink did not keep the batch from the working one
 
 
 def test_store_latest_history_and_idempotent_replay(tmp_path: Path) -> None:

@@ -282,7 +282,7 @@ class TicketingService:
         at = self.clock()
         digest = event_hash(previous, order.code, kind, at, actor, data)
         session.add(Event(work_order_id=order.id, at=at, kind=kind, actor=actor, data=data, hash=digest))
-        self.publish(WorkOrderEvent(order.code, kind, at, actor, data))
+        self.publish(WorkOrderEvent(order.code, kind, at, actor, data, order.device_id))
 
     # -- queries -----------------------------------------------------------------------
 
