@@ -39,6 +39,24 @@ CREATE TABLE IF NOT EXISTS latest (
     source TEXT NOT NULL,
     PRIMARY KEY (device_id, metric)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollups (
+    device_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    ts REAL NOT NULL,
+    count INTEGER NOT NULL,
+    mean REAL,
+    min REAL,
+    max REAL,
+    PRIMARY KEY (device_id, metric, ts)
+) WITHOUT ROWID;
+"""
+
+# A rollup is recomputed from the raw rows of its bucket, so late or replayed
+# readings never count twice.
+_ROLLUP = """
+INSERT OR REPLACE INTO rollups
+SELECT device_id, metric, ?, COUNT(value), AVG(value), MIN(value), MAX(value)
+FROM readings WHERE device_id = ? AND metric = ? AND ts >= ? AND ts < ?
 """
 
 _INSERT = "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?)"
@@ -57,7 +75,9 @@ class SqliteStoreConfig(BaseModel):
 
     type: str = "sqlite"
     path: Path = Path("data/telemetry.db")
-    retention_days: float = Field(7.0, gt=0)
+    retention_days: float = Field(7.0, gt=0, description="raw readings are kept this long")
+    rollup_interval_s: float = Field(60.0, ge=1, description="bucket of the downsampled series (min, mean, max)")
+    rollup_retention_days: float = Field(365.0, gt=0, description="rollups are kept this long")
 
 
 def _row(reading: Reading) -> tuple[Any, ...]:
@@ -77,6 +97,7 @@ class SqliteStore:
 
     # Old rows are pruned at most this often, not on every batch.
     PRUNE_INTERVAL_S = 300.0
+    ROLLUP_EVERY_S = 1.0
 
     def __init__(self, config: SqliteStoreConfig) -> None:
         self.config = config
@@ -86,6 +107,8 @@ class SqliteStore:
         self._writer = self._connect()
         self._writer.executescript(_SCHEMA)
         self._last_prune = 0.0
+        self._dirty_buckets: set[tuple[str, str, float]] = set()
+        self._last_rollup = 0.0
         self.written = 0
         self.batches = 0
         self.errors = 0
@@ -113,13 +136,32 @@ class SqliteStore:
                 raise
             self.written += len(rows)
             self.batches += 1
+            interval = self.config.rollup_interval_s
+            self._dirty_buckets.update((row[0], row[1], row[2] // interval * interval) for row in rows)
+            if time.monotonic() - self._last_rollup > self.ROLLUP_EVERY_S:
+                self._roll_up()
             if time.monotonic() - self._last_prune > self.PRUNE_INTERVAL_S:
                 self._prune()
 
-    def _prune(self) -> None:
-        cutoff = time.time() - self.config.retention_days * 86400
+    def _roll_up(self) -> None:
+        """Recompute every bucket written since the last call (at most once a second)."""
+        interval = self.config.rollup_interval_s
+        buckets = [(start, device, metric, start, start + interval) for device, metric, start in self._dirty_buckets]
         with self._writer:
-            self._writer.execute("DELETE FROM readings WHERE ts < ?", (cutoff,))
+            self._writer.executemany(_ROLLUP, buckets)
+        self._dirty_buckets.clear()
+        self._last_rollup = time.monotonic()
+
+    def flush(self) -> None:
+        """Bring the rollups up to date now."""
+        with self._write_lock:
+            self._roll_up()
+
+    def _prune(self) -> None:
+        now = time.time()
+        with self._writer:
+            self._writer.execute("DELETE FROM readings WHERE ts < ?", (now - self.config.retention_days * 86400,))
+            self._writer.execute("DELETE FROM rollups WHERE ts < ?", (now - self.config.rollup_retention_days * 86400,))
         self._last_prune = time.monotonic()
 
     def latest(self, device_id: str) -> list[Reading]:
@@ -144,6 +186,16 @@ class SqliteStore:
             rows = connection.execute(query, params).fetchall()
         return [_reading(row) for row in reversed(rows)]
 
+    def rollups(self, device_id: str, metric: str, since: float, until: float) -> list[dict[str, Any]]:
+        """The downsampled series: one bucket of ``rollup_interval_s`` per row, oldest first."""
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT ts, count, mean, min, max FROM rollups WHERE device_id = ? AND metric = ? "
+                "AND ts >= ? AND ts <= ? ORDER BY ts", (device_id, metric, since, until),
+            ).fetchall()
+        return [{"timestamp": ts, "count": count, "mean": mean, "min": low, "max": high}
+                for ts, count, mean, low, high in rows]
+
     def _reader(self) -> closing[sqlite3.Connection]:
         return closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30))
 
@@ -155,9 +207,12 @@ class SqliteStore:
             "batches": self.batches,
             "errors": self.errors,
             "retention_days": self.config.retention_days,
+            "rollup_interval_s": self.config.rollup_interval_s,
+            "rollup_retention_days": self.config.rollup_retention_days,
         }
 
     def close(self) -> None:
         with self._write_lock:
+            self._roll_up()
             self._writer.close()
 

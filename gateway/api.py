@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query
 
@@ -72,12 +72,20 @@ def create_api(gateway: "Gateway") -> FastAPI:
         since: float | None = Query(None, description="epoch seconds; default: an hour before 'until'"),
         until: float | None = Query(None, description="epoch seconds; default: now"),
         limit: int = Query(10_000, ge=1, le=100_000),
+        resolution: Literal["raw", "rollup"] = Query(
+            "raw", description="rollup: min/mean/max per bucket from the embedded store (needs 'metric')"
+        ),
     ) -> dict[str, Any]:
         asset_or_404(device_id)
         end = until if until is not None else time.time()
         start = since if since is not None else end - 3600
         if start > end:
             raise HTTPException(422, "'since' must not be after 'until'")
+        if resolution == "rollup":
+            if metric is None:
+                raise HTTPException(422, "resolution=rollup needs a 'metric'")
+            buckets = gateway.store.rollups(device_id, metric, start, end)
+            return {"device_id": device_id, "metric": metric, "since": start, "until": end, "rollups": buckets}
         readings = gateway.history.history(device_id, metric, start, end, limit)
         return {"device_id": device_id, "since": start, "until": end, "readings": [_reading_json(r) for r in readings]}
 

@@ -39,6 +39,12 @@ def test_good_readings_are_stored_and_served(mosquitto: Mosquitto, tmp_path: Pat
     history = gw.get("/devices/pump-01/readings", metric="vibration", since=now - 60)
     assert [r["value"] for r in history["readings"]] == [2.0, 3.0, 4.0, 5.0, 6.0]
     assert gw.get("/health")["connectors"][0]["errors"] == {}
+    gw.gateway.store.flush()
+    buckets = gw.get("/devices/pump-01/readings", metric="vibration", since=now - 120,
+                     resolution="rollup")["rollups"]
+    assert sum(b["count"] for b in buckets) == 5  # the five readings may straddle a minute
+    assert min(b["min"] for b in buckets) == 2.0 and max(b["max"] for b in buckets) == 6.0
+    assert gw.http.get("/devices/pump-01/readings", params={"resolution": "rollup"}).status_code == 422
     client.loop_stop()
 
 

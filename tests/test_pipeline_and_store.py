@@ -100,3 +100,20 @@ def test_store_drops_readings_past_retention(tmp_path: Path) -> None:
     store.write([Reading("p1", "vib", 1.0, now - 2 * 86400), Reading("p1", "vib", 2.0, now - 60)])
     assert [r.value for r in store.history("p1", None, 0, now, 10)] == [2.0]
     store.close()
+
+
+def test_rollups_are_exact_and_late_or_replayed_readings_count_once(tmp_path: Path) -> None:
+    store = SqliteStore(SqliteStoreConfig(path=tmp_path / "t.db", rollup_interval_s=60))
+    start = (time.time() - 3600) // 60 * 60
+    day = [Reading("p1", "vib", float(i % 60), start + i) for i in range(180)]  # 3 minutes at 1 Hz
+    store.write(day[:100])
+    store.write(day[100:])
+    store.write(day[30:40])  # a replay
+    store.write([Reading("p1", "vib", 100.0, start + 59.5)])  # late, into the first bucket
+    store.flush()
+    buckets = store.rollups("p1", "vib", start, start + 3600)
+    assert [b["timestamp"] for b in buckets] == [start, start + 60, start + 120]
+    assert [b["count"] for b in buckets] == [61, 60, 60]
+    assert buckets[0]["max"] == 100.0 and buckets[1]["min"] == 0.0 and buckets[1]["max"] == 59.0
+    assert buckets[1]["mean"] == sum(range(60)) / 60
+    store.close()
