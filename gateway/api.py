@@ -10,9 +10,12 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.core import Asset, Reading
+from gateway.metrics import GatewayCollector
 from ticketing.dispatch import on_shift
 
 if TYPE_CHECKING:
@@ -34,6 +37,14 @@ def create_api(gateway: "Gateway") -> FastAPI:
         description="Predictive-maintenance gateway: telemetry, anomalies, work orders and dispatch.",
         version="0.1.0",
     )
+
+    registry = CollectorRegistry()
+    registry.register(GatewayCollector(gateway))
+
+    @api.get("/metrics", tags=["gateway"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus text exposition: connectors, pipeline, sinks and buffers, work orders."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     def asset_or_404(asset_id: str) -> Asset:
         asset = gateway.assets.get(asset_id)

@@ -264,3 +264,9 @@ def test_gateway_writes_telemetry_anomalies_and_events_to_influxdb_and_reads_his
     sinks = gw.get("/health")["sinks"]
     assert [s["type"] for s in sinks] == ["sqlite", "influxdb"]
     assert sinks[1]["reachable"] is True and sinks[1]["buffer"]["pending_readings"] == 0
+    metrics = gw.http.get("/metrics").text
+    assert 'pmgw_buffer_pending_readings{sink="plant-influx"} 0.0' in metrics
+    assert 'pmgw_sink_reachable{sink="plant-influx"} 1.0' in metrics
+    assert 'pmgw_connector_connected{connector="test-broker"} 1.0' in metrics
+    assert "pmgw_work_orders_created_total 1.0" in metrics
+    assert 'pmgw_sink_forwarded_readings_total{sink="plant-influx"}' in metrics
