@@ -1,0 +1,111 @@
+"""InfluxDB write throughput: through the durable buffer vs raw batched line-protocol writes.
+
+Both paths encode the same readings with the same line-protocol code and post
+batches of the same size to the same InfluxDB 1.6 (started here on loopback);
+the buffered path also commits every batch to the SQLite buffer and forwards
+from it. Then the drain rate: InfluxDB stopped, the buffer filled, InfluxDB
+started, time until the buffer is empty.
+
+    python -m bench.influx --readings 300000
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from edge.buffer import DurableBuffer
+from edge.forwarder import BufferedSink, wait_until_drained
+from edge.influx import InfluxSinkConfig, make_writer
+from edge.line_protocol import to_line
+from gateway.core import Quality, Reading
+from tests.servers import InfluxD, new_influxd
+
+TAGS = {f"dev-{i:03d}": {"site": "bench", "model": "M", "type": "pump"} for i in range(50)}
+BATCH = 5000
+
+
+def make_readings(count: int, t0: float) -> list[Reading]:
+    devices = list(TAGS)
+    return [Reading(devices[i % 50], f"m{i % 5}", float(i), t0 + i * 1e-4, Quality.GOOD, "bench")
+            for i in range(count)]
+
+
+def raw_writes(server: InfluxD, readings: list[Reading]) -> float:
+    """Seconds to encode and post every batch directly."""
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        started = time.perf_counter()
+        for start in range(0, len(readings), BATCH):
+            body = "\n".join(to_line(r, TAGS[r.device_id]) for r in readings[start:start + BATCH])
+            response = http.post("/write", params={"db": "raw", "precision": "ns"}, content=body.encode())
+            response.raise_for_status()
+        return time.perf_counter() - started
+
+
+def buffered_sink(server: InfluxD, database: str, path: Path) -> BufferedSink:
+    config = InfluxSinkConfig(type="influxdb", api="v1", url=server.url, database=database, gzip=False)
+    buffer = DurableBuffer(path, max_bytes=2**31, max_age_s=86400, when_full="block")
+    return BufferedSink("bench", make_writer(config), buffer, TAGS, batch_readings=BATCH,
+                        retry_min_s=0.1, retry_max_s=0.5)
+
+
+def buffered_writes(server: InfluxD, readings: list[Reading], path: Path) -> float:
+    """Seconds from the first write until InfluxDB acknowledged everything."""
+    sink = buffered_sink(server, "buffered", path)
+    started = time.perf_counter()
+    for start in range(0, len(readings), BATCH):
+        sink.write(readings[start:start + BATCH])
+    assert wait_until_drained(sink, timeout=600)
+    elapsed = time.perf_counter() - started
+    sink.close()
+    return elapsed
+
+
+def drain_after_outage(server: InfluxD, readings: list[Reading], path: Path) -> float:
+    server.stop()
+    sink = buffered_sink(server, "outage", path)
+    for start in range(0, len(readings), BATCH):
+        sink.write(readings[start:start + BATCH])
+    server.start()
+    started = time.perf_counter()
+    assert wait_until_drained(sink, timeout=600)
+    elapsed = time.perf_counter() - started
+    sink.close()
+    return elapsed
+
+
+def count(server: InfluxD, database: str) -> int:
+    return int(server.query(database, 'SELECT COUNT("value") FROM "telemetry"')[0][1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readings", type=int, default=300_000)
+    args = parser.parse_args()
+    readings = make_readings(args.readings, time.time() - 7200)
+    with tempfile.TemporaryDirectory(prefix="pmgw-bench-influx-") as tmp:
+        server = new_influxd(Path(tmp) / "influxd")
+        try:
+            for database in ("raw", "buffered", "outage"):
+                server.create_database(database)
+            raw_s = raw_writes(server, readings)
+            buffered_s = buffered_writes(server, readings, Path(tmp) / "buffer.db")
+            drain_s = drain_after_outage(server, readings, Path(tmp) / "outage.db")
+            counts = {database: count(server, database) for database in ("raw", "buffered", "outage")}
+        finally:
+            server.stop()
+    n = len(readings)
+    assert all(value == n for value in counts.values()), counts
+    print(f"{'path':<44}{'readings':>10}{'seconds':>10}{'readings/s':>14}")
+    print(f"{'raw batched line protocol (baseline)':<44}{n:>10}{raw_s:>10.2f}{n / raw_s:>14.0f}")
+    print(f"{'through the durable buffer':<44}{n:>10}{buffered_s:>10.2f}{n / buffered_s:>14.0f}")
+    print(f"{'drain of a full buffer after an outage':<44}{n:>10}{drain_s:>10.2f}{n / drain_s:>14.0f}")
+    print(f"ratio buffered / raw: {raw_s / buffered_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()
