@@ -54,14 +54,25 @@ def create_api(gateway: "Gateway") -> FastAPI:
 
     @api.get("/health", tags=["gateway"])
     def health() -> dict[str, Any]:
-        """Overall status plus the diagnostics of every connector and stage."""
+        """``ok`` or ``degraded`` with the problems that make it so, and every component's diagnostics."""
         diagnostics = gateway.diagnostics()
-        connected = all(c.get("connected") for c in diagnostics["connectors"])
-        pipeline = diagnostics["pipeline"] or {}
-        last = pipeline.get("last_reading_at")
-        fresh = last is not None and time.time() - last < STALE_AFTER_S
-        status = "ok" if connected and fresh else "degraded"
-        return {"status": status} | diagnostics
+        problems = [f"connector {c['name']} is not connected" for c in diagnostics["connectors"] if not c["connected"]]
+        last = (diagnostics["pipeline"] or {}).get("last_reading_at")
+        if last is None or time.time() - last > STALE_AFTER_S:
+            problems.append(f"no reading in the last {STALE_AFTER_S:.0f}s")
+        for sink in diagnostics["sinks"]:
+            buffer = sink.get("buffer")
+            if buffer is None:
+                continue
+            if sink["reachable"] is False:
+                problems.append(f"sink {sink['name']} is unreachable: {sink['last_error']}; "
+                                f"{buffer['pending_readings']} readings buffered")
+            if buffer.get("dropped_readings"):
+                problems.append(f"sink {sink['name']} lost {buffer['dropped_readings']} readings "
+                                f"(buffer full or too old)")
+            if buffer.get("dead_letters"):
+                problems.append(f"sink {sink['name']} refused {buffer['dead_letters']} lines (dead letters)")
+        return {"status": "degraded" if problems else "ok", "problems": problems} | diagnostics
 
     @api.get("/assets", tags=["assets"])
     def list_assets() -> list[dict[str, Any]]:

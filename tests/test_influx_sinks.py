@@ -270,3 +270,85 @@ def test_gateway_writes_telemetry_anomalies_and_events_to_influxdb_and_reads_his
     assert 'pmgw_connector_connected{connector="test-broker"} 1.0' in metrics
     assert "pmgw_work_orders_created_total 1.0" in metrics
     assert 'pmgw_sink_forwarded_readings_total{sink="plant-influx"}' in metrics
+
+
+def test_batches_older_than_the_age_bound_are_dropped_and_counted(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", max_bytes=10**9, max_age_s=0.5, when_full="block")
+    buffer.append(["a 1"], 1.0)
+    time.sleep(0.8)
+    buffer.append(["b 2"], 2.0)
+    batch = buffer.next_batch(timeout=0.1)
+    assert batch is not None and batch.lines == ["b 2"]
+    assert buffer.diagnostics()["dropped_readings"] == 1
+    buffer.close()
+
+
+def test_kill_9_of_the_gateway_mid_stream_then_restart_loses_no_accepted_reading(
+    influxd: InfluxD, mosquitto, tmp_path: Path
+) -> None:
+    import orjson
+    import yaml
+
+    from tests.conftest import gateway_document
+    from tests.test_mqtt_ingest import publisher
+
+    document = gateway_document(mosquitto.port, tmp_path)
+    document["storage"]["sinks"] = [{"type": "influxdb", "name": "influx", "api": "v1", "url": influxd.url,
+                                     "database": DB, "buffer": {"path": str(tmp_path / "buffer.db"),
+                                                                "retry_min_s": 0.2, "retry_max_s": 1.0}}]
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(document))
+    api = f"http://127.0.0.1:{document['api']['port']}"
+
+    def start_gateway_process() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+                                   stdout=subprocess.DEVNULL, stderr=(tmp_path / "gateway.log").open("ab"))
+        wait_until(lambda: _health(api), timeout=30, what="gateway API")
+        return process
+
+    influxd.stop()  # everything the gateway accepts stays in its buffer
+    gateway = start_gateway_process()
+    client = publisher(mosquitto)
+    stop = threading.Event()
+    t0 = time.time() - 600
+
+    def stream() -> None:
+        i = 0
+        while not stop.is_set():
+            client.publish("plant/north/pump-01/telemetry",
+                           orjson.dumps({"ts": t0 + i * 0.01, "metrics": {"vibration": float(i)}}), qos=1)
+            i += 1
+            time.sleep(0.001)
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+
+    def accepted() -> int:
+        health = _health(api)
+        return health["sinks"][1]["buffer"]["pending_readings"] if health else 0
+
+    last_seen = wait_until(lambda: (n := accepted()) >= 2000 and n, timeout=60, what="readings accepted")
+    gateway.kill()  # SIGKILL, mid-stream
+    gateway.wait()
+    stop.set()
+    streamer.join()
+    client.loop_stop()
+
+    influxd.start()
+    gateway = start_gateway_process()
+    try:
+        wait_until(lambda: accepted() == 0 and (_health(api) or {}).get("sinks", [{}, {}])[1].get("reachable"),
+                   timeout=60, what="buffer to drain after the restart")
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
+    assert count_points(influxd) >= last_seen
+
+
+def _health(api: str) -> dict | None:
+    import httpx
+
+    try:
+        return httpx.get(f"{api}/health", timeout=5).json()
+    except httpx.HTTPError:
+        return None
