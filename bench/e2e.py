@@ -7,7 +7,7 @@ consumer reconnects and drains. The gateway's time runs until every reading is
 stored *and* scored by the detectors (work orders included); the baseline's
 until its last message arrives.
 
-    python bench/e2e.py --devices 50 --messages 60000
+    python -m bench.e2e --devices 50 --messages 60000 --workers 2
 """
 
 from __future__ import annotations
