@@ -15,7 +15,8 @@ import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import orjson
 from sqlalchemy import create_engine, event, func, select
@@ -168,7 +169,7 @@ class TicketingService:
         priority = priority_for(severity, asset.criticality)
         for attempt in range(3):
             try:
-                with self.sessions.begin() as session:
+                with self._transaction() as session:
                     existing = self._open_for(session, asset.id, dedup_key, at)
                     if existing is not None:
                         return self._add_occurrence(session, existing, failure_mode, priority, finding, at)
@@ -267,7 +268,7 @@ class TicketingService:
                            {"engineer_id": decision.engineer_id, "reason": decision.reason})
 
     def _record_cleared(self, alarm: Alarm) -> None:
-        with self.sessions.begin() as session:
+        with self._transaction() as session:
             order = session.scalar(
                 select(WorkOrder).where(WorkOrder.open_dedup_key == f"{alarm.device_id}:{alarm.code}")
             )
@@ -282,7 +283,16 @@ class TicketingService:
         at = self.clock()
         digest = event_hash(previous, order.code, kind, at, actor, data)
         session.add(Event(work_order_id=order.id, at=at, kind=kind, actor=actor, data=data, hash=digest))
-        self.publish(WorkOrderEvent(order.code, kind, at, actor, data, order.device_id))
+        session.info["events"].append(WorkOrderEvent(order.code, kind, at, actor, data, order.device_id))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        """A transaction whose work-order events are published only once it committed."""
+        with self.sessions.begin() as session:
+            session.info["events"] = []
+            yield session
+        for event in session.info.pop("events"):
+            self.publish(event)
 
     # -- queries -----------------------------------------------------------------------
 
