@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import orjson
 
-from gateway.broker import free_port, wait_for_port
+from gateway.broker import free_port, stop_process, wait_for_port
 
 SERVERS = Path(__file__).resolve().parent.parent / ".cache" / "servers" / "usr" / "bin"
 
@@ -31,13 +32,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
 
@@ -89,8 +85,6 @@ class VictoriaMetrics(Server):
         httpx.get(f"{self.url}/internal/force_flush", timeout=30)
         response = httpx.get(f"{self.url}/api/v1/export", params={"match[]": match}, timeout=30)
         response.raise_for_status()
-        import orjson
-
         return [orjson.loads(line) for line in response.content.splitlines() if line.strip()]
 
 

@@ -352,3 +352,16 @@ def _health(api: str) -> dict | None:
         return httpx.get(f"{api}/health", timeout=5).json()
     except httpx.HTTPError:
         return None
+
+
+def test_replay_goes_oldest_data_first(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", max_bytes=10**9, max_age_s=3600, when_full="block")
+    for first_ts in (30.0, 10.0, 20.0):  # e.g. a late device catching up
+        buffer.append([f"line {first_ts}"], first_ts)
+    order = []
+    while (batch := buffer.next_batch(timeout=0.01)) is not None:
+        order.append(batch.first_ts)
+        buffer.acknowledge(batch)
+    assert order == [10.0, 20.0, 30.0]
+    assert buffer.diagnostics()["forwarded_readings"] == 3 and buffer.pending_readings == 0
+    buffer.close()
