@@ -11,11 +11,14 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.core import Asset, Reading
 from gateway.metrics import GatewayCollector
+from ticketing.lifecycle import State
+from ticketing.service import TransitionRefused
 from ticketing.dispatch import on_shift
 
 if TYPE_CHECKING:
@@ -29,6 +32,30 @@ def _reading_json(reading: Reading) -> dict[str, Any]:
     value = reading.value if reading.value == reading.value else None  # NaN is not JSON
     return {"metric": reading.metric, "value": value, "timestamp": reading.timestamp,
             "quality": reading.quality.value, "source": reading.source}
+
+
+class TransitionRequest(BaseModel):
+    """A lifecycle step. Guards: DISPATCHED needs engineer_id and eta; ON_HOLD, CANCELLED and
+    REOPENED a reason; DONE resolution, failure_mode, failure_mechanism, failure_cause and
+    restored_at; VERIFIED verified_by; MERGED merged_into."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: State
+    actor: str = Field(min_length=1, description="who does it")
+    reason: str | None = None
+    note: str | None = None
+    engineer_id: str | None = None
+    eta: float | None = Field(None, description="epoch seconds")
+    resolution: str | None = None
+    failure_mode: str | None = Field(None, pattern=r"^[A-Z]{3}$")
+    failure_mechanism: str | None = None
+    failure_cause: str | None = None
+    restored_at: float | None = Field(None, description="epoch seconds the function was restored")
+    parts: list[str] = Field(default_factory=list)
+    labour_hours: float | None = Field(None, ge=0)
+    verified_by: str | None = None
+    merged_into: str | None = None
 
 
 def create_api(gateway: "Gateway") -> FastAPI:
@@ -138,6 +165,28 @@ def create_api(gateway: "Gateway") -> FastAPI:
         if order is None:
             raise HTTPException(404, f"no work order {code!r}")
         return order
+
+    @api.post("/work-orders/{code}/transitions", tags=["work orders"],
+              responses={404: {"description": "no such work order"},
+                         409: {"description": "illegal or incomplete transition, with the reason"}})
+    def transition(code: str, request: TransitionRequest) -> dict[str, Any]:
+        """Move a work order through its lifecycle; every step is a hash-chained event."""
+        fields = request.model_dump(exclude={"to", "actor"})
+        try:
+            order = gateway.ticketing.transition(code, request.to, request.actor, fields)
+        except TransitionRefused as refused:
+            raise HTTPException(409, str(refused)) from None
+        if order is None:
+            raise HTTPException(404, f"no work order {code!r}")
+        return order
+
+    @api.get("/work-orders/{code}/verify", tags=["work orders"])
+    def verify(code: str) -> dict[str, Any]:
+        """Check the work order's event hash chain: a row changed behind the application's back shows."""
+        result = gateway.ticketing.verify_chain(code)
+        if result is None:
+            raise HTTPException(404, f"no work order {code!r}")
+        return result
 
     @api.get("/engineers", tags=["dispatch"])
     def list_engineers() -> list[dict[str, Any]]:

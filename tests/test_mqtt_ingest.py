@@ -115,6 +115,19 @@ def test_device_alarm_opens_a_work_order(mosquitto: Mosquitto, tmp_path: Path, s
     assert order["priority"] == "P2"  # high severity x medium criticality
     client.loop_stop()
 
+    # The lifecycle over REST: legal steps are events, illegal ones a 409 with the reason.
+    url = f"/work-orders/{order['code']}"
+    step = gw.http.post(f"{url}/transitions", json={"to": "EN_ROUTE", "actor": "eng-mechanical"})
+    assert step.status_code == 200 and step.json()["state"] == "EN_ROUTE"
+    refused = gw.http.post(f"{url}/transitions", json={"to": "DONE", "actor": "eng-mechanical"})
+    assert refused.status_code == 409
+    assert refused.json()["detail"].startswith("EN_ROUTE -> DONE is not allowed (from EN_ROUTE: ")
+    assert gw.http.post(f"{url}/transitions", json={"to": "FIXED", "actor": "x"}).status_code == 422
+    assert gw.http.post("/work-orders/WO-19990101-0001/transitions",
+                        json={"to": "EN_ROUTE", "actor": "x"}).status_code == 404
+    assert gw.get(f"{url}/verify") == {"code": order["code"], "valid": True, "events": 5, "broken_at": None,
+                                       "reason": None}
+
 
 def test_broker_restart_is_survived_without_restarting_the_gateway(
     mosquitto: Mosquitto, tmp_path: Path, start_gateway

@@ -13,16 +13,6 @@ class Base(DeclarativeBase):
     pass
 
 
-class State(str, enum.Enum):
-    RECEIVED = "RECEIVED"
-    DISPATCHED = "DISPATCHED"
-    DONE = "DONE"
-    CANCELLED = "CANCELLED"
-
-
-OPEN_STATES = (State.RECEIVED.value, State.DISPATCHED.value)
-
-
 class Origin(str, enum.Enum):
     ANOMALY = "anomaly"
     DEVICE_ALARM = "device_alarm"
@@ -42,6 +32,7 @@ class WorkOrder(Base):
     origin: Mapped[str] = mapped_column(String(20))
     failure_mode: Mapped[str] = mapped_column(String(10), index=True)
     failure_mechanism: Mapped[str] = mapped_column(String(60), default="")
+    failure_cause: Mapped[str] = mapped_column(String(60), default="")
     maintainable_item: Mapped[str] = mapped_column(String(60), default="")
     priority: Mapped[str] = mapped_column(String(2), index=True)
     state: Mapped[str] = mapped_column(String(20), index=True)
@@ -51,6 +42,9 @@ class WorkOrder(Base):
     context: Mapped[dict[str, Any]] = mapped_column(JSON)
     assigned_engineer_id: Mapped[str | None] = mapped_column(String(100), index=True)
     assignment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    eta: Mapped[float | None] = mapped_column(Float)
+    # Resolution, parts, labour, restored_at, verification, merge target: set by transitions.
+    closure: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[float] = mapped_column(Float, index=True)
     updated_at: Mapped[float] = mapped_column(Float)
     last_occurrence_at: Mapped[float] = mapped_column(Float)

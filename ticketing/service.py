@@ -26,12 +26,21 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from gateway.core import Alarm, Anomaly, Asset, Criticality, Reading, Severity, WorkOrderEvent
 from ticketing.config import EngineerConfig, TicketingConfig
-from ticketing.dispatch import choose_engineer
-from ticketing.models import OPEN_STATES, AnomalyRecord, Base, CodeCounter, Event, Origin, State, WorkOrder
+from ticketing.dispatch import choose_engineer, on_shift
+from ticketing.lifecycle import OPEN_STATES, State, check_transition
+from ticketing.models import AnomalyRecord, Base, CodeCounter, Event, Origin, WorkOrder
 
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "pm-gateway"
+_OPEN = sorted(state.value for state in OPEN_STATES)
+# Travel estimate for an ETA: straight-line distance x road factor / average speed.
+ROAD_FACTOR = 1.3
+AVERAGE_SPEED_KMH = 50.0
+
+
+class TransitionRefused(Exception):
+    """An illegal or incomplete transition; the message says why."""
 GENESIS_HASH = "0" * 64
 
 # Priority from severity x asset criticality (P1 most urgent).
@@ -88,7 +97,7 @@ def _open_loads(session: Session) -> dict[str, int]:
     """Open work orders per assigned engineer."""
     rows = session.execute(
         select(WorkOrder.assigned_engineer_id, func.count())
-        .where(WorkOrder.state.in_(OPEN_STATES), WorkOrder.assigned_engineer_id.is_not(None))
+        .where(WorkOrder.state.in_(_OPEN), WorkOrder.assigned_engineer_id.is_not(None))
         .group_by(WorkOrder.assigned_engineer_id)
     )
     return {engineer_id: count for engineer_id, count in rows if engineer_id is not None}
@@ -191,7 +200,7 @@ class TicketingService:
         # incident stays one while its findings keep coming within the window.
         return session.scalar(
             select(WorkOrder)
-            .where(WorkOrder.device_id == device_id, WorkOrder.state.in_(OPEN_STATES),
+            .where(WorkOrder.device_id == device_id, WorkOrder.state.in_(_OPEN),
                    WorkOrder.last_occurrence_at >= at - self.config.group_window_s)
             .order_by(WorkOrder.created_at)
             .limit(1)
@@ -263,9 +272,12 @@ class TicketingService:
                                {"queue": "dispatcher", "reason": decision.reason})
             return
         order.assigned_engineer_id = decision.engineer_id
+        order.eta = self.clock() + decision.candidates[0]["distance_km"] * ROAD_FACTOR / AVERAGE_SPEED_KMH * 3600
         order.state = State.DISPATCHED.value
-        self._append_event(session, order, "dispatched", SYSTEM_ACTOR,
-                           {"engineer_id": decision.engineer_id, "reason": decision.reason})
+        self._append_event(session, order, "dispatched", SYSTEM_ACTOR, {
+            "from": State.RECEIVED.value, "to": State.DISPATCHED.value,
+            "engineer_id": decision.engineer_id, "eta": order.eta, "reason": decision.reason,
+        })
 
     def _record_cleared(self, alarm: Alarm) -> None:
         with self._transaction() as session:
@@ -294,6 +306,85 @@ class TicketingService:
         for event in session.info.pop("events"):
             self.publish(event)
 
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def transition(self, code: str, target: State, actor: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Move a work order to ``target``; None if there is no such order.
+
+        Raises :class:`TransitionRefused` with the reason when the move is illegal,
+        lacks a field its guard needs, or would break the one-open-order rule.
+        """
+        fields = {name: value for name, value in fields.items() if value not in (None, "", [])}
+        try:
+            with self._transaction() as session:
+                order = session.scalar(select(WorkOrder).where(WorkOrder.code == code).with_for_update())
+                if order is None:
+                    return None
+                current = State(order.state)
+                refusal = check_transition(current, target, fields) or self._refusal(session, order, target, fields)
+                if refusal:
+                    raise TransitionRefused(refusal)
+                self._apply(order, target, fields)
+                order.state = target.value
+                order.updated_at = self.clock()
+                session.flush()
+                self._append_event(session, order, target.value.lower(), actor,
+                                   {"from": current.value, "to": target.value, **fields})
+        except IntegrityError:
+            raise TransitionRefused(
+                f"another open work order already holds {code}'s dedup key; merge one into the other"
+            ) from None
+        return self.get_work_order(code)
+
+    def _refusal(self, session: Session, order: WorkOrder, target: State, fields: dict[str, Any]) -> str | None:
+        if target is State.DISPATCHED:
+            engineer = next((e for e in self.engineers if e.id == fields["engineer_id"]), None)
+            if engineer is None:
+                return f"no engineer {fields['engineer_id']!r}"
+            if order.required_skill not in engineer.skills:
+                return f"{engineer.id} lacks skill {order.required_skill}"
+            if not on_shift(engineer.shift, datetime.fromtimestamp(self.clock(), timezone.utc)):
+                return f"{engineer.id} is off shift"
+        if target is State.MERGED:
+            into = fields["merged_into"]
+            if into == order.code or session.scalar(select(WorkOrder.id).where(WorkOrder.code == into)) is None:
+                return f"cannot merge into {into!r}: no such other work order"
+        return None
+
+    def _apply(self, order: WorkOrder, target: State, fields: dict[str, Any]) -> None:
+        if target is State.DISPATCHED:
+            order.assigned_engineer_id = fields["engineer_id"]
+            order.eta = float(fields["eta"])
+        if target is State.DONE:
+            # Failure coding suggested at creation is confirmed (or corrected) at close.
+            order.failure_mode = fields["failure_mode"]
+            order.failure_mechanism = fields["failure_mechanism"]
+            order.failure_cause = fields["failure_cause"]
+        closing = {k: v for k, v in fields.items() if k not in ("engineer_id", "eta", "reason", "note")}
+        if closing:
+            order.closure = {**(order.closure or {}), **closing}
+        if target in OPEN_STATES:
+            order.open_dedup_key = order.dedup_key
+        else:
+            order.open_dedup_key = None
+
+    def verify_chain(self, code: str) -> dict[str, Any] | None:
+        """Recompute the event hash chain; any row changed, removed or inserted behind our back breaks it."""
+        with self.sessions() as session:
+            order = session.scalar(select(WorkOrder).where(WorkOrder.code == code))
+            if order is None:
+                return None
+            events = session.scalars(select(Event).where(Event.work_order_id == order.id).order_by(Event.id)).all()
+            previous = GENESIS_HASH
+            for index, event in enumerate(events):
+                expected = event_hash(previous, order.code, event.kind, event.at, event.actor, event.data)
+                if expected != event.hash:
+                    return {"code": code, "valid": False, "events": len(events), "broken_at": index,
+                            "reason": f"event {index} ({event.kind}) does not match its hash: "
+                                      "it, or an event before it, was changed or removed"}
+                previous = event.hash
+            return {"code": code, "valid": True, "events": len(events), "broken_at": None, "reason": None}
+
     # -- queries -----------------------------------------------------------------------
 
     def list_work_orders(
@@ -321,6 +412,8 @@ class TicketingService:
             return self._summary(order) | {
                 "context": order.context,
                 "assignment": order.assignment,
+                "eta": order.eta,
+                "closure": order.closure or {},
                 "events": [
                     {"at": e.at, "kind": e.kind, "actor": e.actor, "data": e.data, "hash": e.hash}
                     for e in order.events
@@ -349,6 +442,7 @@ class TicketingService:
         return {
             "code": order.code, "device_id": order.device_id, "site_id": order.site_id, "origin": order.origin,
             "failure_mode": order.failure_mode, "failure_mechanism": order.failure_mechanism,
+            "failure_cause": order.failure_cause,
             "maintainable_item": order.maintainable_item, "priority": order.priority, "state": order.state,
             "title": order.title, "required_skill": order.required_skill, "occurrences": order.occurrences,
             "assigned_engineer_id": order.assigned_engineer_id, "created_at": order.created_at,
