@@ -7,13 +7,16 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from connectors.base import Connector
+from connectors.modbus import ModbusConnector, ModbusSourceConfig
 from connectors.mqtt import MqttConnector, MqttSourceConfig
 
 # Every source schema, told apart by its ``type``; add new protocols here.
-SourceConfig = Annotated[Union[MqttSourceConfig], Field(discriminator="type")]
+SourceConfig = Annotated[Union[MqttSourceConfig, ModbusSourceConfig], Field(discriminator="type")]
 
 
 def build_connector(config: SourceConfig, known_devices: set[str]) -> Connector:
     if isinstance(config, MqttSourceConfig):
         return MqttConnector(config, known_devices)
+    if isinstance(config, ModbusSourceConfig):
+        return ModbusConnector(config, known_devices)
     raise ValueError(f"no connector for source type {config.type!r}")

@@ -106,9 +106,10 @@ class SqliteStore:
         self._write_lock = threading.Lock()
         self._writer = self._connect()
         self._writer.executescript(_SCHEMA)
-        self._last_prune = 0.0
+        # -inf, not 0: the monotonic clock starts near 0 on a freshly booted machine.
+        self._last_prune = float("-inf")
         self._dirty_buckets: set[tuple[str, str, float]] = set()
-        self._last_rollup = 0.0
+        self._last_rollup = float("-inf")
         self.written = 0
         self.batches = 0
         self.errors = 0

@@ -159,6 +159,11 @@ def _reference_problems(config: GatewayConfig) -> list[str]:
             f"api.history_source: {config.api.history_source!r} is neither 'sqlite' nor a sink name "
             f"({', '.join(sink_names) or 'no sinks configured'})"
         )
+    asset_ids = {asset.id for asset in config.assets}
+    for index, source in enumerate(config.sources):
+        for position, device in enumerate(getattr(source, "devices", [])):
+            if device.device not in asset_ids:
+                problems.append(f"sources[{index}].devices[{position}].device: unknown asset {device.device!r}")
     names = [source.name for source in config.sources]
     for index, name in enumerate(names):
         if names.index(name) != index:

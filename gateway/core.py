@@ -23,6 +23,10 @@ class Quality(str, enum.Enum):
     BAD = "bad"
 
 
+# Alarm code of the "device offline" event every connector raises for a silent device.
+DEVICE_OFFLINE_CODE = "OFFLINE"
+
+
 class Criticality(str, enum.Enum):
     HIGH = "high"
     MEDIUM = "medium"
