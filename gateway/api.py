@@ -84,6 +84,8 @@ def create_api(gateway: "Gateway") -> FastAPI:
         """``ok`` or ``degraded`` with the problems that make it so, and every component's diagnostics."""
         diagnostics = gateway.diagnostics()
         problems = [f"connector {c['name']} is not connected" for c in diagnostics["connectors"] if not c["connected"]]
+        problems += [f"device {device} is offline (connector {c['name']})"
+                     for c in diagnostics["connectors"] for device in c.get("offline_devices", [])]
         last = (diagnostics["pipeline"] or {}).get("last_reading_at")
         if last is None or time.time() - last > STALE_AFTER_S:
             problems.append(f"no reading in the last {STALE_AFTER_S:.0f}s")

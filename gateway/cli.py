@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -58,25 +58,34 @@ def simulate(
     seed: Annotated[int, typer.Option()] = 1,
     duration: Annotated[Optional[float], typer.Option(help="stop after this many simulated seconds")] = None,
     ground_truth: Annotated[Optional[Path], typer.Option(help="append injected faults here as JSON lines")] = None,
-    source: Annotated[int, typer.Option(help="index of the MQTT source in the config to publish to")] = 0,
+    source: Annotated[int, typer.Option(help="index of the source in the config whose devices are simulated")] = 0,
+    port: Annotated[Optional[int], typer.Option(help="Modbus: serve on this port instead of the source's")] = None,
 ) -> None:
-    """Publish simulated telemetry for every asset of a config over MQTT."""
+    """Simulate the devices of one source of a config: an MQTT fleet publishing to its broker, or a
+    Modbus TCP server serving its register map (on --port, default the source's port)."""
     from gateway.demo import fleet_for
     from simulators.mqtt_fleet import FleetSimulator
     from simulators.physics import Fault
 
     settings = _load_or_exit(config)
     _setup_logging("INFO")
-    mqtt_source = settings.sources[source]
-    fleet = fleet_for(settings, mqtt_source.host, mqtt_source.port, acceleration, seed, ground_truth)
-    fleet.duration_s = duration
+    if not 0 <= source < len(settings.sources):
+        typer.echo(f"--source {source}: the config has {len(settings.sources)} source(s)", err=True)
+        raise typer.Exit(2)
+    faults = []
     for spec in fault or []:
         match = _FAULT_SPEC.match(spec)
         if not match:
             typer.echo(f"--fault {spec!r}: expected DEVICE:KIND[:at=SECONDS][:duration=SECONDS]", err=True)
             raise typer.Exit(2)
-        fleet.faults.append(Fault(match["device"], match["kind"], float(match["at"] or 0),
-                                  float(match["duration"] or 600)))
+        faults.append(Fault(match["device"], match["kind"], float(match["at"] or 0), float(match["duration"] or 600)))
+    chosen = settings.sources[source]
+    if chosen.type == "modbus":
+        _simulate_modbus(settings, chosen, acceleration, seed, faults, duration, port)
+        return
+    fleet = fleet_for(settings, chosen.host, chosen.port, acceleration, seed, ground_truth)
+    fleet.duration_s = duration
+    fleet.faults.extend(faults)
     try:
         simulator = FleetSimulator(fleet)
     except ValueError as error:
@@ -87,6 +96,22 @@ def simulate(
     except KeyboardInterrupt:
         simulator.stop()
     typer.echo(f"published {simulator.published} messages")
+
+
+def _simulate_modbus(settings: GatewayConfig, source: Any, acceleration: float, seed: int,
+                     faults: list[Any], duration: float | None, port: int | None) -> None:
+    from gateway.simulation import modbus_simulator_for
+
+    try:
+        simulator = modbus_simulator_for(settings, source, acceleration, seed, faults, port)
+    except ValueError as error:
+        typer.echo(f"--fault: {error}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        asyncio.run(simulator.run(duration))
+    except KeyboardInterrupt:
+        pass
+    typer.echo(f"served {simulator.requests} Modbus requests")
 
 
 @app.command()

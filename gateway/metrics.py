@@ -39,6 +39,24 @@ class GatewayCollector(Collector):
         readings = _counter("connector_readings", "Readings decoded", ["connector"])
         reconnects = _counter("connector_reconnects", "Successful reconnects", ["connector"])
         errors = _counter("connector_errors", "Rejected messages and connection failures", ["connector", "reason"])
+        offline = _gauge("device_offline", "1 while a device is silent past its connector's limit",
+                         ["connector", "device"])
+        device_connected = _gauge("connector_device_connected", "1 while a device's own connection is up",
+                                  ["connector", "device"])
+        device_last = _gauge("connector_device_last_reading_timestamp_seconds", "When a device last gave a reading",
+                             ["connector", "device"])
+        device_errors = _counter("connector_device_errors", "Errors of one device by kind",
+                                 ["connector", "device", "reason"])
+        for c in connectors:
+            for device in c.get("offline_devices", []):
+                offline.add_metric([c["name"], device], 1.0)
+            for device in c.get("devices", []):
+                labels = [c["name"], device["device"]]
+                device_connected.add_metric(labels, 1.0 if device["connected"] else 0.0)
+                if device["last_reading_at"] is not None:
+                    device_last.add_metric(labels, device["last_reading_at"])
+                for reason, count in device["errors"].items():
+                    device_errors.add_metric([*labels, reason], count)
         for c in connectors:
             name = c["name"]
             connected.add_metric([name], 1.0 if c["connected"] else 0.0)
@@ -48,7 +66,7 @@ class GatewayCollector(Collector):
             reconnects.add_metric([name], c["reconnects"])
             for reason, count in c["errors"].items():
                 errors.add_metric([name, reason], count)
-        yield from (connected, last, readings, reconnects, errors)
+        yield from (connected, last, readings, reconnects, errors, offline, device_connected, device_last, device_errors)
 
     def _pipeline(self, pipeline: dict[str, Any]) -> Iterator[Metric]:
         counts = _counter("pipeline_readings", "Readings through each pipeline stage", ["stage"])

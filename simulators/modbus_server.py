@@ -217,7 +217,7 @@ class ModbusSimulator:
             for spec in unit.registers:
                 if spec.metric not in metrics:
                     continue
-                if spec.bit is not None:
+                if spec.bit is not None or spec.table in image.bits:
                     image.set_bit(spec.table, spec.address, spec.bit, bool(metrics[spec.metric]))
                 else:
                     image.put(spec.table, spec.address, encode(_raw(metrics[spec.metric], spec), spec.type, spec.byte_order))

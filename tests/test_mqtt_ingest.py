@@ -152,3 +152,27 @@ def test_broker_restart_is_survived_without_restarting_the_gateway(
         client.loop_stop()
     finally:
         restarted.stop()
+
+
+def test_silent_device_goes_offline_and_comes_back(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    document = gateway_document(mosquitto.port, tmp_path)
+    document["sources"][0]["offline_after_s"] = 1.0
+    document["ticketing"]["device_offline"] = {"open_work_order": True}
+    document["engineers"].append({"id": "eng-instruments", "name": "Ida", "skills": ["instrumentation"],
+                                  "home": {"latitude": 53.56, "longitude": 10.0}})
+    gw = start_gateway(document)
+    client = publisher(mosquitto)
+    publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"metrics": {"vibration": 2.0}}))
+
+    orders = wait_until(lambda: gw.get("/work-orders", device_id="pump-01"), timeout=10, what="offline work order")
+    assert (orders[0]["failure_mode"], orders[0]["assigned_engineer_id"]) == ("AIR", "eng-instruments")
+    assert gw.get("/health")["connectors"][0]["offline_devices"] == ["pump-01"]
+    # Devices that never reported on this broker are not guessed to be offline.
+    assert gw.get("/work-orders", device_id="pump-02") == []
+
+    publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"metrics": {"vibration": 2.1}}))
+    events = wait_until(
+        lambda: [e for e in gw.get(f"/work-orders/{orders[0]['code']}")["events"] if e["kind"] == "condition_cleared"],
+        timeout=10, what="back online recorded")
+    assert events[0]["actor"] == "test-broker"
+    client.loop_stop()

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.core import Alarm, Anomaly, Asset, Criticality, Reading, Severity, Site, WorkOrderEvent
+from gateway.core import (
+    DEVICE_OFFLINE_CODE, Alarm, Anomaly, Asset, Criticality, Reading, Severity, Site, WorkOrderEvent,
+)
 from ticketing.config import EngineerConfig, Location, ShiftConfig, TicketingConfig
 from ticketing.dispatch import choose_engineer, haversine_km, on_shift
 from ticketing.service import GENESIS_HASH, TicketingService, event_hash
@@ -146,3 +148,26 @@ def test_shift_windows_respect_time_zone_and_overnight() -> None:
     all_day = ShiftConfig()
     assert on_shift(all_day, datetime(2026, 11, 29, 23, 59, tzinfo=timezone.utc))
     assert haversine_km(0, 0, 0, 1) == pytest.approx(111.19, abs=0.01)
+
+
+def test_device_offline_is_counted_by_default_and_a_work_order_when_configured(tmp_path: Path) -> None:
+    assets = {"pump-01": Asset("pump-01", "pump", "Etanorm", "S1", SITE)}
+    offline = Alarm("pump-01", NOW, DEVICE_OFFLINE_CODE, Severity.MEDIUM, "no data for 30 s", source="plc")
+    back = Alarm("pump-01", NOW + 60, DEVICE_OFFLINE_CODE, Severity.MEDIUM, "back online", active=False)
+
+    quiet = TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'a.db'}"), assets, [],
+                             clock=lambda: NOW)
+    assert quiet.handle_alarm(offline) is None and quiet.handle_alarm(back) is None
+    assert quiet.list_work_orders() == []
+    assert quiet.diagnostics()["ignored"] == {"device_offline": 1, "device_online": 1}
+
+    ticketing = TicketingService(
+        TicketingConfig(database_url=f"sqlite:///{tmp_path / 'b.db'}", device_offline={"open_work_order": True}),
+        assets, [engineer("tech", ["instrumentation"], 53.56, 10.0)], clock=lambda: NOW)
+    code = ticketing.handle_alarm(offline)
+    order = ticketing.get_work_order(code)
+    assert (order["failure_mode"], order["failure_mechanism"], order["required_skill"]) == (
+        "AIR", "3.2 no signal", "instrumentation")
+    assert order["assigned_engineer_id"] == "tech"
+    assert ticketing.handle_alarm(back) is None
+    assert ticketing.get_work_order(code)["events"][-1]["kind"] == "condition_cleared"

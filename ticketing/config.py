@@ -92,6 +92,16 @@ def default_required_skills() -> dict[str, str]:
     }
 
 
+class DeviceOfflineConfig(BaseModel):
+    """What a connector's "device offline" event does: logged and counted, or a work order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    open_work_order: bool = False
+    failure_mode: str = Field("AIR", pattern=r"^[A-Z]{3}$")
+    failure_mechanism: str = "3.2 no signal"
+
+
 class TicketingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,3 +113,4 @@ class TicketingConfig(BaseModel):
         3600.0, ge=0, description="anomalies of one asset within this window join its open work order"
     )
     evidence_readings: int = Field(60, ge=1, le=5000)
+    device_offline: DeviceOfflineConfig = Field(default_factory=DeviceOfflineConfig)

@@ -24,7 +24,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from gateway.core import Alarm, Anomaly, Asset, Criticality, Reading, Severity, WorkOrderEvent
+from gateway.core import (
+    DEVICE_OFFLINE_CODE, Alarm, Anomaly, Asset, Criticality, Reading, Severity, WorkOrderEvent,
+)
 from ticketing.config import EngineerConfig, TicketingConfig
 from ticketing.dispatch import choose_engineer, on_shift
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
@@ -150,13 +152,23 @@ class TicketingService:
         asset = self._asset(alarm.device_id)
         if asset is None:
             return None
+        failure_mode, mechanism = alarm.code, ""
+        if alarm.code == DEVICE_OFFLINE_CODE:
+            offline = self.config.device_offline
+            failure_mode, mechanism = offline.failure_mode, offline.failure_mechanism
+            if not offline.open_work_order:
+                self.ignored["device_offline" if alarm.active else "device_online"] = (
+                    self.ignored.get("device_offline" if alarm.active else "device_online", 0) + 1)
+                log.warning("%s: %s (no work order: ticketing.device_offline.open_work_order is off)",
+                            alarm.device_id, alarm.message)
+                return None
         if not alarm.active:
-            self._record_cleared(alarm)
+            self._record_cleared(alarm, failure_mode)
             return None
         finding = {"alarm_code": alarm.code, "message": alarm.message, "severity": alarm.severity.value,
                    "source": alarm.source}
         return self._raise(
-            asset=asset, failure_mode=alarm.code, mechanism="", item="", origin=Origin.DEVICE_ALARM,
+            asset=asset, failure_mode=failure_mode, mechanism=mechanism, item="", origin=Origin.DEVICE_ALARM,
             severity=alarm.severity, title=f"{alarm.code} alarm on {asset.id}: {alarm.message}",
             evidence=[], finding=finding, at=alarm.raised_at,
         )
@@ -279,10 +291,10 @@ class TicketingService:
             "engineer_id": decision.engineer_id, "eta": order.eta, "reason": decision.reason,
         })
 
-    def _record_cleared(self, alarm: Alarm) -> None:
+    def _record_cleared(self, alarm: Alarm, failure_mode: str) -> None:
         with self._transaction() as session:
             order = session.scalar(
-                select(WorkOrder).where(WorkOrder.open_dedup_key == f"{alarm.device_id}:{alarm.code}")
+                select(WorkOrder).where(WorkOrder.open_dedup_key == f"{alarm.device_id}:{failure_mode}")
             )
             if order is not None:
                 self._append_event(session, order, "condition_cleared", alarm.source or SYSTEM_ACTOR,

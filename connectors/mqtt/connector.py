@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from connectors.liveness import OfflineTracker
 from connectors.mqtt import const
 from connectors.mqtt.decode import PayloadError, TopicTemplate, decode_alarm, decode_telemetry
 from connectors.mqtt.schema import MqttSourceConfig
@@ -67,6 +68,8 @@ class MqttConnector:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._readings_sink: ReadingSink | None = None
         self._alarm_sink: AlarmSink | None = None
+        self.offline = OfflineTracker(config.offline_after_s, config.name) if config.offline_after_s else None
+        self._next_offline_check = 0.0
 
     # -- asyncio side -------------------------------------------------------------
 
@@ -97,6 +100,7 @@ class MqttConnector:
             "alarms": self.alarms,
             "reconnects": self.reconnects,
             "errors": dict(self.errors),
+            "offline_devices": sorted(self.offline.offline) if self.offline else [],
         }
 
     # -- network thread -----------------------------------------------------------
@@ -156,6 +160,10 @@ class MqttConnector:
                 delay = self.config.reconnect_min_s
             if self._pending and time.monotonic() - self._pending_since >= const.FLUSH_INTERVAL_S:
                 self._flush()
+            if self.offline is not None and time.monotonic() >= self._next_offline_check:
+                self._next_offline_check = time.monotonic() + const.OFFLINE_CHECK_INTERVAL_S
+                for alarm in self.offline.overdue(time.time()):
+                    self._hand_over_alarm(alarm)
         if self._pending:
             # Shutting down: the pipeline still drains, so hand over what was accepted.
             batch, self._pending = self._pending, []
@@ -233,6 +241,10 @@ class MqttConnector:
         )
         if not readings:
             return
+        if self.offline is not None:
+            back_online = self.offline.seen(device_id, now)
+            if back_online is not None:
+                self._hand_over_alarm(back_online)
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.extend(readings)

@@ -18,3 +18,6 @@ MILLISECONDS_THRESHOLD = 1e11
 # after FLUSH_INTERVAL_S, whichever comes first.
 DEFAULT_BATCH_SIZE = 1000
 FLUSH_INTERVAL_S = 0.05
+
+# How often silent devices are looked for when ``offline_after_s`` is set.
+OFFLINE_CHECK_INTERVAL_S = 0.5

@@ -47,6 +47,9 @@ class MqttSourceConfig(BaseModel):
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=100_000)
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+    offline_after_s: float | None = Field(
+        None, gt=0, description="a device that reported once and then is silent this long raises 'device offline'"
+    )
 
     @field_validator("topic", "alarm_topic")
     @classmethod

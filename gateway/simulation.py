@@ -1,0 +1,35 @@
+"""Simulators built from the gateway's own config: the same file describes what to serve and what to read."""
+
+from __future__ import annotations
+
+from connectors.modbus import ModbusSourceConfig
+from connectors.modbus.const import BIT_TABLES
+from gateway.config import GatewayConfig
+from simulators.modbus_server import AlarmBitSpec, ModbusSimulator, ModbusUnit, RegisterSpec, TextSpec
+from simulators.physics import DeviceSpec, Fault
+
+
+def modbus_simulator_for(
+    config: GatewayConfig, source: ModbusSourceConfig, acceleration: float, seed: int,
+    faults: list[Fault], port: int | None = None,
+) -> ModbusSimulator:
+    """A Modbus server with one unit per device of ``source``, serving its register map."""
+    assets = {asset.id: asset for asset in config.assets}
+    base = source.address_base
+    units = []
+    for device in source.devices:
+        asset = assets[device.device]
+        units.append(ModbusUnit(
+            DeviceSpec(asset.id, asset.type, asset.site), device.unit_id,
+            registers=[RegisterSpec(r.metric, r.table, r.address - base, r.type if r.table not in BIT_TABLES else "bool",
+                                    r.byte_order, r.scale, r.offset, r.bit) for r in device.registers],
+            alarm_bits=[AlarmBitSpec(a.code, a.table, a.address - base, a.bit, a.active_when) for a in device.alarms],
+            texts=[TextSpec(_info_text(i.name, asset.serial, asset.firmware), i.table, i.address - base,
+                            i.length or 1, i.byte_order) for i in device.info if i.type == "string"],
+        ))
+    return ModbusSimulator(units, host=source.host, port=port or source.port, interval_s=source.interval_s,
+                           acceleration=acceleration, seed=seed, faults=faults)
+
+
+def _info_text(name: str, serial: str, firmware: str) -> str:
+    return {"serial": serial, "firmware": firmware}.get(name, name.upper())
