@@ -9,9 +9,10 @@ from pydantic import Field
 from connectors.base import Connector
 from connectors.modbus import ModbusConnector, ModbusSourceConfig
 from connectors.mqtt import MqttConnector, MqttSourceConfig
+from connectors.opcua import OpcUaConnector, OpcUaSourceConfig
 
 # Every source schema, told apart by its ``type``; add new protocols here.
-SourceConfig = Annotated[Union[MqttSourceConfig, ModbusSourceConfig], Field(discriminator="type")]
+SourceConfig = Annotated[Union[MqttSourceConfig, ModbusSourceConfig, OpcUaSourceConfig], Field(discriminator="type")]
 
 
 def build_connector(config: SourceConfig, known_devices: set[str]) -> Connector:
@@ -19,4 +20,6 @@ def build_connector(config: SourceConfig, known_devices: set[str]) -> Connector:
         return MqttConnector(config, known_devices)
     if isinstance(config, ModbusSourceConfig):
         return ModbusConnector(config, known_devices)
+    if isinstance(config, OpcUaSourceConfig):
+        return OpcUaConnector(config, known_devices)
     raise ValueError(f"no connector for source type {config.type!r}")

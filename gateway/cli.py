@@ -59,10 +59,12 @@ def simulate(
     duration: Annotated[Optional[float], typer.Option(help="stop after this many simulated seconds")] = None,
     ground_truth: Annotated[Optional[Path], typer.Option(help="append injected faults here as JSON lines")] = None,
     source: Annotated[int, typer.Option(help="index of the source in the config whose devices are simulated")] = 0,
-    port: Annotated[Optional[int], typer.Option(help="Modbus: serve on this port instead of the source's")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Modbus, OPC UA: serve on this port instead of the source's")] = None,
+    certificate_dir: Annotated[Optional[Path], typer.Option(
+        help="OPC UA: run with Basic256Sha256 security, server certificate kept (or created) here")] = None,
 ) -> None:
-    """Simulate the devices of one source of a config: an MQTT fleet publishing to its broker, or a
-    Modbus TCP server serving its register map (on --port, default the source's port)."""
+    """Simulate the devices of one source of a config: an MQTT fleet publishing to its broker, a
+    Modbus TCP server serving its register map, or an OPC UA server with its devices' nodes."""
     from gateway.demo import fleet_for
     from simulators.mqtt_fleet import FleetSimulator
     from simulators.physics import Fault
@@ -80,8 +82,8 @@ def simulate(
             raise typer.Exit(2)
         faults.append(Fault(match["device"], match["kind"], float(match["at"] or 0), float(match["duration"] or 600)))
     chosen = settings.sources[source]
-    if chosen.type == "modbus":
-        _simulate_modbus(settings, chosen, acceleration, seed, faults, duration, port)
+    if chosen.type in ("modbus", "opcua"):
+        _simulate_server(settings, chosen, acceleration, seed, faults, duration, port, certificate_dir)
         return
     fleet = fleet_for(settings, chosen.host, chosen.port, acceleration, seed, ground_truth)
     fleet.duration_s = duration
@@ -98,12 +100,15 @@ def simulate(
     typer.echo(f"published {simulator.published} messages")
 
 
-def _simulate_modbus(settings: GatewayConfig, source: Any, acceleration: float, seed: int,
-                     faults: list[Any], duration: float | None, port: int | None) -> None:
-    from gateway.simulation import modbus_simulator_for
+def _simulate_server(settings: GatewayConfig, source: Any, acceleration: float, seed: int, faults: list[Any],
+                     duration: float | None, port: int | None, certificate_dir: Path | None) -> None:
+    from gateway.simulation import modbus_simulator_for, opcua_simulator_for
 
     try:
-        simulator = modbus_simulator_for(settings, source, acceleration, seed, faults, port)
+        if source.type == "modbus":
+            simulator: Any = modbus_simulator_for(settings, source, acceleration, seed, faults, port)
+        else:
+            simulator = opcua_simulator_for(settings, source, acceleration, seed, faults, port, certificate_dir)
     except ValueError as error:
         typer.echo(f"--fault: {error}", err=True)
         raise typer.Exit(2) from None
@@ -111,7 +116,7 @@ def _simulate_modbus(settings: GatewayConfig, source: Any, acceleration: float, 
         asyncio.run(simulator.run(duration))
     except KeyboardInterrupt:
         pass
-    typer.echo(f"served {simulator.requests} Modbus requests")
+    typer.echo(f"simulated {source.type} devices for {simulator.sim_time:.0f} s")
 
 
 @app.command()

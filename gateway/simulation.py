@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import urlparse
+
 from connectors.modbus import ModbusSourceConfig
 from connectors.modbus.const import BIT_TABLES
 from gateway.config import GatewayConfig
+from connectors.opcua import OpcUaSourceConfig
+from simulators.opcua_server import OpcUaSimulator
 from simulators.modbus_server import AlarmBitSpec, ModbusSimulator, ModbusUnit, RegisterSpec, TextSpec
 from simulators.physics import DeviceSpec, Fault
 
@@ -33,3 +38,22 @@ def modbus_simulator_for(
 
 def _info_text(name: str, serial: str, firmware: str) -> str:
     return {"serial": serial, "firmware": firmware}.get(name, name.upper())
+
+
+def opcua_simulator_for(
+    config: GatewayConfig, source: OpcUaSourceConfig, acceleration: float, seed: int, faults: list[Fault],
+    port: int | None = None, certificate_dir: Path | None = None,
+) -> OpcUaSimulator:
+    """An OPC UA server with the devices of ``source``, at the host and port of its URL (or ``port``).
+
+    With ``certificate_dir`` it runs Basic256Sha256 Sign/SignAndEncrypt with a certificate kept there;
+    the source's username and password, if any, are the one identity it accepts.
+    """
+    assets = {asset.id: asset for asset in config.assets}
+    endpoint = urlparse(source.url)
+    users = {source.username: source.password or ""} if source.username else None
+    return OpcUaSimulator(
+        [DeviceSpec(d.device, assets[d.device].type, assets[d.device].site) for d in source.devices],
+        host=endpoint.hostname or "127.0.0.1", port=port or endpoint.port or 4840, acceleration=acceleration,
+        seed=seed, faults=faults, certificate_dir=certificate_dir, users=users,
+    )

@@ -1,0 +1,43 @@
+"""The OPC UA connector: one session per source (the hub), its diagnostics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.opcua import const
+from connectors.opcua.hub import OpcUaHub
+from connectors.opcua.schema import OpcUaSourceConfig
+from gateway.core import AlarmSink, ReadingSink
+
+
+class OpcUaConnector:
+    def __init__(self, config: OpcUaSourceConfig, known_devices: set[str]) -> None:
+        unknown = sorted(d.device for d in config.devices if d.device not in known_devices)
+        if unknown:
+            raise ValueError(f"source {config.name!r}: device(s) {', '.join(unknown)} are not configured assets")
+        self.config = config
+        self.name = config.name
+        self.hub = OpcUaHub(config)
+
+    async def run(self, readings: ReadingSink, alarms: AlarmSink) -> None:
+        await self.hub.run(readings, alarms)
+
+    def diagnostics(self) -> dict[str, Any]:
+        hub = self.hub
+        return {
+            "type": const.CONNECTOR_TYPE,
+            "name": self.name,
+            "endpoint": self.config.url,
+            "security": self.config.security.mode,
+            "mode": self.config.mode,
+            "connected": hub.connected,
+            "last_message_at": hub.last_reading_at,
+            "readings": hub.readings,
+            "alarms": hub.alarms,
+            "reconnects": hub.reconnects,
+            "monitored_items": hub.monitored_items,
+            "server_limits": hub.server_limits,
+            "errors": dict(hub.errors),
+            "node_errors": dict(hub.node_errors),
+            "offline_devices": sorted(hub.tracker.offline),
+        }

@@ -1,0 +1,168 @@
+"""OPC UA connector against the real asyncua simulator on a free loopback port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.opcua import OpcUaConnector, OpcUaSourceConfig
+from gateway.broker import free_port
+from gateway.core import Quality
+from simulators.opcua_server import NAMESPACE_URI, OpcUaSimulator
+from simulators.physics import DeviceSpec, Fault
+from tests.test_modbus import Collect, run_connector, stop, until
+
+PUMPS = [DeviceSpec("pump-01", "pump", "north"), DeviceSpec("pump-02", "pump", "north")]
+
+
+def source(url: str, **extra: Any) -> OpcUaSourceConfig:
+    document = {
+        "type": "opcua", "name": "scada", "url": url, "namespace_uri": NAMESPACE_URI,
+        "publishing_interval_ms": 100, "sampling_interval_ms": 50, "timeout_s": 2,
+        "reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "offline_after_s": 2.0,
+        "devices": [
+            {"device": "pump-01", "nodes": [
+                {"metric": "vibration", "node_id": "ns=2;s=pump-01.vibration"},
+                {"metric": "bearing_temp", "browse_path": "Plant/pump-01/bearing_temp"},
+                {"metric": "flow_l_s", "browse_path": "Plant/pump-01/flow", "scale": 1000 / 3600},
+            ]},
+            {"device": "pump-02", "nodes": [{"metric": "vibration", "browse_path": "Plant/pump-02/vibration"}]},
+        ],
+    }
+    document.update(extra)
+    return OpcUaSourceConfig.model_validate(document)
+
+
+async def test_subscriptions_source_timestamps_alarms_and_bad_nodes() -> None:
+    simulator = OpcUaSimulator(PUMPS, port=free_port())
+    await simulator.start()
+    config = source(simulator.url)
+    config.devices[1].nodes.append(config.devices[1].nodes[0].model_copy(
+        update={"metric": "ghost", "browse_path": None, "node_id": "ns=2;s=pump-02.nothing"}))
+    connector = OpcUaConnector(config, {"pump-01", "pump-02"})
+    sink = Collect()
+    task = await run_connector(connector, sink)
+    try:
+        simulator.sim_time = 10.0
+        served = await simulator.tick()
+        latest = await until(lambda: (v := sink.latest("pump-01")).get("bearing_temp") == served["pump-01"]["bearing_temp"]
+                             and v, 15, "the served values")
+        assert latest["vibration"] == served["pump-01"]["vibration"]
+        assert latest["flow_l_s"] == pytest.approx(served["pump-01"]["flow"] * 1000 / 3600)
+        stamped = [r for r in sink.readings if r.metric == "bearing_temp" and r.value == latest["bearing_temp"]]
+        assert stamped[-1].timestamp == pytest.approx(simulator.start_wall + 10.0, abs=1e-3)
+        assert stamped[-1].quality is Quality.GOOD
+        diagnostics = connector.diagnostics()
+        assert diagnostics["monitored_items"] == 4
+        assert set(diagnostics["node_errors"]) == {"pump-02.ghost"}
+        assert "BadNodeIdUnknown" in diagnostics["node_errors"]["pump-02.ghost"]
+
+        # The protection relay trips: an Alarms & Conditions event becomes an alarm, once.
+        for kind in ("overheating", "bearing_wear"):
+            simulator.inject(Fault("pump-01", kind, onset=simulator.sim_time, duration=60))
+        for _ in range(300):
+            simulator.sim_time += 1
+            if (await simulator.tick())["pump-01"]["bearing_temp"] > 96:
+                break
+        alarms = await until(lambda: [a for a in sink.alarms if a.code == "OHE"], 10, "the OHE alarm")
+        assert (alarms[0].device_id, alarms[0].active, alarms[0].severity.value) == ("pump-01", True, "high")
+        assert "bearing temperature protection tripped" in alarms[0].message
+    finally:
+        await stop(task)
+        await simulator.stop()
+
+
+async def test_server_restart_recreates_subscriptions_without_restarting_the_gateway() -> None:
+    port = free_port()
+    simulator = OpcUaSimulator(PUMPS, port=port)
+    await simulator.start()
+    connector = OpcUaConnector(source(simulator.url), {"pump-01", "pump-02"})
+    sink = Collect()
+    task = await run_connector(connector, sink)
+    try:
+        await until(lambda: connector.diagnostics()["monitored_items"] == 4, 15, "monitored items")
+        await simulator.stop()
+        await until(lambda: not connector.diagnostics()["connected"], 15, "the session to drop")
+        await until(lambda: connector.diagnostics()["offline_devices"] == ["pump-01", "pump-02"], 15, "offline")
+
+        simulator = OpcUaSimulator(PUMPS, port=port, seed=2)
+        await simulator.start()
+        simulator.sim_time = 5.0
+        await until(lambda: connector.diagnostics()["connected"], 20, "the reconnect")
+        before = len(sink.readings)
+        served = await simulator.tick()
+        await until(lambda: sink.latest("pump-02").get("vibration") == served["pump-02"]["vibration"]
+                    and len(sink.readings) > before, 15, "values through the re-created subscription")
+        diagnostics = connector.diagnostics()
+        assert diagnostics["reconnects"] == 1 and diagnostics["monitored_items"] == 4
+        offline = await until(lambda: len(o := [a for a in sink.alarms if a.code == "OFFLINE"]) == 4 and o,
+                              10, "devices back online")
+        assert connector.diagnostics()["offline_devices"] == []
+        assert [(a.device_id, a.active) for a in offline] == [
+            ("pump-01", True), ("pump-02", True), ("pump-01", False), ("pump-02", False)]
+    finally:
+        await stop(task)
+        await simulator.stop()
+
+
+async def test_sign_and_encrypt_with_generated_certificate_and_password(tmp_path: Path) -> None:
+    simulator = OpcUaSimulator(PUMPS, port=free_port(), certificate_dir=tmp_path / "server",
+                               users={"gateway": "s3cret"})
+    await simulator.start()
+    security = {"mode": "SignAndEncrypt", "certificate": str(tmp_path / "client" / "cert.der"),
+                "private_key": str(tmp_path / "client" / "key.pem"), "generate_certificate": True,
+                "server_certificate": str(tmp_path / "server" / "server-cert.der")}
+    good = OpcUaConnector(source(simulator.url, security=security, username="gateway", password="s3cret",
+                                 mode="polling", poll_interval_s=0.2, timeout_s=10), {"pump-01", "pump-02"})
+    other_client = security | {"certificate": str(tmp_path / "other" / "cert.der"),
+                               "private_key": str(tmp_path / "other" / "key.pem")}
+    wrong = OpcUaConnector(source(simulator.url, security=other_client, username="gateway", password="guess"),
+                           {"pump-01", "pump-02"})
+    plain = OpcUaConnector(source(simulator.url), {"pump-01", "pump-02"})
+    sinks = [Collect(), Collect(), Collect()]
+    tasks = [await run_connector(c, s) for c, s in zip((good, wrong, plain), sinks)]
+    try:
+        await until(lambda: sinks[0].count("pump-02") >= 3, 20, "polled readings over SignAndEncrypt")
+        assert (tmp_path / "client" / "cert.der").exists()
+        assert good.diagnostics()["security"] == "SignAndEncrypt" and good.diagnostics()["errors"] == {}
+        await until(lambda: wrong.diagnostics()["errors"].get("connect"), 10, "the wrong password refused")
+        await until(lambda: plain.diagnostics()["errors"].get("connect"), 10, "no security refused")
+        assert sinks[1].readings == [] and sinks[2].readings == []
+    finally:
+        for task in tasks:
+            await stop(task)
+        await simulator.stop()
+
+
+def test_gateway_reads_pmgw_simulate_from_its_own_example(tmp_path: Path, start_gateway) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    from gateway.broker import stop_process, wait_for_port
+    from tests.conftest import wait_until
+
+    document = yaml.safe_load((Path(__file__).resolve().parent.parent / "examples" / "opcua-source.yaml").read_text())
+    port = free_port()
+    document["sources"][0].update(url=f"opc.tcp://127.0.0.1:{port}/pmgw/", publishing_interval_ms=100)
+    document |= {"storage": {"telemetry": {"path": str(tmp_path / "telemetry.db")}},
+                 "ticketing": {"database_url": f"sqlite:///{tmp_path / 'workorders.db'}"}, "api": {"port": free_port()}}
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(document))
+    simulator = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", "--config", str(config),
+                                  "--acceleration", "5"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30)
+        gw = start_gateway(document)
+        readings = wait_until(lambda: len(r := gw.get("/devices/motor-01/readings/latest")["readings"]) == 2 and r,
+                              timeout=20, what="motor-01's two nodes")
+        assert {r["metric"] for r in readings} == {"winding_temp", "speed"}
+        assert all(r["quality"] == "good" and r["source"] == "line-2-scada" for r in readings)
+        connector = gw.get("/health")["connectors"][0]
+        assert connector["monitored_items"] == 5 and connector["node_errors"] == {}
+        assert 'pmgw_connector_connected{connector="line-2-scada"} 1.0' in gw.http.get("/metrics").text
+    finally:
+        stop_process(simulator)
