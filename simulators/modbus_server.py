@@ -22,7 +22,6 @@ import asyncio
 import logging
 import math
 import struct
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from simulators.clock import tick_in_simulated_time
 from simulators.physics import DeviceModel, DeviceSpec, Fault
 
 log = logging.getLogger(__name__)
@@ -277,16 +277,12 @@ class ModbusSimulator:
     async def run(self, duration_s: float | None = None) -> None:
         """Serve and tick in simulated time until cancelled or ``duration_s`` simulated seconds passed."""
         await self.start()
-        started = time.monotonic()
-        ticks = 0
+
+        async def tick_at(sim_time: float) -> None:
+            self.sim_time = sim_time
+            self.tick()
+
         try:
-            while duration_s is None or self.sim_time < duration_s:
-                ticks += 1
-                self.sim_time = ticks * self.interval_s
-                self.tick()
-                if self.acceleration > 0:
-                    await asyncio.sleep(max(0.0, started + self.sim_time / self.acceleration - time.monotonic()))
-                else:
-                    await asyncio.sleep(0)
+            await tick_in_simulated_time(tick_at, self.interval_s, self.acceleration, duration_s)
         finally:
             await self.stop()

@@ -12,7 +12,6 @@ on request) and with username/password identities.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import time
@@ -24,6 +23,7 @@ from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from simulators.clock import tick_in_simulated_time
 from simulators.physics import DeviceModel, DeviceSpec, Fault
 
 log = logging.getLogger(__name__)
@@ -156,17 +156,14 @@ class OpcUaSimulator:
         await self._events.trigger(time_attr=stamp)
 
     async def run(self, duration_s: float | None = None) -> None:
+        """Serve and tick in simulated time until cancelled or ``duration_s`` simulated seconds passed."""
         await self.start()
-        started = time.monotonic()
-        ticks = 0
+
+        async def tick_at(sim_time: float) -> None:
+            self.sim_time = sim_time
+            await self.tick()
+
         try:
-            while duration_s is None or self.sim_time < duration_s:
-                ticks += 1
-                self.sim_time = ticks * self.interval_s
-                await self.tick()
-                if self.acceleration > 0:
-                    await asyncio.sleep(max(0.0, started + self.sim_time / self.acceleration - time.monotonic()))
-                else:
-                    await asyncio.sleep(0)
+            await tick_in_simulated_time(tick_at, self.interval_s, self.acceleration, duration_s)
         finally:
             await self.stop()

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from connectors.base import check_devices
 from connectors.liveness import OfflineTracker
 from connectors.modbus import const
 from connectors.modbus.hub import DeviceHub
@@ -18,9 +19,7 @@ WATCHDOG_INTERVAL_S = 0.5
 
 class ModbusConnector:
     def __init__(self, config: ModbusSourceConfig, known_devices: set[str]) -> None:
-        unknown = sorted(d.device for d in config.devices if d.device not in known_devices)
-        if unknown:
-            raise ValueError(f"source {config.name!r}: device(s) {', '.join(unknown)} are not configured assets")
+        check_devices(config.name, [d.device for d in config.devices], known_devices)
         self.config = config
         self.name = config.name
         self.hubs = [DeviceHub(config, device) for device in config.devices]

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.base import listed_twice
+
 from connectors.modbus.const import (
     BIT_TABLES, BYTE_ORDERS, MAX_REGISTERS_PER_READ, TYPE_WIDTH, VALUE_TYPES,
 )
@@ -118,8 +120,7 @@ class ModbusDeviceConfig(BaseModel):
     def _something_to_read(self) -> "ModbusDeviceConfig":
         if not self.registers and not self.alarms:
             raise ValueError("a device needs 'registers' or 'alarms'")
-        metrics = [register.metric for register in self.registers]
-        twice = sorted({metric for metric in metrics if metrics.count(metric) > 1})
+        twice = listed_twice([register.metric for register in self.registers])
         if twice:
             raise ValueError(f"metric(s) {', '.join(twice)} mapped twice")
         return self
@@ -160,8 +161,7 @@ class ModbusSourceConfig(BaseModel):
                     raise ValueError(f"{device.device}: address {point.address} is below address_base {self.address_base}")
                 if point.address - self.address_base + point.width > 65536:
                     raise ValueError(f"{device.device}: address {point.address} runs past the end of the table")
-        ids = [device.device for device in self.devices]
-        twice = sorted({device for device in ids if ids.count(device) > 1})
+        twice = listed_twice([device.device for device in self.devices])
         if twice:
             raise ValueError(f"device(s) {', '.join(twice)} listed twice")
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from connectors.base import check_devices
 from connectors.opcua import const
 from connectors.opcua.hub import OpcUaHub
 from connectors.opcua.schema import OpcUaSourceConfig
@@ -12,9 +13,7 @@ from gateway.core import AlarmSink, ReadingSink
 
 class OpcUaConnector:
     def __init__(self, config: OpcUaSourceConfig, known_devices: set[str]) -> None:
-        unknown = sorted(d.device for d in config.devices if d.device not in known_devices)
-        if unknown:
-            raise ValueError(f"source {config.name!r}: device(s) {', '.join(unknown)} are not configured assets")
+        check_devices(config.name, [d.device for d in config.devices], known_devices)
         self.config = config
         self.name = config.name
         self.hub = OpcUaHub(config)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from connectors.base import listed_twice
+
 
 class NodeConfig(BaseModel):
     """One variable: by NodeId (``ns=2;s=pump-01.vibration``) or by browse path from the Objects folder
@@ -98,8 +100,7 @@ class OpcUaSourceConfig(BaseModel):
             raise ValueError("reconnect_max_s must not be below reconnect_min_s")
         if (self.username is None) != (self.password is None):
             raise ValueError("give both username and password, or neither")
-        ids = [device.device for device in self.devices]
-        twice = sorted({device for device in ids if ids.count(device) > 1})
+        twice = listed_twice([device.device for device in self.devices])
         if twice:
             raise ValueError(f"device(s) {', '.join(twice)} listed twice")
         return self
