@@ -79,3 +79,18 @@ def test_alarm_decoding() -> None:
         decode_alarm("m1", b'{"code": "X", "severity": "loud"}', NOW, "src")
     with pytest.raises(PayloadError, match="non-empty string 'code'"):
         decode_alarm("m1", b'{"code": ""}', NOW, "src")
+
+
+def test_batches_of_timestamped_readings() -> None:
+    config = PayloadConfig(metrics_path="metrics")
+    readings, rejected = decode(b'[{"ts": 100, "metrics": {"flow": 1}}, {"ts": 101, "metrics": {"flow": 2, "p": "x"}}]',
+                                config=config)
+    assert [(r.metric, r.value, r.timestamp) for r in readings] == [("flow", 1.0, 100.0), ("flow", 2.0, 101.0)]
+    assert rejected == ["wrong_type"]  # one bad metric of one item; the rest of the batch is kept
+    nested, _ = decode(b'{"device": "x", "readings": [{"ts": 5, "metrics": {"flow": 3}}]}',
+                       config=PayloadConfig(metrics_path="metrics", batch_path="readings"))
+    assert [(r.value, r.timestamp) for r in nested] == [(3.0, 5.0)]
+    with pytest.raises(PayloadError, match="batch item 1 is a JSON int, expected an object"):
+        decode(b'[{"ts": 1, "flow": 2}, 7]')
+    with pytest.raises(PayloadError, match="empty batch"):
+        decode(b"[]")

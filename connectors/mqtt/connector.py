@@ -26,6 +26,8 @@ from connectors.liveness import OfflineTracker
 from connectors.mqtt import const
 from connectors.mqtt.decode import PayloadError, TopicTemplate, decode_alarm, decode_telemetry
 from connectors.mqtt.schema import MqttSourceConfig
+from connectors.mqtt.sparkplug.session import NAMESPACE as SPARKPLUG_NAMESPACE
+from connectors.mqtt.sparkplug.session import EdgeNode, handle as handle_sparkplug, rebirth_request
 from gateway.core import Alarm, AlarmSink, Reading, ReadingSink
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,10 @@ class MqttConnector:
         self.config = config
         self.name = config.name
         self.known_devices = known_devices
-        self.telemetry_topic = TopicTemplate.parse(config.topic)
+        self.telemetry_topic = TopicTemplate.parse(config.topic) if config.topic else None
+        self.sparkplug_nodes: dict[tuple[str, str], EdgeNode] = {}
+        self._last_rebirth: dict[tuple[str, str], float] = {}
+        self.rebirth_requests = 0
         self.alarm_topic = TopicTemplate.parse(config.alarm_topic) if config.alarm_topic else None
         self.connected = False
         self._ever_connected = False
@@ -100,15 +105,24 @@ class MqttConnector:
             "alarms": self.alarms,
             "reconnects": self.reconnects,
             "errors": dict(self.errors),
-            "offline_devices": sorted(self.offline.offline) if self.offline else [],
+            "offline_devices": sorted(
+                (set(self.offline.offline) if self.offline else set())
+                | {device for node in self.sparkplug_nodes.values() for device in node.offline
+                   if device in self.known_devices}),
+            "rebirth_requests": self.rebirth_requests,
         }
 
     # -- network thread -----------------------------------------------------------
 
     def _subscriptions(self) -> list[str]:
-        topics = [self.telemetry_topic.subscription]
+        topics = [self.telemetry_topic.subscription] if self.telemetry_topic else []
         if self.alarm_topic:
             topics.append(self.alarm_topic.subscription)
+        if self.config.sparkplug:
+            topics.append(f"{SPARKPLUG_NAMESPACE}/{self.config.sparkplug.group_id}/#")
+        if self.config.shared_group:
+            # MQTT v5 shared subscription: the broker gives each message to one gateway of the group.
+            topics = [f"$share/{self.config.shared_group}/{topic}" for topic in topics]
         return topics
 
     def _make_client(self) -> mqtt.Client:
@@ -119,6 +133,10 @@ class MqttConnector:
         )
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password)
+        if self.config.tls is not None:
+            tls = self.config.tls
+            client.tls_set(ca_certs=str(tls.ca_file), certfile=str(tls.certfile) if tls.certfile else None,
+                           keyfile=str(tls.keyfile) if tls.keyfile else None)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -151,6 +169,11 @@ class MqttConnector:
                     continue
             rc = client.loop(timeout=const.FLUSH_INTERVAL_S)
             if rc != mqtt.MQTT_ERR_SUCCESS:
+                # Also how a broker refusing our TLS client certificate shows (after the handshake).
+                self.errors["connection_lost"] += 1
+                if self._throttle.should_log(self.errors["connection_lost"]):
+                    log.warning("mqtt %s: connection to %s:%s lost: %s", self.name, self.config.host,
+                                self.config.port, mqtt.error_string(rc))
                 socket_open = False
                 self.connected = False
                 self._stop.wait(delay * random.uniform(0.5, 1.0))
@@ -210,7 +233,10 @@ class MqttConnector:
         self.last_message_at = now
         topic = message.topic
         try:
-            fields = self.telemetry_topic.match(topic)
+            if self.config.sparkplug and topic.startswith(SPARKPLUG_NAMESPACE + "/"):
+                self._handle_sparkplug(client, topic, message.payload, now)
+                return
+            fields = self.telemetry_topic.match(topic) if self.telemetry_topic else None
             if fields is not None:
                 self._handle_telemetry(fields, message.payload, now, topic)
                 return
@@ -239,18 +265,53 @@ class MqttConnector:
             self.name,
             lambda error: self._reject(error.reason, topic, str(error)),
         )
+        self._accept(readings, now)
+
+    def _accept(self, readings: list[Reading], now: float) -> None:
         if not readings:
             return
         if self.offline is not None:
-            back_online = self.offline.seen(device_id, now)
-            if back_online is not None:
-                self._hand_over_alarm(back_online)
+            for device_id in {reading.device_id for reading in readings}:
+                back_online = self.offline.seen(device_id, now)
+                if back_online is not None:
+                    self._hand_over_alarm(back_online)
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.extend(readings)
         self.readings += len(readings)
         if len(self._pending) >= self.config.batch_size:
             self._flush()
+
+    def _handle_sparkplug(self, client: mqtt.Client, topic: str, payload: bytes, now: float) -> None:
+        outcome = handle_sparkplug(self.sparkplug_nodes, topic, payload, now, self.name)
+        for reason in outcome.errors:
+            self._reject(reason, topic, f"Sparkplug B: {reason.replace('_', ' ')}")
+        readings = []
+        for reading in outcome.readings:
+            if reading.device_id in self.known_devices:
+                readings.append(reading)
+            else:
+                self._reject(const.ERR_UNKNOWN_DEVICE, topic, f"device {reading.device_id!r} is not a configured asset")
+        self._accept(readings, now)
+        for alarm in outcome.alarms:
+            # An edge node that is no asset of ours has no work order to raise.
+            if alarm.device_id in self.known_devices:
+                self.alarms += 1
+                self._hand_over_alarm(alarm)
+        if outcome.rebirth and outcome.edge_node is not None:
+            self._request_rebirth(client, *outcome.edge_node, now)
+
+    def _request_rebirth(self, client: mqtt.Client, group: str, edge_node: str, now: float) -> None:
+        settings = self.config.sparkplug
+        assert settings is not None
+        last = self._last_rebirth.get((group, edge_node), float("-inf"))
+        if not settings.rebirth or now - last < settings.rebirth_min_interval_s:
+            return
+        self._last_rebirth[(group, edge_node)] = now
+        topic, payload = rebirth_request(group, edge_node, now)
+        client.publish(topic, payload, qos=0)
+        self.rebirth_requests += 1
+        log.info("mqtt %s: asked Sparkplug edge node %s/%s to rebirth", self.name, group, edge_node)
 
     def _handle_alarm(self, fields: dict[str, str], payload: bytes, now: float) -> None:
         alarm = decode_alarm(self._known_device(fields), payload, now, self.name)

@@ -136,10 +136,32 @@ def decode_telemetry(
         value, quality = _metric_value(metric_from_topic, raw_value)
         return [Reading(device_id, metric_from_topic, value, timestamp, quality, source)]
 
+    if isinstance(document, dict) and config.batch_path:
+        document = _dig(document, config.batch_path)
+    if isinstance(document, list):
+        # A batch of timestamped readings, e.g. a device catching up after a network outage.
+        for index, item in enumerate(document):
+            if not isinstance(item, dict):
+                raise PayloadError(
+                    const.ERR_NOT_AN_OBJECT, f"batch item {index} is a JSON {type(item).__name__}, expected an object"
+                )
+        if not document:
+            raise PayloadError(const.ERR_MISSING_FIELD, "payload is an empty batch")
+        readings: list[Reading] = []
+        for item in document:
+            readings += _object_readings(device_id, item, config, received_at, source, on_rejected_metric)
+        return readings
     if not isinstance(document, dict):
         raise PayloadError(
             const.ERR_NOT_AN_OBJECT, f"payload is a JSON {type(document).__name__}, expected an object"
         )
+    return _object_readings(device_id, document, config, received_at, source, on_rejected_metric)
+
+
+def _object_readings(
+    device_id: str, document: dict[str, Any], config: PayloadConfig, received_at: float, source: str,
+    on_rejected_metric: Callable[[PayloadError], None],
+) -> list[Reading]:
     timestamp = parse_timestamp(document.get(config.timestamp_field), received_at)
     if config.metrics_path:
         metrics = _dig(document, config.metrics_path)

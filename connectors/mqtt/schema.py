@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from connectors.mqtt.const import DEFAULT_BATCH_SIZE
 
@@ -25,7 +27,37 @@ class PayloadConfig(BaseModel):
 
     timestamp_field: str = "ts"
     metrics_path: str | None = None
+    # A JSON array of such objects is a batch of timestamped readings; batch_path finds the
+    # array inside an object ({"readings": [...]} with batch_path: readings).
+    batch_path: str | None = None
     ignore: list[str] = Field(default_factory=lambda: ["seq"])
+
+
+class SparkplugConfig(BaseModel):
+    """Sparkplug B: device ids are asset ids (an edge node's own metrics belong to the asset named like the node)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group_id: str = Field("+", pattern=r"^(\+|[^/#+]+)$", description="one group, or + for all")
+    rebirth: bool = Field(True, description="ask an edge node to publish its births again after a gap")
+    rebirth_min_interval_s: float = Field(5.0, ge=0, description="at most one rebirth request per node this often")
+
+
+class TlsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ca_file: Path = Field(description="CA certificate the broker's certificate must chain to")
+    certfile: Path | None = Field(None, description="client certificate, when the broker requires one")
+    keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> "TlsConfig":
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("give both certfile and keyfile, or neither")
+        missing = [str(p) for p in (self.ca_file, self.certfile, self.keyfile) if p is not None and not p.exists()]
+        if missing:
+            raise ValueError(f"not found: {', '.join(missing)}")
+        return self
 
 
 class MqttSourceConfig(BaseModel):
@@ -41,8 +73,16 @@ class MqttSourceConfig(BaseModel):
     keepalive: int = Field(30, ge=5)
     qos: Literal[0, 1, 2] = 1
     clean_start: bool = False
-    topic: str
+    # Before `topic`: the topic may be left out when Sparkplug B is configured.
+    sparkplug: SparkplugConfig | None = None
+    topic: str | None = Field(None, validate_default=True,
+                              description="JSON telemetry topic template (optional with sparkplug)")
     alarm_topic: str | None = None
+    tls: TlsConfig | None = None
+    shared_group: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]+$",
+        description="MQTT v5 shared subscription group: gateways in one group split the messages",
+    )
     payload: PayloadConfig = Field(default_factory=PayloadConfig)
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=100_000)
     reconnect_min_s: float = Field(0.5, gt=0)
@@ -50,6 +90,13 @@ class MqttSourceConfig(BaseModel):
     offline_after_s: float | None = Field(
         None, gt=0, description="a device that reported once and then is silent this long raises 'device offline'"
     )
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_or_sparkplug(cls, template: str | None, info: ValidationInfo) -> str | None:
+        if template is None and info.data.get("sparkplug") is None:
+            raise PydanticCustomError("missing", "Field required")
+        return template
 
     @field_validator("topic", "alarm_topic")
     @classmethod
@@ -80,4 +127,6 @@ class MqttSourceConfig(BaseModel):
     def _check_backoff(self) -> "MqttSourceConfig":
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must not be below reconnect_min_s")
+        if self.sparkplug is not None and self.shared_group is not None:
+            raise ValueError("Sparkplug B needs every message of an edge node (seq tracking): drop shared_group")
         return self
