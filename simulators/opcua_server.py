@@ -62,6 +62,7 @@ class OpcUaSimulator:
         self, devices: list[DeviceSpec], host: str = "127.0.0.1", port: int = 4840, interval_s: float = 1.0,
         acceleration: float = 1.0, seed: int = 1, faults: list[Fault] | None = None,
         certificate_dir: Path | None = None, users: dict[str, str] | None = None,
+        max_items_per_call: int = 0,
     ) -> None:
         self.url = f"opc.tcp://{host}:{port}/pmgw/"
         self.interval_s = interval_s
@@ -71,6 +72,8 @@ class OpcUaSimulator:
             self.inject(fault)
         self.certificate_dir = certificate_dir
         self.users = users
+        # Published as the server's operation limits (0: none), so clients must batch their requests.
+        self.max_items_per_call = max_items_per_call
         self.sim_time = 0.0
         self.start_wall = time.time()
         self.namespace = 0
@@ -115,6 +118,10 @@ class OpcUaSimulator:
             }
             self._alarm_active[device_id] = None
         self._events = await server.get_event_generator(ua.ObjectIds.AlarmConditionType)
+        if self.max_items_per_call:
+            for limit in (ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+                          ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead):
+                await server.get_node(limit).write_value(ua.Variant(self.max_items_per_call, ua.VariantType.UInt32))
         await server.start()
         self._server = server
         log.info("OPC UA simulator at %s (%s)", self.url, "SignAndEncrypt" if self.certificate_dir else "no security")
@@ -136,6 +143,13 @@ class OpcUaSimulator:
             await self._alarm(device_id, model.alarm(metrics), stamp)
             served[device_id] = metrics
         return served
+
+    async def write(self, device_id: str, metric: str, value: float, status: int = ua.StatusCodes.Good) -> None:
+        """Force one value (and status code): a sensor fault, a stuck reading, a communication loss."""
+        stamp = datetime.fromtimestamp(self.start_wall + self.sim_time, timezone.utc)
+        await self._variables[device_id][metric].write_value(ua.DataValue(
+            ua.Variant(float(value), ua.VariantType.Double), StatusCode=ua.StatusCode(status),
+            SourceTimestamp=stamp, ServerTimestamp=stamp))
 
     async def _alarm(self, device_id: str, tripped: tuple[str, str] | None, stamp: datetime) -> None:
         active_code = self._alarm_active[device_id]

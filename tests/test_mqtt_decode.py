@@ -94,3 +94,11 @@ def test_batches_of_timestamped_readings() -> None:
         decode(b'[{"ts": 1, "flow": 2}, 7]')
     with pytest.raises(PayloadError, match="empty batch"):
         decode(b"[]")
+
+
+def test_declared_metrics_are_renamed_scaled_and_offset() -> None:
+    config = PayloadConfig(metrics={"temp_raw": {"name": "bearing_temp", "scale": 0.1, "offset": -40, "unit": "degC"}})
+    readings, _ = decode(b'{"temp_raw": 950, "flow": 80}', config=config)
+    assert sorted((r.metric, r.value) for r in readings) == [("bearing_temp", 55.0), ("flow", 80.0)]
+    by_topic, _ = decode(b"950", metric="temp_raw", config=config)
+    assert [(r.metric, r.value) for r in by_topic] == [("bearing_temp", 55.0)]

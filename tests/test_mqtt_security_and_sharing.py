@@ -120,3 +120,25 @@ async def test_shared_subscription_splits_messages_between_gateways(mosquitto: M
     finally:
         for task in tasks:
             await stop(task)
+
+
+async def test_qos1_messages_published_while_the_gateway_was_down_arrive_after_it_returns(
+    mosquitto: Mosquitto,
+) -> None:
+    config = _source(mosquitto.port, client_id="persistent-gw", qos=1, clean_start=False)
+    first = MqttConnector(config, {"pump-01"})
+    await _run_until(first, Collect(), lambda: first.connected, "the first session")
+    await asyncio.sleep(0.3)  # the subscription is acknowledged after the connection
+
+    client = publisher(mosquitto)  # the gateway is down now; the broker keeps its session
+    start = time.time()
+    for i in range(49):
+        client.publish("plant/north/pump-01/telemetry",
+                       orjson.dumps({"ts": start + i, "metrics": {"flow": float(i)}}), qos=1)
+    publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": start + 49, "metrics": {"flow": 49.0}}))
+    client.loop_stop()
+
+    sink = Collect()
+    back = MqttConnector(config, {"pump-01"})
+    await _run_until(back, sink, lambda: len(sink.readings) == 50, "the queued messages")
+    assert [r.value for r in sink.readings] == [float(i) for i in range(50)]

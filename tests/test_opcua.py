@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,59 @@ def test_gateway_reads_pmgw_simulate_from_its_own_example(tmp_path: Path, start_
         assert 'pmgw_connector_connected{connector="line-2-scada"} 1.0' in gw.http.get("/metrics").text
     finally:
         stop_process(simulator)
+
+
+async def test_deadband_status_codes_and_sign_mode(tmp_path: Path) -> None:
+    from asyncua import ua
+
+    simulator = OpcUaSimulator(PUMPS, port=free_port(), certificate_dir=tmp_path / "server")
+    await simulator.start()
+    security = {"mode": "Sign", "certificate": str(tmp_path / "client" / "cert.der"),
+                "private_key": str(tmp_path / "client" / "key.pem"), "generate_certificate": True,
+                "server_certificate": str(tmp_path / "server" / "server-cert.der")}
+    config = source(simulator.url, security=security, timeout_s=10, devices=[{"device": "pump-01", "nodes": [
+        {"metric": "vibration", "node_id": "ns=2;s=pump-01.vibration", "deadband": 0.5},
+        {"metric": "flow", "browse_path": "Plant/pump-01/flow"}]}])
+    connector = OpcUaConnector(config, {"pump-01"})
+    sink = Collect()
+    task = await run_connector(connector, sink)
+    try:
+        await simulator.write("pump-01", "vibration", 2.0)
+        await until(lambda: sink.latest("pump-01").get("vibration") == 2.0, 20, "the first value over Sign")
+        for value in (2.1, 2.3, 2.45, 3.0):  # within 0.5 of the last reported 2.0 until 3.0
+            await simulator.write("pump-01", "vibration", value)
+            await asyncio.sleep(0.2)
+        await until(lambda: sink.latest("pump-01").get("vibration") == 3.0, 10, "the change past the deadband")
+        vibration = [r.value for r in sink.readings if r.metric == "vibration"]
+        assert vibration[vibration.index(2.0):] == [2.0, 3.0]
+
+        await simulator.write("pump-01", "flow", 80.0, ua.StatusCodes.UncertainLastUsableValue)
+        await simulator.write("pump-01", "flow", 0.0, ua.StatusCodes.BadSensorFailure)
+        await until(lambda: [r.quality for r in sink.readings if r.metric == "flow"][-2:] == [
+            Quality.UNCERTAIN, Quality.BAD], 10, "uncertain and bad flow readings")
+        assert connector.diagnostics()["security"] == "Sign"
+    finally:
+        await stop(task)
+        await simulator.stop()
+
+
+@pytest.mark.parametrize("mode", ["subscription", "polling"])
+async def test_requests_are_batched_to_the_servers_operation_limits(mode: str) -> None:
+    simulator = OpcUaSimulator(PUMPS, port=free_port(), max_items_per_call=2)
+    await simulator.start()
+    connector = OpcUaConnector(source(simulator.url, mode=mode, poll_interval_s=0.2), {"pump-01", "pump-02"})
+    sink = Collect()
+    task = await run_connector(connector, sink)
+    try:
+        await until(lambda: sink.count("pump-01") >= 3 and sink.count("pump-02") >= 1, 15, "readings")
+        diagnostics = connector.diagnostics()
+        assert diagnostics["server_limits"]["max_monitored_items_per_call"] == 2
+        if mode == "subscription":  # 4 nodes, at most 2 per call
+            assert diagnostics["monitored_items"] == 4
+            assert diagnostics["service_calls"] == {"create_monitored_items": 2}
+        else:
+            assert diagnostics["service_calls"]["read"] % 2 == 0 and "create_monitored_items" not in diagnostics[
+                "service_calls"]
+    finally:
+        await stop(task)
+        await simulator.stop()

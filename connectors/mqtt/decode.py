@@ -134,7 +134,7 @@ def decode_telemetry(
         else:
             timestamp, raw_value = received_at, document
         value, quality = _metric_value(metric_from_topic, raw_value)
-        return [Reading(device_id, metric_from_topic, value, timestamp, quality, source)]
+        return [_mapped(Reading(device_id, metric_from_topic, value, timestamp, quality, source), config)]
 
     if isinstance(document, dict) and config.batch_path:
         document = _dig(document, config.batch_path)
@@ -180,8 +180,18 @@ def _object_readings(
         except PayloadError as error:
             on_rejected_metric(error)
             continue
-        readings.append(Reading(device_id, name, value, timestamp, quality, source))
+        readings.append(_mapped(Reading(device_id, name, value, timestamp, quality, source), config))
     return readings
+
+
+def _mapped(reading: Reading, config: PayloadConfig) -> Reading:
+    """Rename, scale and offset a metric as ``payload.metrics`` says (raw x scale + offset)."""
+    mapping = config.metrics.get(reading.metric)
+    if mapping is None:
+        return reading
+    reading.metric = mapping.name or reading.metric
+    reading.value = reading.value * mapping.scale + mapping.offset
+    return reading
 
 
 _SEVERITIES = {severity.value: severity for severity in Severity}

@@ -15,6 +15,17 @@ _SEGMENT = re.compile(r"^\{([a-z_]+)\}$")
 _KNOWN_SEGMENTS = {"site", "device", "metric"}
 
 
+class MetricMapping(BaseModel):
+    """A payload metric as the gateway stores it: another name, raw x scale + offset, a unit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1)
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+
+
 class PayloadConfig(BaseModel):
     """How a JSON payload is read.
 
@@ -30,6 +41,7 @@ class PayloadConfig(BaseModel):
     # A JSON array of such objects is a batch of timestamped readings; batch_path finds the
     # array inside an object ({"readings": [...]} with batch_path: readings).
     batch_path: str | None = None
+    metrics: dict[str, MetricMapping] = Field(default_factory=dict, description="payload metric -> mapping")
     ignore: list[str] = Field(default_factory=lambda: ["seq"])
 
 

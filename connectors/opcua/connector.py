@@ -36,6 +36,7 @@ class OpcUaConnector:
             "reconnects": hub.reconnects,
             "monitored_items": hub.monitored_items,
             "server_limits": hub.server_limits,
+            "service_calls": dict(hub.service_calls),
             "errors": dict(hub.errors),
             "node_errors": dict(hub.node_errors),
             "offline_devices": sorted(hub.tracker.offline),

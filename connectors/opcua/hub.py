@@ -70,6 +70,7 @@ class OpcUaHub:
         self.node_errors: dict[str, str] = {}
         self.monitored_items = 0
         self.server_limits: dict[str, int] = {}
+        self.service_calls: Counter[str] = Counter()
         self.tracker = OfflineTracker(config.offline_after_s, config.name)
         self._by_handle: dict[int, tuple[OpcUaDeviceConfig, NodeConfig]] = {}
         self._by_node: dict[str, tuple[OpcUaDeviceConfig, NodeConfig]] = {}
@@ -196,6 +197,7 @@ class OpcUaHub:
                 request.RequestedParameters = parameters
                 requests.append(request)
             results = await subscription.create_monitored_items(requests)
+            self.service_calls["create_monitored_items"] += 1
             for (node, device, spec), request, result in zip(chunk, requests, results):
                 label = f"{device.device}.{spec.metric}"
                 if isinstance(result, ua.StatusCode):
@@ -210,6 +212,7 @@ class OpcUaHub:
         for start in range(0, len(nodes), batch):
             chunk = nodes[start:start + batch]
             values = await client.read_attributes([node for node, _, _ in chunk], ua.AttributeIds.Value)
+            self.service_calls["read"] += 1
             for (node, device, spec), value in zip(chunk, values):
                 self._reading(device, spec, value)
 
