@@ -10,6 +10,8 @@ need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v python3 >/dev/null 2>&1 && { python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv); }
+# PostgreSQL server binaries: the work-order tests start throw-away clusters of their own.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: please install as root: apt-get install ${need_apt[*]}" >&2

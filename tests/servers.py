@@ -94,3 +94,55 @@ def new_influxd(directory: Path) -> InfluxD:
 
 def new_victoria_metrics(directory: Path) -> VictoriaMetrics:
     return VictoriaMetrics(free_port(), directory).start()
+
+
+class PostgreSQL:
+    """A throw-away PostgreSQL cluster on a free loopback port (Debian's server binaries, trust auth).
+
+    PostgreSQL refuses to run as root: as root the cluster belongs to the ``postgres`` user.
+    """
+
+    def __init__(self) -> None:
+        import os
+        import pwd
+        import shutil
+        import tempfile
+
+        self.bin = _postgres_bin()
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="pmgw-postgres-"))
+        self._as_postgres: list[str] = []
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.directory, owner.pw_uid, owner.pw_gid)
+            self._as_postgres = [shutil.which("runuser") or "/sbin/runuser", "-u", "postgres", "--"]
+        self.data = self.directory / "data"
+
+    def _run(self, *command: str) -> None:
+        subprocess.run([*self._as_postgres, *command], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> "PostgreSQL":
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "pmgw", "--auth=trust", "-E", "UTF8")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "postgres.log"), "-w",
+                  "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "pmgw", "pmgw")
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://pmgw@127.0.0.1:{self.port}/pmgw"
+
+    def stop(self) -> None:
+        import shutil
+
+        try:
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _postgres_bin() -> Path:
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not versions:
+        raise RuntimeError("PostgreSQL server binaries are missing: run 'bash scripts/setup.sh' (the test command does)")
+    return versions[-1].parent

@@ -14,13 +14,11 @@ import hashlib
 import logging
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import orjson
-from sqlalchemy import create_engine, event, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -30,7 +28,8 @@ from gateway.core import (
 from ticketing.config import EngineerConfig, TicketingConfig
 from ticketing.dispatch import choose_engineer, on_shift
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
-from ticketing.models import AnomalyRecord, Base, CodeCounter, Event, Origin, WorkOrder
+from ticketing.database import make_engine, migrate
+from ticketing.models import AnomalyRecord, CodeCounter, Event, Origin, WorkOrder
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +73,6 @@ def event_hash(previous: str, code: str, kind: str, at: float, actor: str, data:
     return hashlib.sha256(content).hexdigest()
 
 
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(connection: Any, record: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
 def _reading_dict(reading: Reading) -> dict[str, Any]:
     return {"metric": reading.metric, "value": reading.value, "timestamp": reading.timestamp,
             "quality": reading.quality.value}
@@ -120,7 +103,7 @@ class TicketingService:
         self.publish = publish or (lambda event: None)
         self.clock = clock
         self.engine = make_engine(config.database_url)
-        Base.metadata.create_all(self.engine)
+        self.schema_revision = migrate(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.created = 0
         self.occurrences = 0
@@ -205,7 +188,7 @@ class TicketingService:
         raise AssertionError("unreachable")
 
     def _open_for(self, session: Session, device_id: str, dedup_key: str, at: float) -> WorkOrder | None:
-        same_key = session.scalar(select(WorkOrder).where(WorkOrder.open_dedup_key == dedup_key))
+        same_key = session.scalar(select(WorkOrder).where(WorkOrder.open_dedup_key == dedup_key).with_for_update())
         if same_key is not None:
             return same_key
         # Compared on the findings' own clock (device time), not the wall clock: an
@@ -216,6 +199,7 @@ class TicketingService:
                    WorkOrder.last_occurrence_at >= at - self.config.group_window_s)
             .order_by(WorkOrder.created_at)
             .limit(1)
+            .with_for_update()
         )
 
     def _add_occurrence(

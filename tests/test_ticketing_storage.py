@@ -1,0 +1,109 @@
+"""Work-order storage: alembic migrations, SQLite and a real PostgreSQL, concurrent gateways."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+
+from gateway.core import Alarm, Asset, Severity, Site
+from ticketing.config import TicketingConfig
+from ticketing.database import MIGRATIONS, make_engine, migrate
+from ticketing.models import Base
+from ticketing.service import TicketingService
+from tests.servers import PostgreSQL
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc).timestamp()
+SITE = Site("north", "North plant", 53.55, 9.99)
+ASSETS = {"pump-01": Asset("pump-01", "pump", "Etanorm", "S1", SITE),
+          "pump-race": Asset("pump-race", "pump", "Etanorm", "S9", SITE)}
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgreSQL]:
+    server = PostgreSQL().start()
+    yield server
+    server.stop()
+
+
+def _schema_differences(url: str) -> list:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_migrations_build_exactly_the_schema_the_models_describe(tmp_path: Path, postgres: PostgreSQL) -> None:
+    for url in (f"sqlite:///{tmp_path / 'wo.db'}", postgres.url):
+        engine = make_engine(url)
+        revision = migrate(engine)
+        assert migrate(engine) == revision  # a second start changes nothing
+        engine.dispose()
+        assert _schema_differences(url) == [], url
+
+
+def test_a_database_from_before_migrations_is_adopted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        # The first schema as create_all made it, before alembic_version existed.
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.exec_driver_sql("DROP TABLE alembic_version")
+    engine.dispose()
+    service = TicketingService(TicketingConfig(database_url=url), ASSETS, [], clock=lambda: NOW)
+    assert service.schema_revision == migrate(service.engine)
+    assert "alembic_version" in inspect(service.engine).get_table_names()
+    service.close()
+
+
+def test_work_orders_on_postgresql(postgres: PostgreSQL) -> None:
+    service = TicketingService(TicketingConfig(database_url=postgres.url, code_prefix="PG"), ASSETS, [],
+                               clock=lambda: NOW)
+    code = service.handle_alarm(Alarm("pump-01", NOW, "OHE", Severity.HIGH, "hot"))
+    assert service.handle_alarm(Alarm("pump-01", NOW + 1, "OHE", Severity.HIGH, "hot")) == code
+    order = service.get_work_order(code)
+    assert order["occurrences"] == 2 and order["context"]["asset"]["serial"] == "S1"
+    assert service.verify_chain(code)["valid"] is True
+    service.close()
+
+
+def _raise_at_once(url: str, barrier: "multiprocessing.synchronize.Barrier", results: "multiprocessing.Queue") -> None:
+    service = TicketingService(TicketingConfig(database_url=url, code_prefix="RACE"), ASSETS, [], clock=lambda: NOW)
+    barrier.wait(30)
+    results.put(service.handle_alarm(Alarm("pump-race", NOW, "VIB", Severity.HIGH, "shaking")))
+    service.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_gateways_raising_one_dedup_key_at_once_make_one_work_order(
+    backend: str, tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    url = postgres.url if backend == "postgresql" else f"sqlite:///{tmp_path / 'shared.db'}"
+    context = multiprocessing.get_context("spawn")
+    processes = 4
+    barrier, results = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_raise_at_once, args=(url, barrier, results)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    codes = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+        assert worker.exitcode == 0
+    assert len(set(codes)) == 1
+    service = TicketingService(TicketingConfig(database_url=url, code_prefix="RACE"), ASSETS, [], clock=lambda: NOW)
+    orders = service.list_work_orders(device_id="pump-race")
+    assert len(orders) == 1 and orders[0]["occurrences"] == processes
+    service.close()
