@@ -65,7 +65,7 @@ def service(tmp_path: Path, clock: Clock) -> TicketingService:
     assets = {f"pump-{i:03d}": Asset(f"pump-{i:03d}", "pump", "E", str(i), SITE, Criticality.HIGH) for i in range(200)}
     engineers = [
         EngineerConfig(id="mechanic", name="M", skills=["mechanical"], home=Location(latitude=53.6, longitude=10),
-                       shift=WEEKDAYS),
+                       shift=WEEKDAYS, capacity=100),
         EngineerConfig(id="electrician", name="E", skills=["electrical"], home=Location(latitude=53.6, longitude=10)),
     ]
     return TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}"), assets, engineers,
@@ -122,7 +122,7 @@ def test_guards_name_what_is_missing(service: TicketingService) -> None:
     code = open_order(service)
     with pytest.raises(TransitionRefused, match="^DISPATCHED needs eta$"):
         service.transition(code, S.DISPATCHED, "dispatcher", {"engineer_id": "mechanic"})
-    with pytest.raises(TransitionRefused, match="electrician lacks skill mechanical"):
+    with pytest.raises(TransitionRefused, match="electrician: lacks skill mechanical"):
         service.transition(code, S.DISPATCHED, "dispatcher", {"engineer_id": "electrician", "eta": NOW})
     for step in (S.EN_ROUTE, S.ON_SITE, S.IN_PROGRESS):
         service.transition(code, step, "mechanic", {})
@@ -153,7 +153,9 @@ def test_every_transition_is_an_event_and_tampering_is_detected(service: Ticketi
     code = open_order(service)
     service.transition(code, S.EN_ROUTE, "mechanic", {"note": "leaving the depot"})
     order = service.get_work_order(code)
-    assert [e["kind"] for e in order["events"]] == ["created", "dispatched", "en_route"]
+    # Setting off is the engineer's acceptance: it stops the respond clock.
+    assert [e["kind"] for e in order["events"]] == ["created", "dispatched", "accepted", "en_route"]
+    assert order["sla"]["clocks"]["respond"]["met_at"] == order["accepted_at"] is not None
     assert order["events"][-1]["actor"] == "mechanic"
     assert order["events"][-1]["data"] == {"from": "DISPATCHED", "to": "EN_ROUTE", "note": "leaving the depot"}
     assert service.verify_chain(code)["valid"] is True

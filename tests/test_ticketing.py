@@ -10,8 +10,8 @@ import pytest
 from gateway.core import (
     DEVICE_OFFLINE_CODE, Alarm, Anomaly, Asset, Criticality, Reading, Severity, Site, WorkOrderEvent,
 )
-from ticketing.config import EngineerConfig, Location, ShiftConfig, TicketingConfig
-from ticketing.dispatch import choose_engineer, haversine_km, on_shift
+from ticketing.config import DispatchConfig, EngineerConfig, Location, ShiftConfig, TicketingConfig
+from ticketing.dispatch import Fleet, Job, choose_engineer, haversine_km, on_shift
 from ticketing.service import GENESIS_HASH, TicketingService, event_hash
 
 # Wednesday 2026-11-25 10:00 UTC
@@ -66,8 +66,10 @@ def test_first_anomaly_opens_a_coded_dispatched_work_order(
     assert len(order["context"]["triggering_readings"]) == 10
     assert order["assignment"]["excluded"] == {
         "near-electrician": "lacks skill mechanical", "near-but-off-shift": "off shift",
+        # Berlin is ~4 h away by road: cannot be on site within the P2 on-site deadline of 4 h.
+        "far-mechanic": "cannot be on site before the deadline (398 min away)",
     }
-    assert "nearest on-shift engineer with skill mechanical" in order["assignment"]["reason"]
+    assert order["assignment"]["reason"].startswith("Mechanic scores best (")
     assert [e.kind for e in published] == ["created", "dispatched"]
     assert service.list_anomalies(device_id="pump-01")[0]["work_order_code"] == code
 
@@ -137,8 +139,9 @@ def test_events_form_a_hash_chain(service: TicketingService) -> None:
 def test_dispatch_prefers_fewer_open_orders_at_equal_distance() -> None:
     twins = [engineer("b", ["mechanical"], 53.6, 10.0), engineer("a", ["mechanical"], 53.6, 10.0)]
     when = datetime.fromtimestamp(NOW, timezone.utc)
-    assert choose_engineer(twins, "mechanical", (53.55, 9.99), when, {"a": 2}).engineer_id == "b"
-    assert choose_engineer(twins, "mechanical", (53.55, 9.99), when, {}).engineer_id == "a"
+    job = Job("mechanical", 1, (), (53.55, 9.99), "P3", "pump-01")
+    assert choose_engineer(job, twins, Fleet(loads={"a": 2}), when, DispatchConfig()).engineer_id == "b"
+    assert choose_engineer(job, twins, Fleet(), when, DispatchConfig()).engineer_id == "a"
 
 
 def test_shift_windows_respect_time_zone_and_overnight() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from datetime import date
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -60,16 +62,137 @@ class ShiftConfig(BaseModel):
         return self
 
 
+class SkillConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    level: int = Field(3, ge=1, le=5, description="1 apprentice ... 5 expert")
+
+
+class CertificationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    expires: date | None = Field(None, description="valid up to and including this day; none: no expiry")
+
+    def valid_on(self, day: date) -> bool:
+        return self.expires is None or day <= self.expires
+
+
 class EngineerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1)
     name: str
-    skills: list[str] = Field(min_length=1)
+    # "mechanical" (level 3) or {name: mechanical, level: 5}
+    skills: list[str | SkillConfig] = Field(min_length=1)
+    certifications: list[CertificationConfig] = Field(default_factory=list)
     home: Location
     shift: ShiftConfig = Field(default_factory=ShiftConfig)
+    on_call: ShiftConfig | None = Field(None, description="outside the shift, reachable for urgent work")
+    capacity: int = Field(5, ge=1, le=100, description="open work orders this engineer can hold")
     phone: str | None = None
     email: str | None = None
+
+    @property
+    def skill_levels(self) -> dict[str, int]:
+        return {s if isinstance(s, str) else s.name: 3 if isinstance(s, str) else s.level for s in self.skills}
+
+    def certified(self, name: str, day: date) -> bool:
+        return any(c.name == name and c.valid_on(day) for c in self.certifications)
+
+
+class ObjectiveWeights(BaseModel):
+    """How much each objective counts (graded 0..1 each); only their ratios matter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    travel: float = Field(0.4, ge=0)
+    sla_slack: float = Field(0.2, ge=0)
+    skill_fit: float = Field(0.15, ge=0)
+    load: float = Field(0.15, ge=0)
+    continuity: float = Field(0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _something_counts(self) -> "ObjectiveWeights":
+        if sum(self.model_dump().values()) <= 0:
+            raise ValueError("at least one weight must be above 0")
+        return self
+
+
+def default_weights() -> dict[str, ObjectiveWeights]:
+    # Urgent work: get someone there fast. Routine work: spread the load, keep continuity.
+    return {
+        "P1": ObjectiveWeights(travel=0.5, sla_slack=0.3, skill_fit=0.05, load=0.1, continuity=0.05),
+        "P2": ObjectiveWeights(travel=0.4, sla_slack=0.25, skill_fit=0.1, load=0.15, continuity=0.1),
+        "P3": ObjectiveWeights(travel=0.3, sla_slack=0.15, skill_fit=0.2, load=0.2, continuity=0.15),
+        "P4": ObjectiveWeights(travel=0.2, sla_slack=0.1, skill_fit=0.25, load=0.25, continuity=0.2),
+    }
+
+
+class DispatchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    road_factor: float = Field(1.3, ge=1.0, description="road distance / straight-line distance")
+    average_speed_kmh: float = Field(50.0, gt=0)
+    max_travel_h: float = Field(2.0, gt=0, description="travel this long or longer grades 0")
+    weights: dict[str, ObjectiveWeights] = Field(default_factory=default_weights)
+    on_call_priorities: list[str] = Field(default_factory=lambda: ["P1", "P2"])
+    acceptance_timeout_s: float = Field(900.0, gt=0, description="unanswered offers go to the next candidate")
+    reoptimise_interval_s: float = Field(300.0, gt=0, description="unstarted assignments re-optimised this often")
+    candidates_kept: int = Field(5, ge=1, le=50)
+
+    @field_validator("weights")
+    @classmethod
+    def _every_priority(cls, weights: dict[str, ObjectiveWeights]) -> dict[str, ObjectiveWeights]:
+        missing = sorted({"P1", "P2", "P3", "P4"} - set(weights))
+        if missing:
+            raise ValueError(f"weights for {', '.join(missing)} missing")
+        return weights
+
+
+class SlaPolicy(BaseModel):
+    """Deadlines from detection: respond (an engineer accepted), on site, function restored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: Literal["P1", "P2", "P3", "P4"]
+    criticality: Literal["high", "medium", "low", "*"] = "*"
+    respond_s: float = Field(gt=0)
+    on_site_s: float = Field(gt=0)
+    restore_s: float = Field(gt=0)
+
+
+def default_sla_policies() -> list[SlaPolicy]:
+    hour = 3600.0
+    return [
+        SlaPolicy(priority="P1", respond_s=0.25 * hour, on_site_s=2 * hour, restore_s=8 * hour),
+        SlaPolicy(priority="P2", respond_s=1 * hour, on_site_s=4 * hour, restore_s=24 * hour),
+        SlaPolicy(priority="P3", respond_s=4 * hour, on_site_s=24 * hour, restore_s=72 * hour),
+        SlaPolicy(priority="P4", respond_s=24 * hour, on_site_s=72 * hour, restore_s=168 * hour),
+    ]
+
+
+class SlaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policies: list[SlaPolicy] = Field(default_factory=default_sla_policies)
+    warn_at: list[float] = Field(default_factory=lambda: [0.5, 0.75], description="fractions of a clock that warn")
+    # ON_HOLD with one of these reasons stops the clocks; waiting for parts does not.
+    pause_reasons: list[str] = Field(default_factory=lambda: ["waiting_for_customer", "no_access"])
+    monitor_interval_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _every_priority(self) -> "SlaConfig":
+        covered = {p.priority for p in self.policies if p.criticality == "*"}
+        missing = sorted({"P1", "P2", "P3", "P4"} - covered)
+        if missing:
+            raise ValueError(f"a policy with criticality '*' is needed for {', '.join(missing)}")
+        return self
+
+    def policy_for(self, priority: str, criticality: str) -> SlaPolicy:
+        exact = [p for p in self.policies if p.priority == priority and p.criticality == criticality]
+        return (exact or [p for p in self.policies if p.priority == priority and p.criticality == "*"])[0]
 
 
 def default_required_skills() -> dict[str, str]:
@@ -113,4 +236,10 @@ class TicketingConfig(BaseModel):
         3600.0, ge=0, description="anomalies of one asset within this window join its open work order"
     )
     evidence_readings: int = Field(60, ge=1, le=5000)
+    required_skill_levels: dict[str, int] = Field(
+        default_factory=dict, description="failure mode -> minimum skill level (default 1)")
+    required_certifications: dict[str, list[str]] = Field(
+        default_factory=dict, description="failure mode -> certifications the engineer must hold, valid today")
+    dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
+    sla: SlaConfig = Field(default_factory=SlaConfig)
     device_offline: DeviceOfflineConfig = Field(default_factory=DeviceOfflineConfig)

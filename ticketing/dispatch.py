@@ -1,11 +1,18 @@
-"""Pick the engineer to send: hard filters first, then the nearest.
+"""Pick the engineer to send, as field-service schedulers do: hard filters first, then weighted objectives.
+
+Hard filters: not declined, has the skill at the level, holds the certifications (valid
+today), on shift (or on call for urgent work), capacity left, can arrive before the on-site
+deadline. The rest are graded 0..1 on travel time, SLA slack, skill fit (an expert is not
+burnt on an easy job), load and continuity (fixed this asset before), and the weighted sum
+wins. Every decision keeps the top candidates with their grades: anyone can see why.
 
 Pure functions over plain data, so every decision can be replayed and tested.
 
->>> from ticketing.config import EngineerConfig, Location, ShiftConfig
+>>> from ticketing.config import DispatchConfig, EngineerConfig, Location
 >>> anna = EngineerConfig(id="anna", name="Anna", skills=["mechanical"], home=Location(latitude=52.52, longitude=13.40))
 >>> ben = EngineerConfig(id="ben", name="Ben", skills=["electrical"], home=Location(latitude=52.50, longitude=13.41))
->>> decision = choose_engineer([anna, ben], "mechanical", (52.51, 13.39), datetime(2026, 11, 25, 10, tzinfo=timezone.utc), {})
+>>> job = Job("mechanical", 1, (), (52.51, 13.39), "P2", "pump-1", on_site_deadline=None)
+>>> decision = choose_engineer(job, [anna, ben], Fleet(), datetime(2026, 11, 25, 10, tzinfo=timezone.utc), DispatchConfig())
 >>> decision.engineer_id, decision.excluded
 ('anna', {'ben': 'lacks skill mechanical'})
 """
@@ -18,10 +25,12 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ticketing.config import WEEKDAYS, EngineerConfig, ShiftConfig
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ticketing.config import WEEKDAYS, DispatchConfig, EngineerConfig, ShiftConfig
 
 EARTH_RADIUS_KM = 6371.0088
-CANDIDATES_KEPT = 5
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -61,6 +70,29 @@ def on_shift(shift: ShiftConfig, when: datetime) -> bool:
     return (today in shift.days and now >= start) or (yesterday in shift.days and now < end)
 
 
+@dataclass(frozen=True)
+class Job:
+    """What a work order needs from an engineer."""
+
+    required_skill: str
+    required_level: int
+    certifications: tuple[str, ...]
+    site: tuple[float, float]
+    priority: str
+    device_id: str
+    on_site_deadline: float | None = None
+    excluded: frozenset[str] = frozenset()  # declined it, or let the offer time out
+
+
+@dataclass
+class Fleet:
+    """What changes about engineers while the gateway runs."""
+
+    locations: dict[str, tuple[float, float]] = field(default_factory=dict)  # last known, else home
+    loads: dict[str, int] = field(default_factory=dict)  # open work orders assigned
+    history: dict[str, set[str]] = field(default_factory=dict)  # devices each engineer has fixed
+
+
 @dataclass
 class Decision:
     engineer_id: str | None
@@ -68,49 +100,138 @@ class Decision:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def travel_s(self) -> float:
+        return self.candidates[0]["travel_min"] * 60 if self.engineer_id and self.candidates else 0.0
+
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "engineer_id": self.engineer_id,
-            "reason": self.reason,
-            "candidates": self.candidates,
-            "excluded": self.excluded,
-        }
+        return {"engineer_id": self.engineer_id, "reason": self.reason, "candidates": self.candidates,
+                "excluded": self.excluded}
+
+
+def available(engineer: EngineerConfig, priority: str, when: datetime, config: DispatchConfig) -> str | None:
+    """Why the engineer cannot be called now, or None."""
+    if on_shift(engineer.shift, when):
+        return None
+    if engineer.on_call is not None and on_shift(engineer.on_call, when):
+        if priority in config.on_call_priorities:
+            return None
+        return f"on call only for {', '.join(config.on_call_priorities)}"
+    return "off shift"
+
+
+def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, config: DispatchConfig) -> dict[str, Any] | str:
+    """The engineer's grades for the job, or the hard filter that rules them out."""
+    if engineer.id in job.excluded:
+        return "declined or did not answer"
+    level = engineer.skill_levels.get(job.required_skill)
+    if level is None:
+        return f"lacks skill {job.required_skill}"
+    if level < job.required_level:
+        return f"{job.required_skill} level {level} < {job.required_level}"
+    today = when.date()
+    missing = [name for name in job.certifications if not engineer.certified(name, today)]
+    if missing:
+        return f"no valid certification {', '.join(missing)}"
+    unavailable = available(engineer, job.priority, when, config)
+    if unavailable:
+        return unavailable
+    load = fleet.loads.get(engineer.id, 0)
+    if load >= engineer.capacity:
+        return f"at capacity ({load}/{engineer.capacity} open work orders)"
+    latitude, longitude = fleet.locations.get(engineer.id, (engineer.home.latitude, engineer.home.longitude))
+    distance = haversine_km(job.site[0], job.site[1], latitude, longitude)
+    travel_s = distance * config.road_factor / config.average_speed_kmh * 3600
+    now = when.timestamp()
+    slack = 1.0
+    if job.on_site_deadline is not None:
+        window = job.on_site_deadline - now
+        if window <= 0 or travel_s > window:
+            return f"cannot be on site before the deadline ({travel_s / 60:.0f} min away)"
+        slack = (window - travel_s) / window
+    grades = {
+        "travel": max(0.0, 1.0 - travel_s / 3600 / config.max_travel_h),
+        "sla_slack": slack,
+        "skill_fit": 1.0 - (level - job.required_level) / 4,
+        "load": 1.0 - load / engineer.capacity,
+        "continuity": 1.0 if job.device_id in fleet.history.get(engineer.id, set()) else 0.0,
+    }
+    weights = config.weights[job.priority].model_dump()
+    score = sum(weights[name] * value for name, value in grades.items()) / sum(weights.values())
+    return {
+        "engineer_id": engineer.id, "name": engineer.name, "score": round(score, 4),
+        "grades": {name: round(value, 3) for name, value in grades.items()},
+        "distance_km": round(distance, 2), "travel_min": round(travel_s / 60, 1),
+        "skill_level": level, "open_work_orders": load,
+    }
+
+
+def _explain(best: dict[str, Any], job: Job, qualified: int) -> str:
+    g = best["grades"]
+    continuity = "; fixed this asset before" if g["continuity"] else ""
+    return (f"{best['name']} scores best ({best['score']:.2f}) of {qualified} qualified for {job.required_skill}: "
+            f"{best['travel_min']:.0f} min away ({best['distance_km']:.1f} km), SLA slack {g['sla_slack']:.2f}, "
+            f"skill level {best['skill_level']} for {job.required_level}, "
+            f"{best['open_work_orders']} open work order(s){continuity}")
 
 
 def choose_engineer(
-    engineers: list[EngineerConfig],
-    required_skill: str,
-    site: tuple[float, float],
-    when: datetime,
-    loads: dict[str, int],
+    job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetime, config: DispatchConfig,
 ) -> Decision:
-    """The nearest engineer who has ``required_skill`` and is on shift at ``when``.
-
-    Ties in distance go to the engineer with fewer open work orders.
-    """
-    excluded: dict[str, str] = {}
-    ranked: list[tuple[float, int, EngineerConfig]] = []
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
+    excluded: dict[str, str] = {}
+    ranked: list[dict[str, Any]] = []
     for engineer in engineers:
-        if required_skill not in engineer.skills:
-            excluded[engineer.id] = f"lacks skill {required_skill}"
-            continue
-        if not on_shift(engineer.shift, when):
-            excluded[engineer.id] = "off shift"
-            continue
-        distance = haversine_km(site[0], site[1], engineer.home.latitude, engineer.home.longitude)
-        ranked.append((distance, loads.get(engineer.id, 0), engineer))
-    ranked.sort(key=lambda item: (round(item[0], 3), item[1], item[2].id))
-    candidates = [
-        {"engineer_id": engineer.id, "name": engineer.name, "distance_km": round(distance, 2), "open_work_orders": load}
-        for distance, load, engineer in ranked[:CANDIDATES_KEPT]
-    ]
+        result = grade(job, engineer, fleet, when, config)
+        if isinstance(result, str):
+            excluded[engineer.id] = result
+        else:
+            ranked.append(result)
+    # Ties go to the shorter trip, then the id, so a decision replays identically.
+    ranked.sort(key=lambda c: (-c["score"], c["travel_min"], c["engineer_id"]))
+    candidates = ranked[: config.candidates_kept]
     if not ranked:
-        return Decision(None, f"no engineer with skill {required_skill} is on shift", candidates, excluded)
-    distance, load, chosen = ranked[0]
-    reason = (
-        f"{chosen.name} is the nearest on-shift engineer with skill {required_skill}: "
-        f"{distance:.1f} km from site, {load} open work order(s)"
-    )
-    return Decision(chosen.id, reason, candidates, excluded)
+        return Decision(None, f"no engineer can take it: {len(excluded)} ruled out (see excluded)", [], excluded)
+    return Decision(ranked[0]["engineer_id"], _explain(ranked[0], job, len(ranked)), candidates, excluded)
+
+
+def assign_batch(
+    jobs: list[Job], engineers: list[EngineerConfig], fleet: Fleet, when: datetime, config: DispatchConfig,
+) -> list[Decision]:
+    """All jobs against all engineers at once (Hungarian method): the best total score, capacity respected.
+
+    ``fleet.loads`` must not count the jobs being assigned. An engineer with room for n more
+    jobs appears as n slots.
+    """
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    slots = [e for e in engineers for _ in range(max(0, e.capacity - fleet.loads.get(e.id, 0)))]
+    graded = [[grade(job, engineer, fleet, when, config) for engineer in engineers] for job in jobs]
+    by_engineer = {engineer.id: index for index, engineer in enumerate(engineers)}
+    infeasible = -1.0
+    scores = np.full((len(jobs), max(1, len(slots))), infeasible)
+    for row in range(len(jobs)):
+        for column, engineer in enumerate(slots):
+            result = graded[row][by_engineer[engineer.id]]
+            if not isinstance(result, str):
+                scores[row, column] = result["score"]
+    rows, columns = linear_sum_assignment(scores, maximize=True)
+    chosen = {row: slots[column].id for row, column in zip(rows, columns)
+              if slots and scores[row, column] > infeasible}
+    decisions = []
+    for row, job in enumerate(jobs):
+        results = graded[row]
+        excluded = {e.id: r for e, r in zip(engineers, results) if isinstance(r, str)}
+        ranked = sorted((r for r in results if not isinstance(r, str)),
+                        key=lambda c: (-c["score"], c["travel_min"], c["engineer_id"]))
+        engineer_id = chosen.get(row)
+        if engineer_id is None:
+            reason = "no engineer left for it in the batch" if ranked else "no engineer can take it"
+            decisions.append(Decision(None, reason, ranked[: config.candidates_kept], excluded))
+            continue
+        best = next(c for c in ranked if c["engineer_id"] == engineer_id)
+        candidates = [best] + [c for c in ranked if c is not best][: config.candidates_kept - 1]
+        reason = "batch re-optimisation (best total over all open work): " + _explain(best, job, len(ranked))
+        decisions.append(Decision(engineer_id, reason, candidates, excluded))
+    return decisions

@@ -48,6 +48,17 @@ class WorkOrder(Base):
     created_at: Mapped[float] = mapped_column(Float, index=True)
     updated_at: Mapped[float] = mapped_column(Float)
     last_occurrence_at: Mapped[float] = mapped_column(Float)
+    # ISO 14224 impact: critical, degraded or incipient (a predicted failure caught early).
+    impact: Mapped[str] = mapped_column(String(10), default="incipient")
+    required_level: Mapped[int] = mapped_column(Integer, default=1)
+    required_certifications: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Dispatch: when the current engineer was asked, when they accepted, who declined or let it time out.
+    offered_at: Mapped[float | None] = mapped_column(Float)
+    accepted_at: Mapped[float | None] = mapped_column(Float)
+    declined: Mapped[list[str]] = mapped_column(JSON, default=list)
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    # SLA: policy, deadlines per clock, when each was met, alerts fired, paused time.
+    sla: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     events: Mapped[list["Event"]] = relationship(
         back_populates="work_order", order_by="Event.id", cascade="all, delete-orphan"
@@ -93,3 +104,14 @@ class CodeCounter(Base):
 
     day: Mapped[str] = mapped_column(String(8), primary_key=True)
     last: Mapped[int] = mapped_column(Integer)
+
+
+class EngineerLocation(Base):
+    """Last known location of an engineer (from the mobile app or a dispatcher); home when absent."""
+
+    __tablename__ = "engineer_locations"
+
+    engineer_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    latitude: Mapped[float] = mapped_column(Float)
+    longitude: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)

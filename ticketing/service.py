@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -26,18 +27,20 @@ from gateway.core import (
     DEVICE_OFFLINE_CODE, Alarm, Anomaly, Asset, Criticality, Reading, Severity, WorkOrderEvent,
 )
 from ticketing.config import EngineerConfig, TicketingConfig
-from ticketing.dispatch import choose_engineer, on_shift
+from ticketing import sla as clocks
+from ticketing.dispatch import Decision, Fleet, Job, assign_batch, choose_engineer, grade
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
 from ticketing.database import make_engine, migrate
-from ticketing.models import AnomalyRecord, CodeCounter, Event, Origin, WorkOrder
+from ticketing.models import AnomalyRecord, CodeCounter, EngineerLocation, Event, Origin, WorkOrder
 
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "pm-gateway"
 _OPEN = sorted(state.value for state in OPEN_STATES)
-# Travel estimate for an ETA: straight-line distance x road factor / average speed.
-ROAD_FACTOR = 1.3
-AVERAGE_SPEED_KMH = 50.0
+_FIXED = [State.DONE.value, State.VERIFIED.value, State.ARCHIVED.value]
+# Impact (ISO 14224) from the finding's severity: caught early is incipient.
+_IMPACT = {Severity.CRITICAL: "critical", Severity.HIGH: "degraded", Severity.MEDIUM: "incipient",
+           Severity.LOW: "incipient"}
 
 
 class TransitionRefused(Exception):
@@ -108,6 +111,7 @@ class TicketingService:
         self.created = 0
         self.occurrences = 0
         self.ignored: dict[str, int] = {}
+        self._last_reoptimised = self.clock()
 
     # -- intake ------------------------------------------------------------------------
 
@@ -179,7 +183,7 @@ class TicketingService:
                         return self._add_occurrence(session, existing, failure_mode, priority, finding, at)
                     return self._create(
                         session, asset, dedup_key, failure_mode, mechanism, item, origin, priority,
-                        title, evidence, finding, at,
+                        title, evidence, finding, at, severity,
                     )
             except IntegrityError:
                 # Another writer opened the same key (or took the same code) first: retry as a repeat.
@@ -231,6 +235,7 @@ class TicketingService:
     def _create(
         self, session: Session, asset: Asset, dedup_key: str, failure_mode: str, mechanism: str, item: str,
         origin: Origin, priority: str, title: str, evidence: list[Reading], finding: dict[str, Any], at: float,
+        severity: Severity,
     ) -> str:
         now = self.clock()
         skill = self.config.required_skills.get(failure_mode, self.config.default_skill)
@@ -245,35 +250,204 @@ class TicketingService:
             failure_mechanism=mechanism, maintainable_item=item, priority=priority,
             state=State.RECEIVED.value, title=title[:300], required_skill=skill, occurrences=1,
             context=context, created_at=now, updated_at=now, last_occurrence_at=at,
+            impact=_IMPACT[severity], required_level=self.config.required_skill_levels.get(failure_mode, 1),
+            required_certifications=self.config.required_certifications.get(failure_mode, []), declined=[],
+            sla=clocks.start_clocks(self.config.sla.policy_for(priority, asset.criticality.value),
+                                    f"{priority}/{asset.criticality.value}", now),
         )
         session.add(order)
         session.flush()
         self._append_event(session, order, "created", SYSTEM_ACTOR, {
             "origin": origin.value, "failure_mode": failure_mode, "priority": priority, "detected_at": at,
         })
-        self._dispatch(session, order, asset)
+        self._dispatch(session, order)
         self.created += 1
         log.info("work order %s opened for %s (%s, %s)", order.code, asset.id, failure_mode, priority)
         return order.code
 
-    def _dispatch(self, session: Session, order: WorkOrder, asset: Asset) -> None:
+    # -- dispatch ---------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), timezone.utc)
+
+    def _job(self, order: WorkOrder) -> Job:
+        site = self.assets[order.device_id].site
+        deadline = None
+        if order.sla is not None and "on_site" not in order.sla["met"]:
+            deadline = clocks.deadline(order.sla, "on_site", self.clock())
+        return Job(order.required_skill, order.required_level, tuple(order.required_certifications),
+                   (site.latitude, site.longitude), order.priority, order.device_id, deadline,
+                   frozenset(order.declined or []))
+
+    def _fleet(self, session: Session, without: list[WorkOrder] = ()) -> Fleet:
+        """Engineers' loads (not counting ``without``), last known locations and the assets they fixed."""
         loads = _open_loads(session)
-        decision = choose_engineer(
-            self.engineers, order.required_skill, (asset.site.latitude, asset.site.longitude),
-            datetime.fromtimestamp(self.clock(), timezone.utc), loads,
-        )
+        for order in without:
+            if order.assigned_engineer_id in loads:
+                loads[order.assigned_engineer_id] -= 1
+        locations = {row.engineer_id: (row.latitude, row.longitude) for row in session.scalars(select(EngineerLocation))}
+        history: dict[str, set[str]] = {}
+        fixed = session.execute(select(WorkOrder.assigned_engineer_id, WorkOrder.device_id)
+                                .where(WorkOrder.state.in_(_FIXED), WorkOrder.assigned_engineer_id.is_not(None)))
+        for engineer_id, device_id in fixed:
+            history.setdefault(engineer_id, set()).add(device_id)
+        return Fleet(locations, loads, history)
+
+    def _dispatch(self, session: Session, order: WorkOrder, why: str = "") -> None:
+        """Offer the order to the best engineer now, or escalate it to the dispatcher queue."""
+        fleet = self._fleet(session, without=[order])
+        decision = choose_engineer(self._job(order), self.engineers, fleet, self._now(), self.config.dispatch)
+        self._assign(session, order, decision, why)
+
+    def _assign(self, session: Session, order: WorkOrder, decision: Decision, why: str = "") -> None:
+        previous = order.assigned_engineer_id
         order.assignment = decision.as_dict()
+        reason = f"{why}: {decision.reason}" if why else decision.reason
         if decision.engineer_id is None:
+            order.assigned_engineer_id = order.offered_at = order.eta = None
+            if order.state == State.DISPATCHED.value:
+                order.state = State.DIAGNOSED.value
             self._append_event(session, order, "escalated", SYSTEM_ACTOR,
-                               {"queue": "dispatcher", "reason": decision.reason})
+                               {"queue": "dispatcher", "reason": reason, "excluded": decision.excluded})
             return
+        now = self.clock()
         order.assigned_engineer_id = decision.engineer_id
-        order.eta = self.clock() + decision.candidates[0]["distance_km"] * ROAD_FACTOR / AVERAGE_SPEED_KMH * 3600
+        order.offered_at, order.accepted_at = now, None
+        order.eta = now + decision.travel_s
+        from_state = order.state
         order.state = State.DISPATCHED.value
-        self._append_event(session, order, "dispatched", SYSTEM_ACTOR, {
-            "from": State.RECEIVED.value, "to": State.DISPATCHED.value,
-            "engineer_id": decision.engineer_id, "eta": order.eta, "reason": decision.reason,
+        self._append_event(session, order, "reassigned" if previous else "dispatched", SYSTEM_ACTOR, {
+            "from": from_state, "to": State.DISPATCHED.value, "engineer_id": decision.engineer_id,
+            "previous_engineer_id": previous, "eta": order.eta, "reason": reason,
+            "candidates": decision.candidates[:3],
         })
+
+    def accept(self, code: str, engineer_id: str) -> dict[str, Any] | None:
+        """The assigned engineer takes the job: the respond clock stops."""
+        with self._transaction() as session:
+            order = self._locked(session, code)
+            if order is None:
+                return None
+            if order.state != State.DISPATCHED.value or order.assigned_engineer_id != engineer_id:
+                raise TransitionRefused(f"{code} is not offered to {engineer_id} "
+                                        f"(state {order.state}, assigned {order.assigned_engineer_id})")
+            self._accepted(session, order, engineer_id)
+        return self.get_work_order(code)
+
+    def _accepted(self, session: Session, order: WorkOrder, actor: str) -> None:
+        if order.accepted_at is not None:
+            return
+        order.accepted_at = self.clock()
+        if order.sla is not None:
+            order.sla = clocks.met(order.sla, "respond", order.accepted_at)
+        self._append_event(session, order, "accepted", actor, {"engineer_id": order.assigned_engineer_id})
+
+    def decline(self, code: str, engineer_id: str, reason: str) -> dict[str, Any] | None:
+        """The offered engineer says no: the next candidate gets it (or the dispatcher queue)."""
+        with self._transaction() as session:
+            order = self._locked(session, code)
+            if order is None:
+                return None
+            if order.state != State.DISPATCHED.value or order.assigned_engineer_id != engineer_id:
+                raise TransitionRefused(f"{code} is not offered to {engineer_id}")
+            order.declined = [*(order.declined or []), engineer_id]
+            self._append_event(session, order, "declined", engineer_id, {"reason": reason})
+            self._dispatch(session, order, why=f"{engineer_id} declined ({reason})")
+        return self.get_work_order(code)
+
+    def update_location(self, engineer_id: str, latitude: float, longitude: float) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(EngineerLocation, engineer_id)
+            if row is None:
+                session.add(EngineerLocation(engineer_id=engineer_id, latitude=latitude, longitude=longitude,
+                                             updated_at=self.clock()))
+            else:
+                row.latitude, row.longitude, row.updated_at = latitude, longitude, self.clock()
+
+    def engineer_locations(self) -> dict[str, dict[str, float]]:
+        with self.sessions() as session:
+            return {row.engineer_id: {"latitude": row.latitude, "longitude": row.longitude,
+                                      "updated_at": row.updated_at}
+                    for row in session.scalars(select(EngineerLocation))}
+
+    def _locked(self, session: Session, code: str) -> WorkOrder | None:
+        return session.scalar(select(WorkOrder).where(WorkOrder.code == code).with_for_update())
+
+    def reoptimise(self) -> list[str]:
+        """Re-assign every unstarted (offered, not accepted) or unassigned open order at once; returns the codes moved."""
+        moved = []
+        with self._transaction() as session:
+            orders = list(session.scalars(
+                select(WorkOrder).where(
+                    WorkOrder.state.in_([State.DISPATCHED.value, State.RECEIVED.value, State.DIAGNOSED.value,
+                                         State.REOPENED.value]),
+                    WorkOrder.accepted_at.is_(None),
+                ).order_by(WorkOrder.created_at).with_for_update()))
+            if not orders:
+                return []
+            fleet = self._fleet(session, without=orders)
+            decisions = assign_batch([self._job(o) for o in orders], self.engineers, fleet, self._now(),
+                                     self.config.dispatch)
+            for order, decision in zip(orders, decisions):
+                if decision.engineer_id is None or decision.engineer_id == order.assigned_engineer_id:
+                    continue
+                self._assign(session, order, decision)
+                moved.append(order.code)
+        return moved
+
+    # -- the clock: acceptance timeouts, SLA alerts, periodic re-optimisation ------------------
+
+    def tick(self) -> dict[str, list[str]]:
+        """Run the time-driven rules once; the gateway calls this every ``sla.monitor_interval_s``."""
+        now = self.clock()
+        timed_out, alerted = [], []
+        with self._transaction() as session:
+            for order in session.scalars(select(WorkOrder).where(WorkOrder.state.in_(_OPEN)).with_for_update()):
+                if (order.state == State.DISPATCHED.value and order.accepted_at is None and order.offered_at
+                        and now - order.offered_at >= self.config.dispatch.acceptance_timeout_s):
+                    engineer_id = order.assigned_engineer_id or ""
+                    order.declined = [*(order.declined or []), engineer_id]
+                    self._append_event(session, order, "acceptance_timeout", SYSTEM_ACTOR, {
+                        "engineer_id": engineer_id, "waited_s": round(now - order.offered_at, 1)})
+                    self._dispatch(session, order, why=f"{engineer_id} did not answer")
+                    timed_out.append(order.code)
+                if order.sla is not None and self._sla_alerts(session, order, now):
+                    alerted.append(order.code)
+        moved: list[str] = []
+        if now - self._last_reoptimised >= self.config.dispatch.reoptimise_interval_s:
+            self._last_reoptimised = now
+            moved = self.reoptimise()
+        return {"acceptance_timeouts": timed_out, "sla_alerts": alerted, "reoptimised": moved}
+
+    def _sla_alerts(self, session: Session, order: WorkOrder, now: float) -> bool:
+        due = clocks.due_alerts(order.sla, now, self.config.sla.warn_at)
+        if not due:
+            return False
+        order.sla = clocks.record_alerts(order.sla, due)
+        breached = False
+        for clock, threshold in due:
+            kind = "sla_breach" if threshold >= clocks.BREACH else "sla_warning"
+            breached |= kind == "sla_breach"
+            self._append_event(session, order, kind, SYSTEM_ACTOR, {
+                "clock": clock, "threshold": threshold, "deadline": clocks.deadline(order.sla, clock, now),
+                "policy": order.sla["policy"]})
+        if breached:
+            order.escalation_level += 1
+            self._append_event(session, order, "escalation", SYSTEM_ACTOR, {"level": order.escalation_level})
+            self._redispatch_check(session, order)
+        return True
+
+    def _redispatch_check(self, session: Session, order: WorkOrder) -> None:
+        """At a breach, look again for a closer free engineer while the work has not started."""
+        if order.accepted_at is not None or order.state not in (
+                State.DISPATCHED.value, State.RECEIVED.value, State.DIAGNOSED.value, State.REOPENED.value):
+            return
+        fleet = self._fleet(session, without=[order])
+        decision = choose_engineer(self._job(order), self.engineers, fleet, self._now(), self.config.dispatch)
+        current = next((c for c in decision.candidates if c["engineer_id"] == order.assigned_engineer_id), None)
+        if decision.engineer_id is not None and decision.engineer_id != order.assigned_engineer_id and (
+                current is None or decision.candidates[0]["score"] > current["score"]):
+            self._assign(session, order, decision, why="SLA breach re-dispatch")
 
     def _record_cleared(self, alarm: Alarm, failure_mode: str) -> None:
         with self._transaction() as session:
@@ -320,7 +494,7 @@ class TicketingService:
                 refusal = check_transition(current, target, fields) or self._refusal(session, order, target, fields)
                 if refusal:
                     raise TransitionRefused(refusal)
-                self._apply(order, target, fields)
+                self._apply(session, order, target, fields)
                 order.state = target.value
                 order.updated_at = self.clock()
                 session.flush()
@@ -337,20 +511,27 @@ class TicketingService:
             engineer = next((e for e in self.engineers if e.id == fields["engineer_id"]), None)
             if engineer is None:
                 return f"no engineer {fields['engineer_id']!r}"
-            if order.required_skill not in engineer.skills:
-                return f"{engineer.id} lacks skill {order.required_skill}"
-            if not on_shift(engineer.shift, datetime.fromtimestamp(self.clock(), timezone.utc)):
-                return f"{engineer.id} is off shift"
+            # A dispatcher may overrule the ranking, never the hard filters.
+            job = self._job(order)
+            ruled_out = grade(replace(job, excluded=frozenset()), engineer, self._fleet(session, without=[order]),
+                              self._now(), self.config.dispatch)
+            if isinstance(ruled_out, str):
+                return f"{engineer.id}: {ruled_out}"
         if target is State.MERGED:
             into = fields["merged_into"]
             if into == order.code or session.scalar(select(WorkOrder.id).where(WorkOrder.code == into)) is None:
                 return f"cannot merge into {into!r}: no such other work order"
         return None
 
-    def _apply(self, order: WorkOrder, target: State, fields: dict[str, Any]) -> None:
+    def _apply(self, session: Session, order: WorkOrder, target: State, fields: dict[str, Any]) -> None:
+        now = self.clock()
         if target is State.DISPATCHED:
             order.assigned_engineer_id = fields["engineer_id"]
             order.eta = float(fields["eta"])
+            order.offered_at, order.accepted_at = now, None
+        if target is State.EN_ROUTE:
+            self._accepted(session, order, order.assigned_engineer_id or SYSTEM_ACTOR)
+        self._update_clocks(order, target, fields, now)
         if target is State.DONE:
             # Failure coding suggested at creation is confirmed (or corrected) at close.
             order.failure_mode = fields["failure_mode"]
@@ -363,6 +544,20 @@ class TicketingService:
             order.open_dedup_key = order.dedup_key
         else:
             order.open_dedup_key = None
+
+    def _update_clocks(self, order: WorkOrder, target: State, fields: dict[str, Any], now: float) -> None:
+        if order.sla is None:
+            return
+        sla = order.sla
+        if order.state == State.ON_HOLD.value:
+            sla = clocks.resume(sla, now)
+        if target is State.ON_HOLD and fields.get("reason") in self.config.sla.pause_reasons:
+            sla = clocks.pause(sla, now)
+        if target is State.ON_SITE:
+            sla = clocks.met(sla, "on_site", now)
+        if target is State.DONE:
+            sla = clocks.met(sla, "restore", float(fields.get("restored_at") or now))
+        order.sla = sla
 
     def verify_chain(self, code: str) -> dict[str, Any] | None:
         """Recompute the event hash chain; any row changed, removed or inserted behind our back breaks it."""
@@ -409,6 +604,12 @@ class TicketingService:
                 "context": order.context,
                 "assignment": order.assignment,
                 "eta": order.eta,
+                "offered_at": order.offered_at,
+                "accepted_at": order.accepted_at,
+                "declined_by": order.declined or [],
+                "required_level": order.required_level,
+                "required_certifications": order.required_certifications or [],
+                "sla": clocks.summary(order.sla, self.clock()),
                 "closure": order.closure or {},
                 "events": [
                     {"at": e.at, "kind": e.kind, "actor": e.actor, "data": e.data, "hash": e.hash}
@@ -443,6 +644,7 @@ class TicketingService:
             "title": order.title, "required_skill": order.required_skill, "occurrences": order.occurrences,
             "assigned_engineer_id": order.assigned_engineer_id, "created_at": order.created_at,
             "updated_at": order.updated_at, "last_occurrence_at": order.last_occurrence_at,
+            "impact": order.impact, "escalation_level": order.escalation_level,
         }
 
     def diagnostics(self) -> dict[str, Any]:

@@ -1,0 +1,219 @@
+"""Dispatch and SLA: hard filters, graded objectives, declines and timeouts, batch re-optimisation, SLA clocks."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.core import Alarm, Asset, Criticality, Severity, Site
+from ticketing.config import DispatchConfig, EngineerConfig, Location, ShiftConfig, TicketingConfig
+from ticketing.dispatch import Fleet, Job, assign_batch, choose_engineer
+from ticketing.lifecycle import State
+from ticketing.service import TicketingService
+from tests.test_lifecycle import NOW, Clock
+
+WHEN = datetime.fromtimestamp(NOW, timezone.utc)  # a Wednesday, 09:46 UTC
+NORTH = Site("north", "North", 53.55, 9.99)
+SOUTH = Site("south", "South", 53.30, 10.40)
+
+
+def person(id: str, lat: float, lon: float, skills: list[Any] | None = None, **extra: Any) -> EngineerConfig:
+    return EngineerConfig(id=id, name=id.title(), skills=skills or ["mechanical"],
+                          home=Location(latitude=lat, longitude=lon), **extra)
+
+
+def job(priority: str = "P3", level: int = 1, certifications: tuple[str, ...] = (), site: Site = NORTH,
+        device: str = "pump-01", deadline: float | None = None) -> Job:
+    return Job("mechanical", level, certifications, (site.latitude, site.longitude), priority, device, deadline)
+
+
+def test_hard_filters_come_first_and_say_why() -> None:
+    nights = ShiftConfig(start="22:00", end="06:00")
+    engineers = [
+        person("junior", 53.551, 9.991, skills=[{"name": "mechanical", "level": 1}]),
+        person("expired", 53.551, 9.991, certifications=[{"name": "ATEX", "expires": date(2026, 11, 24)}]),
+        person("night-on-call", 53.551, 9.991, shift=nights, on_call=ShiftConfig(),
+               certifications=[{"name": "ATEX"}]),
+        person("full", 53.551, 9.991, capacity=2, certifications=[{"name": "ATEX"}]),
+        person("far", 48.14, 11.58, certifications=[{"name": "ATEX"}]),  # Munich
+        person("ok", 53.60, 10.05, certifications=[{"name": "ATEX", "expires": date(2026, 11, 25)}]),
+    ]
+    fleet = Fleet(loads={"full": 2})
+    deadline = NOW + 4 * 3600
+    decision = choose_engineer(job("P3", level=2, certifications=("ATEX",), deadline=deadline), engineers, fleet,
+                               WHEN, DispatchConfig())
+    assert decision.engineer_id == "ok"
+    assert decision.excluded == {
+        "junior": "mechanical level 1 < 2",
+        "expired": "no valid certification ATEX",
+        "night-on-call": "on call only for P1, P2",
+        "full": "at capacity (2/2 open work orders)",
+        "far": "cannot be on site before the deadline (954 min away)",
+    }
+    urgent = choose_engineer(job("P1", level=2, certifications=("ATEX",), deadline=deadline), engineers, fleet,
+                             WHEN, DispatchConfig())
+    assert urgent.engineer_id == "night-on-call"  # on call answers urgent work, and is closest
+    best = urgent.candidates[0]
+    assert set(best["grades"]) == {"travel", "sla_slack", "skill_fit", "load", "continuity"}
+    assert best["score"] > urgent.candidates[1]["score"]
+
+
+def test_objectives_skill_fit_and_continuity_decide_between_equals() -> None:
+    expert = person("expert", 53.6, 10.0, skills=[{"name": "mechanical", "level": 5}])
+    regular = person("regular", 53.6, 10.0, skills=[{"name": "mechanical", "level": 1}])
+    decision = choose_engineer(job("P4"), [expert, regular], Fleet(), WHEN, DispatchConfig())
+    assert decision.engineer_id == "regular"  # don't burn an expert on an easy job
+    assert decision.candidates[1]["grades"]["skill_fit"] == 0.0
+
+    twin_a, twin_b = person("a", 53.6, 10.0), person("b", 53.6, 10.0)
+    fixed_it = Fleet(history={"b": {"pump-01"}})
+    decision = choose_engineer(job("P4"), [twin_a, twin_b], fixed_it, WHEN, DispatchConfig())
+    assert decision.engineer_id == "b" and "fixed this asset before" in decision.reason
+
+
+# X is a little nearer to north than Y, but the only one anywhere near south: first come,
+# first served gives north to X and sends Y all the way south. One engineer each (capacity 1).
+X_LOCATION, Y_LOCATION = (53.50, 10.05), (53.62, 9.85)
+
+
+def test_batch_assignment_beats_first_come_first_served() -> None:
+    x, y = person("x", *X_LOCATION, capacity=1), person("y", *Y_LOCATION, capacity=1)
+    north, south = job("P3", site=NORTH, device="a"), job("P3", site=SOUTH, device="b")
+    first = choose_engineer(north, [x, y], Fleet(), WHEN, DispatchConfig())
+    second = choose_engineer(south, [x, y], Fleet(loads={first.engineer_id: 1}), WHEN, DispatchConfig())
+    assert (first.engineer_id, second.engineer_id) == ("x", "y")
+
+    batch = assign_batch([north, south], [x, y], Fleet(), WHEN, DispatchConfig())
+    assert [d.engineer_id for d in batch] == ["y", "x"]
+    greedy_total = first.candidates[0]["score"] + second.candidates[0]["score"]
+    assert sum(d.candidates[0]["score"] for d in batch) > greedy_total
+    assert all(d.reason.startswith("batch re-optimisation") for d in batch)
+
+
+def test_reoptimise_moves_unstarted_work_and_leaves_accepted_work(tmp_path: Path, clock: Clock) -> None:
+    engineers = [person("x", *X_LOCATION, capacity=1), person("y", *Y_LOCATION, capacity=1)]
+    service = service_with(tmp_path, clock, engineers, dispatch={"reoptimise_interval_s": 600})
+    north = service.handle_alarm(alarm("pump-01", NOW))
+    south = service.handle_alarm(alarm("pump-02", NOW))
+    assert [service.get_work_order(c)["assigned_engineer_id"] for c in (north, south)] == ["x", "y"]
+    assert service.tick()["reoptimised"] == []  # not due yet
+    clock.now += 600
+    assert sorted(service.tick()["reoptimised"]) == sorted([north, south])
+    assert [service.get_work_order(c)["assigned_engineer_id"] for c in (north, south)] == ["y", "x"]
+    assert service.get_work_order(north)["events"][-1]["kind"] == "reassigned"
+
+    # y accepted north; now y stands where x was and the reverse would be better on paper.
+    service.accept(north, "y")
+    service.update_location("y", *X_LOCATION)
+    service.update_location("x", *Y_LOCATION)
+    assert service.reoptimise() == []  # accepted work is never moved; y has no room for south
+    assert service.get_work_order(north)["assigned_engineer_id"] == "y"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def service_with(tmp_path: Path, clock: Clock, engineers: list[EngineerConfig], **config: Any) -> TicketingService:
+    assets = {"pump-01": Asset("pump-01", "pump", "E", "1", NORTH, Criticality.HIGH),
+              "pump-02": Asset("pump-02", "pump", "E", "2", SOUTH, Criticality.HIGH)}
+    return TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}", **config), assets,
+                            engineers, clock=clock)
+
+
+def alarm(device: str, at: float, code: str = "VIB") -> Alarm:
+    return Alarm(device, at, code, Severity.HIGH, "shaking")
+
+
+def test_decline_and_timeout_go_to_the_next_candidate_then_the_dispatcher(tmp_path: Path, clock: Clock) -> None:
+    engineers = [person("near", 53.551, 9.991), person("mid", 53.60, 10.05), person("far", 53.70, 10.20)]
+    service = service_with(tmp_path, clock, engineers, dispatch={"acceptance_timeout_s": 600})
+    code = service.handle_alarm(alarm("pump-01", NOW))
+    assert service.get_work_order(code)["assigned_engineer_id"] == "near"
+
+    order = service.decline(code, "near", "already on another site")
+    assert (order["assigned_engineer_id"], order["state"]) == ("mid", "DISPATCHED")
+    assert order["declined_by"] == ["near"]
+    assert order["events"][-2]["kind"] == "declined" and order["events"][-1]["kind"] == "reassigned"
+    assert "near declined (already on another site)" in order["events"][-1]["data"]["reason"]
+
+    clock.now += 599
+    assert service.tick()["acceptance_timeouts"] == []
+    clock.now += 2
+    assert service.tick()["acceptance_timeouts"] == [code]
+    assert service.get_work_order(code)["assigned_engineer_id"] == "far"
+
+    order = service.accept(code, "far")
+    assert order["accepted_at"] == clock.now and order["sla"]["clocks"]["respond"]["met_at"] == clock.now
+    clock.now += 3600
+    assert service.tick()["acceptance_timeouts"] == []  # accepted offers never time out
+
+    other = service.handle_alarm(alarm("pump-01", NOW, code="OHE"))
+    assert other == code  # the same asset's open incident
+    second = service.handle_alarm(alarm("pump-02", clock.now, code="OHE"))
+    for engineer in ("near", "mid", "far"):
+        current = service.get_work_order(second)["assigned_engineer_id"]
+        if current is None:
+            break
+        service.decline(second, current, "no")
+    order = service.get_work_order(second)
+    assert (order["state"], order["assigned_engineer_id"]) == ("DIAGNOSED", None)
+    assert order["events"][-1]["kind"] == "escalated" and order["events"][-1]["data"]["queue"] == "dispatcher"
+
+
+def test_last_known_location_changes_who_goes(tmp_path: Path, clock: Clock) -> None:
+    engineers = [person("anna", 53.70, 10.20), person("ben", 53.80, 10.40)]
+    service = service_with(tmp_path, clock, engineers)
+    service.update_location("ben", 53.552, 9.992)  # ben is next door right now
+    code = service.handle_alarm(alarm("pump-01", NOW))
+    assert service.get_work_order(code)["assigned_engineer_id"] == "ben"
+    assert service.engineer_locations()["ben"]["latitude"] == 53.552
+
+
+def test_sla_warnings_breach_escalation_and_redispatch(tmp_path: Path, clock: Clock) -> None:
+    engineers = [person("far", 53.75, 10.30)]
+    service = service_with(tmp_path, clock, engineers, dispatch={"acceptance_timeout_s": 10_000})
+    code = service.handle_alarm(alarm("pump-01", NOW))  # high severity x high criticality: P1
+    order = service.get_work_order(code)
+    assert order["priority"] == "P1" and order["sla"]["policy"] == "P1/high"
+    assert order["sla"]["clocks"]["respond"]["deadline"] == NOW + 900  # 15 min to respond
+
+    clock.now = NOW + 450
+    assert service.tick()["sla_alerts"] == [code]
+    clock.now = NOW + 700
+    service.tick()
+    kinds = [(e["kind"], e["data"].get("clock"), e["data"].get("threshold")) for e in
+             service.get_work_order(code)["events"] if e["kind"].startswith("sla")]
+    assert kinds == [("sla_warning", "respond", 0.5), ("sla_warning", "respond", 0.75)]
+
+    # A closer engineer shows up; at the breach the gateway looks again and moves the unstarted job.
+    service.engineers.append(person("close", 53.551, 9.991))
+    clock.now = NOW + 901
+    service.tick()
+    order = service.get_work_order(code)
+    assert order["escalation_level"] == 1 and order["sla"]["clocks"]["respond"]["breached"] is True
+    assert order["assigned_engineer_id"] == "close"
+    assert [e["kind"] for e in order["events"]][-3:] == ["sla_breach", "escalation", "reassigned"]
+    assert "SLA breach re-dispatch" in order["events"][-1]["data"]["reason"]
+    clock.now += 60
+    assert service.tick()["sla_alerts"] == []  # each alert once
+
+
+def test_waiting_for_the_customer_pauses_the_clocks_waiting_for_parts_does_not(tmp_path: Path, clock: Clock) -> None:
+    service = service_with(tmp_path, clock, [person("anna", 53.551, 9.991)])
+    code = service.handle_alarm(alarm("pump-01", NOW))
+    for step in (State.EN_ROUTE, State.ON_SITE, State.IN_PROGRESS):
+        service.transition(code, step, "anna", {})
+    service.transition(code, State.ON_HOLD, "anna", {"reason": "waiting_for_customer"})
+    clock.now += 3600
+    service.transition(code, State.IN_PROGRESS, "anna", {})
+    restore = service.get_work_order(code)["sla"]["clocks"]["restore"]
+    assert restore["deadline"] == NOW + 8 * 3600 + 3600  # the hour on hold is added
+    service.transition(code, State.ON_HOLD, "anna", {"reason": "waiting_for_parts"})
+    clock.now += 3600
+    service.transition(code, State.IN_PROGRESS, "anna", {})
+    assert service.get_work_order(code)["sla"]["clocks"]["restore"]["deadline"] == restore["deadline"]
