@@ -19,7 +19,7 @@ from gateway.core import Asset, Reading
 from gateway.metrics import GatewayCollector
 from ticketing.lifecycle import State
 from ticketing.service import TransitionRefused
-from ticketing.dispatch import on_shift
+from ticketing.dispatch import available, on_shift
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -56,6 +56,20 @@ class TransitionRequest(BaseModel):
     labour_hours: float | None = Field(None, ge=0)
     verified_by: str | None = None
     merged_into: str | None = None
+
+
+class OfferAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    engineer_id: str = Field(min_length=1)
+    reason: str | None = Field(None, description="why (a decline needs one)")
+
+
+class LocationUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
 
 
 def create_api(gateway: "Gateway") -> FastAPI:
@@ -182,6 +196,49 @@ def create_api(gateway: "Gateway") -> FastAPI:
             raise HTTPException(404, f"no work order {code!r}")
         return order
 
+    def known_engineer(engineer_id: str) -> None:
+        if not any(e.id == engineer_id for e in gateway.config.engineers):
+            raise HTTPException(404, f"no engineer {engineer_id!r}")
+
+    def answer(code: str, act: Any) -> dict[str, Any]:
+        try:
+            order = act()
+        except TransitionRefused as refused:
+            raise HTTPException(409, str(refused)) from None
+        if order is None:
+            raise HTTPException(404, f"no work order {code!r}")
+        return order
+
+    @api.post("/work-orders/{code}/accept", tags=["dispatch"],
+              responses={404: {"description": "no such work order or engineer"},
+                         409: {"description": "not offered to this engineer"}})
+    def accept(code: str, request: OfferAnswer) -> dict[str, Any]:
+        """The offered engineer takes the job; the respond clock stops."""
+        known_engineer(request.engineer_id)
+        return answer(code, lambda: gateway.ticketing.accept(code, request.engineer_id))
+
+    @api.post("/work-orders/{code}/decline", tags=["dispatch"],
+              responses={404: {"description": "no such work order or engineer"},
+                         409: {"description": "not offered to this engineer"}})
+    def decline(code: str, request: OfferAnswer) -> dict[str, Any]:
+        """The offered engineer declines; the next candidate is asked, or the dispatcher queue."""
+        known_engineer(request.engineer_id)
+        if not request.reason:
+            raise HTTPException(422, "a decline needs a reason")
+        return answer(code, lambda: gateway.ticketing.decline(code, request.engineer_id, request.reason or ""))
+
+    @api.post("/dispatch/reoptimise", tags=["dispatch"])
+    def reoptimise() -> dict[str, Any]:
+        """Re-assign every unstarted work order at once (Hungarian method); returns the codes moved."""
+        return {"reassigned": gateway.ticketing.reoptimise()}
+
+    @api.put("/engineers/{engineer_id}/location", tags=["dispatch"])
+    def update_location(engineer_id: str, location: LocationUpdate) -> dict[str, Any]:
+        """Last known location (from a mobile app or a dispatcher); dispatch measures travel from it."""
+        known_engineer(engineer_id)
+        gateway.ticketing.update_location(engineer_id, location.latitude, location.longitude)
+        return {"engineer_id": engineer_id, **gateway.ticketing.engineer_locations()[engineer_id]}
+
     @api.get("/work-orders/{code}/verify", tags=["work orders"])
     def verify(code: str) -> dict[str, Any]:
         """Check the work order's event hash chain: a row changed behind the application's back shows."""
@@ -192,11 +249,19 @@ def create_api(gateway: "Gateway") -> FastAPI:
 
     @api.get("/engineers", tags=["dispatch"])
     def list_engineers() -> list[dict[str, Any]]:
+        """Engineers with skill levels, availability now, open work orders and last known location."""
         now = datetime.now(timezone.utc)
         loads = gateway.ticketing.open_loads()
+        locations = gateway.ticketing.engineer_locations()
+        dispatch = gateway.config.ticketing.dispatch
         return [
-            engineer.model_dump() | {"on_shift": on_shift(engineer.shift, now),
-                                     "open_work_orders": loads.get(engineer.id, 0)}
+            engineer.model_dump(mode="json") | {
+                "skill_levels": engineer.skill_levels,
+                "on_shift": on_shift(engineer.shift, now),
+                "available_for": [p for p in ("P1", "P2", "P3", "P4") if available(engineer, p, now, dispatch) is None],
+                "open_work_orders": loads.get(engineer.id, 0),
+                "last_known_location": locations.get(engineer.id),
+            }
             for engineer in gateway.config.engineers
         ]
 

@@ -107,6 +107,7 @@ class Gateway:
         log.info("pm-gateway running: %d assets, %d sources, api %s",
                  len(self.assets), len(self.connectors),
                  f"http://{self.config.api.host}:{self.config.api.port}" if self.config.api.enabled else "off")
+        tasks.append(asyncio.create_task(self._ticketing_clock(), name="ticketing-clock"))
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -114,12 +115,21 @@ class Gateway:
                 log.error("%s stopped with an error: %r", task.get_name(), task.exception())
         await self._shutdown(tasks, stop_wait)
 
+    async def _ticketing_clock(self) -> None:
+        """Acceptance timeouts, SLA alerts and batch re-optimisation, on the ticketing service's clock."""
+        while True:
+            await asyncio.sleep(self.config.ticketing.sla.monitor_interval_s)
+            try:
+                await asyncio.to_thread(self.ticketing.tick)
+            except Exception:  # a failed round is logged; the next one runs as usual
+                log.exception("ticketing clock failed")
+
     async def _shutdown(self, tasks: list[asyncio.Task[Any]], stop_wait: asyncio.Task[Any]) -> None:
         log.info("pm-gateway stopping")
         if self.api_server is not None:
             self.api_server.should_exit = True
         for task in tasks:
-            if task.get_name().startswith("connector-"):
+            if task.get_name().startswith(("connector-", "ticketing-clock")):
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         stop_wait.cancel()

@@ -95,3 +95,40 @@ def test_demo_opens_one_work_order_for_the_faulty_pump(tmp_path: Path) -> None:
         assert db.execute("SELECT device_id, assigned_engineer_id FROM work_orders").fetchall() == [
             ("pump-02", "eng-anna")
         ]
+
+
+def test_offers_are_accepted_declined_and_re_optimised_over_rest(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway
+) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="api-test")
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    alarm = {"code": "VIB", "severity": "high", "message": "shaking"}
+    client.publish("plant/north/motor-01/alarm", orjson.dumps(alarm), qos=1).wait_for_publish(5)
+    orders = wait_until(lambda: gw.get("/work-orders", device_id="motor-01"), timeout=10, what="the work order")
+    code = orders[0]["code"]
+    order = gw.get(f"/work-orders/{code}")
+    assert order["assigned_engineer_id"] == "eng-mechanical" and order["sla"]["policy"] == "P2/medium"
+    assert order["assignment"]["candidates"][0]["grades"]["travel"] > 0.8
+
+    assert gw.http.post(f"/work-orders/{code}/accept", json={"engineer_id": "eng-near-electrical"}).status_code == 409
+    assert gw.http.post(f"/work-orders/{code}/accept", json={"engineer_id": "nobody"}).status_code == 404
+    assert gw.http.post(f"/work-orders/{code}/decline", json={"engineer_id": "eng-mechanical"}).status_code == 422
+    declined = gw.http.post(f"/work-orders/{code}/decline",
+                            json={"engineer_id": "eng-mechanical", "reason": "van in the workshop"}).json()
+    # Carla is 4 h away in Berlin: past the on-site deadline. Nobody left: the dispatcher queue.
+    assert (declined["state"], declined["assigned_engineer_id"]) == ("DIAGNOSED", None)
+    assert declined["assignment"]["excluded"]["eng-far-mechanical"].startswith("cannot be on site before")
+
+    moved = gw.http.put("/engineers/eng-far-mechanical/location", json={"latitude": 53.56, "longitude": 10.0})
+    assert moved.status_code == 200 and moved.json()["latitude"] == 53.56
+    assert gw.http.put("/engineers/eng-far-mechanical/location", json={"latitude": 95, "longitude": 0}).status_code == 422
+    assert gw.http.post("/dispatch/reoptimise").json() == {"reassigned": [code]}
+    accepted = gw.http.post(f"/work-orders/{code}/accept", json={"engineer_id": "eng-far-mechanical"}).json()
+    assert accepted["accepted_at"] is not None and accepted["sla"]["clocks"]["respond"]["met_at"] is not None
+    engineers = {e["id"]: e for e in gw.get("/engineers")}
+    assert engineers["eng-far-mechanical"]["last_known_location"]["latitude"] == 53.56
+    assert engineers["eng-far-mechanical"]["open_work_orders"] == 1
+    assert engineers["eng-mechanical"]["skill_levels"] == {"mechanical": 3}
+    client.loop_stop()
