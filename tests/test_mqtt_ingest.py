@@ -125,7 +125,8 @@ def test_device_alarm_opens_a_work_order(mosquitto: Mosquitto, tmp_path: Path, s
     assert gw.http.post(f"{url}/transitions", json={"to": "FIXED", "actor": "x"}).status_code == 422
     assert gw.http.post("/work-orders/WO-19990101-0001/transitions",
                         json={"to": "EN_ROUTE", "actor": "x"}).status_code == 404
-    assert gw.get(f"{url}/verify") == {"code": order["code"], "valid": True, "events": 5, "broken_at": None,
+    # created, dispatched, occurrence, condition_cleared, accepted (setting off), en_route
+    assert gw.get(f"{url}/verify") == {"code": order["code"], "valid": True, "events": 6, "broken_at": None,
                                        "reason": None}
 
 
