@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway.core import Asset, Reading
+from gateway.core import Asset, Reading, Severity
 from gateway.metrics import GatewayCollector
 from ticketing.lifecycle import State
 from ticketing.service import TransitionRefused
@@ -56,6 +56,26 @@ class TransitionRequest(BaseModel):
     labour_hours: float | None = Field(None, ge=0)
     verified_by: str | None = None
     merged_into: str | None = None
+
+
+class AssetStateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["operating", "maintenance", "standby", "commissioning"]
+    reason: str = Field(min_length=1)
+    actor: str = Field(min_length=1)
+    until: float | None = Field(None, description="epoch seconds the state ends by itself")
+
+
+class ManualWorkOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str
+    failure_mode: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 14224 code, e.g. NOI")
+    severity: Severity = Severity.MEDIUM
+    title: str = Field(min_length=3, max_length=300)
+    description: str = ""
+    actor: str = Field(min_length=1)
 
 
 class OfferAnswer(BaseModel):
@@ -123,7 +143,14 @@ def create_api(gateway: "Gateway") -> FastAPI:
 
     @api.get("/assets/{asset_id}", tags=["assets"])
     def get_asset(asset_id: str) -> dict[str, Any]:
-        return asset_or_404(asset_id).as_dict()
+        """The asset, its site (with environment) and its operating state."""
+        return asset_or_404(asset_id).as_dict() | {"operating_state": gateway.ticketing.asset_state(asset_id)}
+
+    @api.put("/assets/{asset_id}/state", tags=["assets"])
+    def set_asset_state(asset_id: str, request: AssetStateRequest) -> dict[str, Any]:
+        """Maintenance, standby or commissioning: findings are recorded but raise no tickets (until ``until``)."""
+        asset_or_404(asset_id)
+        return gateway.ticketing.set_asset_state(asset_id, request.state, request.reason, request.actor, request.until)
 
     @api.get("/devices/{device_id}/readings/latest", tags=["telemetry"])
     def latest_readings(device_id: str) -> dict[str, Any]:
@@ -174,6 +201,19 @@ def create_api(gateway: "Gateway") -> FastAPI:
             device_id=device_id, site_id=site_id, state=state, priority=priority,
             engineer_id=engineer_id, limit=limit, offset=offset,
         )
+
+    @api.post("/work-orders", tags=["work orders"], status_code=201,
+              responses={404: {"description": "no such asset"},
+                         409: {"description": "the asset's state suppresses tickets"}})
+    def create_work_order(request: ManualWorkOrder) -> dict[str, Any]:
+        """Open a work order by hand (origin ``manual``); dedup, grouping and dispatch apply as usual."""
+        asset_or_404(request.device_id)
+        code = gateway.ticketing.create_manual(request.device_id, request.failure_mode, request.severity,
+                                               request.title, request.actor, request.description)
+        if code is None:
+            state = gateway.ticketing.asset_state(request.device_id)
+            raise HTTPException(409, f"{request.device_id} is in {state['state']}: no tickets until it operates")
+        return gateway.ticketing.get_work_order(code) or {}
 
     @api.get("/work-orders/{code}", tags=["work orders"])
     def get_work_order(code: str) -> dict[str, Any]:

@@ -53,11 +53,15 @@ class Gateway:
             if config.detectors.workers
             else DetectorEngine(config.detectors, device_types)
         )
-        self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish)
+        self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish,
+                                          telemetry_seen=self._last_reading_at)
         self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
         self.pipeline: Pipeline | None = None
         self.api_server: uvicorn.Server | None = None
         self._stop = asyncio.Event()
+
+    def _last_reading_at(self, device_id: str) -> float | None:
+        return max((reading.timestamp for reading in self.store.latest(device_id)), default=None)
 
     def _annotate_event(self, event: WorkOrderEvent) -> None:
         for sink in self.remote_sinks:

@@ -38,6 +38,8 @@ class SiteConfig(BaseModel):
     name: str = ""
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
+    environment: dict[str, float | str] = Field(
+        default_factory=dict, description="e.g. humidity_pct, ambient_c: copied into every work order's context")
 
 
 class AssetConfig(BaseModel):
@@ -93,7 +95,8 @@ class GatewayConfig(BaseModel):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     def core_assets(self) -> dict[str, Asset]:
-        sites = {site.id: Site(site.id, site.name or site.id, site.latitude, site.longitude) for site in self.sites}
+        sites = {site.id: Site(site.id, site.name or site.id, site.latitude, site.longitude, dict(site.environment))
+                 for site in self.sites}
         return {
             asset.id: Asset(
                 id=asset.id, type=asset.type, model=asset.model, serial=asset.serial, site=sites[asset.site],

@@ -65,6 +65,8 @@ class Site:
     name: str
     latitude: float
     longitude: float
+    # Conditions a failure analysis needs: humidity, ambient temperature, altitude, water hardness...
+    environment: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -101,6 +103,8 @@ class Anomaly:
     evidence: list[Reading] = field(default_factory=list)
     failure_mechanism: str = ""
     maintainable_item: str = ""
+    # A forecast: when the metric is expected to cross its limit (a preventive work order's due date).
+    due_at: float | None = None
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ PMGW = [sys.executable, "-m", "gateway.cli"]
 def test_api_resources_and_invalid_requests(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
     gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
     assert [a["id"] for a in gw.get("/assets")] == ["pump-01", "pump-02", "motor-01"]
-    assert gw.get("/assets/pump-01")["site"] == {"id": "north", "name": "North plant",
+    assert gw.get("/assets/pump-01")["site"] == {"id": "north", "name": "North plant", "environment": {},
                                                  "latitude": 53.55, "longitude": 9.99}
     engineers = {e["id"]: e for e in gw.get("/engineers")}
     assert engineers["eng-mechanical"]["on_shift"] is True
@@ -132,3 +132,26 @@ def test_offers_are_accepted_declined_and_re_optimised_over_rest(
     assert engineers["eng-far-mechanical"]["open_work_orders"] == 1
     assert engineers["eng-mechanical"]["skill_levels"] == {"mechanical": 3}
     client.loop_stop()
+
+
+def test_manual_work_orders_and_asset_states_over_rest(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
+    request = {"device_id": "pump-01", "failure_mode": "NOI", "title": "grinding noise at start-up",
+               "actor": "operator-7", "description": "heard on the night round"}
+    created = gw.http.post("/work-orders", json=request)
+    assert created.status_code == 201
+    order = created.json()
+    assert order["origin"] == "manual" and order["assigned_engineer_id"] == "eng-mechanical"
+    assert gw.http.post("/work-orders", json=request | {"device_id": "pump-99"}).status_code == 404
+    assert gw.http.post("/work-orders", json=request | {"failure_mode": "noise"}).status_code == 422
+
+    put = gw.http.put("/assets/pump-02/state", json={"state": "maintenance", "reason": "bearing change",
+                                                     "actor": "lead"})
+    assert put.status_code == 200 and put.json()["suppresses_tickets"] is True
+    assert gw.get("/assets/pump-02")["operating_state"]["state"] == "maintenance"
+    refused = gw.http.post("/work-orders", json=request | {"device_id": "pump-02"})
+    assert (refused.status_code, refused.json()["detail"]) == (
+        409, "pump-02 is in maintenance: no tickets until it operates")
+    assert gw.http.put("/assets/pump-02/state", json={"state": "broken", "reason": "x", "actor": "y"}).status_code == 422
+    gw.http.put("/assets/pump-02/state", json={"state": "operating", "reason": "done", "actor": "lead"})
+    assert gw.http.post("/work-orders", json=request | {"device_id": "pump-02"}).status_code == 201

@@ -68,8 +68,11 @@ def service(tmp_path: Path, clock: Clock) -> TicketingService:
                        shift=WEEKDAYS, capacity=100),
         EngineerConfig(id="electrician", name="E", skills=["electrical"], home=Location(latitude=53.6, longitude=10)),
     ]
-    return TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}"), assets, engineers,
-                            clock=clock)
+    # Hundreds of orders at one site within minutes: no flood mode here, and no cooldown reopen,
+    # so each transition is tested on its own (tests/test_hygiene.py covers both).
+    config = TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}",
+                             hygiene={"flood_threshold": 100_000, "cooldown_s": 0})
+    return TicketingService(config, assets, engineers, clock=clock)
 
 
 class Orders:

@@ -225,6 +225,23 @@ class DeviceOfflineConfig(BaseModel):
     failure_mechanism: str = "3.2 no signal"
 
 
+class HygieneConfig(BaseModel):
+    """Alarm-to-work-order hygiene (ISA-18.2 / EEMUA 191)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cooldown_s: float = Field(7 * 86400.0, ge=0, description="a recurrence this soon after closing reopens")
+    repeat_window_s: float = Field(180 * 86400.0, ge=0, description="a later one within this is a linked repeat")
+    flood_threshold: int = Field(10, ge=2, description="this many new orders at a site within flood_window_s...")
+    flood_window_s: float = Field(600.0, gt=0, description="...make one site incident that gathers the rest")
+    chatter_cycles: int = Field(3, ge=2, description="on/off cycles of one alarm within chatter_window_s...")
+    chatter_window_s: float = Field(60.0, gt=0, description="...shelve it and open one instrument (AIR) ticket")
+    shelve_s: float = Field(3600.0, gt=0)
+    suppress_states: list[str] = Field(default_factory=lambda: ["maintenance", "standby", "commissioning"])
+    auto_verify_after_s: float = Field(
+        8 * 3600.0, ge=0, description="DONE, then this long with telemetry and no finding: VERIFIED (0: never)")
+
+
 class TicketingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -242,4 +259,5 @@ class TicketingConfig(BaseModel):
         default_factory=dict, description="failure mode -> certifications the engineer must hold, valid today")
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     sla: SlaConfig = Field(default_factory=SlaConfig)
+    hygiene: HygieneConfig = Field(default_factory=HygieneConfig)
     device_offline: DeviceOfflineConfig = Field(default_factory=DeviceOfflineConfig)

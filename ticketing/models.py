@@ -15,7 +15,9 @@ class Base(DeclarativeBase):
 
 class Origin(str, enum.Enum):
     ANOMALY = "anomaly"
+    PREDICTIVE = "predictive"
     DEVICE_ALARM = "device_alarm"
+    MANUAL = "manual"
 
 
 class WorkOrder(Base):
@@ -59,6 +61,13 @@ class WorkOrder(Base):
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
     # SLA: policy, deadlines per clock, when each was met, alerts fired, paused time.
     sla: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The earlier order of the same asset and failure mode, when this one is a repeat failure.
+    repeat_of: Mapped[str | None] = mapped_column(String(32))
+    # "asset", or "site" for the one incident a flood of findings at a site is gathered into.
+    scope: Mapped[str] = mapped_column(String(10), default="asset")
+    # Predictive work: when the forecast says the limit will be crossed.
+    due_at: Mapped[float | None] = mapped_column(Float)
+    closed_at: Mapped[float | None] = mapped_column(Float)
 
     events: Mapped[list["Event"]] = relationship(
         back_populates="work_order", order_by="Event.id", cascade="all, delete-orphan"
@@ -114,4 +123,17 @@ class EngineerLocation(Base):
     engineer_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     latitude: Mapped[float] = mapped_column(Float)
     longitude: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class AssetState(Base):
+    """An asset's operating state when it is not simply operating: maintenance, standby, commissioning."""
+
+    __tablename__ = "asset_states"
+
+    asset_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(300))
+    actor: Mapped[str] = mapped_column(String(100))
+    until: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)

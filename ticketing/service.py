@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -31,7 +31,8 @@ from ticketing import sla as clocks
 from ticketing.dispatch import Decision, Fleet, Job, assign_batch, choose_engineer, grade
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
 from ticketing.database import make_engine, migrate
-from ticketing.models import AnomalyRecord, CodeCounter, EngineerLocation, Event, Origin, WorkOrder
+from ticketing.hygiene import ChatterTracker
+from ticketing.models import AnomalyRecord, AssetState, CodeCounter, EngineerLocation, Event, Origin, WorkOrder
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,25 @@ def _open_loads(session: Session) -> dict[str, int]:
     return {engineer_id: count for engineer_id, count in rows if engineer_id is not None}
 
 
+@dataclass
+class Intake:
+    """One finding on its way to a work order."""
+
+    asset: Asset
+    failure_mode: str
+    origin: Origin
+    severity: Severity
+    title: str
+    finding: dict[str, Any]
+    at: float
+    mechanism: str = ""
+    item: str = ""
+    evidence: list[Reading] = field(default_factory=list)
+    due_at: float | None = None
+    # Join the asset's open incident (off for the instrument ticket of a chattering signal).
+    group: bool = True
+
+
 class TicketingService:
     def __init__(
         self,
@@ -99,8 +119,11 @@ class TicketingService:
         engineers: list[EngineerConfig],
         publish: Callable[[WorkOrderEvent], None] | None = None,
         clock: Callable[[], float] = time.time,
+        telemetry_seen: Callable[[str], float | None] | None = None,
     ) -> None:
         self.config = config
+        # When a device last reported (auto-verification wants telemetry, not silence).
+        self.telemetry_seen = telemetry_seen
         self.assets = assets
         self.engineers = engineers
         self.publish = publish or (lambda event: None)
@@ -112,6 +135,11 @@ class TicketingService:
         self.occurrences = 0
         self.ignored: dict[str, int] = {}
         self._last_reoptimised = self.clock()
+        self.reopened = 0
+        self.flood_findings = 0
+        self.auto_verified = 0
+        hygiene = config.hygiene
+        self.chatter = ChatterTracker(hygiene.chatter_cycles, hygiene.chatter_window_s, hygiene.shelve_s)
 
     # -- intake ------------------------------------------------------------------------
 
@@ -121,12 +149,15 @@ class TicketingService:
             return None
         detector = {"detector": anomaly.detector, "score": anomaly.score, "message": anomaly.message,
                     "metrics": anomaly.metrics, "severity": anomaly.severity.value}
-        code = self._raise(
+        if anomaly.due_at is not None:
+            detector["due_at"] = anomaly.due_at
+        code = self._raise(Intake(
             asset=asset, failure_mode=anomaly.failure_mode, mechanism=anomaly.failure_mechanism,
-            item=anomaly.maintainable_item, origin=Origin.ANOMALY, severity=anomaly.severity,
+            item=anomaly.maintainable_item, severity=anomaly.severity,
+            origin=Origin.PREDICTIVE if anomaly.due_at is not None else Origin.ANOMALY,
             title=f"{anomaly.failure_mode} on {asset.id}: {anomaly.message}",
-            evidence=anomaly.evidence, finding=detector, at=anomaly.detected_at,
-        )
+            evidence=anomaly.evidence, finding=detector, at=anomaly.detected_at, due_at=anomaly.due_at,
+        ))
         with self.sessions.begin() as session:
             session.add(AnomalyRecord(
                 device_id=anomaly.device_id, detected_at=anomaly.detected_at, detector=anomaly.detector,
@@ -144,56 +175,127 @@ class TicketingService:
             offline = self.config.device_offline
             failure_mode, mechanism = offline.failure_mode, offline.failure_mechanism
             if not offline.open_work_order:
-                self.ignored["device_offline" if alarm.active else "device_online"] = (
-                    self.ignored.get("device_offline" if alarm.active else "device_online", 0) + 1)
-                log.warning("%s: %s (no work order: ticketing.device_offline.open_work_order is off)",
-                            alarm.device_id, alarm.message)
+                self._ignore("device_offline" if alarm.active else "device_online",
+                             f"{alarm.device_id}: {alarm.message} (ticketing.device_offline.open_work_order is off)")
                 return None
+        signal = (alarm.device_id, alarm.code)
+        if self.chatter.shelved(signal, alarm.raised_at):
+            self._ignore("shelved_chattering", f"{alarm.device_id}: {alarm.code} is shelved (chattering)")
+            return None
+        if self.chatter.edge(signal, alarm.active, alarm.raised_at):
+            return self._chattering(asset, alarm)
         if not alarm.active:
             self._record_cleared(alarm, failure_mode)
             return None
         finding = {"alarm_code": alarm.code, "message": alarm.message, "severity": alarm.severity.value,
                    "source": alarm.source}
-        return self._raise(
-            asset=asset, failure_mode=failure_mode, mechanism=mechanism, item="", origin=Origin.DEVICE_ALARM,
+        return self._raise(Intake(
+            asset=asset, failure_mode=failure_mode, mechanism=mechanism, origin=Origin.DEVICE_ALARM,
             severity=alarm.severity, title=f"{alarm.code} alarm on {asset.id}: {alarm.message}",
-            evidence=[], finding=finding, at=alarm.raised_at,
-        )
+            finding=finding, at=alarm.raised_at,
+        ))
+
+    def create_manual(self, device_id: str, failure_mode: str, severity: Severity, title: str, actor: str,
+                      description: str = "") -> str | None:
+        """A work order a person opens (an operator's observation, a planned repair)."""
+        asset = self._asset(device_id)
+        if asset is None:
+            return None
+        return self._raise(Intake(
+            asset=asset, failure_mode=failure_mode, origin=Origin.MANUAL, severity=severity, title=title,
+            finding={"opened_by": actor, "description": description}, at=self.clock(),
+        ))
+
+    def _chattering(self, asset: Asset, alarm: Alarm) -> str | None:
+        """A chattering alarm is an instrument problem: one AIR ticket, the signal shelved."""
+        hygiene = self.config.hygiene
+        message = (f"{alarm.code} alarm chattering ({hygiene.chatter_cycles} on/off cycles within "
+                   f"{hygiene.chatter_window_s:.0f} s); shelved for {hygiene.shelve_s:.0f} s")
+        with self._transaction() as session:
+            # The order the chattering signal itself just opened becomes the instrument ticket.
+            own = session.scalar(select(WorkOrder).where(
+                WorkOrder.open_dedup_key == f"{asset.id}:{alarm.code}",
+                WorkOrder.created_at >= self.clock() - hygiene.chatter_window_s).with_for_update())
+            if own is not None and session.scalar(select(WorkOrder.id).where(
+                    WorkOrder.open_dedup_key == f"{asset.id}:AIR")) is None:
+                self._append_event(session, own, "reclassified", SYSTEM_ACTOR, {
+                    "from": own.failure_mode, "to": "AIR", "reason": message})
+                own.failure_mode, own.failure_mechanism, own.maintainable_item = "AIR", "3.3 faulty signal", "instrument"
+                own.dedup_key = own.open_dedup_key = f"{asset.id}:AIR"
+                own.title = f"AIR on {asset.id}: {message}"[:300]
+                own.required_skill = self.config.required_skills.get("AIR", self.config.default_skill)
+                return own.code
+        return self._raise(Intake(
+            asset=asset, failure_mode="AIR", mechanism="3.3 faulty signal", item="instrument",
+            origin=Origin.DEVICE_ALARM, severity=Severity.LOW, title=f"AIR on {asset.id}: {message}",
+            finding={"alarm_code": alarm.code, "message": message, "source": alarm.source},
+            at=alarm.raised_at, group=False,
+        ))
 
     def _asset(self, device_id: str) -> Asset | None:
         asset = self.assets.get(device_id)
         if asset is None:
-            self.ignored["unknown_device"] = self.ignored.get("unknown_device", 0) + 1
-            log.warning("ticketing: no asset %r; finding not ticketed", device_id)
+            self._ignore("unknown_device", f"no asset {device_id!r}; finding not ticketed")
         return asset
+
+    def _ignore(self, why: str, message: str) -> None:
+        self.ignored[why] = self.ignored.get(why, 0) + 1
+        log.warning("ticketing: %s", message)
 
     # -- work orders -------------------------------------------------------------------
 
-    def _raise(
-        self, *, asset: Asset, failure_mode: str, mechanism: str, item: str, origin: Origin,
-        severity: Severity, title: str, evidence: list[Reading], finding: dict[str, Any], at: float,
-    ) -> str:
-        dedup_key = f"{asset.id}:{failure_mode}"
-        priority = priority_for(severity, asset.criticality)
+    def _raise(self, intake: Intake) -> str | None:
+        """One finding to a work order: suppressed, joined to an open one, a reopen, a site flood, or new."""
+        asset = intake.asset
+        dedup_key = f"{asset.id}:{intake.failure_mode}"
+        priority = priority_for(intake.severity, asset.criticality)
         for attempt in range(3):
             try:
                 with self._transaction() as session:
-                    existing = self._open_for(session, asset.id, dedup_key, at)
+                    state = self._suppressing_state(session, asset.id)
+                    if state is not None:
+                        self._ignore(f"asset_{state.state}", f"{asset.id} is in {state.state} ({state.reason}): "
+                                     f"{intake.failure_mode} not ticketed")
+                        return None
+                    existing = self._open_for(session, asset.id, dedup_key, intake.at, intake.group)
                     if existing is not None:
-                        return self._add_occurrence(session, existing, failure_mode, priority, finding, at)
-                    return self._create(
-                        session, asset, dedup_key, failure_mode, mechanism, item, origin, priority,
-                        title, evidence, finding, at, severity,
-                    )
+                        return self._add_occurrence(session, existing, intake.failure_mode, priority,
+                                                    intake.finding, intake.at)
+                    closed = session.scalar(
+                        select(WorkOrder).where(WorkOrder.dedup_key == dedup_key, WorkOrder.closed_at.is_not(None))
+                        .order_by(WorkOrder.closed_at.desc()).limit(1).with_for_update())
+                    now = self.clock()
+                    if (closed is not None and closed.state in (State.DONE.value, State.VERIFIED.value)
+                            and now - closed.closed_at < self.config.hygiene.cooldown_s):
+                        return self._reopen(session, closed, intake, priority)
+                    flood = self._flood_incident(session, asset.site.id, now) if intake.group else None
+                    if flood is not None:
+                        self.flood_findings += 1
+                        return self._add_occurrence(session, flood, intake.failure_mode, priority,
+                                                    intake.finding | {"device_id": asset.id}, intake.at,
+                                                    kind="site_flood_finding")
+                    repeat_of = None
+                    if (closed is not None and closed.state in _FIXED
+                            and now - closed.closed_at <= self.config.hygiene.repeat_window_s):
+                        repeat_of = closed.code
+                    return self._create(session, intake, dedup_key, priority, repeat_of)
             except IntegrityError:
                 # Another writer opened the same key (or took the same code) first: retry as a repeat.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _open_for(self, session: Session, device_id: str, dedup_key: str, at: float) -> WorkOrder | None:
+    def _suppressing_state(self, session: Session, asset_id: str) -> AssetState | None:
+        row = session.get(AssetState, asset_id)
+        if row is None or row.state not in self.config.hygiene.suppress_states:
+            return None
+        if row.until is not None and row.until <= self.clock():
+            return None
+        return row
+
+    def _open_for(self, session: Session, device_id: str, dedup_key: str, at: float, group: bool) -> WorkOrder | None:
         same_key = session.scalar(select(WorkOrder).where(WorkOrder.open_dedup_key == dedup_key).with_for_update())
-        if same_key is not None:
+        if same_key is not None or not group:
             return same_key
         # Compared on the findings' own clock (device time), not the wall clock: an
         # incident stays one while its findings keep coming within the window.
@@ -206,9 +308,45 @@ class TicketingService:
             .with_for_update()
         )
 
+    def _flood_incident(self, session: Session, site_id: str, now: float) -> WorkOrder | None:
+        """In a flood (many new orders at a site in a short time), the site's one incident; else None."""
+        hygiene = self.config.hygiene
+        recent = session.scalar(select(func.count()).select_from(WorkOrder).where(
+            WorkOrder.site_id == site_id, WorkOrder.created_at >= now - hygiene.flood_window_s))
+        if recent < hygiene.flood_threshold:
+            return None
+        incident = session.scalar(
+            select(WorkOrder).where(WorkOrder.site_id == site_id, WorkOrder.state.in_(_OPEN))
+            .order_by(WorkOrder.scope.desc(), WorkOrder.created_at.desc(), WorkOrder.id.desc()).limit(1)
+            .with_for_update())
+        if incident is not None and incident.scope != "site":
+            incident.scope = "site"
+            self._append_event(session, incident, "site_incident", SYSTEM_ACTOR, {
+                "site_id": site_id, "reason": f"{recent} work orders at {site_id} within "
+                                              f"{hygiene.flood_window_s:.0f} s: flood mode, further findings "
+                                              "at the site join this incident"})
+        return incident
+
+    def _reopen(self, session: Session, order: WorkOrder, intake: Intake, priority: str) -> str:
+        """A recurrence soon after closing: the same order again (it counts against first-time fix)."""
+        now = self.clock()
+        self._append_event(session, order, "reopened", SYSTEM_ACTOR, {
+            "from": order.state, "to": State.REOPENED.value, "finding": intake.finding,
+            "reason": f"recurrence {now - (order.closed_at or now):.0f} s after closing, within the cooldown"})
+        order.state, order.open_dedup_key, order.closed_at = State.REOPENED.value, order.dedup_key, None
+        order.occurrences += 1
+        order.last_occurrence_at = intake.at
+        order.priority = min(order.priority, priority)
+        order.declined, order.accepted_at, order.escalation_level = [], None, 0
+        order.sla = clocks.start_clocks(self.config.sla.policy_for(order.priority, intake.asset.criticality.value),
+                                        f"{order.priority}/{intake.asset.criticality.value}", now)
+        self._dispatch(session, order, why="reopened")
+        self.reopened += 1
+        return order.code
+
     def _add_occurrence(
         self, session: Session, order: WorkOrder, failure_mode: str, priority: str,
-        finding: dict[str, Any], at: float,
+        finding: dict[str, Any], at: float, kind: str | None = None,
     ) -> str:
         order.occurrences += 1
         order.last_occurrence_at = max(order.last_occurrence_at, at)
@@ -217,7 +355,7 @@ class TicketingService:
         if priority < order.priority:  # "P1" < "P2": a more urgent repeat raises the order
             data["priority_raised"] = {"from": order.priority, "to": priority}
             order.priority = priority
-        kind = "occurrence" if failure_mode == order.failure_mode else "related_finding"
+        kind = kind or ("occurrence" if failure_mode == order.failure_mode else "related_finding")
         self._append_event(session, order, kind, SYSTEM_ACTOR, data)
         self.occurrences += 1
         return order.code
@@ -232,34 +370,39 @@ class TicketingService:
         session.flush()
         return f"{self.config.code_prefix}-{day}-{counter.last:04d}"
 
-    def _create(
-        self, session: Session, asset: Asset, dedup_key: str, failure_mode: str, mechanism: str, item: str,
-        origin: Origin, priority: str, title: str, evidence: list[Reading], finding: dict[str, Any], at: float,
-        severity: Severity,
-    ) -> str:
+    def _create(self, session: Session, intake: Intake, dedup_key: str, priority: str, repeat_of: str | None) -> str:
         now = self.clock()
+        asset, failure_mode = intake.asset, intake.failure_mode
         skill = self.config.required_skills.get(failure_mode, self.config.default_skill)
         context = {
             "asset": asset.as_dict(),
-            "finding": finding,
-            "triggering_readings": [_reading_dict(r) for r in evidence[-self.config.evidence_readings:]],
+            "finding": intake.finding,
+            "triggering_readings": [_reading_dict(r) for r in intake.evidence[-self.config.evidence_readings:]],
         }
+        sla = clocks.start_clocks(self.config.sla.policy_for(priority, asset.criticality.value),
+                                  f"{priority}/{asset.criticality.value}", now)
+        if intake.due_at is not None and intake.due_at > now:
+            # Preventive work: restored (the part replaced) before the forecast failure, at the latest.
+            sla["budget_s"]["restore"] = min(sla["budget_s"]["restore"], intake.due_at - now)
         order = WorkOrder(
             code=self._next_code(session, now), open_dedup_key=dedup_key, dedup_key=dedup_key,
-            device_id=asset.id, site_id=asset.site.id, origin=origin.value, failure_mode=failure_mode,
-            failure_mechanism=mechanism, maintainable_item=item, priority=priority,
-            state=State.RECEIVED.value, title=title[:300], required_skill=skill, occurrences=1,
-            context=context, created_at=now, updated_at=now, last_occurrence_at=at,
-            impact=_IMPACT[severity], required_level=self.config.required_skill_levels.get(failure_mode, 1),
+            device_id=asset.id, site_id=asset.site.id, origin=intake.origin.value, failure_mode=failure_mode,
+            failure_mechanism=intake.mechanism, maintainable_item=intake.item, priority=priority,
+            state=State.RECEIVED.value, title=intake.title[:300], required_skill=skill, occurrences=1,
+            context=context, created_at=now, updated_at=now, last_occurrence_at=intake.at,
+            impact=_IMPACT[intake.severity], required_level=self.config.required_skill_levels.get(failure_mode, 1),
             required_certifications=self.config.required_certifications.get(failure_mode, []), declined=[],
-            sla=clocks.start_clocks(self.config.sla.policy_for(priority, asset.criticality.value),
-                                    f"{priority}/{asset.criticality.value}", now),
+            sla=sla, repeat_of=repeat_of, due_at=intake.due_at, scope="asset",
         )
         session.add(order)
         session.flush()
-        self._append_event(session, order, "created", SYSTEM_ACTOR, {
-            "origin": origin.value, "failure_mode": failure_mode, "priority": priority, "detected_at": at,
-        })
+        created = {"origin": intake.origin.value, "failure_mode": failure_mode, "priority": priority,
+                   "detected_at": intake.at}
+        if repeat_of:
+            created["repeat_of"] = repeat_of
+        if intake.due_at is not None:
+            created["due_at"] = intake.due_at
+        self._append_event(session, order, "created", SYSTEM_ACTOR, created)
         self._dispatch(session, order)
         self.created += 1
         log.info("work order %s opened for %s (%s, %s)", order.code, asset.id, failure_mode, priority)
@@ -413,11 +556,66 @@ class TicketingService:
                     timed_out.append(order.code)
                 if order.sla is not None and self._sla_alerts(session, order, now):
                     alerted.append(order.code)
+        verified = self._auto_verify(now)
         moved: list[str] = []
         if now - self._last_reoptimised >= self.config.dispatch.reoptimise_interval_s:
             self._last_reoptimised = now
             moved = self.reoptimise()
-        return {"acceptance_timeouts": timed_out, "sla_alerts": alerted, "reoptimised": moved}
+        return {"acceptance_timeouts": timed_out, "sla_alerts": alerted, "reoptimised": moved,
+                "auto_verified": verified}
+
+    def _auto_verify(self, now: float) -> list[str]:
+        """DONE, then normal for ``auto_verify_after_s``: no finding on the asset and telemetry flowing."""
+        after = self.config.hygiene.auto_verify_after_s
+        if after <= 0:
+            return []
+        verified = []
+        with self._transaction() as session:
+            done = session.scalars(select(WorkOrder).where(
+                WorkOrder.state == State.DONE.value, WorkOrder.closed_at <= now - after).with_for_update())
+            for order in list(done):
+                since = order.closed_at or now
+                newer = session.scalar(select(func.count()).select_from(AnomalyRecord).where(
+                    AnomalyRecord.device_id == order.device_id, AnomalyRecord.detected_at >= since))
+                other = session.scalar(select(func.count()).select_from(WorkOrder).where(
+                    WorkOrder.device_id == order.device_id, WorkOrder.id != order.id, WorkOrder.created_at >= since))
+                last_reading = self.telemetry_seen(order.device_id) if self.telemetry_seen else None
+                if newer or other or (self.telemetry_seen is not None
+                                      and (last_reading is None or last_reading < now - after / 2)):
+                    continue
+                hours = after / 3600
+                self._append_event(session, order, "verified", SYSTEM_ACTOR, {
+                    "from": State.DONE.value, "to": State.VERIFIED.value,
+                    "verified_by": f"telemetry: normal for {hours:g} h after the work was done"})
+                order.state = State.VERIFIED.value
+                order.closure = {**(order.closure or {}), "verified_by": "telemetry"}
+                verified.append(order.code)
+        self.auto_verified += len(verified)
+        return verified
+
+    # -- asset operating states ------------------------------------------------------------
+
+    def set_asset_state(self, asset_id: str, state: str, reason: str, actor: str, until: float | None) -> dict[str, Any]:
+        """Maintenance, standby or commissioning suppress tickets; "operating" ends that."""
+        with self.sessions.begin() as session:
+            row = session.get(AssetState, asset_id)
+            if state == "operating":
+                if row is not None:
+                    session.delete(row)
+            elif row is None:
+                session.add(AssetState(asset_id=asset_id, state=state, reason=reason, actor=actor, until=until,
+                                       updated_at=self.clock()))
+            else:
+                row.state, row.reason, row.actor, row.until, row.updated_at = state, reason, actor, until, self.clock()
+        return self.asset_state(asset_id)
+
+    def asset_state(self, asset_id: str) -> dict[str, Any]:
+        with self.sessions() as session:
+            row = session.get(AssetState, asset_id)
+            if row is None or (row.until is not None and row.until <= self.clock()):
+                return {"state": "operating", "suppresses_tickets": False}
+            return {"state": row.state, "reason": row.reason, "actor": row.actor, "until": row.until,
+                    "since": row.updated_at, "suppresses_tickets": row.state in self.config.hygiene.suppress_states}
 
     def _sla_alerts(self, session: Session, order: WorkOrder, now: float) -> bool:
         due = clocks.due_alerts(order.sla, now, self.config.sla.warn_at)
@@ -542,8 +740,10 @@ class TicketingService:
             order.closure = {**(order.closure or {}), **closing}
         if target in OPEN_STATES:
             order.open_dedup_key = order.dedup_key
+            order.closed_at = None
         else:
             order.open_dedup_key = None
+            order.closed_at = order.closed_at or self.clock()
 
     def _update_clocks(self, order: WorkOrder, target: State, fields: dict[str, Any], now: float) -> None:
         if order.sla is None:
@@ -645,10 +845,13 @@ class TicketingService:
             "assigned_engineer_id": order.assigned_engineer_id, "created_at": order.created_at,
             "updated_at": order.updated_at, "last_occurrence_at": order.last_occurrence_at,
             "impact": order.impact, "escalation_level": order.escalation_level,
+            "equipment_class": (order.context or {}).get("asset", {}).get("type"),
+            "repeat_of": order.repeat_of, "scope": order.scope, "due_at": order.due_at, "closed_at": order.closed_at,
         }
 
     def diagnostics(self) -> dict[str, Any]:
-        return {"work_orders_created": self.created, "occurrences_added": self.occurrences, "ignored": self.ignored}
+        return {"work_orders_created": self.created, "occurrences_added": self.occurrences, "ignored": self.ignored,
+                "reopened": self.reopened, "flood_findings": self.flood_findings, "auto_verified": self.auto_verified}
 
     def close(self) -> None:
         self.engine.dispose()
