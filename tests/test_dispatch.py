@@ -217,3 +217,16 @@ def test_waiting_for_the_customer_pauses_the_clocks_waiting_for_parts_does_not(t
     clock.now += 3600
     service.transition(code, State.IN_PROGRESS, "anna", {})
     assert service.get_work_order(code)["sla"]["clocks"]["restore"]["deadline"] == restore["deadline"]
+
+
+def test_time_until_an_engineer_is_free_counts_against_the_deadline() -> None:
+    busy, idle = person("busy", 53.551, 9.991), person("idle", 53.62, 10.10)
+    deadline = NOW + 3600
+    fleet = Fleet(busy_until={"busy": NOW + 65 * 60})  # next door, but on another job for 65 more minutes
+    decision = choose_engineer(job("P2", deadline=deadline), [busy, idle], fleet, WHEN, DispatchConfig())
+    assert decision.engineer_id == "idle"
+    assert decision.excluded["busy"] == "cannot be on site before the deadline (0 min away, busy for 65 min)"
+    relaxed = choose_engineer(job("P4", deadline=NOW + 8 * 3600), [busy, idle], fleet, WHEN, DispatchConfig())
+    waiting = next(c for c in relaxed.candidates if c["engineer_id"] == "busy")
+    assert waiting["wait_min"] == 65.0
+    assert waiting["grades"]["sla_slack"] == pytest.approx(1 - (65 + waiting["travel_min"]) / 480, abs=1e-3)

@@ -91,6 +91,8 @@ class Fleet:
     locations: dict[str, tuple[float, float]] = field(default_factory=dict)  # last known, else home
     loads: dict[str, int] = field(default_factory=dict)  # open work orders assigned
     history: dict[str, set[str]] = field(default_factory=dict)  # devices each engineer has fixed
+    # When each engineer can set off for new work (after what they are doing); now when absent.
+    busy_until: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -143,12 +145,14 @@ def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, conf
     distance = haversine_km(job.site[0], job.site[1], latitude, longitude)
     travel_s = distance * config.road_factor / config.average_speed_kmh * 3600
     now = when.timestamp()
+    wait_s = max(0.0, fleet.busy_until.get(engineer.id, now) - now)
     slack = 1.0
     if job.on_site_deadline is not None:
         window = job.on_site_deadline - now
-        if window <= 0 or travel_s > window:
-            return f"cannot be on site before the deadline ({travel_s / 60:.0f} min away)"
-        slack = (window - travel_s) / window
+        if window <= 0 or wait_s + travel_s > window:
+            busy = f", busy for {wait_s / 60:.0f} min" if wait_s else ""
+            return f"cannot be on site before the deadline ({travel_s / 60:.0f} min away{busy})"
+        slack = (window - wait_s - travel_s) / window
     grades = {
         "travel": max(0.0, 1.0 - travel_s / 3600 / config.max_travel_h),
         "sla_slack": slack,
@@ -161,7 +165,7 @@ def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, conf
     return {
         "engineer_id": engineer.id, "name": engineer.name, "score": round(score, 4),
         "grades": {name: round(value, 3) for name, value in grades.items()},
-        "distance_km": round(distance, 2), "travel_min": round(travel_s / 60, 1),
+        "distance_km": round(distance, 2), "travel_min": round(travel_s / 60, 1), "wait_min": round(wait_s / 60, 1),
         "skill_level": level, "open_work_orders": load,
     }
 
