@@ -95,7 +95,7 @@ def gateway_config(broker: Mosquitto, fleet: list[DeviceSpec], data_dir: Path, w
         "storage": {"telemetry": {"path": str(data_dir / "telemetry.db")}},
         "ticketing": {"database_url": f"sqlite:///{data_dir / 'wo.db'}"},
         "api": {"enabled": False, "port": free_port()},
-        "detectors": {"workers": workers},
+        "detectors": {"workers": workers, "checkpoint_path": str(data_dir / "detectors.ckpt")},
         "log_level": "WARNING",
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -98,6 +99,18 @@ class ModelConfig(BaseModel):
     seed: int = 42
 
 
+class ForecastConfig(BaseModel):
+    """Trend forecasts towards each limit rule's limit: predictive anomalies with a due date."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    window_samples: int = Field(120, ge=5, le=10_000, description="samples the trend is fitted over")
+    margin: float = Field(2.0, ge=1.0, description="x the steepest healthy slopes (99th percentile) seen in warm-up")
+    horizon_s: float = Field(7 * 86400.0, gt=0, description="forecast only crossings this close")
+    persistence: int = Field(10, ge=1, description="samples in a row the forecast must hold")
+
+
 class DetectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -115,6 +128,10 @@ class DetectorConfig(BaseModel):
     evidence_samples: int = Field(30, ge=1, le=1000)
     rules: list[LimitRuleConfig] = Field(default_factory=default_rules)
     failure_modes: list[FailureModeConfig] = Field(default_factory=default_failure_modes)
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
+    checkpoint_path: Path | None = Field(
+        Path("data/detectors.ckpt"), description="model state saved here (null: not saved); workers add a suffix")
+    checkpoint_interval_s: float = Field(300.0, gt=0, description="also saved on shutdown")
 
     @model_validator(mode="after")
     def _k_within_m(self) -> "DetectorConfig":

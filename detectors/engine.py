@@ -7,17 +7,24 @@ metric, so devices that publish metrics separately still get a full vector.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
+from detectors import checkpoint
 from detectors.alerting import AdaptiveThreshold
 from detectors.base import Detector
 from detectors.config import ANY_DEVICE_TYPE, DetectorConfig, FailureModeConfig, ModelConfig
+from detectors.forecast import TrendForecast
 from detectors.hst import ScaledHalfSpaceTrees
 from detectors.residual import ResidualRegression
 from detectors.threshold import LimitRule
 from gateway.core import Anomaly, Reading, Severity
+
+log = logging.getLogger(__name__)
 
 # Models by config name, with the version recorded on each anomaly they raise.
 MODELS: dict[str, tuple[str, Callable[[ModelConfig], Detector]]] = {
@@ -26,6 +33,7 @@ MODELS: dict[str, tuple[str, Callable[[ModelConfig], Detector]]] = {
         n_trees=cfg.n_trees, height=cfg.height, window_size=cfg.window_size, seed=cfg.seed)),
 }
 RULE_DETECTOR = "limit"
+FORECAST_DETECTOR = "forecast-1"
 FALLBACK_FAILURE_MODE = "PDE"
 # A standard score this far out makes a model anomaly HIGH rather than MEDIUM.
 HIGH_SEVERITY_Z = 6.0
@@ -37,6 +45,7 @@ class DeviceState:
     model: Detector
     gate: AdaptiveThreshold
     rules: dict[str, list[LimitRule]]
+    forecasts: dict[str, list[tuple[LimitRule, TrendForecast]]] = field(default_factory=dict)
     features: dict[str, float] = field(default_factory=dict)
     last_timestamp: float = float("-inf")
     evidence: deque[Reading] = field(default_factory=deque)
@@ -51,15 +60,22 @@ class DetectorEngine:
     'VIB'
     """
 
-    def __init__(self, config: DetectorConfig, device_types: dict[str, str]) -> None:
+    def __init__(self, config: DetectorConfig, device_types: dict[str, str], checkpoint_path: Path | None = None) -> None:
         self.config = config
         self.device_types = device_types
         self.devices: dict[str, DeviceState] = {}
+        self.checkpoint_path = checkpoint_path
+        self.checkpoints = 0
+        self._last_checkpoint = time.monotonic()
         self.rejected: Counter[str] = Counter()
         self.samples = 0
         self.anomalies = 0
         self._modes = {(m.device_type, m.metric, m.direction): m for m in config.failure_modes}
         self.model_version, self._make_model = MODELS[config.model.type]
+        if checkpoint_path is not None:
+            restored = checkpoint.load(checkpoint_path, self.model_version)
+            if restored:
+                self.devices = {device: state for device, state in restored.items() if device in device_types}
 
     def _state(self, device_id: str) -> DeviceState | None:
         state = self.devices.get(device_id)
@@ -73,6 +89,15 @@ class DetectorEngine:
         for rule in cfg.rules:
             if rule.device_type in (device_type, ANY_DEVICE_TYPE):
                 rules.setdefault(rule.metric, []).append(LimitRule(rule))
+        forecasts: dict[str, list[tuple[LimitRule, TrendForecast]]] = {}
+        if cfg.forecast.enabled:
+            for metric, metric_rules in rules.items():
+                for rule in metric_rules:
+                    for limit, direction in ((rule.config.high, "up"), (rule.config.low, "down")):
+                        if limit is not None:
+                            forecasts.setdefault(metric, []).append((rule, TrendForecast(
+                                limit, direction, cfg.forecast.window_samples, cfg.warmup_samples,
+                                cfg.forecast.margin, cfg.forecast.horizon_s, cfg.forecast.persistence)))
         state = DeviceState(
             device_type=device_type,
             model=self._make_model(cfg.model),
@@ -81,6 +106,7 @@ class DetectorEngine:
                 k=cfg.persistence_k, m=cfg.persistence_m, clear_after=cfg.clear_after,
             ),
             rules=rules,
+            forecasts=forecasts,
         )
         self.devices[device_id] = state
         return state
@@ -104,6 +130,10 @@ class DetectorEngine:
             for rule in state.rules.get(reading.metric, ()):
                 if rule.update(reading.value) == "raise":
                     anomalies.append(self._rule_anomaly(reading, state, rule))
+            for rule, forecast in state.forecasts.get(reading.metric, ()):
+                due = forecast.update(reading.timestamp, reading.value)
+                if due is not None and not rule.active:
+                    anomalies.append(self._forecast_anomaly(reading, state, rule, forecast, due))
             samples.setdefault((reading.device_id, reading.timestamp), {})[reading.metric] = reading.value
 
         for (device_id, timestamp), values in samples.items():
@@ -111,7 +141,20 @@ class DetectorEngine:
             if anomaly is not None:
                 anomalies.append(anomaly)
         self.anomalies += len(anomalies)
+        if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s:
+            self.checkpoint()
         return anomalies
+
+    def checkpoint(self) -> None:
+        """Save every device's model state (when a checkpoint path is configured)."""
+        self._last_checkpoint = time.monotonic()
+        if self.checkpoint_path is None:
+            return
+        try:
+            checkpoint.save(self.checkpoint_path, self.model_version, self.devices)
+            self.checkpoints += 1
+        except OSError as error:
+            log.error("detector checkpoint %s not written: %s", self.checkpoint_path, error)
 
     def _remember(self, state: DeviceState, reading: Reading) -> None:
         if reading.metric not in state.features:
@@ -171,13 +214,37 @@ class DetectorEngine:
             evidence=list(state.evidence),
         )
 
+    def _forecast_anomaly(
+        self, reading: Reading, state: DeviceState, rule: LimitRule, forecast: TrendForecast, due: float,
+    ) -> Anomaly:
+        direction = "up" if forecast.sign > 0 else "down"
+        mode = self._failure_mode(state.device_type, reading.metric, direction)
+        hours = (due - reading.timestamp) / 3600
+        return Anomaly(
+            device_id=reading.device_id,
+            detected_at=reading.timestamp,
+            detector=FORECAST_DETECTOR,
+            score=forecast.slope,
+            # Caught early is incipient: urgent only when the crossing is close.
+            severity=Severity.MEDIUM if hours < 24 else Severity.LOW,
+            failure_mode=rule.config.failure_mode,
+            failure_mechanism=mode.mechanism if mode else "",
+            maintainable_item=mode.maintainable_item if mode else "",
+            metrics=[reading.metric],
+            message=(f"{reading.metric} trending {direction} at {forecast.slope * 3600:+.3g}/h: "
+                     f"will cross {forecast.limit:g} in {hours:.1f} h"),
+            evidence=list(state.evidence),
+            due_at=due,
+        )
+
     def _failure_mode(self, device_type: str, metric: str, direction: str) -> FailureModeConfig | None:
         return self._modes.get((device_type, metric, direction)) or self._modes.get(
             (ANY_DEVICE_TYPE, metric, direction)
         )
 
     def close(self) -> None:
-        """Nothing to release; the sharded engine stops its workers here."""
+        """Save the state for the next start."""
+        self.checkpoint()
 
     def diagnostics(self) -> dict[str, Any]:
         return {
@@ -186,4 +253,5 @@ class DetectorEngine:
             "samples_scored": self.samples,
             "anomalies": self.anomalies,
             "rejected": dict(self.rejected),
+            "checkpoints": self.checkpoints,
         }

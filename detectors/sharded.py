@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import zlib
+from pathlib import Path
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -30,14 +31,22 @@ def shard_of(device_id: str, shards: int) -> int:
     return zlib.crc32(device_id.encode()) % shards
 
 
-def _worker(connection: Connection, config: DetectorConfig, device_types: dict[str, str]) -> None:
-    engine = DetectorEngine(config, device_types)
+def shard_checkpoint(path: Path | None, shard: int, shards: int) -> Path | None:
+    """Each worker keeps its own file; a different worker count starts fresh (devices move between shards)."""
+    return path.with_name(f"{path.name}.{shard}-of-{shards}") if path is not None else None
+
+
+def _worker(connection: Connection, config: DetectorConfig, device_types: dict[str, str],
+            checkpoint_path: Path | None) -> None:
+    engine = DetectorEngine(config, device_types, checkpoint_path)
     while True:
         try:
             rows: list[ReadingTuple] | None = connection.recv()
         except EOFError:
             return
         if rows is None:
+            engine.close()
+            connection.send(engine.diagnostics())
             return
         readings = [Reading(d, m, v, t, _QUALITIES[q], s) for d, m, v, t, q, s in rows]
         connection.send((engine.process(readings), engine.diagnostics()))
@@ -55,6 +64,7 @@ class ShardedDetectorEngine:
         self._context = multiprocessing.get_context("spawn")
         self._connections: list[Connection] = []
         self._processes: list[Any] = []
+        self.workers = workers
         self._diagnostics: list[dict[str, Any]] = [{} for _ in range(workers)]
         self.restarts = 0
         for shard in range(workers):
@@ -63,7 +73,9 @@ class ShardedDetectorEngine:
     def _start(self, shard: int) -> None:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
-            target=_worker, args=(theirs, self.config, self.device_types),
+            target=_worker,
+            args=(theirs, self.config, self.device_types,
+                  shard_checkpoint(self.config.checkpoint_path, shard, self.workers)),
             name=f"pmgw-detectors-{shard}", daemon=True,
         )
         process.start()
@@ -122,10 +134,17 @@ class ShardedDetectorEngine:
         return totals
 
     def close(self) -> None:
+        """Workers save their state, then stop."""
         for connection in self._connections:
             try:
                 connection.send(None)
             except OSError:
+                pass
+        for shard, connection in enumerate(self._connections):
+            try:
+                if connection.poll(30):
+                    self._diagnostics[shard] = connection.recv()
+            except (EOFError, OSError):
                 pass
         for process in self._processes:
             process.join(timeout=5)

@@ -51,7 +51,7 @@ class Gateway:
         self.detectors: DetectorEngine | ShardedDetectorEngine = (
             ShardedDetectorEngine(config.detectors, device_types, config.detectors.workers)
             if config.detectors.workers
-            else DetectorEngine(config.detectors, device_types)
+            else DetectorEngine(config.detectors, device_types, config.detectors.checkpoint_path)
         )
         self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish,
                                           telemetry_seen=self._last_reading_at)

@@ -62,6 +62,7 @@ def demo_document(broker_port: int, api_port: int, data_dir: Path) -> dict[str, 
              "home": {"latitude": 53.3000, "longitude": 9.5000}, "shift": everyday},
         ],
         "storage": {"telemetry": {"path": str(data_dir / "telemetry.db")}},
+        "detectors": {"checkpoint_path": str(data_dir / "detectors.ckpt")},
         "ticketing": {"database_url": f"sqlite:///{data_dir / 'workorders.db'}"},
         "api": {"host": "127.0.0.1", "port": api_port},
     }
@@ -98,7 +99,8 @@ def _watch(gateway: Gateway, api_url: str, fault_at: float, stop: threading.Even
 def run_demo(data_dir: Path, api_port: int, acceleration: float, healthy_s: float,
              duration_s: float | None, seed: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("telemetry.db", "workorders.db", "ground_truth.jsonl"):
+    # Each demo starts from scratch: its story is a warm-up, a healthy period and a fault.
+    for stale in ("telemetry.db", "workorders.db", "ground_truth.jsonl", "detectors.ckpt"):
         for path in data_dir.glob(stale + "*"):
             path.unlink()
     broker = Mosquitto.start(directory=data_dir / "mosquitto")

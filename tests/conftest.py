@@ -55,6 +55,8 @@ def gateway_document(broker_port: int, data_dir: Path, **overrides: Any) -> dict
         "api": {"host": "127.0.0.1", "port": free_port()},
     }
     document.update(overrides)
+    # Model state goes with the test's other data, never into the working directory.
+    document["detectors"] = {"checkpoint_path": str(data_dir / "detectors.ckpt"), **document.get("detectors", {})}
     return document
 
 

@@ -84,3 +84,65 @@ def test_limit_rule_clears_below_deadband_and_can_raise_again() -> None:
     values = [91, 92, 88, 88, 86, 86, 95, 95]
     raised = [t for t, v in enumerate(values) for _ in engine.process([Reading("d", "bearing_temp", v, float(t))])]
     assert raised == [1, 7]
+
+
+def test_a_slow_drift_is_forecast_before_the_limit_is_crossed() -> None:
+    import math
+
+    from detectors.engine import FORECAST_DETECTOR, DetectorEngine
+
+    config = DetectorConfig(warmup_samples=600)
+    engine = DetectorEngine(config, {"pump-1": "pump"})
+    found = []
+    for t in range(3000):
+        # Healthy: a load swing (up to 0.02 C/s); from t = 1500 the bearing heats up by 0.05 C/s.
+        temperature = 55 + 4 * math.sin(t / 200) + (0.05 * (t - 1500) if t > 1500 else 0.0)
+        found += engine.process([Reading("pump-1", "bearing_temp", temperature, float(t))])
+    forecasts = [a for a in found if a.detector == FORECAST_DETECTOR]
+    limits = [a for a in found if a.detector == "limit"]
+    assert len(forecasts) == 1 and limits  # one forecast, then the limit itself
+    forecast = forecasts[0]
+    crossing = 1500 + (90 - 55) / 0.05  # t = 2200, give or take the swing
+    assert 1500 < forecast.detected_at < limits[0].detected_at
+    assert forecast.due_at is not None and abs(forecast.due_at - crossing) < 600
+    assert (forecast.failure_mode, forecast.metrics) == ("OHE", ["bearing_temp"])
+    assert "will cross 90" in forecast.message
+    assert [a for a in found if a.detected_at < 1500] == []  # nothing on the healthy swing
+
+
+def test_checkpoint_round_trip_continues_without_a_new_warm_up(tmp_path) -> None:
+    import math
+
+    from detectors import checkpoint
+    from detectors.engine import DetectorEngine
+
+    path = tmp_path / "detectors.ckpt"
+    config = DetectorConfig(warmup_samples=300)
+
+    def sample(t: int) -> list[Reading]:
+        load = 0.6 + 0.1 * math.sin(t / 40)
+        return [Reading("pump-1", "motor_current", 18 + 32 * load, float(t)),
+                Reading("pump-1", "vibration", 1.6 + 0.9 * load, float(t))]
+
+    first = DetectorEngine(config, {"pump-1": "pump"}, path)
+    for t in range(400):
+        first.process(sample(t))
+    assert first.diagnostics()["warming_up"] == 0
+    first.close()  # shutdown writes the checkpoint
+    assert path.exists() and first.diagnostics()["checkpoints"] == 1
+
+    again = DetectorEngine(config, {"pump-1": "pump"}, path)
+    assert again.diagnostics()["warming_up"] == 0 and again.diagnostics()["devices"] == 1
+    # It goes on from where it was: a fault right after the restart is caught, no warm-up first.
+    found = []
+    for t in range(400, 420):
+        readings = sample(t)
+        readings[1].value += 3.0  # vibration jumps at the same load
+        found += again.process(readings)
+    assert any(a.detector == "residual-regression-1" for a in found)
+
+    # Another format version is set aside, never loaded into code that does not match it.
+    checkpoint.save(path, "residual-regression-0", again.devices)
+    assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0
+    path.write_bytes(b"not a pickle")
+    assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0

@@ -20,6 +20,7 @@ def test_gateway_reads_the_simulated_register_map_of_its_own_example(tmp_path: P
     document["sources"][0].update(port=modbus_port, interval_s=0.2, reconnect_max_s=1.0)
     document["sources"][0]["poll_groups"]["slow"]["interval_s"] = 0.5
     document["storage"] = {"telemetry": {"path": str(tmp_path / "telemetry.db")}}
+    document["detectors"] = {"checkpoint_path": str(tmp_path / "detectors.ckpt")}
     document["ticketing"] = {"database_url": f"sqlite:///{tmp_path / 'workorders.db'}"}
     document["api"] = {"port": free_port()}
     config = tmp_path / "gateway.yaml"

@@ -150,6 +150,7 @@ def test_gateway_reads_pmgw_simulate_from_its_own_example(tmp_path: Path, start_
     port = free_port()
     document["sources"][0].update(url=f"opc.tcp://127.0.0.1:{port}/pmgw/", publishing_interval_ms=100)
     document |= {"storage": {"telemetry": {"path": str(tmp_path / "telemetry.db")}},
+                 "detectors": {"checkpoint_path": str(tmp_path / "detectors.ckpt")},
                  "ticketing": {"database_url": f"sqlite:///{tmp_path / 'workorders.db'}"}, "api": {"port": free_port()}}
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(document))

@@ -25,7 +25,7 @@ def summary(anomalies: list) -> list[tuple]:
 
 
 def test_sharded_results_equal_in_process_results() -> None:
-    config = DetectorConfig(warmup_samples=200)
+    config = DetectorConfig(warmup_samples=200, checkpoint_path=None)
     data = batches(700)
     local = DetectorEngine(config, DEVICES)
     expected = summary([a for b in data for a in local.process(b)])
@@ -43,7 +43,7 @@ def test_sharded_results_equal_in_process_results() -> None:
 
 
 def test_a_dead_worker_is_restarted_and_scoring_goes_on() -> None:
-    sharded = ShardedDetectorEngine(DetectorConfig(warmup_samples=10), DEVICES, workers=2)
+    sharded = ShardedDetectorEngine(DetectorConfig(warmup_samples=10, checkpoint_path=None), DEVICES, workers=2)
     try:
         data = batches(30)
         for b in data[:10]:
@@ -58,3 +58,24 @@ def test_a_dead_worker_is_restarted_and_scoring_goes_on() -> None:
         assert all(process.is_alive() for process in sharded._processes)
     finally:
         sharded.close()
+
+
+def test_workers_checkpoint_their_shards_on_close_and_restore_them(tmp_path) -> None:
+    config = DetectorConfig(warmup_samples=50, checkpoint_path=tmp_path / "detectors.ckpt")
+    data = batches(120)
+    first = ShardedDetectorEngine(config, DEVICES, workers=2)
+    try:
+        for b in data[:100]:
+            first.process(b)
+    finally:
+        first.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detectors.ckpt.0-of-2", "detectors.ckpt.1-of-2"]
+    assert first.diagnostics()["checkpoints"] == 2
+
+    again = ShardedDetectorEngine(config, DEVICES, workers=2)
+    try:
+        again.process(data[100])
+        diagnostics = again.diagnostics()
+    finally:
+        again.close()
+    assert diagnostics["devices"] == 4 and diagnostics["warming_up"] == 0
