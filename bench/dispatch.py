@@ -1,11 +1,11 @@
 """Dispatch over a simulated day: greedy nearest-available vs ours vs a hindsight lower bound.
 
-A seeded synthetic region (100 x 100 km, towns with assets, engineers living around them)
-gets tickets over one day. Engineers drive (haversine x road factor / speed), work the
+A seeded synthetic region (100 x 100 km, towns with assets, engineers living around them and
+working early, late or night shifts) gets tickets over one day. Engineers drive (haversine x road factor / speed), work the
 ticket's service time on site, and stay where they finished. Three dispatchers:
 
-(a) greedy: at arrival, the nearest *idle* engineer who has the trade (skill name only:
-    levels and certifications are what a naive dispatcher forgets); if none is idle, the
+(a) greedy: at arrival, the nearest *idle* on-shift engineer who has the trade (skill name
+    only: levels and certifications are what a naive dispatcher forgets); if none is idle, the
     one free soonest.
 (b) ours: ``ticketing.dispatch.choose_engineer`` at arrival (hard filters, weighted
     objectives, travel from where the engineer will be, waiting time counted against the
@@ -38,13 +38,16 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import minimum_spanning_tree
 
 from ticketing.config import DispatchConfig, EngineerConfig, SlaConfig
-from ticketing.dispatch import Fleet, Job, assign_batch, choose_engineer, haversine_km
+from ticketing.dispatch import Fleet, Job, assign_batch, choose_engineer, haversine_km, on_shift
 
 DAY_START = datetime(2026, 11, 25, 0, 0, tzinfo=timezone.utc).timestamp()
 CENTRE = (53.5, 10.0)
 SKILLS = ("mechanical", "electrical", "instrumentation")
 PRIORITY_MIX = (("P1", 0.05), ("P2", 0.15), ("P3", 0.5), ("P4", 0.3))
 REOPTIMISE_EVERY_S = 900.0
+# Early, late and night shifts: about a third of the crew is at work at any time.
+SHIFTS = (("06:00", "14:00"), ("14:00", "22:00"), ("22:00", "06:00"))
+SHIFT_SHARE = (0.5, 0.35, 0.15)
 
 
 @dataclass
@@ -102,9 +105,11 @@ def region(engineers: int, tickets: int, seed: int, sla: SlaConfig) -> tuple[lis
         skills = [{"name": name, "level": rng.choice((1, 2, 3, 3, 4, 5))}
                   for name in rng.sample(SKILLS, rng.choice((1, 1, 2)))]
         certifications = [{"name": "ATEX"}] if rng.random() < 0.3 else []
+        start, end = rng.choices(SHIFTS, SHIFT_SHARE)[0]
         crew.append(EngineerConfig(
             id=f"eng-{index:04d}", name=f"Engineer {index}", skills=skills, certifications=certifications,
-            home={"latitude": home[0], "longitude": home[1]}, capacity=4))
+            home={"latitude": home[0], "longitude": home[1]}, capacity=4,
+            shift={"start": start, "end": end}))
     sites = [offset(rng.choice(towns), rng, 4.0) for _ in range(3000)]
     jobs = []
     for index in range(tickets):
@@ -158,7 +163,9 @@ def greedy(crew: list[EngineerConfig], tickets: list[Ticket], config: DispatchCo
     outcome = Outcome()
     for ticket in tickets:
         start_work(techs, ticket.arrival, config, outcome)
-        trade = [t for t in techs if ticket.skill in t.config.skill_levels]
+        when = datetime.fromtimestamp(ticket.arrival, timezone.utc)
+        trade = [t for t in techs if ticket.skill in t.config.skill_levels and on_shift(t.config.shift, when)]
+        trade = trade or [t for t in techs if ticket.skill in t.config.skill_levels]
         idle = [t for t in trade if t.free_at <= ticket.arrival and not t.queue]
         if idle:
             chosen = min(idle, key=lambda t: haversine_km(*t.position, *ticket.site))
@@ -196,10 +203,11 @@ def ours(crew: list[EngineerConfig], tickets: list[Ticket], config: DispatchConf
     outcome = Outcome()
     latencies: list[float] = []
     next_batch = tickets[0].arrival + REOPTIMISE_EVERY_S if tickets else 0.0
+    waiting: list[Ticket] = []  # the dispatcher queue
     for ticket in tickets:
         while next_batch <= ticket.arrival:
             start_work(list(techs.values()), next_batch, config, outcome)
-            reoptimise(techs, next_batch, crew, config)
+            waiting = reoptimise(techs, next_batch, crew, config, waiting)
             next_batch += REOPTIMISE_EVERY_S
         start_work(list(techs.values()), ticket.arrival, config, outcome)
         when = datetime.fromtimestamp(ticket.arrival, timezone.utc)
@@ -208,31 +216,46 @@ def ours(crew: list[EngineerConfig], tickets: list[Ticket], config: DispatchConf
                                    when, config)
         latencies.append(time.perf_counter() - started)
         if decision.engineer_id is None:
-            outcome.unassigned += 1
+            waiting.append(ticket)
             continue
         techs[decision.engineer_id].queue.append((ticket, ticket.arrival))
+    # The day's last tickets: batches go on until the queue is empty or nobody will ever fit.
+    for _ in range(4 * 24):
+        if not waiting:
+            break
+        start_work(list(techs.values()), next_batch, config, outcome)
+        waiting = reoptimise(techs, next_batch, crew, config, waiting)
+        next_batch += REOPTIMISE_EVERY_S
+    outcome.unassigned = len(waiting)
     start_work(list(techs.values()), float("inf"), config, outcome)
     return outcome, list(techs.values()), latencies
 
 
-def reoptimise(techs: dict[str, Tech], now: float, crew: list[EngineerConfig], config: DispatchConfig) -> None:
-    """All unstarted work against all engineers at once, as the gateway's batch re-optimisation does."""
-    pending = [(ticket, assigned) for tech in techs.values() for ticket, assigned in tech.queue]
+def reoptimise(techs: dict[str, Tech], now: float, crew: list[EngineerConfig], config: DispatchConfig,
+               waiting: list[Ticket]) -> list[Ticket]:
+    """All unstarted work, and the dispatcher queue, against all engineers at once (as the gateway does).
+
+    Returns the tickets still waiting for an engineer.
+    """
+    pending = [(ticket, assigned, tech.config.id) for tech in techs.values() for ticket, assigned in tech.queue]
+    pending += [(ticket, now, None) for ticket in waiting]
     if not pending:
-        return
+        return []
     for tech in techs.values():
         tech.queue = []
     fleet = _fleet(list(techs.values()), now, config, True)
-    decisions = assign_batch([job_of(t) for t, _ in pending], crew, fleet, datetime.fromtimestamp(now, timezone.utc),
-                             config)
-    for (ticket, assigned), decision in zip(pending, decisions):
-        if decision.engineer_id is None:  # nobody fits in the batch: keep it queued with the first candidate
-            fallback = decision.candidates[0]["engineer_id"] if decision.candidates else crew[0].id
-            techs[fallback].queue.append((ticket, assigned))
+    decisions = assign_batch([job_of(t) for t, _, _ in pending], crew, fleet,
+                             datetime.fromtimestamp(now, timezone.utc), config)
+    still_waiting = []
+    for (ticket, assigned, previous), decision in zip(pending, decisions):
+        engineer_id = decision.engineer_id or previous  # no room in the batch: it stays where it was
+        if engineer_id is None:
+            still_waiting.append(ticket)
         else:
-            techs[decision.engineer_id].queue.append((ticket, assigned))
+            techs[engineer_id].queue.append((ticket, assigned))
     for tech in techs.values():
         tech.queue.sort(key=lambda item: item[0].on_site_deadline)
+    return still_waiting
 
 
 def _distances_km(origins: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -115,22 +115,33 @@ def test_offers_are_accepted_declined_and_re_optimised_over_rest(
     assert gw.http.post(f"/work-orders/{code}/accept", json={"engineer_id": "eng-near-electrical"}).status_code == 409
     assert gw.http.post(f"/work-orders/{code}/accept", json={"engineer_id": "nobody"}).status_code == 404
     assert gw.http.post(f"/work-orders/{code}/decline", json={"engineer_id": "eng-mechanical"}).status_code == 422
-    declined = gw.http.post(f"/work-orders/{code}/decline",
-                            json={"engineer_id": "eng-mechanical", "reason": "van in the workshop"}).json()
-    # Carla is 4 h away in Berlin: past the on-site deadline. Nobody left: the dispatcher queue.
-    assert (declined["state"], declined["assigned_engineer_id"]) == ("DIAGNOSED", None)
-    assert declined["assignment"]["excluded"]["eng-far-mechanical"].startswith("cannot be on site before")
 
-    moved = gw.http.put("/engineers/eng-far-mechanical/location", json={"latitude": 53.56, "longitude": 10.0})
-    assert moved.status_code == 200 and moved.json()["latitude"] == 53.56
+    # Carla (home in Berlin) is on a job next door: her last known location makes her the better choice.
+    moved = gw.http.put("/engineers/eng-far-mechanical/location", json={"latitude": 53.551, "longitude": 9.99})
+    assert moved.status_code == 200 and moved.json()["latitude"] == 53.551
     assert gw.http.put("/engineers/eng-far-mechanical/location", json={"latitude": 95, "longitude": 0}).status_code == 422
     assert gw.http.post("/dispatch/reoptimise").json() == {"reassigned": [code]}
-    accepted = gw.http.post(f"/work-orders/{code}/accept", json={"engineer_id": "eng-far-mechanical"}).json()
+    assert gw.get(f"/work-orders/{code}")["assigned_engineer_id"] == "eng-far-mechanical"
+
+    declined = gw.http.post(f"/work-orders/{code}/decline",
+                            json={"engineer_id": "eng-far-mechanical", "reason": "van in the workshop"}).json()
+    assert declined["assigned_engineer_id"] == "eng-mechanical" and declined["declined_by"] == ["eng-far-mechanical"]
+    accepted = gw.http.post(f"/work-orders/{code}/accept", json={"engineer_id": "eng-mechanical"}).json()
     assert accepted["accepted_at"] is not None and accepted["sla"]["clocks"]["respond"]["met_at"] is not None
     engineers = {e["id"]: e for e in gw.get("/engineers")}
-    assert engineers["eng-far-mechanical"]["last_known_location"]["latitude"] == 53.56
-    assert engineers["eng-far-mechanical"]["open_work_orders"] == 1
+    assert engineers["eng-far-mechanical"]["last_known_location"]["latitude"] == 53.551
+    assert engineers["eng-mechanical"]["open_work_orders"] == 1
     assert engineers["eng-mechanical"]["skill_levels"] == {"mechanical": 3}
+
+    # Everyone qualified says no: the dispatcher queue.
+    second = gw.http.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "noise",
+                                                "actor": "operator"}).json()
+    for engineer in ("eng-far-mechanical", "eng-mechanical"):
+        answer = gw.http.post(f"/work-orders/{second['code']}/decline", json={"engineer_id": engineer, "reason": "no"})
+        assert answer.status_code == 200, answer.text
+    queued = gw.get(f"/work-orders/{second['code']}")
+    assert (queued["state"], queued["assigned_engineer_id"]) == ("DIAGNOSED", None)
+    assert queued["events"][-1]["kind"] == "escalated"
     client.loop_stop()
 
 

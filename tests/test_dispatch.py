@@ -230,3 +230,14 @@ def test_time_until_an_engineer_is_free_counts_against_the_deadline() -> None:
     waiting = next(c for c in relaxed.candidates if c["engineer_id"] == "busy")
     assert waiting["wait_min"] == 65.0
     assert waiting["grades"]["sla_slack"] == pytest.approx(1 - (65 + waiting["travel_min"]) / 480, abs=1e-3)
+
+
+def test_when_nobody_can_make_the_deadline_the_earliest_still_goes() -> None:
+    munich, hanover = person("munich", 48.14, 11.58), person("hanover", 52.37, 9.73)
+    decision = choose_engineer(job("P1", deadline=NOW + 3600), [munich, hanover], Fleet(), WHEN, DispatchConfig())
+    assert decision.engineer_id == "hanover"
+    assert decision.reason.startswith("no one can be on site before the deadline (SLA at risk); ")
+    assert decision.candidates[0]["grades"]["sla_slack"] == 0.0
+    # Unqualified people are still never sent.
+    welder = person("welder", 53.551, 9.991, skills=["welding"])
+    assert choose_engineer(job("P1", deadline=NOW + 3600), [welder], Fleet(), WHEN, DispatchConfig()).engineer_id is None

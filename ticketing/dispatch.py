@@ -122,8 +122,13 @@ def available(engineer: EngineerConfig, priority: str, when: datetime, config: D
     return "off shift"
 
 
-def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, config: DispatchConfig) -> dict[str, Any] | str:
-    """The engineer's grades for the job, or the hard filter that rules them out."""
+def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, config: DispatchConfig,
+          enforce_deadline: bool = True) -> dict[str, Any] | str:
+    """The engineer's grades for the job, or the hard filter that rules them out.
+
+    With ``enforce_deadline`` off (nobody can make the deadline any more), lateness only
+    costs SLA slack: the work still needs the earliest engineer who can do it.
+    """
     if engineer.id in job.excluded:
         return "declined or did not answer"
     level = engineer.skill_levels.get(job.required_skill)
@@ -150,9 +155,12 @@ def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, conf
     if job.on_site_deadline is not None:
         window = job.on_site_deadline - now
         if window <= 0 or wait_s + travel_s > window:
-            busy = f", busy for {wait_s / 60:.0f} min" if wait_s else ""
-            return f"cannot be on site before the deadline ({travel_s / 60:.0f} min away{busy})"
-        slack = (window - wait_s - travel_s) / window
+            if enforce_deadline:
+                busy = f", busy for {wait_s / 60:.0f} min" if wait_s else ""
+                return f"cannot be on site before the deadline ({travel_s / 60:.0f} min away{busy})"
+            slack = 0.0
+        else:
+            slack = (window - wait_s - travel_s) / window
     grades = {
         "travel": max(0.0, 1.0 - travel_s / 3600 / config.max_travel_h),
         "sla_slack": slack,
@@ -184,20 +192,34 @@ def choose_engineer(
 ) -> Decision:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
+    excluded, ranked = _grade_all(job, engineers, fleet, when, config, enforce_deadline=True)
+    late = ""
+    if not ranked and any(why.startswith(_LATE) for why in excluded.values()):
+        # Nobody can make the deadline: the work still needs someone, the earliest who can do it.
+        excluded, ranked = _grade_all(job, engineers, fleet, when, config, enforce_deadline=False)
+        late = "no one can be on site before the deadline (SLA at risk); "
+    candidates = ranked[: config.candidates_kept]
+    if not ranked:
+        return Decision(None, f"no engineer can take it: {len(excluded)} ruled out (see excluded)", [], excluded)
+    return Decision(ranked[0]["engineer_id"], late + _explain(ranked[0], job, len(ranked)), candidates, excluded)
+
+
+_LATE = "cannot be on site before the deadline"
+
+
+def _grade_all(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetime, config: DispatchConfig,
+               enforce_deadline: bool) -> tuple[dict[str, str], list[dict[str, Any]]]:
     excluded: dict[str, str] = {}
     ranked: list[dict[str, Any]] = []
     for engineer in engineers:
-        result = grade(job, engineer, fleet, when, config)
+        result = grade(job, engineer, fleet, when, config, enforce_deadline)
         if isinstance(result, str):
             excluded[engineer.id] = result
         else:
             ranked.append(result)
     # Ties go to the shorter trip, then the id, so a decision replays identically.
     ranked.sort(key=lambda c: (-c["score"], c["travel_min"], c["engineer_id"]))
-    candidates = ranked[: config.candidates_kept]
-    if not ranked:
-        return Decision(None, f"no engineer can take it: {len(excluded)} ruled out (see excluded)", [], excluded)
-    return Decision(ranked[0]["engineer_id"], _explain(ranked[0], job, len(ranked)), candidates, excluded)
+    return excluded, ranked
 
 
 def assign_batch(
@@ -211,7 +233,12 @@ def assign_batch(
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     slots = [e for e in engineers for _ in range(max(0, e.capacity - fleet.loads.get(e.id, 0)))]
-    graded = [[grade(job, engineer, fleet, when, config) for engineer in engineers] for job in jobs]
+    graded = []
+    for job in jobs:
+        row = [grade(job, engineer, fleet, when, config) for engineer in engineers]
+        if all(isinstance(r, str) for r in row) and any(r.startswith(_LATE) for r in row):
+            row = [grade(job, engineer, fleet, when, config, enforce_deadline=False) for engineer in engineers]
+        graded.append(row)
     by_engineer = {engineer.id: index for index, engineer in enumerate(engineers)}
     infeasible = -1.0
     scores = np.full((len(jobs), max(1, len(slots))), infeasible)
