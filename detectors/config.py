@@ -111,6 +111,42 @@ class ForecastConfig(BaseModel):
     persistence: int = Field(10, ge=1, description="samples in a row the forecast must hold")
 
 
+class StuckConfig(BaseModel):
+    """Flat-lining sensors: the same value this many samples in a row from a signal that moved in warm-up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    samples: int = Field(600, ge=3, description="10 min at 1 Hz: long enough for a quantised, steady value")
+    tolerance: float = Field(0.0, ge=0, description="changes this small count as the same value")
+
+
+class RateRuleConfig(BaseModel):
+    """A metric must not move faster than this (per second) on this device type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_type: str
+    metric: str
+    max_per_s: float = Field(gt=0)
+    on_delay: int = Field(2, ge=1)
+    off_delay: int = Field(10, ge=1)
+    severity: Severity = Severity.MEDIUM
+    failure_mode: str = Field(pattern=r"^[A-Z]{3}$")
+
+
+class DriftConfig(BaseModel):
+    """Sensor drift: one metric's model residual shifting for good (river's ADWIN) while the others hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Off by default: on the simulator's healthy pumps the residuals wander up to ~1.8 spreads for
+    # a while (thermal lags), so a fleet-wide default would need a quality evaluation first.
+    enabled: bool = False
+    delta: float = Field(0.002, gt=0, lt=1, description="ADWIN confidence")
+    min_shift: float = Field(1.5, gt=0, description="lasting shift of the residual, in its usual spreads")
+
+
 class DetectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -129,6 +165,9 @@ class DetectorConfig(BaseModel):
     rules: list[LimitRuleConfig] = Field(default_factory=default_rules)
     failure_modes: list[FailureModeConfig] = Field(default_factory=default_failure_modes)
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
+    stuck: StuckConfig = Field(default_factory=StuckConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    rate_rules: list[RateRuleConfig] = Field(default_factory=list)
     checkpoint_path: Path | None = Field(
         Path("data/detectors.ckpt"), description="model state saved here (null: not saved); workers add a suffix")
     checkpoint_interval_s: float = Field(300.0, gt=0, description="also saved on shutdown")

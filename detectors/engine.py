@@ -17,8 +17,11 @@ from typing import Any, Callable
 from detectors import checkpoint
 from detectors.alerting import AdaptiveThreshold
 from detectors.base import Detector
-from detectors.config import ANY_DEVICE_TYPE, DetectorConfig, FailureModeConfig, ModelConfig
+from detectors.config import ANY_DEVICE_TYPE, DetectorConfig, FailureModeConfig, ModelConfig, RateRuleConfig
+from detectors.drift import SensorDrift
 from detectors.forecast import TrendForecast
+from detectors.rate import RateOfChange
+from detectors.stuck import StuckSensor
 from detectors.hst import ScaledHalfSpaceTrees
 from detectors.residual import ResidualRegression
 from detectors.threshold import LimitRule
@@ -34,6 +37,9 @@ MODELS: dict[str, tuple[str, Callable[[ModelConfig], Detector]]] = {
 }
 RULE_DETECTOR = "limit"
 FORECAST_DETECTOR = "forecast-1"
+STUCK_DETECTOR = "stuck-1"
+RATE_DETECTOR = "rate-1"
+DRIFT_DETECTOR = "sensor-drift-1"
 FALLBACK_FAILURE_MODE = "PDE"
 # A standard score this far out makes a model anomaly HIGH rather than MEDIUM.
 HIGH_SEVERITY_Z = 6.0
@@ -46,6 +52,9 @@ class DeviceState:
     gate: AdaptiveThreshold
     rules: dict[str, list[LimitRule]]
     forecasts: dict[str, list[tuple[LimitRule, TrendForecast]]] = field(default_factory=dict)
+    stuck: dict[str, StuckSensor] = field(default_factory=dict)
+    rates: dict[str, list[tuple[RateRuleConfig, RateOfChange]]] = field(default_factory=dict)
+    drift: SensorDrift | None = None
     features: dict[str, float] = field(default_factory=dict)
     last_timestamp: float = float("-inf")
     evidence: deque[Reading] = field(default_factory=deque)
@@ -98,6 +107,11 @@ class DetectorEngine:
                             forecasts.setdefault(metric, []).append((rule, TrendForecast(
                                 limit, direction, cfg.forecast.window_samples, cfg.warmup_samples,
                                 cfg.forecast.margin, cfg.forecast.horizon_s, cfg.forecast.persistence)))
+        rates: dict[str, list[tuple[RateRuleConfig, RateOfChange]]] = {}
+        for rate_rule in cfg.rate_rules:
+            if rate_rule.device_type in (device_type, ANY_DEVICE_TYPE):
+                rates.setdefault(rate_rule.metric, []).append(
+                    (rate_rule, RateOfChange(rate_rule.max_per_s, rate_rule.on_delay, rate_rule.off_delay)))
         state = DeviceState(
             device_type=device_type,
             model=self._make_model(cfg.model),
@@ -107,6 +121,8 @@ class DetectorEngine:
             ),
             rules=rules,
             forecasts=forecasts,
+            rates=rates,
+            drift=SensorDrift(cfg.drift.delta, cfg.drift.min_shift) if cfg.drift.enabled else None,
         )
         self.devices[device_id] = state
         return state
@@ -130,6 +146,7 @@ class DetectorEngine:
             for rule in state.rules.get(reading.metric, ()):
                 if rule.update(reading.value) == "raise":
                     anomalies.append(self._rule_anomaly(reading, state, rule))
+            anomalies += self._stream_checks(reading, state)
             for rule, forecast in state.forecasts.get(reading.metric, ()):
                 due = forecast.update(reading.timestamp, reading.value)
                 if due is not None and not rule.active:
@@ -171,6 +188,10 @@ class DetectorEngine:
         edge = state.gate.update(score)
         if state.gate.is_normal(score):
             state.model.learn_one(x)
+        if state.drift is not None and not state.gate.warming_up:
+            drifted = state.drift.update(state.model.contributions())
+            if drifted is not None:
+                return self._drift_anomaly(device_id, timestamp, state, *drifted)
         if edge != "raise":
             return None
         shares = state.model.contributions()
@@ -211,6 +232,47 @@ class DetectorEngine:
             maintainable_item=mode.maintainable_item if mode else "",
             metrics=[reading.metric],
             message=rule.describe(reading.value),
+            evidence=list(state.evidence),
+        )
+
+    def _stream_checks(self, reading: Reading, state: DeviceState) -> list[Anomaly]:
+        """Per-signal checks: a stuck sensor, a metric moving too fast."""
+        found = []
+        if self.config.stuck.enabled:
+            stuck = state.stuck.get(reading.metric)
+            if stuck is None:
+                stuck = state.stuck[reading.metric] = StuckSensor(
+                    self.config.stuck.samples, self.config.stuck.tolerance, self.config.warmup_samples)
+            if stuck.update(reading.value) == "raise":
+                found.append(self._signal_anomaly(
+                    reading, state, STUCK_DETECTOR, Severity.LOW, "AIR", "3.3 faulty signal", "sensor",
+                    f"{reading.metric} stuck at {reading.value:.6g} for {stuck.repeats} samples", reading.value))
+        for rule, rate in state.rates.get(reading.metric, ()):
+            if rate.update(reading.timestamp, reading.value) == "raise":
+                direction = "up" if rate.rate > 0 else "down"
+                mode = self._failure_mode(state.device_type, reading.metric, direction)
+                found.append(self._signal_anomaly(
+                    reading, state, RATE_DETECTOR, rule.severity, rule.failure_mode,
+                    mode.mechanism if mode else "", mode.maintainable_item if mode else "",
+                    f"{reading.metric} changing at {rate.rate:+.3g}/s, limit {rule.max_per_s:g}/s", rate.rate))
+        return found
+
+    def _signal_anomaly(self, reading: Reading, state: DeviceState, detector: str, severity: Severity,
+                        failure_mode: str, mechanism: str, item: str, message: str, score: float) -> Anomaly:
+        return Anomaly(device_id=reading.device_id, detected_at=reading.timestamp, detector=detector, score=score,
+                       severity=severity, failure_mode=failure_mode, failure_mechanism=mechanism,
+                       maintainable_item=item, metrics=[reading.metric], message=message,
+                       evidence=list(state.evidence))
+
+    def _drift_anomaly(self, device_id: str, timestamp: float, state: DeviceState, metric: str,
+                       level: float) -> Anomaly:
+        word = "high" if level > 0 else "low"
+        return Anomaly(
+            device_id=device_id, detected_at=timestamp, detector=DRIFT_DETECTOR, score=level,
+            severity=Severity.LOW, failure_mode="AIR", failure_mechanism="3.4 out of adjustment",
+            maintainable_item="sensor", metrics=[metric],
+            message=(f"{metric} sensor drifting {word}: it reads {abs(level):.1f} usual spreads {word} of what "
+                     "the machine's other metrics imply"),
             evidence=list(state.evidence),
         )
 

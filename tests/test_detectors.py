@@ -7,8 +7,9 @@ import math
 import pytest
 
 from detectors.config import DetectorConfig, LimitRuleConfig
-from detectors.engine import DetectorEngine
-from gateway.core import Quality, Reading
+from detectors import checkpoint
+from detectors.engine import FORECAST_DETECTOR, RATE_DETECTOR, STUCK_DETECTOR, DetectorEngine
+from gateway.core import Quality, Reading, Severity
 from simulators.physics import DeviceModel, DeviceSpec, Fault
 
 ONSET = 2400.0
@@ -87,10 +88,6 @@ def test_limit_rule_clears_below_deadband_and_can_raise_again() -> None:
 
 
 def test_a_slow_drift_is_forecast_before_the_limit_is_crossed() -> None:
-    import math
-
-    from detectors.engine import FORECAST_DETECTOR, DetectorEngine
-
     config = DetectorConfig(warmup_samples=600)
     engine = DetectorEngine(config, {"pump-1": "pump"})
     found = []
@@ -111,11 +108,6 @@ def test_a_slow_drift_is_forecast_before_the_limit_is_crossed() -> None:
 
 
 def test_checkpoint_round_trip_continues_without_a_new_warm_up(tmp_path) -> None:
-    import math
-
-    from detectors import checkpoint
-    from detectors.engine import DetectorEngine
-
     path = tmp_path / "detectors.ckpt"
     config = DetectorConfig(warmup_samples=300)
 
@@ -146,3 +138,52 @@ def test_checkpoint_round_trip_continues_without_a_new_warm_up(tmp_path) -> None
     assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0
     path.write_bytes(b"not a pickle")
     assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0
+
+
+def test_a_stuck_sensor_is_an_instrument_finding_and_a_moving_one_is_not() -> None:
+    config = DetectorConfig(warmup_samples=100, stuck={"samples": 30}, forecast={"enabled": False})
+    engine = DetectorEngine(config, {"pump-1": "pump"})
+    found = []
+    for t in range(400):
+        flow = 80 + 5 * math.sin(t / 7) if t < 200 else 81.25  # the transmitter freezes at t = 200
+        found += engine.process([Reading("pump-1", "flow", flow, float(t))])
+    stuck = [a for a in found if a.detector == STUCK_DETECTOR]
+    assert len(stuck) == 1 and stuck[0].detected_at == 200 + 29
+    assert (stuck[0].failure_mode, stuck[0].failure_mechanism, stuck[0].severity) == ("AIR", "3.3 faulty signal",
+                                                                                        Severity.LOW)
+    assert "flow stuck at 81.25" in stuck[0].message
+    # A set-point that never moved, even in warm-up, is not a stuck sensor.
+    constant = DetectorEngine(config, {"pump-1": "pump"})
+    assert [a for t in range(400) for a in constant.process([Reading("pump-1", "speed", 1480.0, float(t))])
+            if a.detector == STUCK_DETECTOR] == []
+
+
+def test_rate_of_change_rules() -> None:
+    rule = {"device_type": "pump", "metric": "pressure", "max_per_s": 0.5, "on_delay": 2, "failure_mode": "ELU"}
+    config = DetectorConfig(warmup_samples=10_000, rate_rules=[rule], forecast={"enabled": False})
+    engine = DetectorEngine(config, {"pump-1": "pump"})
+    pressures = [4.0] * 10 + [3.0, 2.0, 1.0, 0.5] + [0.5] * 20 + [1.5, 2.5, 3.5]  # a burst pipe, then a refill
+    found = [a for t, p in enumerate(pressures) for a in engine.process([Reading("pump-1", "pressure", p, float(t))])]
+    rates = [a for a in found if a.detector == RATE_DETECTOR]
+    assert [(a.detected_at, a.failure_mode) for a in rates] == [(11.0, "ELU"), (35.0, "ELU")]
+    assert rates[0].message == "pressure changing at -1/s, limit 0.5/s"
+
+
+def test_sensor_drift_is_told_from_a_machine_that_changed_state() -> None:
+    import random
+
+    rng = random.Random(5)
+    config = DetectorConfig(warmup_samples=600, forecast={"enabled": False}, stuck={"enabled": False},
+                            drift={"enabled": True})
+    engine = DetectorEngine(config, {"pump-1": "pump"})
+    found = []
+    for t in range(2400):
+        load = 0.6 + 0.15 * math.sin(t / 90) + (0.1 if t > 1200 else 0.0)  # the operator raises the set-point
+        flow_offset = 6.0 if t > 1800 else 0.0  # ...and later the flow transmitter starts reading high
+        sample = {"motor_current": 18 + 32 * load + rng.gauss(0, 0.3), "flow": 130 * load + rng.gauss(0, 1.2)
+                  + flow_offset, "pressure": 1.5 + 4.5 * load ** 2 + rng.gauss(0, 0.04)}
+        found += engine.process([Reading("pump-1", m, v, float(t)) for m, v in sample.items()])
+    drifts = [a for a in found if a.detector == "sensor-drift-1"]
+    assert [(a.metrics, a.failure_mode, a.failure_mechanism) for a in drifts] == [
+        (["flow"], "AIR", "3.4 out of adjustment")]
+    assert 1800 < drifts[0].detected_at < 2000 and "flow sensor drifting high" in drifts[0].message
