@@ -1,8 +1,9 @@
 """Model state on disk: a restart continues where the detectors were, without a new warm-up.
 
 The file is a pickle of every device's state behind a header that names the format, its
-version and the model version; a file of another version or model is set aside (logged,
-fresh warm-up) rather than loaded into code that no longer matches it. Writes go to a
+version, the model version and the layout of a device's state (its field names); a file that
+differs in any of them is set aside (logged, fresh warm-up) rather than loaded into code that
+no longer matches it. Writes go to a
 temporary file that replaces the old one, so a crash mid-write never leaves half a
 checkpoint. The file is the gateway's own: never load one from a source you do not trust.
 """
@@ -22,10 +23,10 @@ FORMAT = "pm-gateway/detector-checkpoint"
 VERSION = 1
 
 
-def save(path: Path, model_version: str, devices: dict[str, Any]) -> None:
+def save(path: Path, model_version: str, layout: list[str], devices: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {"format": FORMAT, "version": VERSION, "model_version": model_version, "saved_at": time.time(),
-                "devices": devices}
+    document = {"format": FORMAT, "version": VERSION, "model_version": model_version, "layout": layout,
+                "saved_at": time.time(), "devices": devices}
     temporary = path.with_name(path.name + ".tmp")
     with temporary.open("wb") as handle:
         pickle.dump(document, handle, protocol=pickle.HIGHEST_PROTOCOL)
@@ -34,7 +35,7 @@ def save(path: Path, model_version: str, devices: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def load(path: Path, model_version: str) -> dict[str, Any] | None:
+def load(path: Path, model_version: str, layout: list[str]) -> dict[str, Any] | None:
     """The devices' states, or None when there is no usable checkpoint (and why is logged)."""
     if not path.exists():
         return None
@@ -51,6 +52,10 @@ def load(path: Path, model_version: str) -> dict[str, Any] | None:
         log.warning("detector checkpoint %s is version %s of model %s, this gateway writes version %s of %s: "
                     "starting with a fresh warm-up", path, document.get("version"), document.get("model_version"),
                     VERSION, model_version)
+        return None
+    if document.get("layout") != layout:
+        log.warning("detector checkpoint %s holds device state of another layout (%s): starting with a fresh "
+                    "warm-up", path, ", ".join(document.get("layout") or []))
         return None
     log.info("detector state of %d devices restored from %s (saved %.0f s ago)",
              len(document["devices"]), path, time.time() - document["saved_at"])

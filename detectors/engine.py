@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,6 +60,10 @@ class DeviceState:
     evidence: deque[Reading] = field(default_factory=deque)
 
 
+# What a checkpoint must match to be loaded into this code.
+STATE_LAYOUT = sorted(f.name for f in fields(DeviceState))
+
+
 class DetectorEngine:
     """Scores readings of known devices; returns the anomalies they raise.
 
@@ -82,7 +86,7 @@ class DetectorEngine:
         self._modes = {(m.device_type, m.metric, m.direction): m for m in config.failure_modes}
         self.model_version, self._make_model = MODELS[config.model.type]
         if checkpoint_path is not None:
-            restored = checkpoint.load(checkpoint_path, self.model_version)
+            restored = checkpoint.load(checkpoint_path, self.model_version, STATE_LAYOUT)
             if restored:
                 self.devices = {device: state for device, state in restored.items() if device in device_types}
 
@@ -168,7 +172,7 @@ class DetectorEngine:
         if self.checkpoint_path is None:
             return
         try:
-            checkpoint.save(self.checkpoint_path, self.model_version, self.devices)
+            checkpoint.save(self.checkpoint_path, self.model_version, STATE_LAYOUT, self.devices)
             self.checkpoints += 1
         except OSError as error:
             log.error("detector checkpoint %s not written: %s", self.checkpoint_path, error)

@@ -8,7 +8,7 @@ import pytest
 
 from detectors.config import DetectorConfig, LimitRuleConfig
 from detectors import checkpoint
-from detectors.engine import FORECAST_DETECTOR, RATE_DETECTOR, STUCK_DETECTOR, DetectorEngine
+from detectors.engine import FORECAST_DETECTOR, RATE_DETECTOR, STATE_LAYOUT, STUCK_DETECTOR, DetectorEngine
 from gateway.core import Quality, Reading, Severity
 from simulators.physics import DeviceModel, DeviceSpec, Fault
 
@@ -134,7 +134,9 @@ def test_checkpoint_round_trip_continues_without_a_new_warm_up(tmp_path) -> None
     assert any(a.detector == "residual-regression-1" for a in found)
 
     # Another format version is set aside, never loaded into code that does not match it.
-    checkpoint.save(path, "residual-regression-0", again.devices)
+    checkpoint.save(path, "residual-regression-0", STATE_LAYOUT, again.devices)
+    assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0
+    checkpoint.save(path, "residual-regression-1", ["device_type", "model"], again.devices)  # an older layout
     assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0
     path.write_bytes(b"not a pickle")
     assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0

@@ -242,8 +242,8 @@ def test_gateway_writes_telemetry_anomalies_and_events_to_influxdb_and_reads_his
     document["storage"]["sinks"] = [sink]
     document["api"]["history_source"] = "plant-influx"
     # A low limit so the one reading below opens a work order (an anomaly and its events).
-    document["detectors"] = {"rules": [{"device_type": "pump", "metric": "vibration", "high": 7.1,
-                                        "on_delay": 1, "failure_mode": "VIB"}]}
+    document["detectors"]["rules"] = [{"device_type": "pump", "metric": "vibration", "high": 7.1,
+                                       "on_delay": 1, "failure_mode": "VIB"}]
     gw = start_gateway(document)
     client = publisher(mosquitto)
     now = time.time()
