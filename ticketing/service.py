@@ -545,7 +545,8 @@ class TicketingService:
         now = self.clock()
         timed_out, alerted = [], []
         with self._transaction() as session:
-            for order in session.scalars(select(WorkOrder).where(WorkOrder.state.in_(_OPEN)).with_for_update()):
+            open_orders = session.scalars(select(WorkOrder).where(WorkOrder.state.in_(_OPEN)).with_for_update()).all()
+            for order in open_orders:  # fetched first: the loop body queries and writes in the same session
                 if (order.state == State.DISPATCHED.value and order.accepted_at is None and order.offered_at
                         and now - order.offered_at >= self.config.dispatch.acceptance_timeout_s):
                     engineer_id = order.assigned_engineer_id or ""
