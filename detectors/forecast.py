@@ -43,21 +43,43 @@ class TrendForecast:
         self.run = 0
         self.active = False
         self.slope = 0.0
+        self._origin = 0.0
+        self._added = 0
+        self._sums = [0.0] * 5  # n, sum t, sum v, sum t^2, sum t*v (t from _origin)
+
+    def _add(self, t: float, value: float) -> None:
+        """Keep running sums for the fit: O(1) per sample instead of a pass over the window."""
+        if len(self.samples) == self.samples.maxlen:
+            old_t, old_v = self.samples[0]
+            self._sums = [a - b for a, b in zip(self._sums, self._terms(old_t, old_v))]
+        self.samples.append((t, value))
+        self._sums = [a + b for a, b in zip(self._sums, self._terms(t, value))]
+        self._added += 1
+        if self._added >= self.samples.maxlen:  # type: ignore[operator]
+            # Re-base on the oldest sample now and then: small numbers keep the sums exact.
+            self._added = 0
+            self._origin = self.samples[0][0]
+            self._sums = [0.0] * 5
+            for sample_t, sample_v in self.samples:
+                self._sums = [a + b for a, b in zip(self._sums, self._terms(sample_t, sample_v))]
+
+    def _terms(self, t: float, value: float) -> tuple[float, float, float, float, float]:
+        x = t - self._origin
+        return 1.0, x, value, x * x, x * value
 
     def _fit(self) -> tuple[float, float]:
         """Slope per second and the fitted value at the newest sample."""
-        n = len(self.samples)
-        t0 = self.samples[-1][0]
-        mean_t = sum(t - t0 for t, _ in self.samples) / n
-        mean_v = sum(v for _, v in self.samples) / n
-        covariance = sum((t - t0 - mean_t) * (v - mean_v) for t, v in self.samples)
-        variance = sum((t - t0 - mean_t) ** 2 for t, _ in self.samples)
-        slope = covariance / variance if variance > 0 else 0.0
-        return slope, mean_v + slope * (0.0 - mean_t)
+        n, st, sv, stt, stv = self._sums
+        variance = stt - st * st / n
+        slope = (stv - st * sv / n) / variance if variance > 1e-12 else 0.0
+        newest = self.samples[-1][0] - self._origin
+        return slope, sv / n + slope * (newest - st / n)
 
     def update(self, t: float, value: float) -> float | None:
         """Add a sample; the predicted crossing time when a forecast is raised (once per episode)."""
-        self.samples.append((t, value))
+        if not self.samples:
+            self._origin = t
+        self._add(t, value)
         if len(self.samples) < self.samples.maxlen:  # type: ignore[operator]
             return None
         self.seen += 1
