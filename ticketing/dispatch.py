@@ -192,19 +192,29 @@ def choose_engineer(
 ) -> Decision:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    excluded, ranked = _grade_all(job, engineers, fleet, when, config, enforce_deadline=True)
-    late = ""
-    if not ranked and any(why.startswith(_LATE) for why in excluded.values()):
-        # Nobody can make the deadline: the work still needs someone, the earliest who can do it.
-        excluded, ranked = _grade_all(job, engineers, fleet, when, config, enforce_deadline=False)
-        late = "no one can be on site before the deadline (SLA at risk); "
+    excluded, ranked, late = _rank(job, engineers, fleet, when, config)
     candidates = ranked[: config.candidates_kept]
     if not ranked:
         return Decision(None, f"no engineer can take it: {len(excluded)} ruled out (see excluded)", [], excluded)
-    return Decision(ranked[0]["engineer_id"], late + _explain(ranked[0], job, len(ranked)), candidates, excluded)
+    prefix = "no one can be on site before the deadline (SLA at risk); " if late else ""
+    return Decision(ranked[0]["engineer_id"], prefix + _explain(ranked[0], job, len(ranked)), candidates, excluded)
 
 
 _LATE = "cannot be on site before the deadline"
+
+
+def _rank(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetime,
+          config: DispatchConfig) -> tuple[dict[str, str], list[dict[str, Any]], bool]:
+    """Who is ruled out and why, the rest best first, and whether the deadline had to be let go.
+
+    When nobody can make the deadline any more, the work still needs someone: the candidates
+    are graded again with lateness costing only SLA slack.
+    """
+    excluded, ranked = _grade_all(job, engineers, fleet, when, config, enforce_deadline=True)
+    if ranked or not any(why.startswith(_LATE) for why in excluded.values()):
+        return excluded, ranked, False
+    excluded, ranked = _grade_all(job, engineers, fleet, when, config, enforce_deadline=False)
+    return excluded, ranked, True
 
 
 def _grade_all(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetime, config: DispatchConfig,
@@ -233,29 +243,18 @@ def assign_batch(
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     slots = [e for e in engineers for _ in range(max(0, e.capacity - fleet.loads.get(e.id, 0)))]
-    graded = []
-    for job in jobs:
-        row = [grade(job, engineer, fleet, when, config) for engineer in engineers]
-        if all(isinstance(r, str) for r in row) and any(r.startswith(_LATE) for r in row):
-            row = [grade(job, engineer, fleet, when, config, enforce_deadline=False) for engineer in engineers]
-        graded.append(row)
-    by_engineer = {engineer.id: index for index, engineer in enumerate(engineers)}
+    rankings = [_rank(job, engineers, fleet, when, config) for job in jobs]
     infeasible = -1.0
     scores = np.full((len(jobs), max(1, len(slots))), infeasible)
-    for row in range(len(jobs)):
+    for row, (_, ranked, _) in enumerate(rankings):
+        score_of = {c["engineer_id"]: c["score"] for c in ranked}
         for column, engineer in enumerate(slots):
-            result = graded[row][by_engineer[engineer.id]]
-            if not isinstance(result, str):
-                scores[row, column] = result["score"]
+            scores[row, column] = score_of.get(engineer.id, infeasible)
     rows, columns = linear_sum_assignment(scores, maximize=True)
     chosen = {row: slots[column].id for row, column in zip(rows, columns)
               if slots and scores[row, column] > infeasible}
     decisions = []
-    for row, job in enumerate(jobs):
-        results = graded[row]
-        excluded = {e.id: r for e, r in zip(engineers, results) if isinstance(r, str)}
-        ranked = sorted((r for r in results if not isinstance(r, str)),
-                        key=lambda c: (-c["score"], c["travel_min"], c["engineer_id"]))
+    for row, (job, (excluded, ranked, _)) in enumerate(zip(jobs, rankings)):
         engineer_id = chosen.get(row)
         if engineer_id is None:
             reason = "no engineer left for it in the batch" if ranked else "no engineer can take it"

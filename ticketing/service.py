@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 SYSTEM_ACTOR = "pm-gateway"
 _OPEN = sorted(state.value for state in OPEN_STATES)
 _FIXED = [State.DONE.value, State.VERIFIED.value, State.ARCHIVED.value]
+# Open and nobody has set off yet: dispatch may still move these (when not accepted).
+_UNSTARTED = [State.DISPATCHED.value, State.RECEIVED.value, State.DIAGNOSED.value, State.REOPENED.value]
 # Impact (ISO 14224) from the finding's severity: caught early is incipient.
 _IMPACT = {Severity.CRITICAL: "critical", Severity.HIGH: "degraded", Severity.MEDIUM: "incipient",
            Severity.LOW: "incipient"}
@@ -285,13 +287,16 @@ class TicketingService:
                     raise
         raise AssertionError("unreachable")
 
-    def _suppressing_state(self, session: Session, asset_id: str) -> AssetState | None:
+    def _current_state(self, session: Session, asset_id: str) -> AssetState | None:
+        """The asset's non-operating state, unless it has run out."""
         row = session.get(AssetState, asset_id)
-        if row is None or row.state not in self.config.hygiene.suppress_states:
-            return None
-        if row.until is not None and row.until <= self.clock():
+        if row is None or (row.until is not None and row.until <= self.clock()):
             return None
         return row
+
+    def _suppressing_state(self, session: Session, asset_id: str) -> AssetState | None:
+        row = self._current_state(session, asset_id)
+        return row if row is not None and row.state in self.config.hygiene.suppress_states else None
 
     def _open_for(self, session: Session, device_id: str, dedup_key: str, at: float, group: bool) -> WorkOrder | None:
         same_key = session.scalar(select(WorkOrder).where(WorkOrder.open_dedup_key == dedup_key).with_for_update())
@@ -338,11 +343,14 @@ class TicketingService:
         order.last_occurrence_at = intake.at
         order.priority = min(order.priority, priority)
         order.declined, order.accepted_at, order.escalation_level = [], None, 0
-        order.sla = clocks.start_clocks(self.config.sla.policy_for(order.priority, intake.asset.criticality.value),
-                                        f"{order.priority}/{intake.asset.criticality.value}", now)
+        order.sla = self._start_clocks(order.priority, intake.asset, now)
         self._dispatch(session, order, why="reopened")
         self.reopened += 1
         return order.code
+
+    def _start_clocks(self, priority: str, asset: Asset, now: float) -> dict[str, Any]:
+        criticality = asset.criticality.value
+        return clocks.start_clocks(self.config.sla.policy_for(priority, criticality), f"{priority}/{criticality}", now)
 
     def _add_occurrence(
         self, session: Session, order: WorkOrder, failure_mode: str, priority: str,
@@ -379,8 +387,7 @@ class TicketingService:
             "finding": intake.finding,
             "triggering_readings": [_reading_dict(r) for r in intake.evidence[-self.config.evidence_readings:]],
         }
-        sla = clocks.start_clocks(self.config.sla.policy_for(priority, asset.criticality.value),
-                                  f"{priority}/{asset.criticality.value}", now)
+        sla = self._start_clocks(priority, asset, now)
         if intake.due_at is not None and intake.due_at > now:
             # Preventive work: restored (the part replaced) before the forecast failure, at the latest.
             sla["budget_s"]["restore"] = min(sla["budget_s"]["restore"], intake.due_at - now)
@@ -422,23 +429,25 @@ class TicketingService:
                    (site.latitude, site.longitude), order.priority, order.device_id, deadline,
                    frozenset(order.declined or []))
 
-    def _fleet(self, session: Session, without: list[WorkOrder] = ()) -> Fleet:
-        """Engineers' loads (not counting ``without``), last known locations and the assets they fixed."""
+    def _fleet(self, session: Session, orders: list[WorkOrder]) -> Fleet:
+        """What dispatch needs to know to place ``orders``: engineers' loads without them, last known
+        locations, and who fixed these orders' assets before."""
         loads = _open_loads(session)
-        for order in without:
+        for order in orders:
             if order.assigned_engineer_id in loads:
                 loads[order.assigned_engineer_id] -= 1
         locations = {row.engineer_id: (row.latitude, row.longitude) for row in session.scalars(select(EngineerLocation))}
         history: dict[str, set[str]] = {}
-        fixed = session.execute(select(WorkOrder.assigned_engineer_id, WorkOrder.device_id)
-                                .where(WorkOrder.state.in_(_FIXED), WorkOrder.assigned_engineer_id.is_not(None)))
+        fixed = session.execute(select(WorkOrder.assigned_engineer_id, WorkOrder.device_id).where(
+            WorkOrder.state.in_(_FIXED), WorkOrder.assigned_engineer_id.is_not(None),
+            WorkOrder.device_id.in_({order.device_id for order in orders})))
         for engineer_id, device_id in fixed:
             history.setdefault(engineer_id, set()).add(device_id)
         return Fleet(locations, loads, history)
 
     def _dispatch(self, session: Session, order: WorkOrder, why: str = "") -> None:
         """Offer the order to the best engineer now, or escalate it to the dispatcher queue."""
-        fleet = self._fleet(session, without=[order])
+        fleet = self._fleet(session, [order])
         decision = choose_engineer(self._job(order), self.engineers, fleet, self._now(), self.config.dispatch)
         self._assign(session, order, decision, why)
 
@@ -522,13 +531,12 @@ class TicketingService:
         with self._transaction() as session:
             orders = list(session.scalars(
                 select(WorkOrder).where(
-                    WorkOrder.state.in_([State.DISPATCHED.value, State.RECEIVED.value, State.DIAGNOSED.value,
-                                         State.REOPENED.value]),
+                    WorkOrder.state.in_(_UNSTARTED),
                     WorkOrder.accepted_at.is_(None),
                 ).order_by(WorkOrder.created_at).with_for_update()))
             if not orders:
                 return []
-            fleet = self._fleet(session, without=orders)
+            fleet = self._fleet(session, orders)
             decisions = assign_batch([self._job(o) for o in orders], self.engineers, fleet, self._now(),
                                      self.config.dispatch)
             for order, decision in zip(orders, decisions):
@@ -612,8 +620,8 @@ class TicketingService:
 
     def asset_state(self, asset_id: str) -> dict[str, Any]:
         with self.sessions() as session:
-            row = session.get(AssetState, asset_id)
-            if row is None or (row.until is not None and row.until <= self.clock()):
+            row = self._current_state(session, asset_id)
+            if row is None:
                 return {"state": "operating", "suppresses_tickets": False}
             return {"state": row.state, "reason": row.reason, "actor": row.actor, "until": row.until,
                     "since": row.updated_at, "suppresses_tickets": row.state in self.config.hygiene.suppress_states}
@@ -638,10 +646,9 @@ class TicketingService:
 
     def _redispatch_check(self, session: Session, order: WorkOrder) -> None:
         """At a breach, look again for a closer free engineer while the work has not started."""
-        if order.accepted_at is not None or order.state not in (
-                State.DISPATCHED.value, State.RECEIVED.value, State.DIAGNOSED.value, State.REOPENED.value):
+        if order.accepted_at is not None or order.state not in _UNSTARTED:
             return
-        fleet = self._fleet(session, without=[order])
+        fleet = self._fleet(session, [order])
         decision = choose_engineer(self._job(order), self.engineers, fleet, self._now(), self.config.dispatch)
         current = next((c for c in decision.candidates if c["engineer_id"] == order.assigned_engineer_id), None)
         if decision.engineer_id is not None and decision.engineer_id != order.assigned_engineer_id and (
@@ -712,7 +719,7 @@ class TicketingService:
                 return f"no engineer {fields['engineer_id']!r}"
             # A dispatcher may overrule the ranking, never the hard filters.
             job = self._job(order)
-            ruled_out = grade(replace(job, excluded=frozenset()), engineer, self._fleet(session, without=[order]),
+            ruled_out = grade(replace(job, excluded=frozenset()), engineer, self._fleet(session, [order]),
                               self._now(), self.config.dispatch)
             if isinstance(ruled_out, str):
                 return f"{engineer.id}: {ruled_out}"
@@ -744,7 +751,7 @@ class TicketingService:
             order.closed_at = None
         else:
             order.open_dedup_key = None
-            order.closed_at = order.closed_at or self.clock()
+            order.closed_at = order.closed_at or now
 
     def _update_clocks(self, order: WorkOrder, target: State, fields: dict[str, Any], now: float) -> None:
         if order.sla is None:
