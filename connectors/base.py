@@ -36,3 +36,12 @@ def listed_twice(names: list[str]) -> list[str]:
     ['a']
     """
     return sorted({name for name in names if names.count(name) > 1})
+
+
+def worth_logging(count: int, first: int = 5, every: int = 1000) -> bool:
+    """Log the first few of a kind of error, then one in every ``every``: counted always, logged sparingly.
+
+    >>> [n for n in range(1, 3001) if worth_logging(n)]
+    [1, 2, 3, 4, 5, 1000, 2000, 3000]
+    """
+    return count <= first or count % every == 0

@@ -19,6 +19,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from connectors.backoff import Backoff
+from connectors.base import worth_logging
 from connectors.modbus import const
 from connectors.modbus.codec import DecodeError, decode_registers, scaled
 from connectors.modbus.plan import Block, plan_reads, split
@@ -257,7 +258,7 @@ class DeviceHub:
     def _count(self, kind: str, message: str) -> None:
         self.errors[kind] += 1
         count = self.errors[kind]
-        if count <= 5 or count % 1000 == 0:
+        if worth_logging(count):
             log.warning("modbus %s: %s (%s, %d so far)", self.source.name, message, kind, count)
 
     def diagnostics(self) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
 from collections import Counter
@@ -22,6 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from connectors.backoff import Backoff
+from connectors.base import worth_logging
 from connectors.liveness import OfflineTracker
 from connectors.mqtt import const
 from connectors.mqtt.decode import PayloadError, TopicTemplate, decode_alarm, decode_telemetry
@@ -35,17 +36,6 @@ log = logging.getLogger(__name__)
 # A session outlives a gateway restart by this long, so QoS 1/2 messages
 # published meanwhile are delivered when it comes back.
 SESSION_EXPIRY_S = 24 * 3600
-
-
-class ThrottledLog:
-    """Log the first few rejections of each kind, then one in every ``every``."""
-
-    def __init__(self, first: int = 5, every: int = 1000) -> None:
-        self.first = first
-        self.every = every
-
-    def should_log(self, count: int) -> bool:
-        return count <= self.first or count % self.every == 0
 
 
 class MqttConnector:
@@ -69,7 +59,6 @@ class MqttConnector:
         self._pending: list[Reading] = []
         self._pending_since = 0.0
         self._stop = threading.Event()
-        self._throttle = ThrottledLog()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._readings_sink: ReadingSink | None = None
         self._alarm_sink: AlarmSink | None = None
@@ -153,7 +142,7 @@ class MqttConnector:
 
     def _network_thread(self) -> None:
         client = self._make_client()
-        delay = self.config.reconnect_min_s
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
         socket_open = False
         while not self._stop.is_set():
             if not socket_open:
@@ -162,25 +151,24 @@ class MqttConnector:
                     socket_open = True
                 except OSError as error:
                     self.errors["connect"] += 1
+                    delay = backoff.next_delay()
                     log.warning("mqtt %s: cannot reach %s:%s: %s; retrying in %.1fs",
                                 self.name, self.config.host, self.config.port, error, delay)
-                    self._stop.wait(delay * random.uniform(0.5, 1.0))
-                    delay = min(delay * 2, self.config.reconnect_max_s)
+                    self._stop.wait(delay)
                     continue
             rc = client.loop(timeout=const.FLUSH_INTERVAL_S)
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 # Also how a broker refusing our TLS client certificate shows (after the handshake).
                 self.errors["connection_lost"] += 1
-                if self._throttle.should_log(self.errors["connection_lost"]):
+                if worth_logging(self.errors["connection_lost"]):
                     log.warning("mqtt %s: connection to %s:%s lost: %s", self.name, self.config.host,
                                 self.config.port, mqtt.error_string(rc))
                 socket_open = False
                 self.connected = False
-                self._stop.wait(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.config.reconnect_max_s)
+                self._stop.wait(backoff.next_delay())
                 continue
             if self.connected:
-                delay = self.config.reconnect_min_s
+                backoff.reset()
             if self._pending and time.monotonic() - self._pending_since >= const.FLUSH_INTERVAL_S:
                 self._flush()
             if self.offline is not None and time.monotonic() >= self._next_offline_check:
@@ -223,7 +211,7 @@ class MqttConnector:
 
     def _reject(self, reason: str, topic: str, message: str) -> None:
         self.errors[reason] += 1
-        if self._throttle.should_log(self.errors[reason]):
+        if worth_logging(self.errors[reason]):
             log.warning("mqtt %s: rejected message on %r (%s): %s (%d so far)",
                         self.name, topic, reason, message, self.errors[reason])
 

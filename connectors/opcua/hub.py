@@ -23,6 +23,7 @@ from asyncua import Client, Node, ua
 from asyncua.common.subscription import Subscription
 
 from connectors.backoff import Backoff
+from connectors.base import worth_logging
 from connectors.liveness import OfflineTracker
 from connectors.opcua import const
 from connectors.opcua.schema import NodeConfig, OpcUaDeviceConfig, OpcUaSourceConfig
@@ -299,5 +300,5 @@ class OpcUaHub:
 
     def _count(self, kind: str, message: str) -> None:
         self.errors[kind] += 1
-        if self.errors[kind] <= 5 or self.errors[kind] % 1000 == 0:
+        if worth_logging(self.errors[kind]):
             log.warning("opcua %s: %s (%s, %d so far)", self.config.name, message, kind, self.errors[kind])
