@@ -40,6 +40,9 @@ FORECAST_DETECTOR = "forecast-1"
 STUCK_DETECTOR = "stuck-1"
 RATE_DETECTOR = "rate-1"
 DRIFT_DETECTOR = "sensor-drift-1"
+# ISO 14224 mechanism and maintainable item of instrument findings.
+SENSOR_FAULT = ("3.3 faulty signal", "sensor")
+SENSOR_DRIFT = ("3.4 out of adjustment", "sensor")
 FALLBACK_FAILURE_MODE = "PDE"
 # A standard score this far out makes a model anomaly HIGH rather than MEDIUM.
 HIGH_SEVERITY_Z = 6.0
@@ -158,9 +161,7 @@ class DetectorEngine:
             samples.setdefault((reading.device_id, reading.timestamp), {})[reading.metric] = reading.value
 
         for (device_id, timestamp), values in samples.items():
-            anomaly = self._score_sample(device_id, timestamp, values)
-            if anomaly is not None:
-                anomalies.append(anomaly)
+            anomalies += self._score_sample(device_id, timestamp, values)
         self.anomalies += len(anomalies)
         if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s:
             self.checkpoint()
@@ -183,7 +184,7 @@ class DetectorEngine:
             state.evidence = deque(state.evidence, maxlen=self.config.evidence_samples * len(state.features))
         state.evidence.append(reading)
 
-    def _score_sample(self, device_id: str, timestamp: float, values: dict[str, float]) -> Anomaly | None:
+    def _score_sample(self, device_id: str, timestamp: float, values: dict[str, float]) -> list[Anomaly]:
         state = self.devices[device_id]
         state.features.update(values)
         x = dict(state.features)
@@ -192,12 +193,15 @@ class DetectorEngine:
         edge = state.gate.update(score)
         if state.gate.is_normal(score):
             state.model.learn_one(x)
+        found = [self._model_anomaly(device_id, timestamp, state, x, score)] if edge == "raise" else []
         if state.drift is not None and not state.gate.warming_up:
             drifted = state.drift.update(state.model.contributions())
             if drifted is not None:
-                return self._drift_anomaly(device_id, timestamp, state, *drifted)
-        if edge != "raise":
-            return None
+                found.append(self._drift_anomaly(device_id, timestamp, state, *drifted))
+        return found
+
+    def _model_anomaly(self, device_id: str, timestamp: float, state: DeviceState, x: dict[str, float],
+                       score: float) -> Anomaly:
         shares = state.model.contributions()
         ranked = sorted(shares, key=lambda name: abs(shares[name]), reverse=True) or sorted(x)
         top = ranked[0]
@@ -225,19 +229,9 @@ class DetectorEngine:
 
     def _rule_anomaly(self, reading: Reading, state: DeviceState, rule: LimitRule) -> Anomaly:
         mode = self._failure_mode(state.device_type, reading.metric, rule.last_direction)
-        return Anomaly(
-            device_id=reading.device_id,
-            detected_at=reading.timestamp,
-            detector=RULE_DETECTOR,
-            score=reading.value,
-            severity=rule.config.severity,
-            failure_mode=rule.config.failure_mode,
-            failure_mechanism=mode.mechanism if mode else "",
-            maintainable_item=mode.maintainable_item if mode else "",
-            metrics=[reading.metric],
-            message=rule.describe(reading.value),
-            evidence=list(state.evidence),
-        )
+        return self._finding(reading.device_id, reading.timestamp, reading.metric, state, RULE_DETECTOR,
+                             rule.config.severity, rule.config.failure_mode, mode, rule.describe(reading.value),
+                             reading.value)
 
     def _stream_checks(self, reading: Reading, state: DeviceState) -> list[Anomaly]:
         """Per-signal checks: a stuck sensor, a metric moving too fast."""
@@ -248,60 +242,51 @@ class DetectorEngine:
                 stuck = state.stuck[reading.metric] = StuckSensor(
                     self.config.stuck.samples, self.config.stuck.tolerance, self.config.warmup_samples)
             if stuck.update(reading.value) == "raise":
-                found.append(self._signal_anomaly(
-                    reading, state, STUCK_DETECTOR, Severity.LOW, "AIR", "3.3 faulty signal", "sensor",
-                    f"{reading.metric} stuck at {reading.value:.6g} for {stuck.repeats} samples", reading.value))
+                found.append(self._finding(
+                    reading.device_id, reading.timestamp, reading.metric, state, STUCK_DETECTOR, Severity.LOW,
+                    "AIR", SENSOR_FAULT, f"{reading.metric} stuck at {reading.value:.6g} for {stuck.repeats} samples",
+                    reading.value))
         for rule, rate in state.rates.get(reading.metric, ()):
             if rate.update(reading.timestamp, reading.value) == "raise":
-                direction = "up" if rate.rate > 0 else "down"
-                mode = self._failure_mode(state.device_type, reading.metric, direction)
-                found.append(self._signal_anomaly(
-                    reading, state, RATE_DETECTOR, rule.severity, rule.failure_mode,
-                    mode.mechanism if mode else "", mode.maintainable_item if mode else "",
-                    f"{reading.metric} changing at {rate.rate:+.3g}/s, limit {rule.max_per_s:g}/s", rate.rate))
+                mode = self._failure_mode(state.device_type, reading.metric, "up" if rate.rate > 0 else "down")
+                found.append(self._finding(
+                    reading.device_id, reading.timestamp, reading.metric, state, RATE_DETECTOR, rule.severity,
+                    rule.failure_mode, mode, f"{reading.metric} changing at {rate.rate:+.3g}/s, "
+                    f"limit {rule.max_per_s:g}/s", rate.rate))
         return found
-
-    def _signal_anomaly(self, reading: Reading, state: DeviceState, detector: str, severity: Severity,
-                        failure_mode: str, mechanism: str, item: str, message: str, score: float) -> Anomaly:
-        return Anomaly(device_id=reading.device_id, detected_at=reading.timestamp, detector=detector, score=score,
-                       severity=severity, failure_mode=failure_mode, failure_mechanism=mechanism,
-                       maintainable_item=item, metrics=[reading.metric], message=message,
-                       evidence=list(state.evidence))
 
     def _drift_anomaly(self, device_id: str, timestamp: float, state: DeviceState, metric: str,
                        level: float) -> Anomaly:
         word = "high" if level > 0 else "low"
-        return Anomaly(
-            device_id=device_id, detected_at=timestamp, detector=DRIFT_DETECTOR, score=level,
-            severity=Severity.LOW, failure_mode="AIR", failure_mechanism="3.4 out of adjustment",
-            maintainable_item="sensor", metrics=[metric],
-            message=(f"{metric} sensor drifting {word}: it reads {abs(level):.1f} usual spreads {word} of what "
-                     "the machine's other metrics imply"),
-            evidence=list(state.evidence),
-        )
+        return self._finding(
+            device_id, timestamp, metric, state, DRIFT_DETECTOR, Severity.LOW, "AIR", SENSOR_DRIFT,
+            f"{metric} sensor drifting {word}: it reads {abs(level):.1f} usual spreads {word} of what "
+            "the machine's other metrics imply", level)
 
     def _forecast_anomaly(
         self, reading: Reading, state: DeviceState, rule: LimitRule, forecast: TrendForecast, due: float,
     ) -> Anomaly:
         direction = "up" if forecast.sign > 0 else "down"
-        mode = self._failure_mode(state.device_type, reading.metric, direction)
         hours = (due - reading.timestamp) / 3600
-        return Anomaly(
-            device_id=reading.device_id,
-            detected_at=reading.timestamp,
-            detector=FORECAST_DETECTOR,
-            score=forecast.slope,
+        return self._finding(
+            reading.device_id, reading.timestamp, reading.metric, state, FORECAST_DETECTOR,
             # Caught early is incipient: urgent only when the crossing is close.
-            severity=Severity.MEDIUM if hours < 24 else Severity.LOW,
-            failure_mode=rule.config.failure_mode,
-            failure_mechanism=mode.mechanism if mode else "",
-            maintainable_item=mode.maintainable_item if mode else "",
-            metrics=[reading.metric],
-            message=(f"{reading.metric} trending {direction} at {forecast.slope * 3600:+.3g}/h: "
-                     f"will cross {forecast.limit:g} in {hours:.1f} h"),
-            evidence=list(state.evidence),
-            due_at=due,
-        )
+            Severity.MEDIUM if hours < 24 else Severity.LOW, rule.config.failure_mode,
+            self._failure_mode(state.device_type, reading.metric, direction),
+            f"{reading.metric} trending {direction} at {forecast.slope * 3600:+.3g}/h: "
+            f"will cross {forecast.limit:g} in {hours:.1f} h", forecast.slope, due_at=due)
+
+    @staticmethod
+    def _finding(device_id: str, at: float, metric: str, state: DeviceState, detector: str, severity: Severity,
+                 failure_mode: str, coding: FailureModeConfig | tuple[str, str] | None, message: str,
+                 score: float, due_at: float | None = None) -> Anomaly:
+        """A one-metric anomaly; ``coding`` gives mechanism and maintainable item (a mapping, or the pair)."""
+        if isinstance(coding, FailureModeConfig):
+            coding = (coding.mechanism, coding.maintainable_item)
+        mechanism, item = coding or ("", "")
+        return Anomaly(device_id=device_id, detected_at=at, detector=detector, score=score, severity=severity,
+                       failure_mode=failure_mode, failure_mechanism=mechanism, maintainable_item=item,
+                       metrics=[metric], message=message, evidence=list(state.evidence), due_at=due_at)
 
     def _failure_mode(self, device_type: str, metric: str, direction: str) -> FailureModeConfig | None:
         return self._modes.get((device_type, metric, direction)) or self._modes.get(
