@@ -220,6 +220,7 @@ class OpcUaHub:
     # -- notifications (asyncua calls these on the event loop) -------------------------------
 
     def datachange_notification(self, node: Node, value: Any, data: Any) -> None:
+        # A first notification can arrive before create_monitored_items returned our handles: by node then.
         found = self._by_handle.get(data.monitored_item.ClientHandle) or self._by_node.get(node.nodeid.to_string())
         if found is not None:
             self._reading(found[0], found[1], data.monitored_item.Value)
