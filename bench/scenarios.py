@@ -24,8 +24,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from detectors.config import DetectorConfig
-from detectors.engine import DetectorEngine
+from detectors.config import DetectorConfig, ModelConfig
+from detectors.engine import MODELS, DetectorEngine
 from gateway.core import Anomaly, Reading
 from simulators.physics import DEVICE_TYPES, DeviceModel, DeviceSpec, Fault
 
@@ -68,8 +68,10 @@ def incidents_of(anomalies: list[Anomaly]) -> list[Incident]:
     return incidents
 
 
-def run(devices: int, days: float, interval_s: float, seed: int) -> None:
+def run(devices: int, days: float, interval_s: float, seed: int, model: str | None) -> None:
     config = DetectorConfig(checkpoint_path=None)
+    if model is not None:
+        config.model = ModelConfig(type=model)
     warmup_s = config.warmup_samples * interval_s
     specs, faults = fleet(devices, days, seed, warmup_s)
     models = {spec.id: DeviceModel(spec, seed=seed * 1000 + i) for i, spec in enumerate(specs)}
@@ -107,7 +109,7 @@ def run(devices: int, days: float, interval_s: float, seed: int) -> None:
         else:
             missed.append(f"{fault.kind} on {fault.device_id} ({fault.duration / 3600:.1f} h)")
     device_days = devices * (days - warmup_s / 86400)
-    print(f"simulator: {devices} devices x {days:g} days at {interval_s:g} s ({device_days:.0f} device-days after "
+    print(f"model {config.model.type}; simulator: {devices} devices x {days:g} days at {interval_s:g} s ({device_days:.0f} device-days after "
           f"warm-up), {len(faults)} faults, seed {seed}; {readings / elapsed:,.0f} readings/s")
     print(f"{'faults caught before failure':<34}{caught}/{len(faults)}" + (f"; missed: {', '.join(missed)}"
                                                                             if missed else ""))
@@ -130,8 +132,9 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=3.5)
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--model", choices=sorted(MODELS), default=None, help="another model than the default")
     args = parser.parse_args()
-    run(args.devices, args.days, args.interval, args.seed)
+    run(args.devices, args.days, args.interval, args.seed, args.model)
 
 
 if __name__ == "__main__":

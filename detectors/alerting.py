@@ -15,7 +15,6 @@ detectors) so every model and rule gets the same alarm hygiene (ISA-18.2):
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Literal
 
 from river import stats
@@ -24,19 +23,23 @@ Edge = Literal["raise", "clear"] | None
 
 
 class Persistence:
+    __slots__ = ("k", "window", "mask", "clear_after", "active", "_clear_run")
+
     def __init__(self, k: int, m: int, clear_after: int) -> None:
         if not 1 <= k <= m:
             raise ValueError("persistence needs 1 <= k <= m")
         self.k = k
-        self.window: deque[bool] = deque(maxlen=m)
+        # The last m conditions as the bits of one int (newest lowest): a few bytes, not a deque.
+        self.window = 0
+        self.mask = (1 << m) - 1
         self.clear_after = clear_after
         self.active = False
         self._clear_run = 0
 
     def update(self, on: bool, clear: bool) -> Edge:
-        self.window.append(on)
+        self.window = ((self.window << 1) | on) & self.mask
         if not self.active:
-            if sum(self.window) >= self.k:
+            if self.window.bit_count() >= self.k:
                 self.active = True
                 self._clear_run = 0
                 return "raise"
@@ -44,7 +47,7 @@ class Persistence:
         self._clear_run = self._clear_run + 1 if clear else 0
         if self._clear_run >= self.clear_after:
             self.active = False
-            self.window.clear()
+            self.window = 0
             return "clear"
         return None
 
@@ -68,9 +71,13 @@ class AdaptiveThreshold:
     [None, None, 'raise']
     """
 
-    def __init__(self, warmup: int, quantile: float, margin: float, k: int, m: int, clear_after: int) -> None:
+    __slots__ = ("warmup", "margin", "floor", "quantile", "persistence", "seen")
+
+    def __init__(self, warmup: int, quantile: float, margin: float, k: int, m: int, clear_after: int,
+                 floor: float = 0.0) -> None:
         self.warmup = warmup
         self.margin = margin
+        self.floor = floor
         self.quantile = stats.Quantile(quantile)
         self.persistence = Persistence(k, m, clear_after)
         self.seen = 0
@@ -86,7 +93,7 @@ class AdaptiveThreshold:
 
     @property
     def threshold(self) -> float:
-        return self.normal_limit * self.margin
+        return max(self.normal_limit * self.margin, self.floor)
 
     @property
     def active(self) -> bool:

@@ -86,12 +86,16 @@ def default_failure_modes() -> list[FailureModeConfig]:
 
 
 class ModelConfig(BaseModel):
-    """The per-device river model. ``residual_regression`` is the default;
-    ``half_space_trees`` (river's HST on standardised features) is the baseline."""
+    """The per-device anomaly model, by registered name (see ``detectors.engine.MODELS``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["residual_regression", "half_space_trees"] = "residual_regression"
+    type: Literal["robust_baseline", "residual_regression", "half_space_trees"] = "robust_baseline"
+    alpha: float = Field(0.003, gt=0, lt=1, description="robust_baseline: how fast each baseline tracks")
+    clip: float = Field(1.0, gt=0, description="robust_baseline: largest step towards a sample, in spreads")
+    smoothing: float = Field(0.05, gt=0, le=1, description="robust_baseline: EWMA weight of each deviation")
+    min_threshold: float | None = Field(
+        None, ge=0, description="alert threshold never below this score (null: the model's own floor)")
     lag_samples: float = Field(120.0, ge=1, description="residual_regression: thermal lag, in samples")
     n_trees: int = Field(10, ge=1, description="half_space_trees only")
     height: int = Field(8, ge=2, description="half_space_trees only")
@@ -136,7 +140,10 @@ class RateRuleConfig(BaseModel):
 
 
 class DriftConfig(BaseModel):
-    """Sensor drift: one metric's model residual shifting for good (river's ADWIN) while the others hold."""
+    """Sensor drift: one metric's model residual shifting for good (river's ADWIN) while the others hold.
+
+    It watches the residuals of ``residual_regression`` (each metric against what the others
+    imply), so it runs on the device types that use that model."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -151,6 +158,8 @@ class DetectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelConfig = Field(default_factory=ModelConfig)
+    device_type_models: dict[str, ModelConfig] = Field(
+        default_factory=dict, description="another model for these device types (by type name)")
     workers: int = Field(
         0, ge=0, le=64,
         description="worker processes the devices are sharded across; 0 scores in the gateway process",

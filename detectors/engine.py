@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -19,21 +19,34 @@ from detectors.alerting import AdaptiveThreshold
 from detectors.base import Detector
 from detectors.config import ANY_DEVICE_TYPE, DetectorConfig, FailureModeConfig, ModelConfig, RateRuleConfig
 from detectors.drift import SensorDrift
+from detectors.evidence import EvidenceWindow
 from detectors.forecast import TrendForecast
 from detectors.rate import RateOfChange
 from detectors.stuck import StuckSensor
 from detectors.hst import ScaledHalfSpaceTrees
 from detectors.residual import ResidualRegression
+from detectors.robust import RobustBaseline
 from detectors.threshold import LimitRule
 from gateway.core import Anomaly, Reading, Severity
 
 log = logging.getLogger(__name__)
 
-# Models by config name, with the version recorded on each anomaly they raise.
-MODELS: dict[str, tuple[str, Callable[[ModelConfig], Detector]]] = {
-    "residual_regression": ("residual-regression-1", lambda cfg: ResidualRegression(cfg.lag_samples)),
-    "half_space_trees": ("hst-1", lambda cfg: ScaledHalfSpaceTrees(
-        n_trees=cfg.n_trees, height=cfg.height, window_size=cfg.window_size, seed=cfg.seed)),
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model registered by config name, with the version recorded on each anomaly it raises."""
+
+    version: str
+    build: Callable[[ModelConfig], Detector]
+    # Scores of spread-unit models under this are noise whatever the warm-up's quantile says.
+    min_threshold: float
+
+
+MODELS: dict[str, ModelEntry] = {
+    "robust_baseline": ModelEntry(
+        "robust-baseline-1", lambda cfg: RobustBaseline(cfg.alpha, cfg.clip, cfg.smoothing), 3.5),
+    "residual_regression": ModelEntry("residual-regression-1", lambda cfg: ResidualRegression(cfg.lag_samples), 0.0),
+    "half_space_trees": ModelEntry("hst-1", lambda cfg: ScaledHalfSpaceTrees(
+        n_trees=cfg.n_trees, height=cfg.height, window_size=cfg.window_size, seed=cfg.seed), 0.0),
 }
 RULE_DETECTOR = "limit"
 FORECAST_DETECTOR = "forecast-1"
@@ -48,23 +61,32 @@ FALLBACK_FAILURE_MODE = "PDE"
 HIGH_SEVERITY_Z = 6.0
 
 
-@dataclass
+@dataclass(slots=True)
 class DeviceState:
     device_type: str
     model: Detector
+    model_version: str
     gate: AdaptiveThreshold
-    rules: dict[str, list[LimitRule]]
+    evidence: EvidenceWindow
+    rules: dict[str, list[LimitRule]] = field(default_factory=dict)
     forecasts: dict[str, list[tuple[LimitRule, TrendForecast]]] = field(default_factory=dict)
     stuck: dict[str, StuckSensor] = field(default_factory=dict)
     rates: dict[str, list[tuple[RateRuleConfig, RateOfChange]]] = field(default_factory=dict)
     drift: SensorDrift | None = None
     features: dict[str, float] = field(default_factory=dict)
     last_timestamp: float = float("-inf")
-    evidence: deque[Reading] = field(default_factory=deque)
 
 
 # What a checkpoint must match to be loaded into this code.
 STATE_LAYOUT = sorted(f.name for f in fields(DeviceState))
+
+
+def models_version(config: DetectorConfig) -> str:
+    """The versions of every model this configuration uses, as one string a checkpoint must match."""
+    default = MODELS[config.model.type].version
+    per_type = [f"{device_type}={MODELS[model.type].version}"
+                for device_type, model in sorted(config.device_type_models.items())]
+    return ",".join([default, *per_type])
 
 
 class DetectorEngine:
@@ -87,7 +109,7 @@ class DetectorEngine:
         self.samples = 0
         self.anomalies = 0
         self._modes = {(m.device_type, m.metric, m.direction): m for m in config.failure_modes}
-        self.model_version, self._make_model = MODELS[config.model.type]
+        self.model_version = models_version(config)
         if checkpoint_path is not None:
             restored = checkpoint.load(checkpoint_path, self.model_version, STATE_LAYOUT)
             if restored:
@@ -101,35 +123,20 @@ class DetectorEngine:
         if device_type is None:
             return None
         cfg = self.config
-        rules: dict[str, list[LimitRule]] = {}
-        for rule in cfg.rules:
-            if rule.device_type in (device_type, ANY_DEVICE_TYPE):
-                rules.setdefault(rule.metric, []).append(LimitRule(rule))
-        forecasts: dict[str, list[tuple[LimitRule, TrendForecast]]] = {}
-        if cfg.forecast.enabled:
-            for metric, metric_rules in rules.items():
-                for rule in metric_rules:
-                    for limit, direction in ((rule.config.high, "up"), (rule.config.low, "down")):
-                        if limit is not None:
-                            forecasts.setdefault(metric, []).append((rule, TrendForecast(
-                                limit, direction, cfg.forecast.window_samples, cfg.warmup_samples,
-                                cfg.forecast.margin, cfg.forecast.horizon_s, cfg.forecast.persistence)))
-        rates: dict[str, list[tuple[RateRuleConfig, RateOfChange]]] = {}
-        for rate_rule in cfg.rate_rules:
-            if rate_rule.device_type in (device_type, ANY_DEVICE_TYPE):
-                rates.setdefault(rate_rule.metric, []).append(
-                    (rate_rule, RateOfChange(rate_rule.max_per_s, rate_rule.on_delay, rate_rule.off_delay)))
+        model_config = cfg.device_type_models.get(device_type, cfg.model)
+        entry = MODELS[model_config.type]
         state = DeviceState(
             device_type=device_type,
-            model=self._make_model(cfg.model),
+            model=entry.build(model_config),
+            model_version=entry.version,
             gate=AdaptiveThreshold(
                 warmup=cfg.warmup_samples, quantile=cfg.quantile, margin=cfg.margin,
                 k=cfg.persistence_k, m=cfg.persistence_m, clear_after=cfg.clear_after,
+                floor=entry.min_threshold if model_config.min_threshold is None else model_config.min_threshold,
             ),
-            rules=rules,
-            forecasts=forecasts,
-            rates=rates,
-            drift=SensorDrift(cfg.drift.delta, cfg.drift.min_shift) if cfg.drift.enabled else None,
+            evidence=EvidenceWindow(cfg.evidence_samples),
+            drift=(SensorDrift(cfg.drift.delta, cfg.drift.min_shift)
+                   if cfg.drift.enabled and model_config.type == "residual_regression" else None),
         )
         self.devices[device_id] = state
         return state
@@ -181,8 +188,33 @@ class DetectorEngine:
     def _remember(self, state: DeviceState, reading: Reading) -> None:
         if reading.metric not in state.features:
             state.features[reading.metric] = reading.value
-            state.evidence = deque(state.evidence, maxlen=self.config.evidence_samples * len(state.features))
+            self._watch(state, reading.metric)
         state.evidence.append(reading)
+
+    def _watch(self, state: DeviceState, metric: str) -> None:
+        """The per-metric checks of a metric the device just started sending (none for metrics it never sends)."""
+        cfg = self.config
+
+        def applies(device_type: str, rule_metric: str) -> bool:
+            return rule_metric == metric and device_type in (state.device_type, ANY_DEVICE_TYPE)
+
+        rules = [LimitRule(rule) for rule in cfg.rules if applies(rule.device_type, rule.metric)]
+        if rules:
+            state.rules[metric] = rules
+        if cfg.forecast.enabled:
+            forecasts = [(rule, TrendForecast(limit, direction, cfg.forecast.window_samples, cfg.warmup_samples,
+                                              cfg.forecast.margin, cfg.forecast.horizon_s, cfg.forecast.persistence))
+                         for rule in rules
+                         for limit, direction in ((rule.config.high, "up"), (rule.config.low, "down"))
+                         if limit is not None]
+            if forecasts:
+                state.forecasts[metric] = forecasts
+        rates = [(rule, RateOfChange(rule.max_per_s, rule.on_delay, rule.off_delay))
+                 for rule in cfg.rate_rules if applies(rule.device_type, rule.metric)]
+        if rates:
+            state.rates[metric] = rates
+        if cfg.stuck.enabled:
+            state.stuck[metric] = StuckSensor(cfg.stuck.samples, cfg.stuck.tolerance, cfg.warmup_samples)
 
     def _score_sample(self, device_id: str, timestamp: float, values: dict[str, float]) -> list[Anomaly]:
         state = self.devices[device_id]
@@ -213,7 +245,7 @@ class DetectorEngine:
         return Anomaly(
             device_id=device_id,
             detected_at=timestamp,
-            detector=self.model_version,
+            detector=state.model_version,
             score=score,
             severity=severity,
             failure_mode=mode.failure_mode if mode else FALLBACK_FAILURE_MODE,
@@ -224,7 +256,7 @@ class DetectorEngine:
                 f"{top} {direction} ({top_share:+.1f} sd from expected); "
                 f"score {score:.3f} over threshold {state.gate.threshold:.3f}"
             ),
-            evidence=list(state.evidence),
+            evidence=state.evidence.readings(device_id),
         )
 
     def _rule_anomaly(self, reading: Reading, state: DeviceState, rule: LimitRule) -> Anomaly:
@@ -236,11 +268,8 @@ class DetectorEngine:
     def _stream_checks(self, reading: Reading, state: DeviceState) -> list[Anomaly]:
         """Per-signal checks: a stuck sensor, a metric moving too fast."""
         found = []
-        if self.config.stuck.enabled:
-            stuck = state.stuck.get(reading.metric)
-            if stuck is None:
-                stuck = state.stuck[reading.metric] = StuckSensor(
-                    self.config.stuck.samples, self.config.stuck.tolerance, self.config.warmup_samples)
+        stuck = state.stuck.get(reading.metric)
+        if stuck is not None:
             if stuck.update(reading.value) == "raise":
                 found.append(self._finding(
                     reading.device_id, reading.timestamp, reading.metric, state, STUCK_DETECTOR, Severity.LOW,
@@ -286,7 +315,7 @@ class DetectorEngine:
         mechanism, item = coding or ("", "")
         return Anomaly(device_id=device_id, detected_at=at, detector=detector, score=score, severity=severity,
                        failure_mode=failure_mode, failure_mechanism=mechanism, maintainable_item=item,
-                       metrics=[metric], message=message, evidence=list(state.evidence), due_at=due_at)
+                       metrics=[metric], message=message, evidence=state.evidence.readings(device_id), due_at=due_at)
 
     def _failure_mode(self, device_type: str, metric: str, direction: str) -> FailureModeConfig | None:
         return self._modes.get((device_type, metric, direction)) or self._modes.get(

@@ -21,19 +21,30 @@ True
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 
 from river import stats
 
 
 class TrendForecast:
+    # One lives per monitored metric and limit: slots, not a __dict__ per instance, and the window
+    # as float32 arrays (8 bytes a sample): times are kept as offsets from the fit's origin, and a
+    # trend does not need more than float32's 7 digits of a reading.
+    __slots__ = (
+        "limit", "sign", "window", "warmup", "margin", "horizon_s", "persistence", "healthy_slopes", "seen", "run",
+        "active", "slope", "_origin", "_added", "_sums", "_times", "_values", "_oldest",
+    )
+
     def __init__(self, limit: float, direction: str, window: int, warmup: int, margin: float,
                  horizon_s: float, persistence: int, quantile: float = 0.99) -> None:
         if direction not in ("up", "down"):
             raise ValueError("direction is 'up' or 'down'")
         self.limit = limit
         self.sign = 1.0 if direction == "up" else -1.0
-        self.samples: deque[tuple[float, float]] = deque(maxlen=window)
+        self.window = window
+        self._times = array("f")  # ring buffers: the oldest sample is at _oldest once they are full
+        self._values = array("f")
+        self._oldest = 0
         self.warmup = warmup
         self.margin = margin
         self.horizon_s = horizon_s
@@ -47,20 +58,37 @@ class TrendForecast:
         self._added = 0
         self._sums = [0.0] * 5  # n, sum t, sum v, sum t^2, sum t*v (t from _origin)
 
+    def _samples(self) -> list[tuple[float, float]]:
+        """The window's samples, oldest first, with absolute times."""
+        order = list(range(self._oldest, len(self._times))) + list(range(self._oldest))
+        return [(self._origin + self._times[i], self._values[i]) for i in order]
+
     def _add(self, t: float, value: float) -> None:
         """Keep running sums for the fit: O(1) per sample instead of a pass over the window."""
-        if len(self.samples) == self.samples.maxlen:
-            old_t, old_v = self.samples[0]
+        full = len(self._times) == self.window
+        if full:
+            old_t, old_v = self._origin + self._times[self._oldest], self._values[self._oldest]
             self._sums = [a - b for a, b in zip(self._sums, self._terms(old_t, old_v))]
-        self.samples.append((t, value))
-        self._sums = [a + b for a, b in zip(self._sums, self._terms(t, value))]
+            self._times[self._oldest], self._values[self._oldest] = t - self._origin, value
+            self._oldest = (self._oldest + 1) % self.window
+        else:
+            self._times.append(t - self._origin)
+            self._values.append(value)
+        # Sums of what is stored (float32), so that removing a sample later takes out exactly what went in.
+        newest = (self._oldest - 1) % len(self._times)
+        self._sums = [a + b for a, b in zip(self._sums, self._terms(self._origin + self._times[newest],
+                                                                    self._values[newest]))]
         self._added += 1
-        if self._added >= self.samples.maxlen:  # type: ignore[operator]
+        if self._added >= self.window:
             # Re-base on the oldest sample now and then: small numbers keep the sums exact.
             self._added = 0
-            self._origin = self.samples[0][0]
+            samples = self._samples()
+            self._origin = samples[0][0]
+            self._times = array("f", [sample_t - self._origin for sample_t, _ in samples])
+            self._values = array("f", [sample_v for _, sample_v in samples])
+            self._oldest = 0
             self._sums = [0.0] * 5
-            for sample_t, sample_v in self.samples:
+            for sample_t, sample_v in self._samples():
                 self._sums = [a + b for a, b in zip(self._sums, self._terms(sample_t, sample_v))]
 
     def _terms(self, t: float, value: float) -> tuple[float, float, float, float, float]:
@@ -72,15 +100,15 @@ class TrendForecast:
         n, st, sv, stt, stv = self._sums
         variance = stt - st * st / n
         slope = (stv - st * sv / n) / variance if variance > 1e-12 else 0.0
-        newest = self.samples[-1][0] - self._origin
+        newest = self._times[(self._oldest - 1) % len(self._times)]
         return slope, sv / n + slope * (newest - st / n)
 
     def update(self, t: float, value: float) -> float | None:
         """Add a sample; the predicted crossing time when a forecast is raised (once per episode)."""
-        if not self.samples:
+        if not self._times:
             self._origin = t
         self._add(t, value)
-        if len(self.samples) < self.samples.maxlen:  # type: ignore[operator]
+        if len(self._times) < self.window:
             return None
         self.seen += 1
         slope, level = self._fit()

@@ -20,6 +20,8 @@ from detectors.hst import RunningStats
 
 
 class StuckSensor:
+    __slots__ = ("samples", "tolerance", "warmup", "healthy", "last", "repeats", "active")
+
     def __init__(self, samples: int, tolerance: float, warmup: int) -> None:
         self.samples = samples
         self.tolerance = tolerance

@@ -14,6 +14,8 @@ from detectors.config import LimitRuleConfig
 
 
 class LimitRule:
+    __slots__ = ("config", "persistence", "last_direction")
+
     def __init__(self, config: LimitRuleConfig) -> None:
         self.config = config
         # On-delay is "on_delay consecutive samples": K of M with K = M.

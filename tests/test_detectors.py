@@ -8,7 +8,9 @@ import pytest
 
 from detectors.config import DetectorConfig, LimitRuleConfig
 from detectors import checkpoint
-from detectors.engine import FORECAST_DETECTOR, RATE_DETECTOR, STATE_LAYOUT, STUCK_DETECTOR, DetectorEngine
+from detectors.engine import (
+    FORECAST_DETECTOR, MODELS, RATE_DETECTOR, STATE_LAYOUT, STUCK_DETECTOR, DetectorEngine, models_version,
+)
 from gateway.core import Quality, Reading, Severity
 from simulators.physics import DeviceModel, DeviceSpec, Fault
 
@@ -28,21 +30,38 @@ def run(device_type: str, seed: int, fault: str | None, seconds: int, **config) 
     return anomalies
 
 
+SPREAD_MODELS = ["robust_baseline", "residual_regression"]
+
+
+@pytest.mark.parametrize("model", SPREAD_MODELS)
 @pytest.mark.parametrize("device_type", ["pump", "motor", "compressor"])
 @pytest.mark.parametrize("seed", [1000, 1001])
-def test_healthy_devices_stay_quiet(device_type: str, seed: int) -> None:
-    assert run(device_type, seed, None, 4000) == []
+def test_healthy_devices_stay_quiet(device_type: str, seed: int, model: str) -> None:
+    assert run(device_type, seed, None, 4000, model={"type": model}) == []
 
 
+@pytest.mark.parametrize("model", SPREAD_MODELS)
 @pytest.mark.parametrize("device_type", ["pump", "motor", "compressor"])
 @pytest.mark.parametrize("fault", ["bearing_wear", "overheating", "cavitation"])
-def test_model_catches_each_fault_before_failure_without_limit_rules(device_type: str, fault: str) -> None:
-    anomalies = run(device_type, 1000, fault, int(ONSET + DURATION), rules=[])
+def test_model_catches_each_fault_before_failure_without_limit_rules(device_type: str, fault: str,
+                                                                     model: str) -> None:
+    anomalies = run(device_type, 1000, fault, int(ONSET + DURATION), rules=[], model={"type": model})
     assert anomalies, f"{fault} on a {device_type} was not detected before its failure point"
     first = anomalies[0]
     assert ONSET < first.detected_at < ONSET + DURATION
-    assert first.detector == "residual-regression-1"
+    assert first.detector == MODELS[model].version
     assert first.evidence and first.metrics
+
+
+def test_each_device_type_gets_the_model_configured_for_it() -> None:
+    config = DetectorConfig(device_type_models={"motor": {"type": "residual_regression"}})
+    engine = DetectorEngine(config, {"p": "pump", "m": "motor"})
+    engine.process([Reading("p", "flow", 80.0, 0.0), Reading("m", "speed", 1480.0, 0.0)])
+    assert type(engine.devices["p"].model).__name__ == "RobustBaseline"
+    assert type(engine.devices["m"].model).__name__ == "ResidualRegression"
+    # A checkpoint written under one assignment of models is not loaded under another.
+    assert models_version(config) == "robust-baseline-1,motor=residual-regression-1"
+    assert models_version(DetectorConfig()) == "robust-baseline-1"
 
 
 def test_bearing_wear_anomaly_names_the_metrics_involved() -> None:
@@ -88,7 +107,7 @@ def test_limit_rule_clears_below_deadband_and_can_raise_again() -> None:
 
 
 def test_a_slow_drift_is_forecast_before_the_limit_is_crossed() -> None:
-    config = DetectorConfig(warmup_samples=600)
+    config = DetectorConfig(warmup_samples=1300)  # one whole load cycle: the normal range
     engine = DetectorEngine(config, {"pump-1": "pump"})
     found = []
     for t in range(3000):
@@ -131,12 +150,12 @@ def test_checkpoint_round_trip_continues_without_a_new_warm_up(tmp_path) -> None
         readings = sample(t)
         readings[1].value += 3.0  # vibration jumps at the same load
         found += again.process(readings)
-    assert any(a.detector == "residual-regression-1" for a in found)
+    assert any(a.detector == "robust-baseline-1" for a in found)
 
     # Another format version is set aside, never loaded into code that does not match it.
-    checkpoint.save(path, "residual-regression-0", STATE_LAYOUT, again.devices)
+    checkpoint.save(path, "robust-baseline-0", STATE_LAYOUT, again.devices)
     assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0
-    checkpoint.save(path, "residual-regression-1", ["device_type", "model"], again.devices)  # an older layout
+    checkpoint.save(path, "robust-baseline-1", ["device_type", "model"], again.devices)  # an older layout
     assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0
     path.write_bytes(b"not a pickle")
     assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0
@@ -176,7 +195,7 @@ def test_sensor_drift_is_told_from_a_machine_that_changed_state() -> None:
 
     rng = random.Random(5)
     config = DetectorConfig(warmup_samples=600, forecast={"enabled": False}, stuck={"enabled": False},
-                            drift={"enabled": True})
+                            drift={"enabled": True}, model={"type": "residual_regression"})
     engine = DetectorEngine(config, {"pump-1": "pump"})
     found = []
     for t in range(2400):

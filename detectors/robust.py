@@ -1,0 +1,80 @@
+"""Each metric against its own slowly tracking baseline, in units of its normal spread.
+
+A machine's temperatures creep with the ambient and the load for hours; a
+fixed mean would call that an anomaly, a mean that followed every sample
+would follow a fault too. The baseline here moves towards each sample by at
+most ``clip`` spreads x ``alpha`` per sample (a Huber step): a slow creep is
+followed, a step change of many spreads is not (at ``alpha`` 0.003 and
+``clip`` 1, a 6-spread step takes ~1700 samples to be absorbed). Each metric
+keeps tracking on its own, also while another metric is in alarm, so the
+metrics that did not fail carry no stale baseline past the end of an
+episode.
+
+The score is the largest smoothed |deviation| of any metric; the spread of
+each metric is learned from its first ``scale_samples`` normal samples and
+then fixed (a spread that kept adapting would widen to swallow a fault).
+
+>>> model = RobustBaseline()
+>>> for t in range(600):
+...     noise = ((t * 7) % 5 - 2) / 2
+...     x = {"flow": 32.0 + 0.1 * noise, "temperature": 60.0 + t / 2000 + 0.3 * noise}
+...     _ = model.score_one(x)
+...     model.learn_one(x)
+>>> model.score_one({"flow": 32.0, "temperature": 60.3}) < 3
+True
+>>> for _ in range(60):
+...     score = model.score_one({"flow": 31.0, "temperature": 60.3})
+>>> score > 6, max(model.contributions().items(), key=lambda kv: abs(kv[1]))[0]
+(True, 'flow')
+"""
+
+from __future__ import annotations
+
+from detectors.hst import RunningStats
+
+MIN_SPREAD = 1e-6
+
+
+class RobustBaseline:
+    __slots__ = ("alpha", "clip", "smoothing", "scale_samples", "scales", "baselines", "smoothed")
+
+    def __init__(self, alpha: float = 0.003, clip: float = 1.0, smoothing: float = 0.05,
+                 scale_samples: int = 300) -> None:
+        self.alpha = alpha
+        self.clip = clip
+        self.smoothing = smoothing
+        self.scale_samples = scale_samples
+        self.scales: dict[str, RunningStats] = {}
+        self.baselines: dict[str, float] = {}
+        self.smoothed: dict[str, float] = {}
+
+    def score_one(self, x: dict[str, float]) -> float:
+        score = 0.0
+        for name, value in x.items():
+            scale = self.scales.get(name)
+            if scale is None or scale.count < 2:
+                continue
+            spread = max(scale.std, MIN_SPREAD)
+            baseline = self.baselines.get(name, scale.mean)
+            deviation = (value - baseline) / spread
+            previous = self.smoothed.get(name, 0.0)
+            smoothed = self.smoothed[name] = previous + self.smoothing * (deviation - previous)
+            if scale.count >= self.scale_samples:
+                # Tracking starts once the spread is fixed; until then the baseline is the running mean.
+                step = max(-self.clip, min(self.clip, deviation)) * spread
+                self.baselines[name] = baseline + self.alpha * step
+            score = max(score, abs(smoothed))
+        return score
+
+    def contributions(self) -> dict[str, float]:
+        """Smoothed signed deviation of each metric from its baseline, in spreads."""
+        return dict(self.smoothed)
+
+    def learn_one(self, x: dict[str, float]) -> None:
+        for name, value in x.items():
+            scale = self.scales.get(name)
+            if scale is None:
+                scale = self.scales[name] = RunningStats()
+            if scale.count < self.scale_samples:
+                scale.update(value)
+                self.baselines[name] = scale.mean
