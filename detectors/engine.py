@@ -39,12 +39,15 @@ class ModelEntry:
     build: Callable[[ModelConfig], Detector]
     # Scores of spread-unit models under this are noise whatever the warm-up's quantile says.
     min_threshold: float
+    # Whether its contributions are residuals against the other metrics (what sensor drift watches).
+    residuals: bool = False
 
 
 MODELS: dict[str, ModelEntry] = {
     "robust_baseline": ModelEntry(
         "robust-baseline-1", lambda cfg: RobustBaseline(cfg.alpha, cfg.clip, cfg.smoothing), 3.5),
-    "residual_regression": ModelEntry("residual-regression-1", lambda cfg: ResidualRegression(cfg.lag_samples), 0.0),
+    "residual_regression": ModelEntry(
+        "residual-regression-1", lambda cfg: ResidualRegression(cfg.lag_samples), 0.0, residuals=True),
     "half_space_trees": ModelEntry("hst-1", lambda cfg: ScaledHalfSpaceTrees(
         n_trees=cfg.n_trees, height=cfg.height, window_size=cfg.window_size, seed=cfg.seed), 0.0),
 }
@@ -65,7 +68,6 @@ HIGH_SEVERITY_Z = 6.0
 class DeviceState:
     device_type: str
     model: Detector
-    model_version: str
     gate: AdaptiveThreshold
     evidence: EvidenceWindow
     rules: dict[str, list[LimitRule]] = field(default_factory=dict)
@@ -79,6 +81,10 @@ class DeviceState:
 
 # What a checkpoint must match to be loaded into this code.
 STATE_LAYOUT = sorted(f.name for f in fields(DeviceState))
+
+
+def model_config_of(config: DetectorConfig, device_type: str) -> ModelConfig:
+    return config.device_type_models.get(device_type, config.model)
 
 
 def models_version(config: DetectorConfig) -> str:
@@ -123,12 +129,11 @@ class DetectorEngine:
         if device_type is None:
             return None
         cfg = self.config
-        model_config = cfg.device_type_models.get(device_type, cfg.model)
+        model_config = model_config_of(cfg, device_type)
         entry = MODELS[model_config.type]
         state = DeviceState(
             device_type=device_type,
             model=entry.build(model_config),
-            model_version=entry.version,
             gate=AdaptiveThreshold(
                 warmup=cfg.warmup_samples, quantile=cfg.quantile, margin=cfg.margin,
                 k=cfg.persistence_k, m=cfg.persistence_m, clear_after=cfg.clear_after,
@@ -136,7 +141,7 @@ class DetectorEngine:
             ),
             evidence=EvidenceWindow(cfg.evidence_samples),
             drift=(SensorDrift(cfg.drift.delta, cfg.drift.min_shift)
-                   if cfg.drift.enabled and model_config.type == "residual_regression" else None),
+                   if cfg.drift.enabled and entry.residuals else None),
         )
         self.devices[device_id] = state
         return state
@@ -245,7 +250,7 @@ class DetectorEngine:
         return Anomaly(
             device_id=device_id,
             detected_at=timestamp,
-            detector=state.model_version,
+            detector=MODELS[model_config_of(self.config, state.device_type).type].version,
             score=score,
             severity=severity,
             failure_mode=mode.failure_mode if mode else FALLBACK_FAILURE_MODE,

@@ -58,41 +58,38 @@ class TrendForecast:
         self._added = 0
         self._sums = [0.0] * 5  # n, sum t, sum v, sum t^2, sum t*v (t from _origin)
 
-    def _samples(self) -> list[tuple[float, float]]:
-        """The window's samples, oldest first, with absolute times."""
-        order = list(range(self._oldest, len(self._times))) + list(range(self._oldest))
-        return [(self._origin + self._times[i], self._values[i]) for i in order]
-
     def _add(self, t: float, value: float) -> None:
         """Keep running sums for the fit: O(1) per sample instead of a pass over the window."""
-        full = len(self._times) == self.window
-        if full:
-            old_t, old_v = self._origin + self._times[self._oldest], self._values[self._oldest]
-            self._sums = [a - b for a, b in zip(self._sums, self._terms(old_t, old_v))]
+        if len(self._times) == self.window:
+            self._sums = [a - b for a, b in zip(self._sums, self._terms(self._oldest))]
             self._times[self._oldest], self._values[self._oldest] = t - self._origin, value
+            newest = self._oldest
             self._oldest = (self._oldest + 1) % self.window
         else:
             self._times.append(t - self._origin)
             self._values.append(value)
+            newest = len(self._times) - 1
         # Sums of what is stored (float32), so that removing a sample later takes out exactly what went in.
-        newest = (self._oldest - 1) % len(self._times)
-        self._sums = [a + b for a, b in zip(self._sums, self._terms(self._origin + self._times[newest],
-                                                                    self._values[newest]))]
+        self._sums = [a + b for a, b in zip(self._sums, self._terms(newest))]
         self._added += 1
         if self._added >= self.window:
-            # Re-base on the oldest sample now and then: small numbers keep the sums exact.
-            self._added = 0
-            samples = self._samples()
-            self._origin = samples[0][0]
-            self._times = array("f", [sample_t - self._origin for sample_t, _ in samples])
-            self._values = array("f", [sample_v for _, sample_v in samples])
-            self._oldest = 0
-            self._sums = [0.0] * 5
-            for sample_t, sample_v in self._samples():
-                self._sums = [a + b for a, b in zip(self._sums, self._terms(sample_t, sample_v))]
+            self._rebase()
 
-    def _terms(self, t: float, value: float) -> tuple[float, float, float, float, float]:
-        x = t - self._origin
+    def _rebase(self) -> None:
+        """Re-base times on the oldest sample now and then: small numbers keep the sums exact."""
+        self._added = 0
+        order = list(range(self._oldest, len(self._times))) + list(range(self._oldest))
+        shift = self._times[self._oldest]
+        self._origin += shift
+        self._times = array("f", [self._times[i] - shift for i in order])
+        self._values = array("f", [self._values[i] for i in order])
+        self._oldest = 0
+        self._sums = [0.0] * 5
+        for i in range(len(self._times)):
+            self._sums = [a + b for a, b in zip(self._sums, self._terms(i))]
+
+    def _terms(self, i: int) -> tuple[float, float, float, float, float]:
+        x, value = self._times[i], self._values[i]
         return 1.0, x, value, x * x, x * value
 
     def _fit(self) -> tuple[float, float]:

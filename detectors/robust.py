@@ -14,6 +14,9 @@ The score is the largest smoothed |deviation| of any metric; the spread of
 each metric is learned from its first ``scale_samples`` normal samples and
 then fixed (a spread that kept adapting would widen to swallow a fault).
 
+``score_one`` advances the baselines and the smoothing, so call it once per sample, then
+``learn_one`` for samples deemed normal (that only fills the spreads in the warm-up).
+
 >>> model = RobustBaseline()
 >>> for t in range(600):
 ...     noise = ((t * 7) % 5 - 2) / 2

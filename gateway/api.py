@@ -7,6 +7,7 @@ in FastAPI's thread pool (plain ``def`` endpoints).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -215,6 +216,16 @@ def create_api(gateway: "Gateway") -> FastAPI:
             raise HTTPException(409, f"{request.device_id} is in {state['state']}: no tickets until it operates")
         return gateway.ticketing.get_work_order(code) or {}
 
+    def answer(code: str, act: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+        """The work order an action returns: 409 with the reason when refused, 404 when there is none."""
+        try:
+            order = act()
+        except TransitionRefused as refused:
+            raise HTTPException(409, str(refused)) from None
+        if order is None:
+            raise HTTPException(404, f"no work order {code!r}")
+        return order
+
     @api.get("/work-orders/{code}", tags=["work orders"])
     def get_work_order(code: str) -> dict[str, Any]:
         order = gateway.ticketing.get_work_order(code)
@@ -228,26 +239,11 @@ def create_api(gateway: "Gateway") -> FastAPI:
     def transition(code: str, request: TransitionRequest) -> dict[str, Any]:
         """Move a work order through its lifecycle; every step is a hash-chained event."""
         fields = request.model_dump(exclude={"to", "actor"})
-        try:
-            order = gateway.ticketing.transition(code, request.to, request.actor, fields)
-        except TransitionRefused as refused:
-            raise HTTPException(409, str(refused)) from None
-        if order is None:
-            raise HTTPException(404, f"no work order {code!r}")
-        return order
+        return answer(code, lambda: gateway.ticketing.transition(code, request.to, request.actor, fields))
 
     def known_engineer(engineer_id: str) -> None:
         if not any(e.id == engineer_id for e in gateway.config.engineers):
             raise HTTPException(404, f"no engineer {engineer_id!r}")
-
-    def answer(code: str, act: Any) -> dict[str, Any]:
-        try:
-            order = act()
-        except TransitionRefused as refused:
-            raise HTTPException(409, str(refused)) from None
-        if order is None:
-            raise HTTPException(404, f"no work order {code!r}")
-        return order
 
     @api.post("/work-orders/{code}/accept", tags=["dispatch"],
               responses={404: {"description": "no such work order or engineer"},

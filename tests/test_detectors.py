@@ -8,6 +8,8 @@ import pytest
 
 from detectors.config import DetectorConfig, LimitRuleConfig
 from detectors import checkpoint
+from detectors.residual import ResidualRegression
+from detectors.robust import RobustBaseline
 from detectors.engine import (
     FORECAST_DETECTOR, MODELS, RATE_DETECTOR, STATE_LAYOUT, STUCK_DETECTOR, DetectorEngine, models_version,
 )
@@ -57,8 +59,8 @@ def test_each_device_type_gets_the_model_configured_for_it() -> None:
     config = DetectorConfig(device_type_models={"motor": {"type": "residual_regression"}})
     engine = DetectorEngine(config, {"p": "pump", "m": "motor"})
     engine.process([Reading("p", "flow", 80.0, 0.0), Reading("m", "speed", 1480.0, 0.0)])
-    assert type(engine.devices["p"].model).__name__ == "RobustBaseline"
-    assert type(engine.devices["m"].model).__name__ == "ResidualRegression"
+    assert isinstance(engine.devices["p"].model, RobustBaseline)
+    assert isinstance(engine.devices["m"].model, ResidualRegression)
     # A checkpoint written under one assignment of models is not loaded under another.
     assert models_version(config) == "robust-baseline-1,motor=residual-regression-1"
     assert models_version(DetectorConfig()) == "robust-baseline-1"
