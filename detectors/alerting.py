@@ -71,25 +71,22 @@ class AdaptiveThreshold:
     [None, None, 'raise']
     """
 
-    __slots__ = ("warmup", "margin", "floor", "quantile", "persistence", "seen")
+    __slots__ = ("warmup", "margin", "floor", "calibration", "normal_limit", "persistence", "seen")
 
     def __init__(self, warmup: int, quantile: float, margin: float, k: int, m: int, clear_after: int,
                  floor: float = 0.0) -> None:
         self.warmup = warmup
         self.margin = margin
         self.floor = floor
-        self.quantile = stats.Quantile(quantile)
+        self.calibration: stats.Quantile | None = stats.Quantile(quantile)
+        # The calibrated quantile: the highest score still counted normal (none before calibration).
+        self.normal_limit = float("inf")
         self.persistence = Persistence(k, m, clear_after)
         self.seen = 0
 
     @property
     def warming_up(self) -> bool:
         return self.seen < self.warmup
-
-    @property
-    def normal_limit(self) -> float:
-        value = self.quantile.get()
-        return float("inf") if value is None else value
 
     @property
     def threshold(self) -> float:
@@ -101,9 +98,14 @@ class AdaptiveThreshold:
 
     def update(self, score: float) -> Edge:
         self.seen += 1
-        if self.warming_up:
+        if self.calibration is not None:
             if self.seen > self.warmup // 2:
-                self.quantile.update(score)
+                self.calibration.update(score)
+            if self.seen >= self.warmup - 1:
+                # Fixed from here on: keep the number and let the estimator go (one fewer per device).
+                calibrated = self.calibration.get()
+                self.normal_limit = float("inf") if calibrated is None else calibrated
+                self.calibration = None
             return None
         exceeded = score > self.threshold
         return self.persistence.update(on=exceeded, clear=not exceeded)

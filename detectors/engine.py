@@ -65,15 +65,22 @@ HIGH_SEVERITY_Z = 6.0
 
 
 @dataclass(slots=True)
+class MetricChecks:
+    """The checks one metric of one device runs: held together so a stream costs one dict entry."""
+
+    rules: tuple[LimitRule, ...]
+    forecasts: tuple[tuple[LimitRule, TrendForecast], ...]
+    rates: tuple[tuple[RateRuleConfig, RateOfChange], ...]
+    stuck: StuckSensor | None
+
+
+@dataclass(slots=True)
 class DeviceState:
     device_type: str
     model: Detector
     gate: AdaptiveThreshold
     evidence: EvidenceWindow
-    rules: dict[str, list[LimitRule]] = field(default_factory=dict)
-    forecasts: dict[str, list[tuple[LimitRule, TrendForecast]]] = field(default_factory=dict)
-    stuck: dict[str, StuckSensor] = field(default_factory=dict)
-    rates: dict[str, list[tuple[RateRuleConfig, RateOfChange]]] = field(default_factory=dict)
+    checks: dict[str, MetricChecks] = field(default_factory=dict)
     drift: SensorDrift | None = None
     features: dict[str, float] = field(default_factory=dict)
     last_timestamp: float = float("-inf")
@@ -161,12 +168,12 @@ class DetectorEngine:
                 self.rejected["out_of_order"] += 1
                 continue
             state.last_timestamp = reading.timestamp
-            self._remember(state, reading)
-            for rule in state.rules.get(reading.metric, ()):
+            checks = self._remember(state, reading)
+            for rule in checks.rules:
                 if rule.update(reading.value) == "raise":
                     anomalies.append(self._rule_anomaly(reading, state, rule))
-            anomalies += self._stream_checks(reading, state)
-            for rule, forecast in state.forecasts.get(reading.metric, ()):
+            anomalies += self._stream_checks(reading, state, checks)
+            for rule, forecast in checks.forecasts:
                 due = forecast.update(reading.timestamp, reading.value)
                 if due is not None and not rule.active:
                     anomalies.append(self._forecast_anomaly(reading, state, rule, forecast, due))
@@ -190,36 +197,31 @@ class DetectorEngine:
         except OSError as error:
             log.error("detector checkpoint %s not written: %s", self.checkpoint_path, error)
 
-    def _remember(self, state: DeviceState, reading: Reading) -> None:
-        if reading.metric not in state.features:
+    def _remember(self, state: DeviceState, reading: Reading) -> MetricChecks:
+        checks = state.checks.get(reading.metric)
+        if checks is None:
             state.features[reading.metric] = reading.value
-            self._watch(state, reading.metric)
+            checks = state.checks[reading.metric] = self._watch(state, reading.metric)
         state.evidence.append(reading)
+        return checks
 
-    def _watch(self, state: DeviceState, metric: str) -> None:
+    def _watch(self, state: DeviceState, metric: str) -> MetricChecks:
         """The per-metric checks of a metric the device just started sending (none for metrics it never sends)."""
         cfg = self.config
 
         def applies(device_type: str, rule_metric: str) -> bool:
             return rule_metric == metric and device_type in (state.device_type, ANY_DEVICE_TYPE)
 
-        rules = [LimitRule(rule) for rule in cfg.rules if applies(rule.device_type, rule.metric)]
-        if rules:
-            state.rules[metric] = rules
-        if cfg.forecast.enabled:
-            forecasts = [(rule, TrendForecast(limit, direction, cfg.forecast.window_samples, cfg.warmup_samples,
-                                              cfg.forecast.margin, cfg.forecast.horizon_s, cfg.forecast.persistence))
-                         for rule in rules
-                         for limit, direction in ((rule.config.high, "up"), (rule.config.low, "down"))
-                         if limit is not None]
-            if forecasts:
-                state.forecasts[metric] = forecasts
-        rates = [(rule, RateOfChange(rule.max_per_s, rule.on_delay, rule.off_delay))
-                 for rule in cfg.rate_rules if applies(rule.device_type, rule.metric)]
-        if rates:
-            state.rates[metric] = rates
-        if cfg.stuck.enabled:
-            state.stuck[metric] = StuckSensor(cfg.stuck.samples, cfg.stuck.tolerance, cfg.warmup_samples)
+        rules = tuple(LimitRule(rule) for rule in cfg.rules if applies(rule.device_type, rule.metric))
+        forecasts = tuple((rule, TrendForecast(limit, direction, cfg.forecast.window_samples, cfg.warmup_samples,
+                                               cfg.forecast.margin, cfg.forecast.horizon_s, cfg.forecast.persistence))
+                          for rule in rules
+                          for limit, direction in ((rule.config.high, "up"), (rule.config.low, "down"))
+                          if limit is not None and cfg.forecast.enabled)
+        rates = tuple((rule, RateOfChange(rule.max_per_s, rule.on_delay, rule.off_delay))
+                      for rule in cfg.rate_rules if applies(rule.device_type, rule.metric))
+        stuck = StuckSensor(cfg.stuck.samples, cfg.stuck.tolerance, cfg.warmup_samples) if cfg.stuck.enabled else None
+        return MetricChecks(rules, forecasts, rates, stuck)
 
     def _score_sample(self, device_id: str, timestamp: float, values: dict[str, float]) -> list[Anomaly]:
         state = self.devices[device_id]
@@ -270,17 +272,17 @@ class DetectorEngine:
                              rule.config.severity, rule.config.failure_mode, mode, rule.describe(reading.value),
                              reading.value)
 
-    def _stream_checks(self, reading: Reading, state: DeviceState) -> list[Anomaly]:
+    def _stream_checks(self, reading: Reading, state: DeviceState, checks: MetricChecks) -> list[Anomaly]:
         """Per-signal checks: a stuck sensor, a metric moving too fast."""
         found = []
-        stuck = state.stuck.get(reading.metric)
+        stuck = checks.stuck
         if stuck is not None:
             if stuck.update(reading.value) == "raise":
                 found.append(self._finding(
                     reading.device_id, reading.timestamp, reading.metric, state, STUCK_DETECTOR, Severity.LOW,
                     "AIR", SENSOR_FAULT, f"{reading.metric} stuck at {reading.value:.6g} for {stuck.repeats} samples",
                     reading.value))
-        for rule, rate in state.rates.get(reading.metric, ()):
+        for rule, rate in checks.rates:
             if rate.update(reading.timestamp, reading.value) == "raise":
                 mode = self._failure_mode(state.device_type, reading.metric, "up" if rate.rate > 0 else "down")
                 found.append(self._finding(

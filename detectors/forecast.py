@@ -31,8 +31,8 @@ class TrendForecast:
     # as float32 arrays (8 bytes a sample): times are kept as offsets from the fit's origin, and a
     # trend does not need more than float32's 7 digits of a reading.
     __slots__ = (
-        "limit", "sign", "window", "warmup", "margin", "horizon_s", "persistence", "healthy_slopes", "seen", "run",
-        "active", "slope", "_origin", "_added", "_sums", "_times", "_values", "_oldest",
+        "limit", "sign", "window", "warmup", "margin", "horizon_s", "persistence", "healthy_slopes", "typical",
+        "seen", "run", "active", "slope", "_origin", "_added", "_sums", "_times", "_values", "_oldest",
     )
 
     def __init__(self, limit: float, direction: str, window: int, warmup: int, margin: float,
@@ -49,7 +49,8 @@ class TrendForecast:
         self.margin = margin
         self.horizon_s = horizon_s
         self.persistence = persistence
-        self.healthy_slopes = stats.Quantile(quantile)
+        self.healthy_slopes: stats.Quantile | None = stats.Quantile(quantile)
+        self.typical = 0.0  # the healthy |slope|: fixed after the warm-up, when the estimator is let go
         self.seen = 0
         self.run = 0
         self.active = False
@@ -110,11 +111,14 @@ class TrendForecast:
         self.seen += 1
         slope, level = self._fit()
         self.slope = slope
-        if self.seen <= self.warmup:
+        if self.healthy_slopes is not None:
             self.healthy_slopes.update(abs(slope))
+            if self.seen >= self.warmup:
+                self.typical = self.healthy_slopes.get() or 0.0
+                self.healthy_slopes = None
             return None
         toward = slope * self.sign
-        typical = self.healthy_slopes.get() or 0.0
+        typical = self.typical
         gap = (self.limit - level) * self.sign
         eta = gap / toward if toward > 0 else float("inf")
         steep = toward > self.margin * typical and 0 < eta <= self.horizon_s

@@ -38,8 +38,20 @@ from detectors.hst import RunningStats
 MIN_SPREAD = 1e-6
 
 
+class MetricTrack(RunningStats):
+    """One metric's spread (Welford over its first normal samples), baseline and smoothed deviation."""
+
+    __slots__ = ("baseline", "smoothed")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.baseline = 0.0
+        self.smoothed = 0.0
+
+
 class RobustBaseline:
-    __slots__ = ("alpha", "clip", "smoothing", "scale_samples", "scales", "baselines", "smoothed")
+    # One track per metric in one dict: a monitored stream costs one entry, not three.
+    __slots__ = ("alpha", "clip", "smoothing", "scale_samples", "tracks")
 
     def __init__(self, alpha: float = 0.003, clip: float = 1.0, smoothing: float = 0.05,
                  scale_samples: int = 300) -> None:
@@ -47,37 +59,33 @@ class RobustBaseline:
         self.clip = clip
         self.smoothing = smoothing
         self.scale_samples = scale_samples
-        self.scales: dict[str, RunningStats] = {}
-        self.baselines: dict[str, float] = {}
-        self.smoothed: dict[str, float] = {}
+        self.tracks: dict[str, MetricTrack] = {}
 
     def score_one(self, x: dict[str, float]) -> float:
         score = 0.0
         for name, value in x.items():
-            scale = self.scales.get(name)
-            if scale is None or scale.count < 2:
+            track = self.tracks.get(name)
+            if track is None or track.count < 2:
                 continue
-            spread = max(scale.std, MIN_SPREAD)
-            baseline = self.baselines.get(name, scale.mean)
-            deviation = (value - baseline) / spread
-            previous = self.smoothed.get(name, 0.0)
-            smoothed = self.smoothed[name] = previous + self.smoothing * (deviation - previous)
-            if scale.count >= self.scale_samples:
+            spread = max(track.std, MIN_SPREAD)
+            deviation = (value - track.baseline) / spread
+            track.smoothed += self.smoothing * (deviation - track.smoothed)
+            if track.count >= self.scale_samples:
                 # Tracking starts once the spread is fixed; until then the baseline is the running mean.
                 step = max(-self.clip, min(self.clip, deviation)) * spread
-                self.baselines[name] = baseline + self.alpha * step
-            score = max(score, abs(smoothed))
+                track.baseline += self.alpha * step
+            score = max(score, abs(track.smoothed))
         return score
 
     def contributions(self) -> dict[str, float]:
         """Smoothed signed deviation of each metric from its baseline, in spreads."""
-        return dict(self.smoothed)
+        return {name: track.smoothed for name, track in self.tracks.items() if track.count >= 2}
 
     def learn_one(self, x: dict[str, float]) -> None:
         for name, value in x.items():
-            scale = self.scales.get(name)
-            if scale is None:
-                scale = self.scales[name] = RunningStats()
-            if scale.count < self.scale_samples:
-                scale.update(value)
-                self.baselines[name] = scale.mean
+            track = self.tracks.get(name)
+            if track is None:
+                track = self.tracks[name] = MetricTrack()
+            if track.count < self.scale_samples:
+                track.update(value)
+                track.baseline = track.mean
