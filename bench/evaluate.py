@@ -13,9 +13,12 @@ anomalous rows) are pooled over all files, two ways:
   fit rows are normal, so FAR roughly doubles.
 
 Every model goes through the same alert gate (warm-up, calibrated quantile threshold, K-of-M
-persistence, off-delay), so the table compares the models.
+persistence, off-delay), so the table compares the models. ``--config`` adds a row for the
+model and gate a gateway configuration file gives its default model (e.g. the steady-process
+example, whose metrics are each scored in their own normal variation); the warm-up is always
+the protocol's 400 fit rows.
 
-    python -m bench.evaluate --skab ../shared/data/skab
+    python -m bench.evaluate --skab ../shared/data/skab --config examples/steady-process.yaml
 """
 
 from __future__ import annotations
@@ -32,11 +35,10 @@ from river import anomaly
 
 from detectors.alerting import AdaptiveThreshold
 from detectors.base import Detector
-from detectors.config import DetectorConfig
+from detectors.config import DetectorConfig, ModelConfig
 from detectors.engine import MODELS as ENGINE_MODELS
-from detectors.hst import ScaledHalfSpaceTrees
-from detectors.residual import ResidualRegression
-from detectors.robust import RobustBaseline
+from detectors.engine import gate_of
+from gateway.config import load_config
 
 FIT_ROWS = 400
 
@@ -90,14 +92,27 @@ class RollingZScore:
         return {}
 
 
-# name -> (model, the floor under its alert threshold: the engine's for our models, none for baselines)
-MODELS: dict[str, tuple[Callable[[], Detector], float]] = {
-    "robust baseline (default)": (RobustBaseline, ENGINE_MODELS["robust_baseline"].min_threshold),
-    "residual regression": (ResidualRegression, ENGINE_MODELS["residual_regression"].min_threshold),
-    "scaled half-space trees": (ScaledHalfSpaceTrees, ENGINE_MODELS["half_space_trees"].min_threshold),
-    "bare river HalfSpaceTrees": (BareHalfSpaceTrees, 0.0),
-    "rolling z-score": (RollingZScore, 0.0),
-}
+GateFactory = Callable[[], AdaptiveThreshold]
+
+
+def engine_model(config: DetectorConfig, model: ModelConfig) -> tuple[Callable[[], Detector], GateFactory]:
+    """A model and its gate exactly as the engine builds them for a device using ``model``."""
+    return (lambda: ENGINE_MODELS[model.type].build(model)), (lambda: gate_of(config, model, FIT_ROWS))
+
+
+def baseline(make: Callable[[], Detector], config: DetectorConfig) -> tuple[Callable[[], Detector], GateFactory]:
+    """A naive baseline behind the same gate, without any model's floor."""
+    return make, (lambda: gate_of(config, ModelConfig(min_threshold=0.0), FIT_ROWS))
+
+
+def models(config: DetectorConfig) -> dict[str, tuple[Callable[[], Detector], GateFactory]]:
+    return {
+        "robust baseline (default)": engine_model(config, config.model),
+        "residual regression": engine_model(config, ModelConfig(type="residual_regression")),
+        "scaled half-space trees": engine_model(config, ModelConfig(type="half_space_trees")),
+        "bare river HalfSpaceTrees": baseline(BareHalfSpaceTrees, config),
+        "rolling z-score": baseline(RollingZScore, config),
+    }
 
 
 def read_skab(root: Path) -> list[tuple[str, list[dict[str, float]], list[int]]]:
@@ -114,13 +129,10 @@ def read_skab(root: Path) -> list[tuple[str, list[dict[str, float]], list[int]]]
     return files
 
 
-def run_file(make: Callable[[], Detector], floor: float, features: list[dict[str, float]],
-             config: DetectorConfig) -> list[int]:
+def run_file(make: Callable[[], Detector], make_gate: GateFactory, features: list[dict[str, float]]) -> list[int]:
     """Predictions for every row of one file (the fit rows are never anomalous: no alert in warm-up)."""
     model = make()
-    gate = AdaptiveThreshold(warmup=FIT_ROWS, quantile=config.quantile, margin=config.margin,
-                             k=config.persistence_k, m=config.persistence_m, clear_after=config.clear_after,
-                             floor=floor)
+    gate = make_gate()
     predicted = []
     for x in features:
         score = model.score_one(x)
@@ -151,22 +163,29 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=None, help="persistence K (of M)")
     parser.add_argument("--m", type=int, default=None)
     parser.add_argument("--clear-after", type=int, default=None)
+    parser.add_argument("--config", type=Path, action="append", default=[],
+                        help="also score the default model and gate of this gateway config file (repeatable)")
     args = parser.parse_args()
     overrides = {"margin": args.margin, "quantile": args.quantile, "persistence_k": args.k,
                  "persistence_m": args.m, "clear_after": args.clear_after}
     config = DetectorConfig(**{k: v for k, v in overrides.items() if v is not None})
+    rows = models(config)
+    for path in args.config:
+        configured = load_config(path).detectors
+        rows[f"robust baseline, {path.name}" if configured.model.type == "robust_baseline"
+             else f"{configured.model.type}, {path.name}"] = engine_model(configured, configured.model)
     files = read_skab(args.skab)
     print(f"SKAB: {len(files)} files, {sum(len(f[2]) - FIT_ROWS for f in files)} scored rows; gate: quantile "
           f"{config.quantile}, margin {config.margin}, {config.persistence_k} of {config.persistence_m}, "
           f"clear after {config.clear_after}")
-    print(f"{'':<30}{'leaderboard (whole files)':>26}{'after fit rows only':>26}")
-    print(f"{'model':<30}" + f"{'F1':>8}{'FAR %':>9}{'MAR %':>9}" * 2 + f"{'rows/s':>10}")
-    for name, (make, floor) in MODELS.items():
+    print(f"{'':<40}{'leaderboard (whole files)':>26}{'after fit rows only':>26}")
+    print(f"{'model':<40}" + f"{'F1':>8}{'FAR %':>9}{'MAR %':>9}" * 2 + f"{'rows/s':>10}")
+    for name, (make, make_gate) in rows.items():
         whole: tuple[list[int], list[int]] = ([], [])
         after: tuple[list[int], list[int]] = ([], [])
         started = time.perf_counter()
         for _, features, labels in files:
-            predicted = run_file(make, floor, features, config)
+            predicted = run_file(make, make_gate, features)
             whole[0].extend(predicted)
             whole[1].extend(labels)
             after[0].extend(predicted[FIT_ROWS:])
@@ -176,7 +195,7 @@ def main() -> None:
         for predicted, labels in (whole, after):
             f1, far, mar = scores(predicted, labels)
             cells += f"{f1:>8.2f}{far * 100:>9.1f}{mar * 100:>9.1f}"
-        print(f"{name:<30}{cells}{rate:>10.0f}")
+        print(f"{name:<40}{cells}{rate:>10.0f}")
 
 
 if __name__ == "__main__":

@@ -94,8 +94,13 @@ class ModelConfig(BaseModel):
     alpha: float = Field(0.003, gt=0, lt=1, description="robust_baseline: how fast each baseline tracks")
     clip: float = Field(1.0, gt=0, description="robust_baseline: largest step towards a sample, in spreads")
     smoothing: float = Field(0.05, gt=0, le=1, description="robust_baseline: EWMA weight of each deviation")
+    scale_samples: int = Field(300, ge=10, description="robust_baseline: normal samples each spread is learned from")
+    calibration_samples: int = Field(
+        0, ge=0, description="robust_baseline: then samples each metric's own normal variation is learned from, "
+        "which becomes its unit (0: every metric in spreads, one shared threshold)")
     min_threshold: float | None = Field(
         None, ge=0, description="alert threshold never below this score (null: the model's own floor)")
+    margin: float | None = Field(None, ge=1.0, description="the alert gate's margin for this model (null: detectors.margin)")
     lag_samples: float = Field(120.0, ge=1, description="residual_regression: thermal lag, in samples")
     n_trees: int = Field(10, ge=1, description="half_space_trees only")
     height: int = Field(8, ge=2, description="half_space_trees only")
@@ -185,5 +190,16 @@ class DetectorConfig(BaseModel):
     def _k_within_m(self) -> "DetectorConfig":
         if self.persistence_k > self.persistence_m:
             raise ValueError("persistence_k must not exceed persistence_m")
+        return self
+
+    @model_validator(mode="after")
+    def _learning_within_warmup(self) -> "DetectorConfig":
+        # A metric's unit learned after the warm-up would be learned from samples already alerted on.
+        models = {"model": self.model, **{f"device_type_models.{k}": v for k, v in self.device_type_models.items()}}
+        for where, model in models.items():
+            learning = model.scale_samples + model.calibration_samples
+            if model.type == "robust_baseline" and model.calibration_samples and learning > self.warmup_samples:
+                raise ValueError(f"{where}: scale_samples + calibration_samples ({learning}) must fit in "
+                                 f"warmup_samples ({self.warmup_samples})")
         return self
 

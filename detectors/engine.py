@@ -45,7 +45,8 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "robust_baseline": ModelEntry(
-        "robust-baseline-1", lambda cfg: RobustBaseline(cfg.alpha, cfg.clip, cfg.smoothing), 3.5),
+        "robust-baseline-2", lambda cfg: RobustBaseline(cfg.alpha, cfg.clip, cfg.smoothing, cfg.scale_samples,
+                                                        cfg.calibration_samples), 3.5),
     "residual_regression": ModelEntry(
         "residual-regression-1", lambda cfg: ResidualRegression(cfg.lag_samples), 0.0, residuals=True),
     "half_space_trees": ModelEntry("hst-1", lambda cfg: ScaledHalfSpaceTrees(
@@ -92,6 +93,16 @@ STATE_LAYOUT = sorted(f.name for f in fields(DeviceState))
 
 def model_config_of(config: DetectorConfig, device_type: str) -> ModelConfig:
     return config.device_type_models.get(device_type, config.model)
+
+
+def gate_of(config: DetectorConfig, model_config: ModelConfig, warmup: int) -> AdaptiveThreshold:
+    """The alert gate of one device: the detectors' settings, with the model's own floor and margin."""
+    floor = MODELS[model_config.type].min_threshold if model_config.min_threshold is None else model_config.min_threshold
+    return AdaptiveThreshold(
+        warmup=warmup, quantile=config.quantile,
+        margin=config.margin if model_config.margin is None else model_config.margin,
+        k=config.persistence_k, m=config.persistence_m, clear_after=config.clear_after, floor=floor,
+    )
 
 
 def models_version(config: DetectorConfig) -> str:
@@ -141,11 +152,7 @@ class DetectorEngine:
         state = DeviceState(
             device_type=device_type,
             model=entry.build(model_config),
-            gate=AdaptiveThreshold(
-                warmup=cfg.warmup_samples, quantile=cfg.quantile, margin=cfg.margin,
-                k=cfg.persistence_k, m=cfg.persistence_m, clear_after=cfg.clear_after,
-                floor=entry.min_threshold if model_config.min_threshold is None else model_config.min_threshold,
-            ),
+            gate=gate_of(cfg, model_config, cfg.warmup_samples),
             evidence=EvidenceWindow(cfg.evidence_samples),
             drift=(SensorDrift(cfg.drift.delta, cfg.drift.min_shift)
                    if cfg.drift.enabled and entry.residuals else None),

