@@ -117,7 +117,9 @@ class ForecastConfig(BaseModel):
     window_samples: int = Field(120, ge=5, le=10_000, description="samples the trend is fitted over")
     margin: float = Field(2.0, ge=1.0, description="x the steepest healthy slopes (99th percentile) seen in warm-up")
     horizon_s: float = Field(7 * 86400.0, gt=0, description="forecast only crossings this close")
-    persistence: int = Field(10, ge=1, description="samples in a row the forecast must hold")
+    # A quarter of the window: a load excursion that turns within minutes is not a trend (at 10 samples,
+    # three set-point raises in a row on a simulated compressor were forecast to cross its limit).
+    persistence: int = Field(30, ge=1, description="samples in a row the forecast must hold")
 
 
 class StuckConfig(BaseModel):

@@ -26,6 +26,13 @@ two units:
   step, a temperature that drifts all day needs a large one. On SKAB's
   water-pump testbed this is the difference between F1 0.70 and 0.78.
 
+Metrics that move together for good (a pump's pressure and its flow follow the load through the
+pump curve; correlation at least ``MIN_COUPLING`` while the spreads are learned) are partners: a
+metric's deviation then counts only as far as its partner does not explain it (the smaller of its
+own deviation and its deviation net of the partner's). A set-point change beyond anything seen in
+the warm-up moves both and alerts neither; a pressure that drops while the flow holds still does.
+Without this, load changes were most of the false work orders on the simulated fleet.
+
 ``score_one`` advances the baselines and the smoothing, so call it once per sample, then
 ``learn_one`` for samples deemed normal (that only fills the spreads in the warm-up).
 
@@ -46,6 +53,9 @@ True
 from __future__ import annotations
 
 import math
+from itertools import combinations
+
+from river import stats
 
 from detectors.hst import RunningStats
 
@@ -53,23 +63,37 @@ MIN_SPREAD = 1e-6
 # A metric's own unit is never under this many spreads: smoothing shrinks white noise to ~0.16
 # spreads, and a unit that small would alert on any settling of a quiet signal.
 MIN_NOISE = 0.5
+# Metrics correlated at least this much while the spreads are learned move together for good
+# (a pump's pressure with its flow): a metric is then also scored net of its partner.
+MIN_COUPLING = 0.9
 
 
 class MetricTrack(RunningStats):
     """One metric's spread (Welford over its first normal samples), baseline and smoothed deviation."""
 
-    __slots__ = ("baseline", "smoothed", "calibrated", "_noise_sq")
+    __slots__ = ("baseline", "smoothed", "net", "partner", "coupling", "calibrated", "_noise_sq")
 
     def __init__(self) -> None:
         super().__init__()
         self.baseline = 0.0
         self.smoothed = 0.0
-        self.calibrated = 0  # samples of the smoothed deviation its unit was measured over
+        self.net = 0.0  # the smoothed deviation, or what its partner does not explain of it if that is less
+        self.partner: MetricTrack | None = None
+        self.coupling = 0.0  # correlation with the partner: its expected deviation per partner spread
+        self.calibrated = 0  # samples of the net deviation its unit was measured over
         self._noise_sq = 0.0
+
+    def settle(self) -> None:
+        """The net deviation: a move the partner explains (the same load change) does not count."""
+        self.net = self.smoothed
+        if self.partner is not None:
+            unexplained = self.smoothed - self.coupling * self.partner.smoothed
+            if abs(unexplained) < abs(self.smoothed):
+                self.net = unexplained
 
     def calibrate(self) -> None:
         self.calibrated += 1
-        self._noise_sq += self.smoothed * self.smoothed
+        self._noise_sq += self.net * self.net
 
     @property
     def unit(self) -> float:
@@ -79,7 +103,7 @@ class MetricTrack(RunningStats):
 
 class RobustBaseline:
     # One track per metric in one dict: a monitored stream costs one entry, not three.
-    __slots__ = ("alpha", "clip", "smoothing", "scale_samples", "calibration_samples", "tracks")
+    __slots__ = ("alpha", "clip", "smoothing", "scale_samples", "calibration_samples", "tracks", "_correlations")
 
     def __init__(self, alpha: float = 0.003, clip: float = 1.0, smoothing: float = 0.05,
                  scale_samples: int = 300, calibration_samples: int = 0) -> None:
@@ -89,9 +113,11 @@ class RobustBaseline:
         self.scale_samples = scale_samples
         self.calibration_samples = calibration_samples
         self.tracks: dict[str, MetricTrack] = {}
+        # Pairwise correlations while the spreads are learned; let go once the partners are chosen.
+        self._correlations: dict[tuple[str, str], stats.PearsonCorr] | None = {}
 
     def score_one(self, x: dict[str, float]) -> float:
-        score = 0.0
+        scored = []
         for name, value in x.items():
             track = self.tracks.get(name)
             if track is None or track.count < 2:
@@ -103,14 +129,18 @@ class RobustBaseline:
                 # Tracking starts once the spread is fixed; until then the baseline is the running mean.
                 step = max(-self.clip, min(self.clip, deviation)) * spread
                 track.baseline += self.alpha * step
-                if track.calibrated < self.calibration_samples:
-                    track.calibrate()
-            score = max(score, abs(track.smoothed) / track.unit)
+            scored.append(track)
+        score = 0.0
+        for track in scored:  # after every smoothing moved: a partner's deviation is of this sample
+            track.settle()
+            if track.count >= self.scale_samples and track.calibrated < self.calibration_samples:
+                track.calibrate()
+            score = max(score, abs(track.net) / track.unit)
         return score
 
     def contributions(self) -> dict[str, float]:
-        """Smoothed signed deviation of each metric from its baseline, in the unit it is scored in."""
-        return {name: track.smoothed / track.unit for name, track in self.tracks.items() if track.count >= 2}
+        """Net signed deviation of each metric from its baseline, in the unit it is scored in."""
+        return {name: track.net / track.unit for name, track in self.tracks.items() if track.count >= 2}
 
     def learn_one(self, x: dict[str, float]) -> None:
         for name, value in x.items():
@@ -120,3 +150,25 @@ class RobustBaseline:
             if track.count < self.scale_samples:
                 track.update(value)
                 track.baseline = track.mean
+        if self._correlations is not None:
+            self._correlate(x)
+
+    def _correlate(self, x: dict[str, float]) -> None:
+        for a, b in combinations(sorted(x), 2):
+            pair = self._correlations.get((a, b))
+            if pair is None:
+                pair = self._correlations[(a, b)] = stats.PearsonCorr()
+            pair.update(x[a], x[b])
+        if all(track.count >= self.scale_samples for track in self.tracks.values()):
+            self._choose_partners()
+
+    def _choose_partners(self) -> None:
+        """Each metric's partner: the one it correlated with most, if at least ``MIN_COUPLING``."""
+        for name, track in self.tracks.items():
+            best, coupling = None, 0.0
+            for (a, b), correlation in self._correlations.items():
+                if name in (a, b) and abs(correlation.get()) > abs(coupling):
+                    best, coupling = (b if name == a else a), correlation.get()
+            if best is not None and abs(coupling) >= MIN_COUPLING:
+                track.partner, track.coupling = self.tracks[best], coupling
+        self._correlations = None
