@@ -1,4 +1,8 @@
-"""Detector quality on SKAB (a public water-pump benchmark), under its outlier-detection protocol.
+"""Detector quality, one command: simulator scenarios with ground truth, then SKAB.
+
+The simulator table (see :mod:`bench.scenarios`): faults caught before their failure point,
+detection delay, true and false work orders per seed and in total. Then, with ``--skab``,
+the SKAB table (a public water-pump benchmark, under its outlier-detection protocol):
 
 Each file: the first 400 rows fit the model (no alerts), the rest is scored row by row while the
 model keeps learning one reading at a time (only from rows it judges normal). A row is predicted
@@ -19,6 +23,8 @@ example, whose metrics are each scored in their own normal variation); the warm-
 the protocol's 400 fit rows.
 
     python -m bench.evaluate --skab ../shared/data/skab --config examples/steady-process.yaml
+
+``--seeds`` picks the simulated fleets (default 1-5, about a minute each); ``--seeds ''`` skips them.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import Callable
 
 from river import anomaly
 
+from bench import scenarios
 from detectors.alerting import AdaptiveThreshold
 from detectors.base import Detector
 from detectors.config import DetectorConfig, ModelConfig
@@ -155,17 +162,7 @@ def scores(predicted: list[int], labels: list[int]) -> tuple[float, float, float
     return f1, fp / (fp + tn) if fp + tn else 0.0, fn / (fn + tp) if fn + tp else 0.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--skab", type=Path, required=True, help="SKAB's data folder (valve1/, valve2/, other/)")
-    parser.add_argument("--margin", type=float, default=None, help="override the threshold margin")
-    parser.add_argument("--quantile", type=float, default=None)
-    parser.add_argument("--k", type=int, default=None, help="persistence K (of M)")
-    parser.add_argument("--m", type=int, default=None)
-    parser.add_argument("--clear-after", type=int, default=None)
-    parser.add_argument("--config", type=Path, action="append", default=[],
-                        help="also score the default model and gate of this gateway config file (repeatable)")
-    args = parser.parse_args()
+def skab_table(args: argparse.Namespace) -> None:
     overrides = {"margin": args.margin, "quantile": args.quantile, "persistence_k": args.k,
                  "persistence_m": args.m, "clear_after": args.clear_after}
     config = DetectorConfig(**{k: v for k, v in overrides.items() if v is not None})
@@ -196,6 +193,25 @@ def main() -> None:
             f1, far, mar = scores(predicted, labels)
             cells += f"{f1:>8.2f}{far * 100:>9.1f}{mar * 100:>9.1f}"
         print(f"{name:<40}{cells}{rate:>10.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    scenarios.add_arguments(parser)
+    parser.add_argument("--skab", type=Path, default=None, help="SKAB's data folder (valve1/, valve2/, other/)")
+    parser.add_argument("--config", type=Path, action="append", default=[],
+                        help="SKAB: also score the default model and gate of this gateway config file (repeatable)")
+    parser.add_argument("--margin", type=float, default=None, help="SKAB: override the threshold margin")
+    parser.add_argument("--quantile", type=float, default=None, help="SKAB: override the threshold quantile")
+    parser.add_argument("--k", type=int, default=None, help="SKAB: persistence K (of M)")
+    parser.add_argument("--m", type=int, default=None, help="SKAB: persistence M")
+    parser.add_argument("--clear-after", type=int, default=None, help="SKAB: off-delay, in samples")
+    args = parser.parse_args()
+    if args.seeds:
+        scenarios.run_seeds(args)
+    if args.skab is not None:
+        print()
+        skab_table(args)
 
 
 if __name__ == "__main__":

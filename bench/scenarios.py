@@ -13,7 +13,7 @@ other one is false. Reported: faults caught before their failure
 point, detection delay (share of the fault's duration gone by), precision of work orders,
 and false work orders per 100 device-days.
 
-    python -m bench.scenarios --devices 30 --days 3.5 --interval 10
+    python -m bench.scenarios --devices 30 --days 3.5 --interval 10 --seeds 1,2,3,4,5
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import time
+from collections import Counter
 from dataclasses import dataclass
 
 from detectors.config import DetectorConfig, ModelConfig
@@ -68,10 +68,23 @@ def incidents_of(anomalies: list[Anomaly]) -> list[Incident]:
     return incidents
 
 
-def run(devices: int, days: float, interval_s: float, seed: int, model: str | None) -> None:
-    config = DetectorConfig(checkpoint_path=None)
-    if model is not None:
-        config.model = ModelConfig(type=model)
+@dataclass
+class ScenarioResult:
+    seed: int
+    faults: int
+    caught: int
+    delays: list[float]  # share of each caught fault's duration gone by at its first finding
+    missed: list[str]
+    true_orders: int
+    false_by_detector: dict[str, int]
+    device_days: float
+
+    @property
+    def false_orders(self) -> int:
+        return sum(self.false_by_detector.values())
+
+
+def run(devices: int, days: float, interval_s: float, seed: int, config: DetectorConfig) -> ScenarioResult:
     warmup_s = config.warmup_samples * interval_s
     specs, faults = fleet(devices, days, seed, warmup_s)
     models = {spec.id: DeviceModel(spec, seed=seed * 1000 + i) for i, spec in enumerate(specs)}
@@ -79,25 +92,20 @@ def run(devices: int, days: float, interval_s: float, seed: int, model: str | No
         models[fault.device_id].inject(fault)
     engine = DetectorEngine(config, {spec.id: spec.type for spec in specs})
     anomalies: list[Anomaly] = []
-    readings = 0
-    started = time.perf_counter()
-    steps = int(days * 86400 / interval_s)
-    for step in range(steps):
+    for step in range(int(days * 86400 / interval_s)):
         t = step * interval_s
-        batch = [Reading(device, metric, value, t) for device, model in models.items()
-                 for metric, value in model.step(t).items()]
-        readings += len(batch)
-        anomalies += engine.process(batch)
-    elapsed = time.perf_counter() - started
+        anomalies += engine.process([Reading(device, metric, value, t) for device, model in models.items()
+                                     for metric, value in model.step(t).items()])
 
-    incidents = incidents_of(anomalies)
     fault_of = {fault.device_id: fault for fault in faults}
-    true, false = [], []
-    for incident in incidents:
+    true_orders, false_by_detector = 0, Counter[str]()
+    for incident in incidents_of(anomalies):
         fault = fault_of.get(incident.device_id)
         # A fault stays after its failure point (the machine is broken until repaired): later orders are true too.
-        inside = fault is not None and incident.opened_at >= fault.onset
-        (true if inside else false).append(incident)
+        if fault is not None and incident.opened_at >= fault.onset:
+            true_orders += 1
+        else:
+            false_by_detector[incident.detector] += 1
     caught, delays, missed = 0, [], []
     for fault in faults:
         first = min((a.detected_at for a in anomalies
@@ -108,33 +116,57 @@ def run(devices: int, days: float, interval_s: float, seed: int, model: str | No
             delays.append((first - fault.onset) / fault.duration)
         else:
             missed.append(f"{fault.kind} on {fault.device_id} ({fault.duration / 3600:.1f} h)")
-    device_days = devices * (days - warmup_s / 86400)
-    print(f"model {config.model.type}; simulator: {devices} devices x {days:g} days at {interval_s:g} s ({device_days:.0f} device-days after "
-          f"warm-up), {len(faults)} faults, seed {seed}; {readings / elapsed:,.0f} readings/s")
-    print(f"{'faults caught before failure':<34}{caught}/{len(faults)}" + (f"; missed: {', '.join(missed)}"
-                                                                            if missed else ""))
-    if delays:
-        print(f"{'detection delay (share of fault)':<34}median {statistics.median(delays):.0%}, "
-              f"worst {max(delays):.0%}")
-    print(f"{'work orders (true / false)':<34}{len(true)} / {len(false)}")
-    print(f"{'precision of work orders':<34}{len(true) / max(1, len(incidents)):.2f}")
-    print(f"{'false work orders / 100 dev-days':<34}{100 * len(false) / device_days:.2f}")
-    by_detector: dict[str, int] = {}
-    for incident in false:
-        by_detector[incident.detector] = by_detector.get(incident.detector, 0) + 1
-    if by_detector:
-        print(f"{'false ones opened by':<34}" + ", ".join(f"{k} {v}" for k, v in sorted(by_detector.items())))
+    return ScenarioResult(seed, len(faults), caught, delays, missed, true_orders, dict(false_by_detector),
+                          devices * (days - warmup_s / 86400))
+
+
+def report(results: list[ScenarioResult]) -> None:
+    """One row per seed and the total: what the targets are judged on."""
+    print(f"{'seed':>6}{'caught':>9}{'delay median':>14}{'worst':>7}{'true WOs':>10}{'false WOs':>11}"
+          f"{'per 100 dev-days':>18}  false ones opened by / missed")
+    for r in results:
+        median = f"{statistics.median(r.delays):.0%}" if r.delays else "-"
+        worst = f"{max(r.delays):.0%}" if r.delays else "-"
+        why = ", ".join(f"{k} {v}" for k, v in sorted(r.false_by_detector.items()))
+        print(f"{r.seed:>6}{f'{r.caught}/{r.faults}':>9}{median:>14}{worst:>7}{r.true_orders:>10}{r.false_orders:>11}"
+              f"{100 * r.false_orders / r.device_days:>18.2f}  {'; '.join(filter(None, [why, *r.missed]))}")
+    faults, caught = sum(r.faults for r in results), sum(r.caught for r in results)
+    false, days = sum(r.false_orders for r in results), sum(r.device_days for r in results)
+    delays = [d for r in results for d in r.delays]
+    print(f"{'all':>6}{f'{caught}/{faults}':>9}{statistics.median(delays) if delays else 0:>14.0%}"
+          f"{max(delays, default=0):>7.0%}{sum(r.true_orders for r in results):>10}{false:>11}"
+          f"{100 * false / days:>18.2f}  ({days:.0f} device-days after warm-up)")
+
+
+def scenario_config(model: str | None) -> DetectorConfig:
+    config = DetectorConfig(checkpoint_path=None)
+    if model is not None:
+        config.model = ModelConfig(type=model)
+    return config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--devices", type=int, default=30)
+    parser.add_argument("--days", type=float, default=3.5)
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument("--seeds", default="1,2,3,4,5", help="one fleet per seed, comma-separated")
+    parser.add_argument("--model", choices=sorted(MODELS), default=None, help="another model than the default")
+
+
+def run_seeds(args: argparse.Namespace) -> list[ScenarioResult]:
+    config = scenario_config(args.model)
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    print(f"simulator: model {config.model.type}; {args.devices} devices x {args.days:g} days at {args.interval:g} s "
+          f"per seed, half of them with one fault (bearing wear, overheating, cavitation)")
+    results = [run(args.devices, args.days, args.interval, seed, config) for seed in seeds]
+    report(results)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--devices", type=int, default=30)
-    parser.add_argument("--days", type=float, default=3.5)
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
-    parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--model", choices=sorted(MODELS), default=None, help="another model than the default")
-    args = parser.parse_args()
-    run(args.devices, args.days, args.interval, args.seed, args.model)
+    add_arguments(parser)
+    run_seeds(parser.parse_args())
 
 
 if __name__ == "__main__":
