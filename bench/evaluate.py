@@ -191,7 +191,7 @@ def skab_table(args: argparse.Namespace) -> None:
         cells = ""
         for predicted, labels in (whole, after):
             f1, far, mar = scores(predicted, labels)
-            cells += f"{f1:>8.2f}{far * 100:>9.1f}{mar * 100:>9.1f}"
+            cells += f"{f1:>8.3f}{far * 100:>9.1f}{mar * 100:>9.1f}"
         print(f"{name:<40}{cells}{rate:>10.0f}")
 
 
