@@ -100,7 +100,8 @@ class ModelConfig(BaseModel):
         "which becomes its unit (0: every metric in spreads, one shared threshold)")
     min_threshold: float | None = Field(
         None, ge=0, description="alert threshold never below this score (null: the model's own floor)")
-    margin: float | None = Field(None, ge=1.0, description="the alert gate's margin for this model (null: detectors.margin)")
+    margin: float | None = Field(
+        None, ge=1.0, description="the alert gate's margin for this model (null: detectors.margin)")
     lag_samples: float = Field(120.0, ge=1, description="residual_regression: thermal lag, in samples")
     n_trees: int = Field(10, ge=1, description="half_space_trees only")
     height: int = Field(8, ge=2, description="half_space_trees only")

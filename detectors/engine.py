@@ -97,7 +97,9 @@ def model_config_of(config: DetectorConfig, device_type: str) -> ModelConfig:
 
 def gate_of(config: DetectorConfig, model_config: ModelConfig, warmup: int) -> AdaptiveThreshold:
     """The alert gate of one device: the detectors' settings, with the model's own floor and margin."""
-    floor = MODELS[model_config.type].min_threshold if model_config.min_threshold is None else model_config.min_threshold
+    floor = model_config.min_threshold
+    if floor is None:
+        floor = MODELS[model_config.type].min_threshold
     return AdaptiveThreshold(
         warmup=warmup, quantile=config.quantile,
         margin=config.margin if model_config.margin is None else model_config.margin,
