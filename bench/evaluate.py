@@ -74,15 +74,30 @@ class BareHalfSpaceTrees:
 
 
 class RollingZScore:
-    """Largest |z| of any feature against its rolling mean and deviation (the other naive baseline)."""
+    """Largest |z| of any feature against its rolling mean and deviation (the other naive baseline).
+
+    Running sums over the window (of values shifted by the first one, so the sums stay small).
+    """
 
     def __init__(self, window: int = FIT_ROWS) -> None:
-        self.windows: dict[str, deque[float]] = {}
         self.window = window
+        self.windows: dict[str, deque[float]] = {}
+        self.shift: dict[str, float] = {}
+        self.sums: dict[str, list[float]] = {}  # sum, sum of squares
 
     def learn_one(self, x: dict[str, float]) -> None:
         for k, v in x.items():
-            self.windows.setdefault(k, deque(maxlen=self.window)).append(v)
+            values = self.windows.get(k)
+            if values is None:
+                values, self.shift[k], self.sums[k] = self.windows.setdefault(k, deque()), v, [0.0, 0.0]
+            sums, u = self.sums[k], v - self.shift[k]
+            values.append(u)
+            sums[0] += u
+            sums[1] += u * u
+            if len(values) > self.window:
+                old = values.popleft()
+                sums[0] -= old
+                sums[1] -= old * old
 
     def score_one(self, x: dict[str, float]) -> float:
         score = 0.0
@@ -90,9 +105,10 @@ class RollingZScore:
             values = self.windows.get(k)
             if not values or len(values) < 2:
                 continue
-            mean = sum(values) / len(values)
-            std = math.sqrt(sum((u - mean) ** 2 for u in values) / (len(values) - 1)) or 1e-9
-            score = max(score, abs(v - mean) / std)
+            n, (total, squares) = len(values), self.sums[k]
+            mean = total / n
+            std = math.sqrt(max(squares - n * mean * mean, 0.0) / (n - 1)) or 1e-9
+            score = max(score, abs(v - self.shift[k] - mean) / std)
         return score
 
     def contributions(self) -> dict[str, float]:
@@ -102,14 +118,16 @@ class RollingZScore:
 GateFactory = Callable[[], AdaptiveThreshold]
 
 
-def engine_model(config: DetectorConfig, model: ModelConfig) -> tuple[Callable[[], Detector], GateFactory]:
+def engine_model(config: DetectorConfig, model: ModelConfig,
+                 warmup: int = FIT_ROWS) -> tuple[Callable[[], Detector], GateFactory]:
     """A model and its gate exactly as the engine builds them for a device using ``model``."""
-    return (lambda: ENGINE_MODELS[model.type].build(model)), (lambda: gate_of(config, model, FIT_ROWS))
+    return (lambda: ENGINE_MODELS[model.type].build(model)), (lambda: gate_of(config, model, warmup))
 
 
-def baseline(make: Callable[[], Detector], config: DetectorConfig) -> tuple[Callable[[], Detector], GateFactory]:
+def baseline(make: Callable[[], Detector], config: DetectorConfig,
+             warmup: int = FIT_ROWS) -> tuple[Callable[[], Detector], GateFactory]:
     """A naive baseline behind the same gate, without any model's floor."""
-    return make, (lambda: gate_of(config, ModelConfig(min_threshold=0.0), FIT_ROWS))
+    return make, (lambda: gate_of(config, ModelConfig(min_threshold=0.0), warmup))
 
 
 def models(config: DetectorConfig) -> dict[str, tuple[Callable[[], Detector], GateFactory]]:
@@ -162,6 +180,22 @@ def scores(predicted: list[int], labels: list[int]) -> tuple[float, float, float
     return f1, fp / (fp + tn) if fp + tn else 0.0, fn / (fn + tp) if fn + tp else 0.0
 
 
+def simulator_models_table(args: argparse.Namespace) -> None:
+    """Our default model against the naive baselines on the simulator's fleets, each model alone."""
+    config = DetectorConfig()
+    warmup = config.warmup_samples
+    rows = {"robust baseline (default)": engine_model(config, config.model, warmup),
+            "bare river HalfSpaceTrees": baseline(BareHalfSpaceTrees, config, warmup),
+            "rolling z-score": baseline(RollingZScore, config, warmup)}
+    results: dict[str, list[scenarios.ScenarioResult]] = {name: [] for name in rows}
+    for seed in scenarios.seeds_of(args):
+        for name, result in scenarios.run_models_alone(args.devices, args.days, args.interval, seed, warmup,
+                                                        rows).items():
+            results[name].append(result)
+    print("each model alone behind the same gate (no limit rules, forecasts or stuck checks), same fleets:")
+    scenarios.report_models(results)
+
+
 def skab_table(args: argparse.Namespace) -> None:
     overrides = {"margin": args.margin, "quantile": args.quantile, "persistence_k": args.k,
                  "persistence_m": args.m, "clear_after": args.clear_after}
@@ -209,6 +243,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.seeds:
         scenarios.run_seeds(args)
+        print()
+        simulator_models_table(args)
     if args.skab is not None:
         print()
         skab_table(args)

@@ -23,15 +23,27 @@ import random
 import statistics
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
+from detectors.alerting import AdaptiveThreshold
+from detectors.base import Detector
 from detectors.config import DetectorConfig, ModelConfig
 from detectors.engine import MODELS, DetectorEngine
-from gateway.core import Anomaly, Reading
+from gateway.core import Reading
 from simulators.physics import DEVICE_TYPES, DeviceModel, DeviceSpec, Fault
 
 GROUP_WINDOW_S = 3600.0
 FAULTS_BY_TYPE = {"pump": ("bearing_wear", "overheating", "cavitation"),
                   "motor": ("bearing_wear", "overheating"), "compressor": ("bearing_wear", "overheating")}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What ticketing would receive: a device, when, and which detector raised it."""
+
+    device_id: str
+    at: float
+    detector: str
 
 
 @dataclass
@@ -53,17 +65,24 @@ def fleet(devices: int, days: float, seed: int, warmup_s: float) -> tuple[list[D
     return specs, faults
 
 
-def incidents_of(anomalies: list[Anomaly]) -> list[Incident]:
+def devices_of(specs: list[DeviceSpec], faults: list[Fault], seed: int) -> dict[str, DeviceModel]:
+    models = {spec.id: DeviceModel(spec, seed=seed * 1000 + i) for i, spec in enumerate(specs)}
+    for fault in faults:
+        models[fault.device_id].inject(fault)
+    return models
+
+
+def incidents_of(findings: list[Finding]) -> list[Incident]:
     """Findings of one device within the grouping window of the last one are one work order."""
     open_by_device: dict[str, Incident] = {}
     incidents = []
-    for anomaly in sorted(anomalies, key=lambda a: a.detected_at):
-        current = open_by_device.get(anomaly.device_id)
-        if current is not None and anomaly.detected_at - current.last_at <= GROUP_WINDOW_S:
-            current.last_at = anomaly.detected_at
+    for finding in sorted(findings, key=lambda f: f.at):
+        current = open_by_device.get(finding.device_id)
+        if current is not None and finding.at - current.last_at <= GROUP_WINDOW_S:
+            current.last_at = finding.at
             continue
-        current = open_by_device[anomaly.device_id] = Incident(
-            anomaly.device_id, anomaly.detected_at, anomaly.detected_at, anomaly.detector)
+        current = open_by_device[finding.device_id] = Incident(
+            finding.device_id, finding.at, finding.at, finding.detector)
         incidents.append(current)
     return incidents
 
@@ -84,22 +103,10 @@ class ScenarioResult:
         return sum(self.false_by_detector.values())
 
 
-def run(devices: int, days: float, interval_s: float, seed: int, config: DetectorConfig) -> ScenarioResult:
-    warmup_s = config.warmup_samples * interval_s
-    specs, faults = fleet(devices, days, seed, warmup_s)
-    models = {spec.id: DeviceModel(spec, seed=seed * 1000 + i) for i, spec in enumerate(specs)}
-    for fault in faults:
-        models[fault.device_id].inject(fault)
-    engine = DetectorEngine(config, {spec.id: spec.type for spec in specs})
-    anomalies: list[Anomaly] = []
-    for step in range(int(days * 86400 / interval_s)):
-        t = step * interval_s
-        anomalies += engine.process([Reading(device, metric, value, t) for device, model in models.items()
-                                     for metric, value in model.step(t).items()])
-
+def judge(findings: list[Finding], faults: list[Fault], seed: int, device_days: float) -> ScenarioResult:
     fault_of = {fault.device_id: fault for fault in faults}
     true_orders, false_by_detector = 0, Counter[str]()
-    for incident in incidents_of(anomalies):
+    for incident in incidents_of(findings):
         fault = fault_of.get(incident.device_id)
         # A fault stays after its failure point (the machine is broken until repaired): later orders are true too.
         if fault is not None and incident.opened_at >= fault.onset:
@@ -108,16 +115,73 @@ def run(devices: int, days: float, interval_s: float, seed: int, config: Detecto
             false_by_detector[incident.detector] += 1
     caught, delays, missed = 0, [], []
     for fault in faults:
-        first = min((a.detected_at for a in anomalies
-                     if a.device_id == fault.device_id and fault.onset <= a.detected_at <= fault.failure_at),
-                    default=None)
+        first = min((f.at for f in findings
+                     if f.device_id == fault.device_id and fault.onset <= f.at <= fault.failure_at), default=None)
         if first is not None:
             caught += 1
             delays.append((first - fault.onset) / fault.duration)
         else:
             missed.append(f"{fault.kind} on {fault.device_id} ({fault.duration / 3600:.1f} h)")
     return ScenarioResult(seed, len(faults), caught, delays, missed, true_orders, dict(false_by_detector),
-                          devices * (days - warmup_s / 86400))
+                          device_days)
+
+
+def run(devices: int, days: float, interval_s: float, seed: int, config: DetectorConfig) -> ScenarioResult:
+    """The whole detector set (rules, forecasts, stuck sensors, the model) through the engine."""
+    warmup_s = config.warmup_samples * interval_s
+    specs, faults = fleet(devices, days, seed, warmup_s)
+    models = devices_of(specs, faults, seed)
+    engine = DetectorEngine(config, {spec.id: spec.type for spec in specs})
+    findings: list[Finding] = []
+    for step in range(int(days * 86400 / interval_s)):
+        t = step * interval_s
+        anomalies = engine.process([Reading(device, metric, value, t) for device, model in models.items()
+                                    for metric, value in model.step(t).items()])
+        findings += [Finding(a.device_id, a.detected_at, a.detector) for a in anomalies]
+    return judge(findings, faults, seed, devices * (days - warmup_s / 86400))
+
+
+ModelUnderTest = tuple[Callable[[], Detector], Callable[[], AdaptiveThreshold]]
+
+
+def run_models_alone(devices: int, days: float, interval_s: float, seed: int, warmup: int,
+                     models: dict[str, ModelUnderTest]) -> dict[str, ScenarioResult]:
+    """Each model and its alert gate per device, nothing else, on one fleet: how models compare.
+
+    No limit rules, forecasts or stuck checks, so naive baselines (a bare HalfSpaceTrees, a rolling
+    z-score) compete with ours on the same footing and the same readings.
+    """
+    specs, faults = fleet(devices, days, seed, warmup * interval_s)
+    machines = devices_of(specs, faults, seed)
+    running = {name: {device: (make(), make_gate()) for device in machines}
+               for name, (make, make_gate) in models.items()}
+    findings: dict[str, list[Finding]] = {name: [] for name in models}
+    for step in range(int(days * 86400 / interval_s)):
+        t = step * interval_s
+        for device, machine in machines.items():
+            x = machine.step(t)
+            for name, per_device in running.items():
+                detector, gate = per_device[device]
+                score = detector.score_one(x)
+                if gate.update(score) == "raise":
+                    findings[name].append(Finding(device, t, name))
+                if gate.is_normal(score):
+                    detector.learn_one(x)
+    device_days = devices * (days - warmup * interval_s / 86400)
+    return {name: judge(found, faults, seed, device_days) for name, found in findings.items()}
+
+
+def report_models(results: dict[str, list[ScenarioResult]]) -> None:
+    """One row per model, totals over the seeds."""
+    print(f"{'model alone':<30}{'caught':>9}{'delay median':>14}{'true WOs':>10}{'false WOs':>11}"
+          f"{'per 100 dev-days':>18}")
+    for name, per_seed in results.items():
+        faults, caught = sum(r.faults for r in per_seed), sum(r.caught for r in per_seed)
+        false, days = sum(r.false_orders for r in per_seed), sum(r.device_days for r in per_seed)
+        delays = [d for r in per_seed for d in r.delays]
+        median = f"{statistics.median(delays):.0%}" if delays else "-"
+        print(f"{name:<30}{f'{caught}/{faults}':>9}{median:>14}{sum(r.true_orders for r in per_seed):>10}"
+              f"{false:>11}{100 * false / days:>18.2f}")
 
 
 def report(results: list[ScenarioResult]) -> None:
@@ -153,9 +217,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=sorted(MODELS), default=None, help="another model than the default")
 
 
+def seeds_of(args: argparse.Namespace) -> list[int]:
+    return [int(seed) for seed in args.seeds.split(",")]
+
+
 def run_seeds(args: argparse.Namespace) -> list[ScenarioResult]:
     config = scenario_config(args.model)
-    seeds = [int(seed) for seed in args.seeds.split(",")]
+    seeds = seeds_of(args)
     print(f"simulator: model {config.model.type}; {args.devices} devices x {args.days:g} days at {args.interval:g} s "
           f"per seed, half of them with one fault (bearing wear, overheating, cavitation)")
     results = [run(args.devices, args.days, args.interval, seed, config) for seed in seeds]
