@@ -12,7 +12,8 @@ from gateway.core import (
 )
 from ticketing.config import DispatchConfig, EngineerConfig, Location, ShiftConfig, TicketingConfig
 from ticketing.dispatch import Fleet, Job, choose_engineer, haversine_km, on_shift
-from ticketing.service import GENESIS_HASH, TicketingService, event_hash
+from ticketing.chain import GENESIS_HASH, event_hash
+from ticketing.service import TicketingService
 
 # Wednesday 2026-11-25 10:00 UTC
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc).timestamp()

@@ -10,7 +10,6 @@ Alarm hygiene kept here (ISA-18.2):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -18,15 +17,15 @@ from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-import orjson
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.core import (
     DEVICE_OFFLINE_CODE, Alarm, Anomaly, Asset, Criticality, Reading, Severity, WorkOrderEvent,
 )
 from ticketing.config import EngineerConfig, TicketingConfig
+from ticketing import chain, queries
 from ticketing import sla as clocks
 from ticketing.dispatch import Decision, Fleet, Job, assign_batch, choose_engineer, grade
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
@@ -37,7 +36,6 @@ from ticketing.models import AnomalyRecord, AssetState, CodeCounter, EngineerLoc
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "pm-gateway"
-_OPEN = sorted(state.value for state in OPEN_STATES)
 _FIXED = [State.DONE.value, State.VERIFIED.value, State.ARCHIVED.value]
 # Open and nobody has set off yet: dispatch may still move these (when not accepted).
 _UNSTARTED = [State.DISPATCHED.value, State.RECEIVED.value, State.DIAGNOSED.value, State.REOPENED.value]
@@ -48,7 +46,7 @@ _IMPACT = {Severity.CRITICAL: "critical", Severity.HIGH: "degraded", Severity.ME
 
 class TransitionRefused(Exception):
     """An illegal or incomplete transition; the message says why."""
-GENESIS_HASH = "0" * 64
+
 
 # Priority from severity x asset criticality (P1 most urgent).
 _PRIORITY: dict[tuple[Severity, Criticality], str] = {
@@ -71,27 +69,9 @@ def priority_for(severity: Severity, criticality: Criticality) -> str:
     return _PRIORITY[(severity, criticality)]
 
 
-def event_hash(previous: str, code: str, kind: str, at: float, actor: str, data: dict[str, Any]) -> str:
-    content = orjson.dumps(
-        {"previous": previous, "code": code, "kind": kind, "at": at, "actor": actor, "data": data},
-        option=orjson.OPT_SORT_KEYS,
-    )
-    return hashlib.sha256(content).hexdigest()
-
-
 def _reading_dict(reading: Reading) -> dict[str, Any]:
     return {"metric": reading.metric, "value": reading.value, "timestamp": reading.timestamp,
             "quality": reading.quality.value}
-
-
-def _open_loads(session: Session) -> dict[str, int]:
-    """Open work orders per assigned engineer."""
-    rows = session.execute(
-        select(WorkOrder.assigned_engineer_id, func.count())
-        .where(WorkOrder.state.in_(_OPEN), WorkOrder.assigned_engineer_id.is_not(None))
-        .group_by(WorkOrder.assigned_engineer_id)
-    )
-    return {engineer_id: count for engineer_id, count in rows if engineer_id is not None}
 
 
 @dataclass
@@ -306,7 +286,7 @@ class TicketingService:
         # incident stays one while its findings keep coming within the window.
         return session.scalar(
             select(WorkOrder)
-            .where(WorkOrder.device_id == device_id, WorkOrder.state.in_(_OPEN),
+            .where(WorkOrder.device_id == device_id, WorkOrder.state.in_(queries.OPEN),
                    WorkOrder.last_occurrence_at >= at - self.config.group_window_s)
             .order_by(WorkOrder.created_at)
             .limit(1)
@@ -321,7 +301,7 @@ class TicketingService:
         if recent < hygiene.flood_threshold:
             return None
         incident = session.scalar(
-            select(WorkOrder).where(WorkOrder.site_id == site_id, WorkOrder.state.in_(_OPEN))
+            select(WorkOrder).where(WorkOrder.site_id == site_id, WorkOrder.state.in_(queries.OPEN))
             .order_by(WorkOrder.scope.desc(), WorkOrder.created_at.desc(), WorkOrder.id.desc()).limit(1)
             .with_for_update())
         if incident is not None and incident.scope != "site":
@@ -432,7 +412,7 @@ class TicketingService:
     def _fleet(self, session: Session, orders: list[WorkOrder]) -> Fleet:
         """What dispatch needs to know to place ``orders``: engineers' loads without them, last known
         locations, and who fixed these orders' assets before."""
-        loads = _open_loads(session)
+        loads = queries.open_loads(session)
         for order in orders:
             if order.assigned_engineer_id in loads:
                 loads[order.assigned_engineer_id] -= 1
@@ -553,7 +533,7 @@ class TicketingService:
         now = self.clock()
         timed_out, alerted = [], []
         with self._transaction() as session:
-            open_orders = session.scalars(select(WorkOrder).where(WorkOrder.state.in_(_OPEN)).with_for_update()).all()
+            open_orders = session.scalars(select(WorkOrder).where(WorkOrder.state.in_(queries.OPEN)).with_for_update()).all()
             for order in open_orders:  # fetched first: the loop body queries and writes in the same session
                 if (order.state == State.DISPATCHED.value and order.accepted_at is None and order.offered_at
                         and now - order.offered_at >= self.config.dispatch.acceptance_timeout_s):
@@ -667,9 +647,9 @@ class TicketingService:
     def _append_event(self, session: Session, order: WorkOrder, kind: str, actor: str, data: dict[str, Any]) -> None:
         previous = session.scalar(
             select(Event.hash).where(Event.work_order_id == order.id).order_by(Event.id.desc()).limit(1)
-        ) or GENESIS_HASH
+        ) or chain.GENESIS_HASH
         at = self.clock()
-        digest = event_hash(previous, order.code, kind, at, actor, data)
+        digest = chain.event_hash(previous, order.code, kind, at, actor, data)
         session.add(Event(work_order_id=order.id, at=at, kind=kind, actor=actor, data=data, hash=digest))
         session.info["events"].append(WorkOrderEvent(order.code, kind, at, actor, data, order.device_id))
 
@@ -770,92 +750,27 @@ class TicketingService:
     def verify_chain(self, code: str) -> dict[str, Any] | None:
         """Recompute the event hash chain; any row changed, removed or inserted behind our back breaks it."""
         with self.sessions() as session:
-            order = session.scalar(select(WorkOrder).where(WorkOrder.code == code))
-            if order is None:
-                return None
-            events = session.scalars(select(Event).where(Event.work_order_id == order.id).order_by(Event.id)).all()
-            previous = GENESIS_HASH
-            for index, event in enumerate(events):
-                expected = event_hash(previous, order.code, event.kind, event.at, event.actor, event.data)
-                if expected != event.hash:
-                    return {"code": code, "valid": False, "events": len(events), "broken_at": index,
-                            "reason": f"event {index} ({event.kind}) does not match its hash: "
-                                      "it, or an event before it, was changed or removed"}
-                previous = event.hash
-            return {"code": code, "valid": True, "events": len(events), "broken_at": None, "reason": None}
+            return chain.verify_chain(session, code)
 
-    # -- queries -----------------------------------------------------------------------
+    # -- queries (ticketing.queries reads; the service only opens the session) ------------
 
-    def list_work_orders(
-        self, *, device_id: str | None = None, site_id: str | None = None, state: str | None = None,
-        priority: str | None = None, engineer_id: str | None = None, limit: int = 100, offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        query = select(WorkOrder).order_by(WorkOrder.created_at.desc()).limit(limit).offset(offset)
-        filters = {
-            WorkOrder.device_id: device_id, WorkOrder.site_id: site_id, WorkOrder.state: state,
-            WorkOrder.priority: priority, WorkOrder.assigned_engineer_id: engineer_id,
-        }
-        for column, value in filters.items():
-            if value is not None:
-                query = query.where(column == value)
+    def list_work_orders(self, **filters: Any) -> list[dict[str, Any]]:
+        """Newest first; ``filters`` as :func:`ticketing.queries.list_work_orders` takes them."""
         with self.sessions() as session:
-            return [self._summary(order) for order in session.scalars(query)]
+            return queries.list_work_orders(session, **filters)
 
     def get_work_order(self, code: str) -> dict[str, Any] | None:
         with self.sessions() as session:
-            order = session.scalar(
-                select(WorkOrder).where(WorkOrder.code == code).options(selectinload(WorkOrder.events))
-            )
-            if order is None:
-                return None
-            return self._summary(order) | {
-                "context": order.context,
-                "assignment": order.assignment,
-                "eta": order.eta,
-                "offered_at": order.offered_at,
-                "accepted_at": order.accepted_at,
-                "declined_by": order.declined or [],
-                "required_level": order.required_level,
-                "required_certifications": order.required_certifications or [],
-                "sla": clocks.summary(order.sla, self.clock()),
-                "closure": order.closure or {},
-                "events": [
-                    {"at": e.at, "kind": e.kind, "actor": e.actor, "data": e.data, "hash": e.hash}
-                    for e in order.events
-                ],
-            }
+            return queries.work_order(session, code, self.clock())
 
-    def list_anomalies(self, *, device_id: str | None = None, since: float = 0.0, limit: int = 100) -> list[dict[str, Any]]:
-        query = (select(AnomalyRecord).where(AnomalyRecord.detected_at >= since)
-                 .order_by(AnomalyRecord.detected_at.desc()).limit(limit))
-        if device_id is not None:
-            query = query.where(AnomalyRecord.device_id == device_id)
+    def list_anomalies(self, **filters: Any) -> list[dict[str, Any]]:
+        """Newest first; ``filters`` as :func:`ticketing.queries.list_anomalies` takes them."""
         with self.sessions() as session:
-            return [
-                {"device_id": a.device_id, "detected_at": a.detected_at, "detector": a.detector, "score": a.score,
-                 "severity": a.severity, "failure_mode": a.failure_mode, "metrics": a.metrics,
-                 "message": a.message, "work_order_code": a.work_order_code}
-                for a in session.scalars(query)
-            ]
+            return queries.list_anomalies(session, **filters)
 
     def open_loads(self) -> dict[str, int]:
         with self.sessions() as session:
-            return _open_loads(session)
-
-    @staticmethod
-    def _summary(order: WorkOrder) -> dict[str, Any]:
-        return {
-            "code": order.code, "device_id": order.device_id, "site_id": order.site_id, "origin": order.origin,
-            "failure_mode": order.failure_mode, "failure_mechanism": order.failure_mechanism,
-            "failure_cause": order.failure_cause,
-            "maintainable_item": order.maintainable_item, "priority": order.priority, "state": order.state,
-            "title": order.title, "required_skill": order.required_skill, "occurrences": order.occurrences,
-            "assigned_engineer_id": order.assigned_engineer_id, "created_at": order.created_at,
-            "updated_at": order.updated_at, "last_occurrence_at": order.last_occurrence_at,
-            "impact": order.impact, "escalation_level": order.escalation_level,
-            "equipment_class": (order.context or {}).get("asset", {}).get("type"),
-            "repeat_of": order.repeat_of, "scope": order.scope, "due_at": order.due_at, "closed_at": order.closed_at,
-        }
+            return queries.open_loads(session)
 
     def diagnostics(self) -> dict[str, Any]:
         return {"work_orders_created": self.created, "occurrences_added": self.occurrences, "ignored": self.ignored,

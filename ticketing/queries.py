@@ -1,0 +1,92 @@
+"""The read side of ticketing: work orders, findings and loads as the API shows them.
+
+Plain functions over a session the caller opens; none of them writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from ticketing import sla as clocks
+from ticketing.lifecycle import OPEN_STATES
+from ticketing.models import AnomalyRecord, WorkOrder
+
+OPEN = sorted(state.value for state in OPEN_STATES)
+
+
+def open_loads(session: Session) -> dict[str, int]:
+    """Open work orders per assigned engineer."""
+    rows = session.execute(
+        select(WorkOrder.assigned_engineer_id, func.count())
+        .where(WorkOrder.state.in_(OPEN), WorkOrder.assigned_engineer_id.is_not(None))
+        .group_by(WorkOrder.assigned_engineer_id)
+    )
+    return {engineer_id: count for engineer_id, count in rows if engineer_id is not None}
+
+
+def summary(order: WorkOrder) -> dict[str, Any]:
+    return {
+        "code": order.code, "device_id": order.device_id, "site_id": order.site_id, "origin": order.origin,
+        "failure_mode": order.failure_mode, "failure_mechanism": order.failure_mechanism,
+        "failure_cause": order.failure_cause,
+        "maintainable_item": order.maintainable_item, "priority": order.priority, "state": order.state,
+        "title": order.title, "required_skill": order.required_skill, "occurrences": order.occurrences,
+        "assigned_engineer_id": order.assigned_engineer_id, "created_at": order.created_at,
+        "updated_at": order.updated_at, "last_occurrence_at": order.last_occurrence_at,
+        "impact": order.impact, "escalation_level": order.escalation_level,
+        "equipment_class": (order.context or {}).get("asset", {}).get("type"),
+        "repeat_of": order.repeat_of, "scope": order.scope, "due_at": order.due_at, "closed_at": order.closed_at,
+    }
+
+
+def list_work_orders(
+    session: Session, *, device_id: str | None = None, site_id: str | None = None, state: str | None = None,
+    priority: str | None = None, engineer_id: str | None = None, limit: int = 100, offset: int = 0,
+) -> list[dict[str, Any]]:
+    query = select(WorkOrder).order_by(WorkOrder.created_at.desc()).limit(limit).offset(offset)
+    filters = {
+        WorkOrder.device_id: device_id, WorkOrder.site_id: site_id, WorkOrder.state: state,
+        WorkOrder.priority: priority, WorkOrder.assigned_engineer_id: engineer_id,
+    }
+    for column, value in filters.items():
+        if value is not None:
+            query = query.where(column == value)
+    return [summary(order) for order in session.scalars(query)]
+
+
+def work_order(session: Session, code: str, now: float) -> dict[str, Any] | None:
+    """One work order whole: context, assignment, SLA clocks at ``now``, closure and its event timeline."""
+    order = session.scalar(select(WorkOrder).where(WorkOrder.code == code).options(selectinload(WorkOrder.events)))
+    if order is None:
+        return None
+    return summary(order) | {
+        "context": order.context,
+        "assignment": order.assignment,
+        "eta": order.eta,
+        "offered_at": order.offered_at,
+        "accepted_at": order.accepted_at,
+        "declined_by": order.declined or [],
+        "required_level": order.required_level,
+        "required_certifications": order.required_certifications or [],
+        "sla": clocks.summary(order.sla, now),
+        "closure": order.closure or {},
+        "events": [{"at": e.at, "kind": e.kind, "actor": e.actor, "data": e.data, "hash": e.hash}
+                   for e in order.events],
+    }
+
+
+def list_anomalies(session: Session, *, device_id: str | None = None, since: float = 0.0,
+                   limit: int = 100) -> list[dict[str, Any]]:
+    query = (select(AnomalyRecord).where(AnomalyRecord.detected_at >= since)
+             .order_by(AnomalyRecord.detected_at.desc()).limit(limit))
+    if device_id is not None:
+        query = query.where(AnomalyRecord.device_id == device_id)
+    return [
+        {"device_id": a.device_id, "detected_at": a.detected_at, "detector": a.detector, "score": a.score,
+         "severity": a.severity, "failure_mode": a.failure_mode, "metrics": a.metrics,
+         "message": a.message, "work_order_code": a.work_order_code}
+        for a in session.scalars(query)
+    ]
