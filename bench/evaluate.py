@@ -40,6 +40,7 @@ from typing import Callable
 from river import anomaly
 
 from bench import scenarios
+from bench.scenarios import ModelUnderTest
 from detectors.alerting import AdaptiveThreshold
 from detectors.base import Detector
 from detectors.config import DetectorConfig, ModelConfig
@@ -119,18 +120,18 @@ GateFactory = Callable[[], AdaptiveThreshold]
 
 
 def engine_model(config: DetectorConfig, model: ModelConfig,
-                 warmup: int = FIT_ROWS) -> tuple[Callable[[], Detector], GateFactory]:
+                 warmup: int = FIT_ROWS) -> ModelUnderTest:
     """A model and its gate exactly as the engine builds them for a device using ``model``."""
     return (lambda: ENGINE_MODELS[model.type].build(model)), (lambda: gate_of(config, model, warmup))
 
 
 def baseline(make: Callable[[], Detector], config: DetectorConfig,
-             warmup: int = FIT_ROWS) -> tuple[Callable[[], Detector], GateFactory]:
+             warmup: int = FIT_ROWS) -> ModelUnderTest:
     """A naive baseline behind the same gate, without any model's floor."""
     return make, (lambda: gate_of(config, ModelConfig(min_threshold=0.0), warmup))
 
 
-def models(config: DetectorConfig) -> dict[str, tuple[Callable[[], Detector], GateFactory]]:
+def models(config: DetectorConfig) -> dict[str, ModelUnderTest]:
     return {
         "robust baseline (default)": engine_model(config, config.model),
         "residual regression": engine_model(config, ModelConfig(type="residual_regression")),

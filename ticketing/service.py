@@ -533,7 +533,8 @@ class TicketingService:
         now = self.clock()
         timed_out, alerted = [], []
         with self._transaction() as session:
-            open_orders = session.scalars(select(WorkOrder).where(WorkOrder.state.in_(queries.OPEN)).with_for_update()).all()
+            open_orders = session.scalars(
+                select(WorkOrder).where(WorkOrder.state.in_(queries.OPEN)).with_for_update()).all()
             for order in open_orders:  # fetched first: the loop body queries and writes in the same session
                 if (order.state == State.DISPATCHED.value and order.accepted_at is None and order.offered_at
                         and now - order.offered_at >= self.config.dispatch.acceptance_timeout_s):
