@@ -81,10 +81,13 @@ def test_work_orders_on_postgresql(postgres: PostgreSQL) -> None:
 
 
 def _raise_at_once(url: str, barrier: "multiprocessing.synchronize.Barrier", results: "multiprocessing.Queue") -> None:
-    service = TicketingService(TicketingConfig(database_url=url, code_prefix="RACE"), ASSETS, [], clock=lambda: NOW)
-    barrier.wait(30)
-    results.put(service.handle_alarm(Alarm("pump-race", NOW, "VIB", Severity.HIGH, "shaking")))
-    service.close()
+    try:
+        service = TicketingService(TicketingConfig(database_url=url, code_prefix="RACE"), ASSETS, [], clock=lambda: NOW)
+        barrier.wait(30)
+        results.put(service.handle_alarm(Alarm("pump-race", NOW, "VIB", Severity.HIGH, "shaking")))
+        service.close()
+    except Exception as error:  # the test fails with it, instead of waiting for a result that never comes
+        results.put(f"worker failed: {error!r}")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -99,6 +102,7 @@ def test_two_gateways_raising_one_dedup_key_at_once_make_one_work_order(
     for worker in workers:
         worker.start()
     codes = [results.get(timeout=60) for _ in workers]
+    assert not [code for code in codes if str(code).startswith("worker failed")], codes
     for worker in workers:
         worker.join(30)
         assert worker.exitcode == 0
