@@ -35,7 +35,8 @@ the warm-up moves both and alerts neither; a pressure that drops while the flow 
 Without this, load changes were most of the false work orders on the simulated fleet.
 
 ``score_one`` advances the baselines and the smoothing, so call it once per sample, then
-``learn_one`` for samples deemed normal (that only fills the spreads in the warm-up).
+``learn_one`` for samples deemed normal (that only fills the spreads and the correlations the
+partners are chosen from, in the warm-up).
 
 >>> model = RobustBaseline()
 >>> for t in range(600):
@@ -72,7 +73,7 @@ MIN_COUPLING = 0.9
 class MetricTrack(RunningStats):
     """One metric's spread (Welford over its first normal samples), baseline and smoothed deviation."""
 
-    __slots__ = ("baseline", "smoothed", "net", "partner", "coupling", "calibrated", "_noise_sq")
+    __slots__ = ("baseline", "smoothed", "net", "partner", "coupling", "calibrated", "unit", "_noise_sq")
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,6 +83,7 @@ class MetricTrack(RunningStats):
         self.partner: MetricTrack | None = None
         self.coupling = 0.0  # correlation with the partner: its expected deviation per partner spread
         self.calibrated = 0  # samples of the net deviation its unit was measured over
+        self.unit = 1.0  # what its score is measured in: spreads, or its own normal variation once calibrated
         self._noise_sq = 0.0
 
     def settle(self) -> None:
@@ -93,13 +95,10 @@ class MetricTrack(RunningStats):
                 self.net = unexplained
 
     def calibrate(self) -> None:
+        """One more sample of the metric's normal variation (the RMS of its net deviation), in spreads."""
         self.calibrated += 1
         self._noise_sq += self.net * self.net
-
-    @property
-    def unit(self) -> float:
-        """The metric's normal variation, in spreads: what its score is measured in."""
-        return max(math.sqrt(self._noise_sq / self.calibrated), MIN_NOISE) if self.calibrated else 1.0
+        self.unit = max(math.sqrt(self._noise_sq / self.calibrated), MIN_NOISE)
 
 
 class RobustBaseline:
