@@ -22,7 +22,9 @@ from edge.sqlite_store import SqliteStore
 from gateway.config import GatewayConfig
 from gateway.core import Alarm, Anomaly, Asset, WorkOrderEvent
 from gateway.events import EventBus
+from gateway.ingest import IngestGuard
 from gateway.pipeline import Finding, Pipeline
+from gateway.supervision import TaskHealth, supervise
 from ticketing.service import TicketingService
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class Gateway:
         self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish,
                                           telemetry_seen=self._last_reading_at)
         self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
+        self.connector_health = {c.name: TaskHealth(f"connector {c.name}") for c in self.connectors}
         self.pipeline: Pipeline | None = None
         self.api_server: uvicorn.Server | None = None
         self._stop = asyncio.Event()
@@ -90,6 +93,7 @@ class Gateway:
             handle_finding=self.handle_finding,
             queue_batches=self.config.pipeline.queue_batches,
             max_batch_readings=self.config.pipeline.max_batch_readings,
+            guard=IngestGuard(self.config.ingest),
         )
         pipeline.start()
         loop = asyncio.get_running_loop()
@@ -99,7 +103,11 @@ class Gateway:
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests run the gateway in a thread)
 
-        tasks = [asyncio.create_task(c.run(pipeline, pipeline), name=f"connector-{c.name}") for c in self.connectors]
+        tasks = [
+            asyncio.create_task(supervise(self.connector_health[c.name], lambda c=c: c.run(pipeline, pipeline)),
+                                name=f"connector-{c.name}")
+            for c in self.connectors
+        ]
         if self.config.api.enabled:
             api_config = uvicorn.Config(
                 create_api(self), host=self.config.api.host, port=self.config.api.port,
@@ -151,7 +159,8 @@ class Gateway:
     def diagnostics(self) -> dict[str, Any]:
         return {
             "uptime_s": round(time.time() - self.started_at, 1),
-            "connectors": [connector.diagnostics() for connector in self.connectors],
+            "connectors": [connector.diagnostics() | {"supervisor": self.connector_health[connector.name].diagnostics()}
+                           for connector in self.connectors],
             "pipeline": self.pipeline.diagnostics() if self.pipeline else None,
             "sinks": [sink.diagnostics() for sink in (self.store, *self.remote_sinks)],
             "detectors": self.detectors.diagnostics(),

@@ -19,6 +19,7 @@ from detectors.config import DetectorConfig
 from edge.influx import InfluxSinkConfig
 from edge.sqlite_store import SqliteStoreConfig
 from gateway.core import Asset, Criticality, Site
+from gateway.ingest import IngestConfig
 from ticketing.config import EngineerConfig, TicketingConfig
 
 
@@ -93,6 +94,7 @@ class GatewayConfig(BaseModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
 
     def core_assets(self) -> dict[str, Asset]:
         sites = {site.id: Site(site.id, site.name or site.id, site.latitude, site.longitude, dict(site.environment))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 
 class Quality(str, enum.Enum):
@@ -132,13 +132,24 @@ class WorkOrderEvent:
     device_id: str = ""
 
 
-class ReadingSink(Protocol):
-    """Where readings go: connectors push batches of readings into one."""
+# Called once what was handed over is durable (readings stored, an alarm ticketed), from any thread.
+Done = Callable[[], None]
 
-    async def put(self, readings: list[Reading]) -> None: ...
+
+class ReadingSink(Protocol):
+    """Where readings go: connectors push batches of readings into one.
+
+    ``on_stored`` is called once the batch is in every sink (or a sink's failure
+    was counted), in hand-over order; a connector acknowledges its protocol's
+    messages then, so a crash before that makes the source send them again.
+    An empty batch with ``on_stored`` keeps that order for messages that carried
+    no readings.
+    """
+
+    async def put(self, readings: list[Reading], on_stored: Done | None = None) -> None: ...
 
 
 class AlarmSink(Protocol):
-    """Where device alarms go, straight to ticketing."""
+    """Where device alarms go, straight to ticketing; ``on_done`` once ticketing has handled it."""
 
-    async def put_alarm(self, alarm: Alarm) -> None: ...
+    async def put_alarm(self, alarm: Alarm, on_done: Done | None = None) -> None: ...

@@ -15,11 +15,14 @@ from collections import Counter
 from typing import Any, Callable, Union
 
 from edge.base import Sink
-from gateway.core import Alarm, Anomaly, Reading
+from gateway.core import Alarm, Anomaly, Done, Reading
+from gateway.ingest import IngestConfig, IngestGuard
 
 log = logging.getLogger(__name__)
 
 Finding = Union[Anomaly, Alarm]
+# A batch of readings and what to call once it is stored (a connector's acknowledgement).
+Handover = tuple[list[Reading], Union[Done, None]]
 STOP = None
 
 
@@ -33,15 +36,17 @@ class Pipeline:
         handle_finding: Callable[[Finding], Any],
         queue_batches: int = 64,
         max_batch_readings: int = 20_000,
+        guard: IngestGuard | None = None,
     ) -> None:
         self.sinks = sinks
         self.detect = detect
         self.handle_finding = handle_finding
         self.max_batch_readings = max_batch_readings
-        self.ingest: asyncio.Queue[list[Reading] | None] = asyncio.Queue(queue_batches)
-        self.to_sink: asyncio.Queue[list[Reading] | None] = asyncio.Queue(queue_batches)
-        self.to_detectors: asyncio.Queue[list[Reading] | None] = asyncio.Queue(queue_batches)
-        self.findings: asyncio.Queue[Finding | None] = asyncio.Queue(queue_batches * 16)
+        self.guard = guard or IngestGuard(IngestConfig())
+        self.ingest: asyncio.Queue[Handover | None] = asyncio.Queue(queue_batches)
+        self.to_sink: asyncio.Queue[Handover | None] = asyncio.Queue(queue_batches)
+        self.to_detectors: asyncio.Queue[Handover | None] = asyncio.Queue(queue_batches)
+        self.findings: asyncio.Queue[tuple[Finding, Done | None] | None] = asyncio.Queue(queue_batches * 16)
         self.counts: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.last_reading_at: float | None = None
@@ -49,12 +54,12 @@ class Pipeline:
 
     # -- producers -----------------------------------------------------------------
 
-    async def put(self, readings: list[Reading]) -> None:
-        if readings:
-            await self.ingest.put(readings)
+    async def put(self, readings: list[Reading], on_stored: Done | None = None) -> None:
+        if readings or on_stored is not None:
+            await self.ingest.put((readings, on_stored))
 
-    async def put_alarm(self, alarm: Alarm) -> None:
-        await self.findings.put(alarm)
+    async def put_alarm(self, alarm: Alarm, on_done: Done | None = None) -> None:
+        await self.findings.put((alarm, on_done))
 
     # -- stages --------------------------------------------------------------------
 
@@ -74,23 +79,33 @@ class Pipeline:
 
     async def _fan_out(self) -> None:
         while True:
-            batch = await self.ingest.get()
-            if batch is STOP:
+            item = await self.ingest.get()
+            if item is STOP:
                 await self.to_sink.put(STOP)
                 await self.to_detectors.put(STOP)
                 return
-            self.counts["readings_in"] += len(batch)
-            self.counts["batches_in"] += 1
-            self.last_reading_at = time.time()
-            await self.to_sink.put(batch)
-            await self.to_detectors.put(batch)
+            batch, on_stored = item
+            if batch:
+                self.counts["readings_in"] += len(batch)
+                self.counts["batches_in"] += 1
+                self.last_reading_at = time.time()
+                admitted = self.guard.admit(batch)
+                self.counts["readings_rejected"] += len(batch) - len(admitted)
+                batch = admitted
+            await self.to_sink.put((batch, on_stored))
+            if batch:
+                await self.to_detectors.put((batch, None))
 
     async def _sink_stage(self) -> None:
         while True:
-            batch = await _merge_next(self.to_sink, self.max_batch_readings)
-            if batch is None:
+            merged = await _merge_next(self.to_sink, self.max_batch_readings)
+            if merged is None:
                 return
-            await asyncio.to_thread(self._write_everywhere, batch)
+            batch, done = merged
+            if batch:
+                await asyncio.to_thread(self._write_everywhere, batch)
+            for on_stored in done:
+                _call(on_stored)
 
     def _write_everywhere(self, batch: list[Reading]) -> None:
         # Each sink on its own: a failing one never keeps the batch from the others.
@@ -106,10 +121,11 @@ class Pipeline:
 
     async def _detector_stage(self) -> None:
         while True:
-            batch = await _merge_next(self.to_detectors, self.max_batch_readings)
-            if batch is None:
+            merged = await _merge_next(self.to_detectors, self.max_batch_readings)
+            if merged is None:
                 await self.findings.put(STOP)
                 return
+            batch, _ = merged
             try:
                 anomalies = await asyncio.to_thread(self.detect, batch)
             except Exception:
@@ -119,19 +135,22 @@ class Pipeline:
             self.counts["readings_scored"] += len(batch)
             for anomaly in anomalies:
                 self.counts["anomalies"] += 1
-                await self.findings.put(anomaly)
+                await self.findings.put((anomaly, None))
 
     async def _ticketing_stage(self) -> None:
         while True:
-            finding = await self.findings.get()
-            if finding is STOP:
+            item = await self.findings.get()
+            if item is STOP:
                 return
+            finding, on_done = item
             try:
                 await asyncio.to_thread(self.handle_finding, finding)
                 self.counts["findings_ticketed"] += 1
             except Exception:
                 self.errors["ticketing"] += 1
                 log.exception("ticketing failed on %r", finding)
+            if on_done is not None:
+                _call(on_done)
 
     def diagnostics(self) -> dict[str, Any]:
         return {
@@ -144,23 +163,35 @@ class Pipeline:
                 "detectors": self.to_detectors.qsize(),
                 "findings": self.findings.qsize(),
             },
+            "ingest": self.guard.diagnostics(),
         }
 
 
-async def _merge_next(queue: "asyncio.Queue[list[Reading] | None]", limit: int) -> list[Reading] | None:
-    """Next batch merged with what is already waiting, up to ``limit`` readings; None at STOP.
+def _call(callback: Done) -> None:
+    try:
+        callback()
+    except Exception:  # a connector's acknowledgement failing must not stop the stage
+        log.exception("acknowledgement callback failed")
+
+
+async def _merge_next(queue: "asyncio.Queue[Handover | None]", limit: int) -> tuple[list[Reading], list[Done]] | None:
+    """Next batch merged with what is already waiting, up to ``limit`` readings, and the
+    acknowledgements of every batch merged (in order); None at STOP.
 
     Merging lets a stage that fell behind catch up with fewer, larger writes.
     """
     first = await queue.get()
     if first is STOP:
         return None
-    merged = list(first)
+    merged = list(first[0])
+    done = [first[1]] if first[1] is not None else []
     while len(merged) < limit and not queue.empty():
         more = queue.get_nowait()
         if more is STOP:
             # Put it back for the next call: everything before it is processed first.
             queue.put_nowait(STOP)
             break
-        merged.extend(more)
-    return merged
+        merged.extend(more[0])
+        if more[1] is not None:
+            done.append(more[1])
+    return merged, done

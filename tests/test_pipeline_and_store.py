@@ -21,8 +21,11 @@ class FunctionSink:
     write: Callable[[list[Reading]], None]
 
 
+T0 = time.time() - 3600
+
+
 def batch(start: int, size: int) -> list[Reading]:
-    return [Reading("d", "m", float(i), float(i)) for i in range(start, start + size)]
+    return [Reading("d", "m", float(i), T0 + i) for i in range(start, start + size)]
 
 
 async def test_a_slow_sink_makes_producers_wait_and_loses_nothing() -> None:

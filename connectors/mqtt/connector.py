@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -25,7 +25,9 @@ from connectors.backoff import Backoff
 from connectors.base import worth_logging
 from connectors.liveness import OfflineTracker
 from connectors.mqtt import const
-from connectors.mqtt.decode import PayloadError, TopicTemplate, decode_alarm, decode_telemetry
+from connectors.mqtt.decode import (
+    PayloadError, TopicTemplate, bytes_excerpt, decode_alarm, decode_telemetry, excerpt,
+)
 from connectors.mqtt.schema import MqttSourceConfig
 from connectors.mqtt.sparkplug.session import NAMESPACE as SPARKPLUG_NAMESPACE
 from connectors.mqtt.sparkplug.session import EdgeNode, handle as handle_sparkplug, rebirth_request
@@ -36,6 +38,38 @@ log = logging.getLogger(__name__)
 # A session outlives a gateway restart by this long, so QoS 1/2 messages
 # published meanwhile are delivered when it comes back.
 SESSION_EXPIRY_S = 24 * 3600
+
+
+class MessageAck:
+    """The acknowledgement of one QoS 1/2 message, sent once every part of it is durable.
+
+    A message's readings are one part (done when the batch carrying them is
+    stored); each alarm it raised is another (done when ticketing handled it).
+    ``done`` may be called from any thread; the network thread sends the
+    PUBACK/PUBCOMP, and only on the connection the message came in on (after a
+    reconnect the broker sends unacknowledged messages again).
+    """
+
+    __slots__ = ("mid", "qos", "generation", "parts", "_ready", "_lock")
+
+    def __init__(self, mid: int, qos: int, generation: int, ready: deque["MessageAck"]) -> None:
+        self.mid = mid
+        self.qos = qos
+        self.generation = generation
+        self.parts = 1
+        self._ready = ready
+        self._lock = threading.Lock()
+
+    def add_part(self) -> None:
+        with self._lock:
+            self.parts += 1
+
+    def done(self) -> None:
+        with self._lock:
+            self.parts -= 1
+            if self.parts:
+                return
+        self._ready.append(self)
 
 
 class MqttConnector:
@@ -58,6 +92,14 @@ class MqttConnector:
         self.errors: Counter[str] = Counter()
         self._pending: list[Reading] = []
         self._pending_since = 0.0
+        # Manual acknowledgement (acknowledge: stored): messages handled since the last flush,
+        # the message being handled, and acknowledgements ready to send.
+        self.manual_ack = config.qos > 0 and config.acknowledge == "stored"
+        self._unacked: list[MessageAck] = []
+        self._current: MessageAck | None = None
+        self._ready_acks: deque[MessageAck] = deque()
+        self._generation = 0
+        self.acknowledged = 0
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._readings_sink: ReadingSink | None = None
@@ -72,7 +114,15 @@ class MqttConnector:
         self._readings_sink = readings
         self._alarm_sink = alarms
         self._stop.clear()
-        thread = threading.Thread(target=self._network_thread, name=f"mqtt-{self.name}", daemon=True)
+        failure: list[BaseException] = []
+
+        def network_thread() -> None:
+            try:
+                self._network_thread()
+            except BaseException as error:  # handed to run(), whose supervisor restarts the connector
+                failure.append(error)
+
+        thread = threading.Thread(target=network_thread, name=f"mqtt-{self.name}", daemon=True)
         thread.start()
         try:
             while thread.is_alive():
@@ -80,6 +130,8 @@ class MqttConnector:
         finally:
             self._stop.set()
             await asyncio.to_thread(thread.join, 10)
+        if failure:
+            raise RuntimeError(f"mqtt {self.name}: network thread failed: {failure[0]!r}") from failure[0]
 
     def diagnostics(self) -> dict[str, Any]:
         return {
@@ -93,6 +145,9 @@ class MqttConnector:
             "readings": self.readings,
             "alarms": self.alarms,
             "reconnects": self.reconnects,
+            "acknowledge": self.config.acknowledge if self.config.qos > 0 else "qos0",
+            "acknowledged_messages": self.acknowledged,
+            "unacknowledged_messages": len(self._unacked) + len(self._ready_acks),
             "errors": dict(self.errors),
             "offline_devices": sorted(
                 (set(self.offline.offline) if self.offline else set())
@@ -119,6 +174,7 @@ class MqttConnector:
             CallbackAPIVersion.VERSION2,
             client_id=self.config.client_id,
             protocol=mqtt.MQTTv5,
+            manual_ack=self.manual_ack,
         )
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password)
@@ -169,14 +225,16 @@ class MqttConnector:
                 continue
             if self.connected:
                 backoff.reset()
-            if self._pending and time.monotonic() - self._pending_since >= const.FLUSH_INTERVAL_S:
+            if (self._pending or self._unacked) and time.monotonic() - self._pending_since >= const.FLUSH_INTERVAL_S:
                 self._flush()
+            self._send_acks(client)
             if self.offline is not None and time.monotonic() >= self._next_offline_check:
                 self._next_offline_check = time.monotonic() + const.OFFLINE_CHECK_INTERVAL_S
                 for alarm in self.offline.overdue(time.time()):
                     self._hand_over_alarm(alarm)
         if self._pending:
-            # Shutting down: the pipeline still drains, so hand over what was accepted.
+            # Shutting down: the pipeline still drains, so hand over what was accepted. Its messages
+            # stay unacknowledged: the broker sends them again on the next start (stored twice is harmless).
             batch, self._pending = self._pending, []
             assert self._loop is not None and self._readings_sink is not None
             try:
@@ -197,6 +255,8 @@ class MqttConnector:
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True
+        # Acknowledgements still due for the last connection's messages are void: the broker resends those.
+        self._generation += 1
         self.connected = True
         # Subscribing on every connect keeps subscriptions after a broker restart
         # that lost the session.
@@ -212,13 +272,26 @@ class MqttConnector:
     def _reject(self, reason: str, topic: str, message: str) -> None:
         self.errors[reason] += 1
         if worth_logging(self.errors[reason]):
-            log.warning("mqtt %s: rejected message on %r (%s): %s (%d so far)",
-                        self.name, topic, reason, message, self.errors[reason])
+            log.warning("mqtt %s: rejected message on %s (%s): %s (%d so far)",
+                        self.name, excerpt(topic), reason, message[:const.LOG_MESSAGE_CHARS], self.errors[reason])
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         now = time.time()
         self.messages += 1
         self.last_message_at = now
+        if self.manual_ack and message.qos > 0:
+            self._current = MessageAck(message.mid, message.qos, self._generation, self._ready_acks)
+        try:
+            self._handle_message(client, message, now)
+        finally:
+            if self._current is not None:
+                # Its readings part is done when the next flush is stored; a rejected message goes too.
+                if not self._pending and not self._unacked:
+                    self._pending_since = time.monotonic()
+                self._unacked.append(self._current)
+                self._current = None
+
+    def _handle_message(self, client: mqtt.Client, message: mqtt.MQTTMessage, now: float) -> None:
         topic = message.topic
         try:
             if self.config.sparkplug and topic.startswith(SPARKPLUG_NAMESPACE + "/"):
@@ -235,6 +308,9 @@ class MqttConnector:
             raise PayloadError(const.ERR_TOPIC_MISMATCH, "topic matches neither the telemetry nor the alarm template")
         except PayloadError as error:
             self._reject(error.reason, topic, str(error))
+        except Exception as error:  # noqa: BLE001 - one message must never end the connector
+            self._reject(const.ERR_INTERNAL, topic, f"{type(error).__name__} while handling "
+                                                    f"{bytes_excerpt(message.payload)}")
 
     def _known_device(self, fields: dict[str, str]) -> str:
         device_id = fields["device"]
@@ -263,7 +339,7 @@ class MqttConnector:
                 back_online = self.offline.seen(device_id, now)
                 if back_online is not None:
                     self._hand_over_alarm(back_online)
-        if not self._pending:
+        if not self._pending and not self._unacked:
             self._pending_since = time.monotonic()
         self._pending.extend(readings)
         self.readings += len(readings)
@@ -308,16 +384,30 @@ class MqttConnector:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        acks, self._unacked = self._unacked, []
         assert self._loop is not None and self._readings_sink is not None
-        future = asyncio.run_coroutine_threadsafe(self._readings_sink.put(batch), self._loop)
+        on_stored = (lambda: [ack.done() for ack in acks]) if acks else None
+        future = asyncio.run_coroutine_threadsafe(self._readings_sink.put(batch, on_stored), self._loop)
         self._wait(future)
 
     def _hand_over_alarm(self, alarm: Alarm) -> None:
         # Readings of the same device received before the alarm go first.
-        if self._pending:
+        if self._pending or self._unacked:
             self._flush()
         assert self._loop is not None and self._alarm_sink is not None
-        self._wait(asyncio.run_coroutine_threadsafe(self._alarm_sink.put_alarm(alarm), self._loop))
+        ack = self._current
+        if ack is not None:
+            ack.add_part()
+        on_done = ack.done if ack is not None else None
+        self._wait(asyncio.run_coroutine_threadsafe(self._alarm_sink.put_alarm(alarm, on_done), self._loop))
+
+    def _send_acks(self, client: mqtt.Client) -> None:
+        """PUBACK/PUBCOMP for every message whose readings and alarms are durable (network thread only)."""
+        while self._ready_acks:
+            ack = self._ready_acks.popleft()
+            if ack.generation == self._generation and self.connected:
+                client.ack(ack.mid, ack.qos)
+                self.acknowledged += 1
 
     def _wait(self, future: Any) -> None:
         """Block until the pipeline took the hand-over (backpressure), unless stopping."""

@@ -10,6 +10,16 @@ ERR_UNKNOWN_DEVICE = "unknown_device"
 ERR_MISSING_FIELD = "missing_field"
 ERR_WRONG_TYPE = "wrong_type"
 ERR_BAD_TIMESTAMP = "bad_timestamp"
+ERR_BAD_METRIC_NAME = "bad_metric_name"
+# Anything else that went wrong while handling one message: the message is rejected, the connector goes on.
+ERR_INTERNAL = "internal_error"
+
+# Error messages and logs quote at most this much of a payload.
+EXCERPT_CHARS = 80
+LOG_MESSAGE_CHARS = 300
+MAX_ALARM_CODE_CHARS = 32
+MAX_METRIC_NAME_CHARS = 200
+MAX_ALARM_MESSAGE_CHARS = 2000
 
 # Timestamps above this are taken as milliseconds (year 5138 in seconds).
 MILLISECONDS_THRESHOLD = 1e11

@@ -68,17 +68,17 @@ def parse_timestamp(raw: Any, received_at: float) -> float:
     if isinstance(raw, (int, float)):
         value = float(raw)
         if not math.isfinite(value) or value < 0:
-            raise PayloadError(const.ERR_BAD_TIMESTAMP, f"timestamp {raw!r} is not a valid time")
+            raise PayloadError(const.ERR_BAD_TIMESTAMP, f"timestamp {excerpt(raw)} is not a valid time")
         return value / 1000.0 if value > const.MILLISECONDS_THRESHOLD else value
     if isinstance(raw, str):
         try:
             parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
             raise PayloadError(
-                const.ERR_BAD_TIMESTAMP, f"timestamp {raw!r} is not ISO 8601 or epoch seconds"
+                const.ERR_BAD_TIMESTAMP, f"timestamp {excerpt(raw)} is not ISO 8601 or epoch seconds"
             ) from None
         if parsed.tzinfo is None:
-            raise PayloadError(const.ERR_BAD_TIMESTAMP, f"timestamp {raw!r} has no time zone")
+            raise PayloadError(const.ERR_BAD_TIMESTAMP, f"timestamp {excerpt(raw)} has no time zone")
         return parsed.timestamp()
     raise PayloadError(const.ERR_BAD_TIMESTAMP, f"timestamp has type {type(raw).__name__}")
 
@@ -93,8 +93,40 @@ def _metric_value(name: str, raw: Any) -> tuple[float, Quality]:
         # The device says it has no value: kept as a BAD reading, never scored.
         return math.nan, Quality.BAD
     raise PayloadError(
-        const.ERR_WRONG_TYPE, f"metric {name!r} has a {type(raw).__name__} value {raw!r:.40}, expected a number"
+        const.ERR_WRONG_TYPE,
+        f"metric {excerpt(name)} has a {type(raw).__name__} value {excerpt(raw)}, expected a number",
     )
+
+
+def excerpt(value: Any, limit: int = const.EXCERPT_CHARS) -> str:
+    """A short, safe description of a payload value for error messages and logs.
+
+    Never ``repr`` of a container: a value nested a thousand levels deep would
+    recurse past Python's limit while formatting the error.
+
+    >>> excerpt("x" * 100, 10)
+    "'xxxxxxxxxx'..."
+    >>> excerpt([[[1]]])
+    'a JSON array'
+    """
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    if isinstance(value, (bool, int, float)) or value is None:
+        return repr(value)[:limit]
+    return f"a JSON {_JSON_NAMES.get(type(value), type(value).__name__)}"
+
+
+_JSON_NAMES = {list: "array", dict: "object"}
+
+
+def bytes_excerpt(payload: bytes, limit: int = const.EXCERPT_CHARS) -> str:
+    """The first ``limit`` bytes of a raw payload, for a log line.
+
+    >>> bytes_excerpt(b"[" * 1000, 5)
+    "'[[[[['... (1000 bytes)"
+    """
+    text = payload[:limit].decode("utf-8", "replace")
+    return repr(text) + (f"... ({len(payload)} bytes)" if len(payload) > limit else "")
 
 
 def _dig(document: dict[str, Any], path: str) -> Any:
@@ -176,6 +208,9 @@ def _object_readings(
     readings: list[Reading] = []
     for name, raw in metrics.items():
         try:
+            if len(name) > const.MAX_METRIC_NAME_CHARS:
+                raise PayloadError(const.ERR_BAD_METRIC_NAME, f"metric name {excerpt(name)} is longer than "
+                                                              f"{const.MAX_METRIC_NAME_CHARS} characters")
             value, quality = _metric_value(name, raw)
         except PayloadError as error:
             on_rejected_metric(error)
@@ -208,12 +243,18 @@ def decode_alarm(device_id: str, payload: bytes, received_at: float, source: str
     code = document.get("code")
     if not isinstance(code, str) or not code.strip():
         raise PayloadError(const.ERR_MISSING_FIELD, "alarm payload needs a non-empty string 'code'")
-    severity_raw = str(document.get("severity", "medium")).lower()
-    if severity_raw not in _SEVERITIES:
+    if len(code) > const.MAX_ALARM_CODE_CHARS:
+        raise PayloadError(const.ERR_WRONG_TYPE, f"alarm code {excerpt(code)} is longer than "
+                                                 f"{const.MAX_ALARM_CODE_CHARS} characters")
+    severity = document.get("severity", "medium")
+    if not isinstance(severity, str) or severity.lower() not in _SEVERITIES:
         raise PayloadError(
             const.ERR_WRONG_TYPE,
-            f"alarm severity {severity_raw!r} is not one of {', '.join(_SEVERITIES)}",
+            f"alarm severity {excerpt(severity)} is not one of {', '.join(_SEVERITIES)}",
         )
+    message = document.get("message", "")
+    if not isinstance(message, str):
+        raise PayloadError(const.ERR_WRONG_TYPE, f"alarm message is {excerpt(message)}, expected a string")
     active = document.get("active", True)
     if not isinstance(active, bool):
         raise PayloadError(const.ERR_WRONG_TYPE, "alarm 'active' must be true or false")
@@ -221,8 +262,8 @@ def decode_alarm(device_id: str, payload: bytes, received_at: float, source: str
         device_id=device_id,
         raised_at=parse_timestamp(document.get("ts"), received_at),
         code=code.strip().upper(),
-        severity=_SEVERITIES[severity_raw],
-        message=str(document.get("message", "")),
+        severity=_SEVERITIES[severity.lower()],
+        message=message[:const.MAX_ALARM_MESSAGE_CHARS],
         active=active,
         source=source,
     )

@@ -84,6 +84,10 @@ class MqttSourceConfig(BaseModel):
     password: str | None = None
     keepalive: int = Field(30, ge=5)
     qos: Literal[0, 1, 2] = 1
+    acknowledge: Literal["stored", "received"] = Field(
+        "stored", description="stored: a QoS 1/2 message is acknowledged once its readings are in every sink "
+                              "(at least once across a crash); received: as soon as it is decoded (faster, a crash "
+                              "loses what was not stored yet)")
     clean_start: bool = False
     # Before `topic`: the topic may be left out when Sparkplug B is configured.
     sparkplug: SparkplugConfig | None = None
