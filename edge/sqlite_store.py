@@ -8,10 +8,11 @@ answers "what is this pump doing now" without scanning history.
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
-from contextlib import closing
 import threading
+from contextlib import closing
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.core import Quality, Reading
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -53,10 +56,12 @@ CREATE TABLE IF NOT EXISTS rollups (
 
 # A rollup is recomputed from the raw rows of its bucket, so late or replayed
 # readings never count twice.
+# An empty bucket (its rows pruned, or a range too far out to hold any) writes nothing.
 _ROLLUP = """
 INSERT OR REPLACE INTO rollups
-SELECT device_id, metric, ?, COUNT(value), AVG(value), MIN(value), MAX(value)
-FROM readings WHERE device_id = ? AND metric = ? AND ts >= ? AND ts < ?
+SELECT ?1, ?2, ?3, COUNT(value), AVG(value), MIN(value), MAX(value)
+FROM readings WHERE device_id = ?1 AND metric = ?2 AND ts >= ?3 AND ts < ?4
+HAVING COUNT(*) > 0
 """
 
 _INSERT = "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?)"
@@ -113,6 +118,8 @@ class SqliteStore:
         self.written = 0
         self.batches = 0
         self.errors = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
@@ -132,26 +139,40 @@ class SqliteStore:
                 with self._writer:
                     self._writer.executemany(_INSERT, rows)
                     self._writer.executemany(_UPSERT_LATEST, list(newest.values()))
-            except sqlite3.Error:
-                self.errors += 1
+            except sqlite3.Error as error:
+                self._failed("write", error)
                 raise
             self.written += len(rows)
             self.batches += 1
             interval = self.config.rollup_interval_s
             self._dirty_buckets.update((row[0], row[1], row[2] // interval * interval) for row in rows)
+            # The readings are committed; upkeep failing is counted and shown, never raised as a lost write.
             if time.monotonic() - self._last_rollup > self.ROLLUP_EVERY_S:
                 self._roll_up()
             if time.monotonic() - self._last_prune > self.PRUNE_INTERVAL_S:
                 self._prune()
 
+    def _failed(self, what: str, error: Exception) -> None:
+        self.errors += 1
+        self.last_error = f"{what}: {error}"
+        self.last_error_at = time.time()
+        log.error("sqlite store %s: %s failed: %s", self.path, what, error)
+
     def _roll_up(self) -> None:
-        """Recompute every bucket written since the last call (at most once a second)."""
+        """Recompute every bucket written since the last call (at most once a second).
+
+        The dirty set is cleared whatever happens: a bucket that cannot be computed
+        is counted once, not retried (and failed) on every later write.
+        """
         interval = self.config.rollup_interval_s
-        buckets = [(start, device, metric, start, start + interval) for device, metric, start in self._dirty_buckets]
-        with self._writer:
-            self._writer.executemany(_ROLLUP, buckets)
+        buckets = [(device, metric, start, start + interval) for device, metric, start in self._dirty_buckets]
         self._dirty_buckets.clear()
         self._last_rollup = time.monotonic()
+        try:
+            with self._writer:
+                self._writer.executemany(_ROLLUP, buckets)
+        except sqlite3.Error as error:
+            self._failed("rollup", error)
 
     def flush(self) -> None:
         """Bring the rollups up to date now."""
@@ -160,10 +181,14 @@ class SqliteStore:
 
     def _prune(self) -> None:
         now = time.time()
-        with self._writer:
-            self._writer.execute("DELETE FROM readings WHERE ts < ?", (now - self.config.retention_days * 86400,))
-            self._writer.execute("DELETE FROM rollups WHERE ts < ?", (now - self.config.rollup_retention_days * 86400,))
         self._last_prune = time.monotonic()
+        try:
+            with self._writer:
+                self._writer.execute("DELETE FROM readings WHERE ts < ?", (now - self.config.retention_days * 86400,))
+                self._writer.execute("DELETE FROM rollups WHERE ts < ?",
+                                     (now - self.config.rollup_retention_days * 86400,))
+        except sqlite3.Error as error:
+            self._failed("prune", error)
 
     def latest(self, device_id: str) -> list[Reading]:
         with self._reader() as connection:
@@ -207,6 +232,8 @@ class SqliteStore:
             "readings_written": self.written,
             "batches": self.batches,
             "errors": self.errors,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
             "retention_days": self.config.retention_days,
             "rollup_interval_s": self.config.rollup_interval_s,
             "rollup_retention_days": self.config.rollup_retention_days,

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.core import Asset, Reading, Severity
+from gateway.health import problems as health_problems
 from gateway.metrics import GatewayCollector
 from ticketing.lifecycle import State
 from ticketing.service import TransitionRefused
@@ -24,9 +25,6 @@ from ticketing.dispatch import available, on_shift
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-
-# A device silent this long makes /health report "degraded".
-STALE_AFTER_S = 60.0
 
 
 def _reading_json(reading: Reading) -> dict[str, Any]:
@@ -118,25 +116,8 @@ def create_api(gateway: "Gateway") -> FastAPI:
     def health() -> dict[str, Any]:
         """``ok`` or ``degraded`` with the problems that make it so, and every component's diagnostics."""
         diagnostics = gateway.diagnostics()
-        problems = [f"connector {c['name']} is not connected" for c in diagnostics["connectors"] if not c["connected"]]
-        problems += [f"device {device} is offline (connector {c['name']})"
-                     for c in diagnostics["connectors"] for device in c.get("offline_devices", [])]
-        last = (diagnostics["pipeline"] or {}).get("last_reading_at")
-        if last is None or time.time() - last > STALE_AFTER_S:
-            problems.append(f"no reading in the last {STALE_AFTER_S:.0f}s")
-        for sink in diagnostics["sinks"]:
-            buffer = sink.get("buffer")
-            if buffer is None:
-                continue
-            if sink["reachable"] is False:
-                problems.append(f"sink {sink['name']} is unreachable: {sink['last_error']}; "
-                                f"{buffer['pending_readings']} readings buffered")
-            if buffer.get("dropped_readings"):
-                problems.append(f"sink {sink['name']} lost {buffer['dropped_readings']} readings "
-                                f"(buffer full or too old)")
-            if buffer.get("dead_letters"):
-                problems.append(f"sink {sink['name']} refused {buffer['dead_letters']} lines (dead letters)")
-        return {"status": "degraded" if problems else "ok", "problems": problems} | diagnostics
+        found = health_problems(diagnostics, gateway.problems(), time.time())
+        return {"status": "degraded" if found else "ok", "problems": found} | diagnostics
 
     @api.get("/assets", tags=["assets"])
     def list_assets() -> list[dict[str, Any]]:

@@ -156,6 +156,14 @@ class Gateway:
         self.ticketing.close()
         log.info("pm-gateway stopped")
 
+    def problems(self) -> list[str]:
+        """Problems only the gateway knows: connectors restarted, readings rejected at ingest."""
+        now = time.time()
+        found = [problem for health in self.connector_health.values() if (problem := health.problem(now))]
+        if self.pipeline is not None:
+            found += self.pipeline.guard.problems(now)
+        return found
+
     def diagnostics(self) -> dict[str, Any]:
         return {
             "uptime_s": round(time.time() - self.started_at, 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -49,6 +50,13 @@ def stop_process(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> Non
             process.wait()
 
 
+def _run_as() -> str:
+    """Started as root, Mosquitto drops to its own user, which cannot write a folder of root's (nor reach
+    one below a private temp folder): it could not save its persistence file, and a restart lost every
+    queued message ("Permission denied" in its log). This throw-away broker stays the user that started it."""
+    return "user root\n" if os.geteuid() == 0 else ""
+
+
 @dataclass
 class Mosquitto:
     """A running broker; ``stop`` ends it. Persistence keeps QoS 1 sessions across restarts."""
@@ -72,7 +80,8 @@ class Mosquitto:
         conf.write_text(
             f"listener {port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence true\n"
+            + _run_as()
+            + "persistence true\n"
             f"persistence_location {directory}/\n"
             "max_queued_messages 100000\n"
             "log_dest stderr\n"

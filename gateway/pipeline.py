@@ -49,6 +49,7 @@ class Pipeline:
         self.findings: asyncio.Queue[tuple[Finding, Done | None] | None] = asyncio.Queue(queue_batches * 16)
         self.counts: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.error_at: dict[str, float] = {}
         self.last_reading_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -115,7 +116,7 @@ class Pipeline:
                 sink.write(batch)
             except Exception as error:  # the sink reports its own kind of failure; the pipeline goes on
                 stored = False
-                self.errors[f"sink:{sink.name}"] += 1
+                self._count_error(f"sink:{sink.name}")
                 log.error("sink %s failed to store %d readings: %s", sink.name, len(batch), error)
         self.counts["readings_stored" if stored else "readings_not_stored"] += len(batch)
 
@@ -129,7 +130,7 @@ class Pipeline:
             try:
                 anomalies = await asyncio.to_thread(self.detect, batch)
             except Exception:
-                self.errors["detectors"] += 1
+                self._count_error("detectors")
                 log.exception("detectors failed on a batch of %d readings", len(batch))
                 continue
             self.counts["readings_scored"] += len(batch)
@@ -147,15 +148,20 @@ class Pipeline:
                 await asyncio.to_thread(self.handle_finding, finding)
                 self.counts["findings_ticketed"] += 1
             except Exception:
-                self.errors["ticketing"] += 1
+                self._count_error("ticketing")
                 log.exception("ticketing failed on %r", finding)
             if on_done is not None:
                 _call(on_done)
+
+    def _count_error(self, stage: str) -> None:
+        self.errors[stage] += 1
+        self.error_at[stage] = time.time()
 
     def diagnostics(self) -> dict[str, Any]:
         return {
             "counts": dict(self.counts),
             "errors": dict(self.errors),
+            "last_error_at": dict(self.error_at),
             "last_reading_at": self.last_reading_at,
             "queue_depth": {
                 "ingest": self.ingest.qsize(),

@@ -1,0 +1,160 @@
+"""Hostile input against the running gateway: rejected, counted, shown in /health, and nothing else lost."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from edge.sqlite_store import SqliteStore, SqliteStoreConfig
+from gateway.broker import Mosquitto
+from gateway.core import Reading
+from gateway.supervision import TaskHealth, supervise
+from tests.conftest import gateway_document, wait_until
+from tests.test_mqtt_ingest import publish, publisher
+
+
+def nested(depth: int, leaf: object = 1.0) -> bytes:
+    return b"[" * depth + orjson.dumps(leaf) + b"]" * depth
+
+
+def latest(gw, device: str) -> dict[str, float]:
+    return {r["metric"]: r["value"] for r in gw.get(f"/devices/{device}/readings/latest")["readings"]}
+
+
+def test_deeply_nested_values_are_rejected_and_the_gateway_goes_on(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway
+) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
+    client = publisher(mosquitto)
+    now = time.time()
+    deep = nested(990)  # within orjson's limit: it parses, and formatting it used to recurse
+    publish(client, "plant/north/pump-01/telemetry", b'{"metrics": {"vibration": ' + deep + b'}}')
+    publish(client, "plant/north/pump-01/telemetry", nested(5000))  # past orjson's limit
+    publish(client, "plant/north/motor-01/alarm", b'{"code": "OHE", "severity": ' + deep + b'}')
+    publish(client, "plant/north/motor-01/alarm", b'{"code": "OHE", "severity": "high", "message": ' + deep + b'}')
+    publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": now, "metrics": {"flow": 80.0}}))
+
+    assert wait_until(lambda: latest(gw, "pump-01"), timeout=10, what="the good reading") == {"flow": 80.0}
+    errors = gw.get("/health")["connectors"][0]["errors"]
+    assert errors == {"wrong_type": 3, "invalid_json": 1}
+    assert gw.gateway.connector_health["test-broker"].restarts == 0
+    assert gw.get("/work-orders") == []
+    client.loop_stop()
+
+
+async def test_a_connector_that_fails_or_ends_is_restarted_and_reported() -> None:
+    runs: list[str] = []
+    forever = asyncio.Event()
+
+    async def flaky() -> None:
+        runs.append("run")
+        if len(runs) == 1:
+            raise RuntimeError("network thread failed: boom")
+        if len(runs) == 2:
+            return  # ended by itself
+        await forever.wait()
+
+    health = TaskHealth("connector plant-broker")
+    from connectors.backoff import Backoff
+
+    task = asyncio.create_task(supervise(health, flaky, Backoff(0.01, 0.02)))
+    for _ in range(100):
+        if len(runs) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert len(runs) == 3 and health.restarts == 2
+    assert health.last_error == "it ended by itself"
+    assert "connector plant-broker was restarted 2 time(s)" in (health.problem(time.time()) or "")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_implausible_timestamps_are_rejected_before_any_sink(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway
+) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
+    client = publisher(mosquitto)
+    now = time.time()
+    for ts in (1e300, 4102444800.0, now + 3600, 0, 86400.0):  # far future, 2100, an hour ahead, 1970
+        publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": ts, "metrics": {"vibration": 9.9}}))
+    for i in range(3):
+        publish(client, "plant/north/pump-01/telemetry",
+                orjson.dumps({"ts": now - 3 + i, "metrics": {"vibration": 2.0 + i}}))
+
+    assert wait_until(lambda: latest(gw, "pump-01").get("vibration") == 4.0, timeout=10, what="latest follows")
+    health = gw.get("/health")
+    assert health["pipeline"]["ingest"]["rejected"] == {"timestamp_in_future": 3, "timestamp_too_old": 2}
+    assert any(p.startswith("device pump-01: 3 readings rejected (timestamp in future") for p in health["problems"])
+    gw.gateway.store.flush()
+    assert health["sinks"][0]["errors"] == 0
+    history = gw.get("/devices/pump-01/readings", metric="vibration", since=0, until=1e12)["readings"]
+    assert [r["value"] for r in history] == [2.0, 3.0, 4.0]
+    # Writes and rollups keep working.
+    publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": now, "metrics": {"vibration": 5.0}}))
+    assert wait_until(lambda: latest(gw, "pump-01").get("vibration") == 5.0, timeout=10, what="a later write")
+    client.loop_stop()
+
+
+def test_the_store_survives_any_timestamp_and_counts_its_failures(tmp_path: Path) -> None:
+    store = SqliteStore(SqliteStoreConfig(path=tmp_path / "t.db"))
+    now = time.time()
+    store.write([Reading("d", "m", 1.0, 1e300), Reading("d", "m", 2.0, now)])
+    store.flush()
+    store.write([Reading("d", "m", 3.0, now + 1)])
+    store.flush()
+    assert store.errors == 0
+    assert [b["count"] for b in store.rollups("d", "m", now - 120, now + 120)] in ([2], [1, 1])
+    assert store.rollups("d", "m", 1e299, 1e301) == []
+    store.close()
+
+
+def test_a_failing_sink_shows_in_its_counters_and_in_health(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway
+) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
+    client = publisher(mosquitto)
+    publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": time.time(), "metrics": {"flow": 1.0}}))
+    wait_until(lambda: latest(gw, "pump-01"), timeout=10, what="first reading")
+    # The database damaged behind the gateway's back.
+    with sqlite3.connect(tmp_path / "telemetry.db") as other:
+        other.execute("DROP TABLE readings")
+    publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": time.time(), "metrics": {"flow": 2.0}}))
+
+    def failed() -> dict | None:
+        health = gw.get("/health")
+        return health if health["sinks"][0]["errors"] else None
+
+    health = wait_until(failed, timeout=10, what="the store's failure to be counted")
+    assert health["status"] == "degraded"
+    assert health["pipeline"]["errors"]["sink:sqlite"] >= 1
+    assert any(p.startswith("sink sqlite has failed 1 time(s), last: write: no such table: readings")
+               for p in health["problems"]), health["problems"]
+    client.loop_stop()
+
+
+def test_new_metric_names_per_device_are_capped_and_counted(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway
+) -> None:
+    document = gateway_document(mosquitto.port, tmp_path, ingest={"max_metrics_per_device": 50})
+    gw = start_gateway(document)
+    client = publisher(mosquitto)
+    now = time.time()
+    for message in range(20):  # 200 new names, 10 per message
+        metrics = {f"junk_{message}_{k}": 1.0 for k in range(10)}
+        publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": now, "metrics": metrics}))
+    publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": now, "metrics": {"junk_0_0": 7.0}}))
+    publish(client, "plant/north/pump-02/telemetry", orjson.dumps({"ts": now, "metrics": {"flow": 3.0}}))
+
+    assert wait_until(lambda: latest(gw, "pump-02"), timeout=10, what="another device") == {"flow": 3.0}
+    wait_until(lambda: latest(gw, "pump-01").get("junk_0_0") == 7.0, timeout=10, what="a known name still flows")
+    assert len(latest(gw, "pump-01")) == 50
+    health = gw.get("/health")
+    assert health["pipeline"]["ingest"]["rejected"] == {"too_many_metrics": 150}
+    assert any(p.startswith("device pump-01: 150 readings rejected (too many metrics") for p in health["problems"])
+    client.loop_stop()
