@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.core import Asset, Reading, Severity
 from gateway.health import problems as health_problems
+from gateway.limits import BodyLimit
 from gateway.metrics import GatewayCollector
 from ticketing.lifecycle import State
 from ticketing.service import TransitionRefused
@@ -33,60 +34,64 @@ def _reading_json(reading: Reading) -> dict[str, Any]:
             "quality": reading.quality.value, "source": reading.source}
 
 
-class TransitionRequest(BaseModel):
+# Every field a client sends is bounded: a request can never store megabytes or overflow a column.
+Id = Annotated[str, Field(min_length=1, max_length=100)]
+Text = Annotated[str, Field(max_length=2_000)]
+LongText = Annotated[str, Field(max_length=20_000)]
+# Epoch seconds, up to the year 5138 (what the connectors take as seconds, not milliseconds).
+EpochSeconds = Annotated[float, Field(ge=0, le=1e11)]
+EPOCH_QUERY = {"ge": 0, "le": 1e11}
+MAX_OFFSET = 1_000_000_000
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class TransitionRequest(Request):
     """A lifecycle step. Guards: DISPATCHED needs engineer_id and eta; ON_HOLD, CANCELLED and
     REOPENED a reason; DONE resolution, failure_mode, failure_mechanism, failure_cause and
     restored_at; VERIFIED verified_by; MERGED merged_into."""
 
-    model_config = ConfigDict(extra="forbid")
-
     to: State
-    actor: str = Field(min_length=1, description="who does it")
-    reason: str | None = None
-    note: str | None = None
-    engineer_id: str | None = None
-    eta: float | None = Field(None, description="epoch seconds")
-    resolution: str | None = None
+    actor: Id = Field(description="who does it")
+    reason: Text | None = None
+    note: LongText | None = None
+    engineer_id: Id | None = None
+    eta: EpochSeconds | None = Field(None, description="epoch seconds")
+    resolution: LongText | None = None
     failure_mode: str | None = Field(None, pattern=r"^[A-Z]{3}$")
-    failure_mechanism: str | None = None
-    failure_cause: str | None = None
-    restored_at: float | None = Field(None, description="epoch seconds the function was restored")
-    parts: list[str] = Field(default_factory=list)
-    labour_hours: float | None = Field(None, ge=0)
-    verified_by: str | None = None
-    merged_into: str | None = None
+    failure_mechanism: Text | None = None
+    failure_cause: Text | None = None
+    restored_at: EpochSeconds | None = Field(None, description="epoch seconds the function was restored")
+    parts: list[Text] = Field(default_factory=list, max_length=500)
+    labour_hours: float | None = Field(None, ge=0, le=100_000)
+    verified_by: Id | None = None
+    merged_into: Id | None = None
 
 
-class AssetStateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AssetStateRequest(Request):
     state: Literal["operating", "maintenance", "standby", "commissioning"]
-    reason: str = Field(min_length=1)
-    actor: str = Field(min_length=1)
-    until: float | None = Field(None, description="epoch seconds the state ends by itself")
+    reason: Text = Field(min_length=1)
+    actor: Id
+    until: EpochSeconds | None = Field(None, description="epoch seconds the state ends by itself")
 
 
-class ManualWorkOrder(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    device_id: str
+class ManualWorkOrder(Request):
+    device_id: Id
     failure_mode: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 14224 code, e.g. NOI")
     severity: Severity = Severity.MEDIUM
     title: str = Field(min_length=3, max_length=300)
-    description: str = ""
-    actor: str = Field(min_length=1)
+    description: LongText = ""
+    actor: Id
 
 
-class OfferAnswer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    engineer_id: str = Field(min_length=1)
-    reason: str | None = Field(None, description="why (a decline needs one)")
+class OfferAnswer(Request):
+    engineer_id: Id
+    reason: Text | None = Field(None, description="why (a decline needs one)")
 
 
-class LocationUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LocationUpdate(Request):
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
 
@@ -97,6 +102,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
         description="Predictive-maintenance gateway: telemetry, anomalies, work orders and dispatch.",
         version="0.1.0",
     )
+    api.add_middleware(BodyLimit, max_bytes=gateway.config.api.max_body_bytes)
 
     registry = CollectorRegistry()
     registry.register(GatewayCollector(gateway))
@@ -142,9 +148,9 @@ def create_api(gateway: "Gateway") -> FastAPI:
     @api.get("/devices/{device_id}/readings", tags=["telemetry"])
     def reading_history(
         device_id: str,
-        metric: str | None = None,
-        since: float | None = Query(None, description="epoch seconds; default: an hour before 'until'"),
-        until: float | None = Query(None, description="epoch seconds; default: now"),
+        metric: str | None = Query(None, max_length=200),
+        since: float | None = Query(None, description="epoch seconds; default: an hour before 'until'", **EPOCH_QUERY),
+        until: float | None = Query(None, description="epoch seconds; default: now", **EPOCH_QUERY),
         limit: int = Query(10_000, ge=1, le=100_000),
         resolution: Literal["raw", "rollup"] = Query(
             "raw", description="rollup: min/mean/max per bucket from the embedded store (needs 'metric')"
@@ -165,19 +171,20 @@ def create_api(gateway: "Gateway") -> FastAPI:
 
     @api.get("/anomalies", tags=["detection"])
     def list_anomalies(
-        device_id: str | None = None, since: float = 0.0, limit: int = Query(100, ge=1, le=1000)
+        device_id: str | None = Query(None, max_length=100), since: float = Query(0.0, **EPOCH_QUERY),
+        limit: int = Query(100, ge=1, le=1000)
     ) -> list[dict[str, Any]]:
         return gateway.ticketing.list_anomalies(device_id=device_id, since=since, limit=limit)
 
     @api.get("/work-orders", tags=["work orders"])
     def list_work_orders(
-        device_id: str | None = None,
-        site_id: str | None = None,
-        state: str | None = None,
+        device_id: str | None = Query(None, max_length=100),
+        site_id: str | None = Query(None, max_length=100),
+        state: str | None = Query(None, max_length=40),
         priority: str | None = Query(None, pattern="^P[1-4]$"),
-        engineer_id: str | None = None,
+        engineer_id: str | None = Query(None, max_length=100),
         limit: int = Query(100, ge=1, le=1000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> list[dict[str, Any]]:
         return gateway.ticketing.list_work_orders(
             device_id=device_id, site_id=site_id, state=state, priority=priority,

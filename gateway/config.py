@@ -72,6 +72,8 @@ class ApiConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     history_source: str = Field("sqlite", description="'sqlite' or the name of an InfluxDB sink to read history from")
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824,
+                                description="a request body larger than this is refused with 413, unread")
 
 
 class PipelineConfig(BaseModel):

@@ -65,6 +65,9 @@ def demo_document(broker_port: int, api_port: int, data_dir: Path) -> dict[str, 
         "detectors": {"checkpoint_path": str(data_dir / "detectors.ckpt")},
         "ticketing": {"database_url": f"sqlite:///{data_dir / 'workorders.db'}"},
         "api": {"host": "127.0.0.1", "port": api_port},
+        # The simulated fleet's clock runs `acceleration` times faster than the wall clock, so its
+        # timestamps run ahead of the gateway's: allow that here (a real plant keeps the 5-minute default).
+        "ingest": {"max_future_skew_s": 366 * 86400},
     }
 
 

@@ -26,7 +26,9 @@ def test_faulty_pump_gets_one_assigned_work_order_and_healthy_devices_none(
 ) -> None:
     # One detector worker process: the sharded path, as a plant would run it on a multi-core box.
     document = gateway_document(mosquitto.port, tmp_path,
-                                detectors={"warmup_samples": WARMUP_SAMPLES, "workers": 1})
+                                detectors={"warmup_samples": WARMUP_SAMPLES, "workers": 1},
+                                # The simulated clock runs ahead of the wall clock.
+                                ingest={"max_future_skew_s": 366 * 86400})
     gw = start_gateway(document)
     fleet = fleet_for(gw.config, mosquitto.host, mosquitto.port, ACCELERATION, seed=1,
                       ground_truth=tmp_path / "truth.jsonl")
