@@ -50,7 +50,8 @@ class InfluxSinkConfig(BaseModel):
     type: Literal["influxdb"]
     name: str = "influxdb"
     api: Literal["v1", "v2"] = "v1"
-    url: str = "http://127.0.0.1:8086"
+    url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://[^\s/:?#]+(:\d{1,5})?(/[^\s]*)?$",
+                     description="http(s)://host[:port][/path]")
     # v1
     database: str | None = None
     retention_policy: str | None = None

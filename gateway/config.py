@@ -8,11 +8,14 @@ sections, and turns every problem into ``path: reason`` lines such as
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.engine import make_url
 
 from connectors.registry import SourceConfig
 from detectors.config import DetectorConfig
@@ -178,34 +181,110 @@ def _reference_problems(config: GatewayConfig) -> list[str]:
     return problems
 
 
+def _non_finite(node: Any, location: str = "") -> list[str]:
+    """``.inf`` and ``.nan`` anywhere in the document: no setting means infinity (leave it out instead).
+
+    >>> _non_finite({"a": [1.0, float("inf")], "b": {"c": float("nan")}})
+    ['a[1]: infinite or NaN is not a valid value', 'b.c: infinite or NaN is not a valid value']
+    """
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"{location or '(top level)'}: infinite or NaN is not a valid value"]
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in _non_finite(value, f"{location}.{key}" if location else str(key))]
+    if isinstance(node, list):
+        return [p for index, value in enumerate(node) for p in _non_finite(value, f"{location}[{index}]")]
+    return []
+
+
 def parse_config(document: Any, source: str = "<config>") -> GatewayConfig:
     if not isinstance(document, dict):
         raise ConfigError(source, ["(top level): expected a mapping of sections (sites, assets, sources, ...)"])
+    problems = _non_finite(document)
     try:
         config = GatewayConfig.model_validate(document)
     except ValidationError as error:
-        problems = [
+        problems += [
             f"{_format_location(detail['loc'], document)}: {_lower_first(detail['msg'])}"
             for detail in error.errors()
         ]
         raise ConfigError(source, problems) from None
-    problems = _reference_problems(config)
+    problems += _reference_problems(config)
     if problems:
         raise ConfigError(source, problems)
     return config
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (PyYAML keeps the last one silently:
+    a second ``api:`` block with ``host: 0.0.0.0`` would win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"line {line}: duplicate key {key!r} (first at line {seen[key]}); "
+                                    "the second would silently replace the first")
+            seen.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _writable_problems(config: GatewayConfig) -> list[str]:
+    """Files the gateway will create: their folder must exist or be creatable, and be writable."""
+    paths: list[tuple[str, Path]] = [("storage.telemetry.path", config.storage.telemetry.path)]
+    paths += [(f"storage.sinks[{i}].buffer.path", sink.buffer.path) for i, sink in enumerate(config.storage.sinks)]
+    if config.detectors.checkpoint_path is not None:
+        paths.append(("detectors.checkpoint_path", config.detectors.checkpoint_path))
+    url = make_url(config.ticketing.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        paths.append(("ticketing.database_url", Path(url.database)))
+    return [f"{where}: {reason}" for where, path in paths if (reason := _unwritable(path))]
+
+
+def _unwritable(path: Path) -> str | None:
+    if path.exists():
+        if path.is_dir():
+            return f"{path} is a folder, not a file"
+        return None if os.access(path, os.W_OK) else f"{path} is not writable"
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"cannot create {path}: {ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {ancestor} is not writable"
+    return None
+
+
 def load_config(path: Path) -> GatewayConfig:
+    """Read, parse and validate a configuration file, and check the files it names can be written."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as error:
         raise ConfigError(source, [f"cannot read the file: {error.strerror or error}"]) from None
     try:
-        document = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise ConfigError(source, [f"line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset "
+                                   f"{error.start}); save the file as UTF-8"]) from None
+    try:
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as error:
+        raise ConfigError(source, [str(error)]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         reason = getattr(error, "problem", None) or str(error)
         raise ConfigError(source, [f"YAML syntax error at {where}: {reason}"]) from None
-    return parse_config(document, source)
+    config = parse_config(document, source)
+    problems = _writable_problems(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config

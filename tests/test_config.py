@@ -151,3 +151,45 @@ def test_run_refuses_an_invalid_config_before_starting(tmp_path: Path) -> None:
     result = run_cli("run", "--config", str(path))
     assert result.returncode == 2
     assert "sites: list should have at least 1 item after validation, not 0" in result.stderr
+
+
+def broken_files(tmp_path: Path) -> dict[str, tuple[bytes, str]]:
+    """File contents that must fail ``check-config``, each with the one problem line it must print."""
+    good = yaml.safe_dump(minimal(), sort_keys=False)
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("not a folder")
+    with_sink = minimal() | {"storage": {"sinks": [{"type": "influxdb", "database": "plant", "url": "not a url"}]}}
+    return {
+        "latin-1": ("# Pumpenstation Süd\n".encode("latin-1") + good.encode(),
+                    "line 1: not UTF-8 text (byte 0xfc at offset 17); save the file as UTF-8"),
+        "duplicate section": ((good + "api:\n  host: 127.0.0.1\napi:\n  host: 0.0.0.0\n").encode(),
+                              "duplicate key 'api' (first at line"),
+        "duplicate nested key": (good.replace("latitude: 53.5", "latitude: 53.5\n  latitude: 10.0", 1).encode(),
+                                 "duplicate key 'latitude' (first at line"),
+        "infinity": (yaml.safe_dump(minimal() | {"pipeline": {"queue_batches": 8}, "api": {"port": 8080}})
+                     .replace("queue_batches: 8", "queue_batches: .inf").encode(),
+                     "pipeline.queue_batches: infinite or NaN is not a valid value"),
+        "not a url": (yaml.safe_dump(with_sink).encode(), "storage.sinks[0].url: string should match pattern"),
+        "bogus database url": (yaml.safe_dump(minimal() | {"ticketing": {"database_url": "postgres-ish://x"}}).encode(),
+                               "ticketing.database_url: value error, not an SQLAlchemy database URL"),
+        "unknown driver": (yaml.safe_dump(minimal() | {"ticketing": {"database_url": "oracle+nodriver://x/y"}}).encode(),
+                           "ticketing.database_url: value error, no installed database driver for 'oracle+nodriver'"),
+        "unwritable store": (yaml.safe_dump(minimal() | {"storage": {"telemetry": {"path": str(a_file / "t.db")}}})
+                             .encode(), f"storage.telemetry.path: cannot create {a_file / 't.db'}: {a_file} is a file"),
+        "unwritable work orders": (
+            yaml.safe_dump(minimal() | {"ticketing": {"database_url": f"sqlite:///{a_file}/sub/wo.db"}}).encode(),
+            f"ticketing.database_url: cannot create {a_file}/sub/wo.db: {a_file} is a file, not a folder"),
+    }
+
+
+def test_broken_config_files_fail_check_config_with_path_and_reason(tmp_path: Path) -> None:
+    for name, (content, expected) in broken_files(tmp_path).items():
+        path = tmp_path / f"{name.replace(' ', '-')}.yaml"
+        path.write_bytes(content)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert any(expected in problem for problem in caught.value.problems), (name, caught.value.problems)
+    # The same through the command, with no traceback.
+    result = run_cli("check-config", str(tmp_path / "latin-1.yaml"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "line 1: not UTF-8 text" in result.stderr

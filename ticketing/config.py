@@ -242,10 +242,29 @@ class HygieneConfig(BaseModel):
         8 * 3600.0, ge=0, description="DONE, then this long with telemetry and no finding: VERIFIED (0: never)")
 
 
+def _check_database_url(url: str) -> str:
+    """The URL parses and names a database driver that is installed (not only at run time)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError("not an SQLAlchemy database URL (e.g. sqlite:///data/workorders.db)") from None
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"no installed database driver for {parsed.drivername!r}") from None
+    if parsed.get_backend_name() == "sqlite" and not parsed.database:
+        raise ValueError("an sqlite URL needs a file (sqlite:///data/workorders.db)")
+    return url
+
+
 class TicketingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    database_url: str = "sqlite:///data/workorders.db"
+    database_url: str = Field("sqlite:///data/workorders.db", description="SQLAlchemy URL: sqlite:///FILE or "
+                              "postgresql+psycopg://user:password@host/db")
     code_prefix: str = Field("WO", pattern=r"^[A-Z][A-Z0-9]{0,7}$")
     required_skills: dict[str, str] = Field(default_factory=default_required_skills)
     default_skill: str = "mechanical"
@@ -261,3 +280,8 @@ class TicketingConfig(BaseModel):
     sla: SlaConfig = Field(default_factory=SlaConfig)
     hygiene: HygieneConfig = Field(default_factory=HygieneConfig)
     device_offline: DeviceOfflineConfig = Field(default_factory=DeviceOfflineConfig)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str) -> str:
+        return _check_database_url(url)
