@@ -122,3 +122,30 @@ def test_births_aliases_deaths_and_rebirth_on_a_sequence_gap(
                timeout=10, what="device back online")
     assert gw.get("/health")["connectors"][0]["offline_devices"] == []
     edge.client.loop_stop()
+
+
+def test_data_before_birth_is_rejected_not_stored_and_a_rebirth_requested(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway
+) -> None:
+    document = gateway_document(mosquitto.port, tmp_path)
+    document["sources"] = [{"type": "mqtt", "name": "spb", "port": mosquitto.port, "client_id": "pmgw-spb",
+                            "sparkplug": {"group_id": "plant", "rebirth_min_interval_s": 0}}]
+    gw = start_gateway(document)
+    edge = EdgeNode(mosquitto, "plant", "edge-1")
+    # The gateway has never seen this node's birth (e.g. it started after the node).
+    edge.send("DDATA", [("vibration", 1, DOUBLE, 9.0)], device="pump-01")
+    edge.send("NDATA", [("vibration", 1, DOUBLE, 9.0)])
+    wait_until(lambda: len(edge.rebirth_requests) >= 1, timeout=10, what="a rebirth request")
+    edge.birth()
+    # A born node, but a device it never gave a DBIRTH for.
+    edge.send("DDATA", [("flow", 1, DOUBLE, 9.0)], device="pump-02")
+    edge.send("DDATA", [(None, 1, DOUBLE, 2.5)], device="pump-01")
+
+    def vibration() -> list[float]:
+        return [r["value"] for r in gw.get("/devices/pump-01/readings", metric="vibration",
+                                           since=time.time() - 60)["readings"]]
+
+    wait_until(lambda: vibration() == [2.0, 2.5], timeout=10, what="the data after the birth, and only that")
+    assert gw.get("/health")["connectors"][0]["errors"]["data_before_birth"] == 3
+    assert gw.get("/devices/pump-02/readings/latest")["readings"] == []
+    edge.client.loop_stop()

@@ -27,6 +27,15 @@ were never born). Topic: ``spBv1.0/<group>/<type>/<edge node>[/<device>]``.
 >>> gap = handle(nodes, "spBv1.0/plant/DDATA/edge-1/pump-01", message(9, [(None, 7, 2.8)]), 0.0, "mqtt")
 >>> [(r.metric, r.value) for r in gap.readings], gap.rebirth, gap.errors
 ([('vibration', 2.8)], True, ['sequence_gap'])
+
+Data of a node or device that was never born is rejected, not stored, and a rebirth requested:
+
+>>> unborn = handle({}, "spBv1.0/plant/NDATA/edge-2", message(5, [("flow", 1, 3.0)]), 0.0, "mqtt")
+>>> unborn.readings, unborn.errors, unborn.rebirth
+([], ['data_before_birth'], True)
+>>> stranger = handle(nodes, "spBv1.0/plant/DDATA/edge-1/pump-09", message(10, [("flow", 1, 3.0)]), 0.0, "mqtt")
+>>> stranger.readings, stranger.errors
+([], ['data_before_birth'])
 """
 
 from __future__ import annotations
@@ -154,14 +163,23 @@ def handle(nodes: dict[tuple[str, str], EdgeNode], topic: str, raw: bytes, recei
         node.devices = set()
         return outcome
     elif not node.born:
+        # Without a birth there are no aliases, units or a sequence to trust: the data is rejected
+        # (counted, never stored) and the node asked to publish its births again.
         outcome.errors.append(ERR_NOT_BORN)
         outcome.rebirth = True
-    elif payload.HasField("seq"):
-        expected = ((node.seq or 0) + 1) % 256
-        if payload.seq != expected:
-            outcome.errors.append(ERR_SEQUENCE_GAP)
+        return outcome
+    else:
+        if payload.HasField("seq"):
+            expected = ((node.seq or 0) + 1) % 256
+            if payload.seq != expected:
+                outcome.errors.append(ERR_SEQUENCE_GAP)
+                outcome.rebirth = True
+            node.seq = payload.seq
+        alive = node.devices if kind == "DDATA" else node.devices | node.offline
+        if kind in ("DDATA", "DDEATH") and device not in alive:
+            outcome.errors.append(ERR_NOT_BORN)  # a device with no DBIRTH (or none since its DDEATH)
             outcome.rebirth = True
-        node.seq = payload.seq
+            return outcome
 
     if kind == "DBIRTH" and device is not None:
         node.aliases[device] = {}
