@@ -11,6 +11,10 @@ class TransientWriteError(Exception):
     """Trying again later may work: server down, 5xx, timeout."""
 
 
+class UnreachableError(TransientWriteError):
+    """No answer at all (connection refused, timeout): the server is down or the network is."""
+
+
 class RejectedWriteError(Exception):
     """The server refused the data itself (a malformed line, a type conflict): never retry it unchanged."""
 

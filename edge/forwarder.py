@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from edge.base import RejectedWriteError, TransientWriteError
+from edge.base import RejectedWriteError, TransientWriteError, UnreachableError
 from edge.buffer import Batch, DurableBuffer
 from edge.line_protocol import to_line
 from gateway.core import Reading
@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 class LineWriter(Protocol):
     def write_lines(self, lines: list[str]) -> None: ...
+
+    def ping(self) -> bool:
+        """Whether the server answers at all: cheap, so it can be asked every second during an outage."""
+        ...
 
     def close(self) -> None: ...
 
@@ -40,6 +44,7 @@ class BufferedSink:
         batch_readings: int = 5000,
         retry_min_s: float = 0.5,
         retry_max_s: float = 30.0,
+        probe_interval_s: float = 1.0,
     ) -> None:
         self.name = name
         self.writer = writer
@@ -48,9 +53,11 @@ class BufferedSink:
         self.batch_readings = batch_readings
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
+        self.probe_interval_s = probe_interval_s
         self.connected: bool | None = None
         self.last_error: str | None = None
         self.write_errors = 0
+        self._unreachable = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._forward, name=f"forward-{name}", daemon=True)
         self._thread.start()
@@ -82,21 +89,43 @@ class BufferedSink:
     def _forward(self) -> None:
         delay = self.retry_min_s
         while not self._stop.is_set():
-            batch = self.buffer.next_batch(timeout=0.5)
+            batch = self.buffer.next_batch(timeout=0.5, max_lines=self.batch_readings)
             if batch is None:
                 continue
             if self._send(batch):
                 delay = self.retry_min_s
                 continue
             self.buffer.record_attempt(batch)
-            self._stop.wait(delay * random.uniform(0.5, 1.0))
+            self._wait_for_server(delay * random.uniform(0.5, 1.0), self._unreachable)
             delay = min(delay * 2, self.retry_max_s)
+
+    def _wait_for_server(self, delay: float, unreachable: bool) -> None:
+        """Back off before the next write, but ping meanwhile: the replay starts within a probe
+        interval of the server coming back, not after the whole (up to ``retry_max_s``) backoff.
+        Only a server that did not answer and then does cuts the wait short; one that answers pings
+        but refuses writes (5xx) gets the full backoff."""
+        deadline = time.monotonic() + delay
+        was_down = unreachable
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._stop.wait(min(self.probe_interval_s, remaining)):
+                return
+            if time.monotonic() >= deadline:
+                return
+            if self.writer.ping():
+                if was_down:
+                    return
+            else:
+                was_down = True
 
     def _send(self, batch: Batch) -> bool:
         """True when the batch is done (written, or its refused lines dead-lettered)."""
         try:
             self._write_isolating_rejects(batch.lines)
         except TransientWriteError as error:
+            self._unreachable = isinstance(error, UnreachableError)
             self.write_errors += 1
             if self.connected is not False:
                 log.warning("%s: write failed, will retry: %s", self.name, error)

@@ -20,7 +20,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.base import RejectedWriteError, TransientWriteError
+from edge.base import RejectedWriteError, TransientWriteError, UnreachableError
 from edge.buffer import DurableBuffer
 from edge.forwarder import BufferedSink
 from edge.line_protocol import MEASUREMENT
@@ -39,6 +39,8 @@ class BufferConfig(BaseModel):
     batch_readings: int = Field(5000, ge=1, le=100_000, description="lines per write request")
     retry_min_s: float = Field(0.5, gt=0)
     retry_max_s: float = Field(30.0, gt=0)
+    probe_interval_s: float = Field(
+        1.0, gt=0, description="while writes fail, the server is pinged this often; a write follows its first answer")
 
 
 class InfluxSinkConfig(BaseModel):
@@ -102,9 +104,15 @@ class InfluxV1Writer:
         try:
             response = self.http.post("/write", params=self.params, content=body)
         except httpx.HTTPError as error:
-            raise TransientWriteError(f"{type(error).__name__}: {error}") from None
+            raise UnreachableError(f"{type(error).__name__}: {error}") from None
         if response.status_code != 204:
             raise _classify(response.status_code, response.text)
+
+    def ping(self) -> bool:
+        try:
+            return self.http.get("/ping", timeout=min(self.config.timeout_s, 2.0)).status_code < 300
+        except httpx.HTTPError:
+            return False
 
     def close(self) -> None:
         self.http.close()
@@ -128,7 +136,13 @@ class InfluxV2Writer:
         except ApiException as error:
             raise _classify(error.status or 0, str(error.body or error.reason)) from None
         except Exception as error:  # urllib3 connection and timeout errors
-            raise TransientWriteError(f"{type(error).__name__}: {error}") from None
+            raise UnreachableError(f"{type(error).__name__}: {error}") from None
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
 
     def close(self) -> None:
         self.client.close()
@@ -191,4 +205,5 @@ def buffered_influx_sink(config: InfluxSinkConfig, series_tags: dict[str, dict[s
                            config.buffer.when_full)
     return BufferedSink(config.name, make_writer(config), buffer, series_tags,
                         batch_readings=config.buffer.batch_readings,
-                        retry_min_s=config.buffer.retry_min_s, retry_max_s=config.buffer.retry_max_s)
+                        retry_min_s=config.buffer.retry_min_s, retry_max_s=config.buffer.retry_max_s,
+                        probe_interval_s=config.buffer.probe_interval_s)

@@ -365,3 +365,55 @@ def test_replay_goes_oldest_data_first(tmp_path: Path) -> None:
     assert order == [10.0, 20.0, 30.0]
     assert buffer.diagnostics()["forwarded_readings"] == 3 and buffer.pending_readings == 0
     buffer.close()
+
+
+class CountingWriter:
+    """The real writer, with the number and size of its write requests counted."""
+
+    def __init__(self, config: InfluxSinkConfig) -> None:
+        self.writer = make_writer(config)
+        self.requests: list[int] = []
+        self.first_success_at: float | None = None
+
+    def write_lines(self, lines: list[str]) -> None:
+        self.writer.write_lines(lines)
+        self.requests.append(len(lines))
+        if self.first_success_at is None:
+            self.first_success_at = time.monotonic()
+
+    def ping(self) -> bool:
+        return self.writer.ping()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_after_an_outage_the_replay_starts_at_the_next_probe_and_merges_stored_batches(
+    influxd: InfluxD, victoria: VictoriaMetrics, tmp_path: Path, api: str
+) -> None:
+    if api == "v1":
+        server, config = influxd, v1_config(influxd, retry_min_s=30.0, retry_max_s=30.0, probe_interval_s=0.2)
+    else:
+        server = victoria
+        config = InfluxSinkConfig.model_validate({
+            "type": "influxdb", "api": "v2", "url": victoria.url, "bucket": DB, "org": "plant",
+            "buffer": {"retry_min_s": 30.0, "retry_max_s": 30.0, "probe_interval_s": 0.2}})
+    server.stop()
+    writer = CountingWriter(config)
+    buffer = DurableBuffer(tmp_path / "b.db", max_bytes=2**30, max_age_s=3600, when_full="block")
+    sink = BufferedSink("plant", writer, buffer, TAGS, batch_readings=5000, retry_min_s=30.0, retry_max_s=30.0,
+                        probe_interval_s=0.2)
+    t0 = time.time() - 600
+    for i in range(100):  # the pipeline's small batches of the outage
+        sink.write(readings(t0 + i, 100))
+    wait_until(lambda: sink.connected is False, timeout=10, what="the failed write")
+    server.start()  # within the 30 s backoff
+    back = time.monotonic()
+    assert wait_until_drained(sink, timeout=60)
+    sink.close()
+    # A probe noticed the server, not the end of the 30 s backoff.
+    assert writer.first_success_at is not None and writer.first_success_at - back < 10
+    # 10,000 readings in 100 stored batches went out as two full-size writes.
+    assert writer.requests == [5000, 5000]
+    assert buffer.pending_readings == 0
