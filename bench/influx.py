@@ -70,16 +70,16 @@ def buffered_writes(server: InfluxD, readings: list[Reading], path: Path) -> flo
 
 
 class CountingWriter:
-    """The real writer; counts write requests and notes when the first one succeeded."""
+    """The real writer; records the size of each successful write request and when the first one was."""
 
     def __init__(self, writer: LineWriter) -> None:
         self.writer = writer
-        self.requests = 0
+        self.requests: list[int] = []
         self.first_success_at: float | None = None
 
     def write_lines(self, lines: list[str]) -> None:
         self.writer.write_lines(lines)
-        self.requests += 1
+        self.requests.append(len(lines))
         if self.first_success_at is None:
             self.first_success_at = time.perf_counter()
 
@@ -112,7 +112,7 @@ def drain_after_outage(server: InfluxD, database: str, readings: list[Reading], 
     elapsed = time.perf_counter() - started
     sink.close()
     assert writer.first_success_at is not None
-    return writer.first_success_at - started, elapsed, writer.requests
+    return writer.first_success_at - started, elapsed, len(writer.requests)
 
 
 def count(server: InfluxD, database: str) -> int:

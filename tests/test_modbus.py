@@ -10,7 +10,7 @@ import pytest
 from connectors.modbus import ModbusConnector, ModbusSourceConfig
 from gateway.broker import free_port
 from gateway.config import ConfigError, parse_config
-from gateway.core import DEVICE_OFFLINE_CODE, Alarm, Reading
+from gateway.core import DEVICE_OFFLINE_CODE, Alarm, Done, Reading
 from simulators.modbus_server import (
     AlarmBitSpec, ModbusSimulator, ModbusUnit, RegisterSpec, TextSpec, conformance_points,
 )
@@ -24,11 +24,15 @@ class Collect:
         self.readings: list[Reading] = []
         self.alarms: list[Alarm] = []
 
-    async def put(self, readings: list[Reading]) -> None:
+    async def put(self, readings: list[Reading], on_stored: Done | None = None) -> None:
         self.readings.extend(readings)
+        if on_stored is not None:
+            on_stored()  # kept: as stored as it gets here
 
-    async def put_alarm(self, alarm: Alarm) -> None:
+    async def put_alarm(self, alarm: Alarm, on_done: Done | None = None) -> None:
         self.alarms.append(alarm)
+        if on_done is not None:
+            on_done()
 
     def latest(self, device: str) -> dict[str, float]:
         return {r.metric: r.value for r in self.readings if r.device_id == device}

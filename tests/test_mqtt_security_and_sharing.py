@@ -53,7 +53,6 @@ def tls_broker(tmp_path: Path):
                     "gateway", "s3cret"], check=True, capture_output=True)
     tls_port = free_port()
     broker = Mosquitto.start(directory=tmp_path / "mosquitto", extra_config=(
-        "user root\n"  # read the password and key files the test wrote (root-only temporary directories)
         f"password_file {passwd}\n"
         f"listener {tls_port} 127.0.0.1\n"
         f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'server.pem'}\nkeyfile {pki / 'server.key'}\n"
