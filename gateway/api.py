@@ -11,11 +11,14 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gateway.auth.api import auth_router
+from gateway.auth.masking import mask_engineer
+from gateway.auth.store import Principal
 from gateway.core import Asset, Reading, Severity
 from gateway.health import problems as health_problems
 from gateway.limits import BodyLimit
@@ -54,7 +57,6 @@ class TransitionRequest(Request):
     restored_at; VERIFIED verified_by; MERGED merged_into."""
 
     to: State
-    actor: Id = Field(description="who does it")
     reason: Text | None = None
     note: LongText | None = None
     engineer_id: Id | None = None
@@ -73,7 +75,6 @@ class TransitionRequest(Request):
 class AssetStateRequest(Request):
     state: Literal["operating", "maintenance", "standby", "commissioning"]
     reason: Text = Field(min_length=1)
-    actor: Id
     until: EpochSeconds | None = Field(None, description="epoch seconds the state ends by itself")
 
 
@@ -83,7 +84,6 @@ class ManualWorkOrder(Request):
     severity: Severity = Severity.MEDIUM
     title: str = Field(min_length=3, max_length=300)
     description: LongText = ""
-    actor: Id
 
 
 class OfferAnswer(Request):
@@ -99,50 +99,84 @@ class LocationUpdate(Request):
 def create_api(gateway: "Gateway") -> FastAPI:
     api = FastAPI(
         title="pm-gateway",
-        description="Predictive-maintenance gateway: telemetry, anomalies, work orders and dispatch.",
+        description="Predictive-maintenance gateway: telemetry, anomalies, work orders and dispatch. "
+                    "Sign in at POST /oauth/token (or send an API key) and pass "
+                    "'Authorization: Bearer <token>'.",
         version="0.1.0",
     )
     api.add_middleware(BodyLimit, max_bytes=gateway.config.api.max_body_bytes)
+    auth = gateway.auth
+    require = auth.require
+    api.include_router(auth_router(auth))
 
     registry = CollectorRegistry()
     registry.register(GatewayCollector(gateway))
 
-    @api.get("/metrics", tags=["gateway"], response_class=Response)
+    metrics_access = [] if gateway.config.auth.metrics_public else [Depends(require("gateway.metrics"))]
+
+    @api.get("/metrics", tags=["gateway"], response_class=Response, dependencies=metrics_access)
     def metrics() -> Response:
         """Prometheus text exposition: connectors, pipeline, sinks and buffers, work orders."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    def asset_or_404(asset_id: str) -> Asset:
+    def asset_or_404(asset_id: str, principal: Principal) -> Asset:
         asset = gateway.assets.get(asset_id)
-        if asset is None:
+        # An asset of a site the caller may not see does not exist for them.
+        if asset is None or not principal.may_see_site(asset.site.id):
             raise HTTPException(404, f"no asset {asset_id!r}")
         return asset
 
+    def visible(records: list[dict[str, Any]], principal: Principal) -> list[dict[str, Any]]:
+        """The records (with a ``device_id``) of assets on the caller's sites."""
+        if not principal.sites:
+            return records
+        return [r for r in records if (asset := gateway.assets.get(r.get("device_id", ""))) is not None
+                and principal.may_see_site(asset.site.id)]
+
+    def order_or_404(code: str, principal: Principal) -> dict[str, Any]:
+        order = gateway.ticketing.get_work_order(code)
+        if order is None or not visible([order], principal):
+            raise HTTPException(404, f"no work order {code!r}")
+        return order
+
+    def own_engineer(engineer_id: str, principal: Principal) -> None:
+        """A technician acts only as themself."""
+        if principal.role == "technician" and principal.engineer_id != engineer_id:
+            raise HTTPException(403, f"a technician acts only for their own engineer id, not {engineer_id!r}")
+
+    def technician_assigned(order: dict[str, Any], principal: Principal) -> None:
+        if principal.role == "technician" and order.get("assigned_engineer_id") != principal.engineer_id:
+            raise HTTPException(403, f"work order {order['code']} is not assigned to you")
+
     @api.get("/health", tags=["gateway"])
     def health() -> dict[str, Any]:
-        """``ok`` or ``degraded`` with the problems that make it so, and every component's diagnostics."""
+        """``ok`` or ``degraded`` with the problems that make it so, and every component's diagnostics.
+        Open without sign-in (load balancers and monitors)."""
         diagnostics = gateway.diagnostics()
         found = health_problems(diagnostics, gateway.problems(), time.time())
         return {"status": "degraded" if found else "ok", "problems": found} | diagnostics
 
     @api.get("/assets", tags=["assets"])
-    def list_assets() -> list[dict[str, Any]]:
-        return [asset.as_dict() for asset in gateway.assets.values()]
+    def list_assets(principal: Principal = Depends(require("assets.read"))) -> list[dict[str, Any]]:
+        return [asset.as_dict() for asset in gateway.assets.values() if principal.may_see_site(asset.site.id)]
 
     @api.get("/assets/{asset_id}", tags=["assets"])
-    def get_asset(asset_id: str) -> dict[str, Any]:
+    def get_asset(asset_id: str, principal: Principal = Depends(require("assets.read"))) -> dict[str, Any]:
         """The asset, its site (with environment) and its operating state."""
-        return asset_or_404(asset_id).as_dict() | {"operating_state": gateway.ticketing.asset_state(asset_id)}
+        return asset_or_404(asset_id, principal).as_dict() | {
+            "operating_state": gateway.ticketing.asset_state(asset_id)}
 
     @api.put("/assets/{asset_id}/state", tags=["assets"])
-    def set_asset_state(asset_id: str, request: AssetStateRequest) -> dict[str, Any]:
+    def set_asset_state(asset_id: str, request: AssetStateRequest,
+                        principal: Principal = Depends(require("assets.set_state"))) -> dict[str, Any]:
         """Maintenance, standby or commissioning: findings are recorded but raise no tickets (until ``until``)."""
-        asset_or_404(asset_id)
-        return gateway.ticketing.set_asset_state(asset_id, request.state, request.reason, request.actor, request.until)
+        asset_or_404(asset_id, principal)
+        return gateway.ticketing.set_asset_state(asset_id, request.state, request.reason, principal.name,
+                                                 request.until)
 
     @api.get("/devices/{device_id}/readings/latest", tags=["telemetry"])
-    def latest_readings(device_id: str) -> dict[str, Any]:
-        asset_or_404(device_id)
+    def latest_readings(device_id: str, principal: Principal = Depends(require("telemetry.read"))) -> dict[str, Any]:
+        asset_or_404(device_id, principal)
         return {"device_id": device_id, "readings": [_reading_json(r) for r in gateway.store.latest(device_id)]}
 
     @api.get("/devices/{device_id}/readings", tags=["telemetry"])
@@ -155,8 +189,9 @@ def create_api(gateway: "Gateway") -> FastAPI:
         resolution: Literal["raw", "rollup"] = Query(
             "raw", description="rollup: min/mean/max per bucket from the embedded store (needs 'metric')"
         ),
+        principal: Principal = Depends(require("telemetry.read")),
     ) -> dict[str, Any]:
-        asset_or_404(device_id)
+        asset_or_404(device_id, principal)
         end = until if until is not None else time.time()
         start = since if since is not None else end - 3600
         if start > end:
@@ -172,9 +207,9 @@ def create_api(gateway: "Gateway") -> FastAPI:
     @api.get("/anomalies", tags=["detection"])
     def list_anomalies(
         device_id: str | None = Query(None, max_length=100), since: float = Query(0.0, **EPOCH_QUERY),
-        limit: int = Query(100, ge=1, le=1000)
+        limit: int = Query(100, ge=1, le=1000), principal: Principal = Depends(require("anomalies.read")),
     ) -> list[dict[str, Any]]:
-        return gateway.ticketing.list_anomalies(device_id=device_id, since=since, limit=limit)
+        return visible(gateway.ticketing.list_anomalies(device_id=device_id, since=since, limit=limit), principal)
 
     @api.get("/work-orders", tags=["work orders"])
     def list_work_orders(
@@ -185,20 +220,22 @@ def create_api(gateway: "Gateway") -> FastAPI:
         engineer_id: str | None = Query(None, max_length=100),
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0, le=MAX_OFFSET),
+        principal: Principal = Depends(require("workorders.read")),
     ) -> list[dict[str, Any]]:
-        return gateway.ticketing.list_work_orders(
+        return visible(gateway.ticketing.list_work_orders(
             device_id=device_id, site_id=site_id, state=state, priority=priority,
             engineer_id=engineer_id, limit=limit, offset=offset,
-        )
+        ), principal)
 
     @api.post("/work-orders", tags=["work orders"], status_code=201,
               responses={404: {"description": "no such asset"},
                          409: {"description": "the asset's state suppresses tickets"}})
-    def create_work_order(request: ManualWorkOrder) -> dict[str, Any]:
+    def create_work_order(request: ManualWorkOrder,
+                          principal: Principal = Depends(require("workorders.create"))) -> dict[str, Any]:
         """Open a work order by hand (origin ``manual``); dedup, grouping and dispatch apply as usual."""
-        asset_or_404(request.device_id)
+        asset_or_404(request.device_id, principal)
         code = gateway.ticketing.create_manual(request.device_id, request.failure_mode, request.severity,
-                                               request.title, request.actor, request.description)
+                                               request.title, principal.name, request.description)
         if code is None:
             state = gateway.ticketing.asset_state(request.device_id)
             raise HTTPException(409, f"{request.device_id} is in {state['state']}: no tickets until it operates")
@@ -215,19 +252,19 @@ def create_api(gateway: "Gateway") -> FastAPI:
         return order
 
     @api.get("/work-orders/{code}", tags=["work orders"])
-    def get_work_order(code: str) -> dict[str, Any]:
-        order = gateway.ticketing.get_work_order(code)
-        if order is None:
-            raise HTTPException(404, f"no work order {code!r}")
-        return order
+    def get_work_order(code: str, principal: Principal = Depends(require("workorders.read"))) -> dict[str, Any]:
+        return order_or_404(code, principal)
 
     @api.post("/work-orders/{code}/transitions", tags=["work orders"],
-              responses={404: {"description": "no such work order"},
+              responses={403: {"description": "not the caller's work order"},
+                         404: {"description": "no such work order"},
                          409: {"description": "illegal or incomplete transition, with the reason"}})
-    def transition(code: str, request: TransitionRequest) -> dict[str, Any]:
-        """Move a work order through its lifecycle; every step is a hash-chained event."""
-        fields = request.model_dump(exclude={"to", "actor"})
-        return answer(code, lambda: gateway.ticketing.transition(code, request.to, request.actor, fields))
+    def transition(code: str, request: TransitionRequest,
+                   principal: Principal = Depends(require("workorders.transition"))) -> dict[str, Any]:
+        """Move a work order through its lifecycle; every step is a hash-chained event by the signed-in caller."""
+        technician_assigned(order_or_404(code, principal), principal)
+        fields = request.model_dump(exclude={"to"})
+        return answer(code, lambda: gateway.ticketing.transition(code, request.to, principal.name, fields))
 
     def known_engineer(engineer_id: str) -> None:
         if not any(e.id == engineer_id for e in gateway.config.engineers):
@@ -236,62 +273,75 @@ def create_api(gateway: "Gateway") -> FastAPI:
     @api.post("/work-orders/{code}/accept", tags=["dispatch"],
               responses={404: {"description": "no such work order or engineer"},
                          409: {"description": "not offered to this engineer"}})
-    def accept(code: str, request: OfferAnswer) -> dict[str, Any]:
+    def accept(code: str, request: OfferAnswer,
+               principal: Principal = Depends(require("dispatch.answer"))) -> dict[str, Any]:
         """The offered engineer takes the job; the respond clock stops."""
         known_engineer(request.engineer_id)
+        own_engineer(request.engineer_id, principal)
+        order_or_404(code, principal)
         return answer(code, lambda: gateway.ticketing.accept(code, request.engineer_id))
 
     @api.post("/work-orders/{code}/decline", tags=["dispatch"],
               responses={404: {"description": "no such work order or engineer"},
                          409: {"description": "not offered to this engineer"}})
-    def decline(code: str, request: OfferAnswer) -> dict[str, Any]:
+    def decline(code: str, request: OfferAnswer,
+                principal: Principal = Depends(require("dispatch.answer"))) -> dict[str, Any]:
         """The offered engineer declines; the next candidate is asked, or the dispatcher queue."""
         known_engineer(request.engineer_id)
+        own_engineer(request.engineer_id, principal)
+        order_or_404(code, principal)
         if not request.reason:
             raise HTTPException(422, "a decline needs a reason")
         return answer(code, lambda: gateway.ticketing.decline(code, request.engineer_id, request.reason or ""))
 
     @api.post("/dispatch/reoptimise", tags=["dispatch"])
-    def reoptimise() -> dict[str, Any]:
+    def reoptimise(principal: Principal = Depends(require("dispatch.reoptimise"))) -> dict[str, Any]:
         """Re-assign every unstarted work order at once (Hungarian method); returns the codes moved."""
         return {"reassigned": gateway.ticketing.reoptimise()}
 
     @api.put("/engineers/{engineer_id}/location", tags=["dispatch"])
-    def update_location(engineer_id: str, location: LocationUpdate) -> dict[str, Any]:
+    def update_location(engineer_id: str, location: LocationUpdate,
+                        principal: Principal = Depends(require("engineers.locate"))) -> dict[str, Any]:
         """Last known location (from a mobile app or a dispatcher); dispatch measures travel from it."""
         known_engineer(engineer_id)
+        own_engineer(engineer_id, principal)
         gateway.ticketing.update_location(engineer_id, location.latitude, location.longitude)
         return {"engineer_id": engineer_id, **gateway.ticketing.engineer_locations()[engineer_id]}
 
     @api.get("/work-orders/{code}/verify", tags=["work orders"])
-    def verify(code: str) -> dict[str, Any]:
+    def verify(code: str, principal: Principal = Depends(require("workorders.verify"))) -> dict[str, Any]:
         """Check the work order's event hash chain: a row changed behind the application's back shows."""
+        order_or_404(code, principal)
         result = gateway.ticketing.verify_chain(code)
         if result is None:
             raise HTTPException(404, f"no work order {code!r}")
         return result
 
     @api.get("/engineers", tags=["dispatch"])
-    def list_engineers() -> list[dict[str, Any]]:
-        """Engineers with skill levels, availability now, open work orders and last known location."""
+    def list_engineers(principal: Principal = Depends(require("engineers.read"))) -> list[dict[str, Any]]:
+        """Engineers with skill levels, availability now, open work orders and last known location.
+        Phone, e-mail and location only for dispatchers, admins and the engineer themself; a
+        reliability engineer sees pseudonymous ids."""
         now = datetime.now(timezone.utc)
         loads = gateway.ticketing.open_loads()
         locations = gateway.ticketing.engineer_locations()
         dispatch = gateway.config.ticketing.dispatch
-        return [
-            engineer.model_dump(mode="json") | {
+        listed = []
+        for engineer in gateway.config.engineers:
+            entry = engineer.model_dump(mode="json") | {
                 "skill_levels": engineer.skill_levels,
                 "on_shift": on_shift(engineer.shift, now),
                 "available_for": [p for p in ("P1", "P2", "P3", "P4") if available(engineer, p, now, dispatch) is None],
                 "open_work_orders": loads.get(engineer.id, 0),
                 "last_known_location": locations.get(engineer.id),
             }
-            for engineer in gateway.config.engineers
-        ]
+            listed.append(mask_engineer(entry, principal, auth.signer.pseudonym_salt))
+        return listed
 
     @api.get("/events", tags=["work orders"])
-    def recent_events(limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+    def recent_events(limit: int = Query(100, ge=1, le=1000),
+                      principal: Principal = Depends(require("gateway.events"))) -> list[dict[str, Any]]:
         """Most recent work-order events published on the internal bus, newest first."""
-        return gateway.events.latest(limit)
+        return visible(gateway.events.latest(limit), principal)
 
     return api

@@ -19,6 +19,10 @@ from edge.forwarder import BufferedSink
 from edge.influx import InfluxQLReader, buffered_influx_sink
 from edge.line_protocol import anomaly_line, work_order_event_line
 from edge.sqlite_store import SqliteStore
+from gateway.auth.api import Authenticator
+from gateway.auth.bootstrap import first_admin
+from gateway.auth.store import IdentityStore
+from gateway.auth.tokens import TokenSigner
 from gateway.config import GatewayConfig
 from gateway.core import Alarm, Anomaly, Asset, WorkOrderEvent
 from gateway.events import EventBus
@@ -58,6 +62,11 @@ class Gateway:
         self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish,
                                           telemetry_seen=self._last_reading_at)
         self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
+        self.identities = IdentityStore(config.auth.database_url or config.ticketing.database_url,
+                                        config.auth.lockout_attempts, config.auth.lockout_s,
+                                        tuple(config.auth.two_factor_roles))
+        secret_file = config.auth.secret_file or config.storage.telemetry.path.parent / "auth.key"
+        self.auth = Authenticator(config.auth, self.identities, TokenSigner.from_file(secret_file))
         self.connector_health = {c.name: TaskHealth(f"connector {c.name}") for c in self.connectors}
         self.pipeline: Pipeline | None = None
         self.api_server: uvicorn.Server | None = None
@@ -103,6 +112,9 @@ class Gateway:
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests run the gateway in a thread)
 
+        if self.config.auth.enabled and not self.identities.has_users():
+            # Printed, never logged: the one time this password is shown.
+            print(first_admin(self.identities), flush=True)
         tasks = [
             asyncio.create_task(supervise(self.connector_health[c.name], lambda c=c: c.run(pipeline, pipeline)),
                                 name=f"connector-{c.name}")
@@ -154,6 +166,7 @@ class Gateway:
         if isinstance(self.history, InfluxQLReader):
             self.history.close()
         self.ticketing.close()
+        self.identities.close()
         log.info("pm-gateway stopped")
 
     def problems(self) -> list[str]:

@@ -11,9 +11,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from gateway.auth import cli as auth_cli
 from gateway.config import ConfigError, GatewayConfig, load_config
 
 app = typer.Typer(help="pm-gateway: IoT-triggered predictive maintenance at the edge.", no_args_is_help=True)
+app.add_typer(auth_cli.users, name="users")
+app.add_typer(auth_cli.keys, name="keys")
 
 _FAULT_SPEC = re.compile(r"^(?P<device>[^:]+):(?P<kind>[a-z_]+)(?::at=(?P<at>[\d.]+))?(?::duration=(?P<duration>[\d.]+))?$")
 

@@ -21,6 +21,7 @@ from connectors.registry import SourceConfig
 from detectors.config import DetectorConfig
 from edge.influx import InfluxSinkConfig
 from edge.sqlite_store import SqliteStoreConfig
+from gateway.auth.config import AuthConfig
 from gateway.core import Asset, Criticality, Site
 from gateway.ingest import IngestConfig
 from ticketing.config import EngineerConfig, TicketingConfig
@@ -100,6 +101,7 @@ class GatewayConfig(BaseModel):
     api: ApiConfig = Field(default_factory=ApiConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
     def core_assets(self) -> dict[str, Asset]:
         sites = {site.id: Site(site.id, site.name or site.id, site.latitude, site.longitude, dict(site.environment))

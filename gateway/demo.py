@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -99,6 +100,25 @@ def _watch(gateway: Gateway, api_url: str, fault_at: float, stop: threading.Even
             return
 
 
+# One sign-in per role; the technician is the engineer the demo's work order goes to.
+DEMO_USERS = [("viewer", "viewer", None), ("anna", "technician", "eng-anna"), ("dispatch", "dispatcher", None),
+              ("reliability", "reliability_engineer", None), ("admin", "admin", None)]
+
+
+def seed_demo_identities(gateway: Gateway, api_url: str) -> str:
+    """Users of every role with fresh passwords, and an integrator API key; the text that shows them."""
+    lines = ["Sign-ins (POST /oauth/token, grant_type=password; passwords are new every run):"]
+    for username, role, engineer_id in DEMO_USERS:
+        password = secrets.token_urlsafe(12)
+        totp = gateway.identities.add_user(username, password, role, engineer_id=engineer_id)
+        extra = f"  TOTP secret {totp}" if totp else ""
+        lines.append(f"  {role:<22}{username:<13}{password}{extra}")
+    _, key = gateway.identities.create_key("demo integration", "integrator", "demo")
+    lines += [f"  {'integrator (API key)':<22}{key}",
+              f"  e.g. curl -H 'Authorization: Bearer {key}' {api_url}/work-orders"]
+    return "\n".join(lines)
+
+
 def run_demo(data_dir: Path, api_port: int, acceleration: float, healthy_s: float,
              duration_s: float | None, seed: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +148,7 @@ def run_demo(data_dir: Path, api_port: int, acceleration: float, healthy_s: floa
     print(f"pm-gateway demo\n  broker  mqtt://127.0.0.1:{broker.port}\n  API     {api_url}  (docs: {api_url}/docs)\n"
           f"  data    {data_dir}\n  {len(config.assets)} simulated devices at {acceleration:g}x speed; "
           f"bearing wear goes into {FAULTY_DEVICE} after {healthy_s:.0f}s. Ctrl-C stops.", flush=True)
+    print(seed_demo_identities(gateway, api_url), flush=True)
 
     async def main() -> None:
         if duration_s is not None:

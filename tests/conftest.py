@@ -68,7 +68,9 @@ class RunningGateway:
         self.thread = GatewayThread(self.config)
         self.gateway = self.thread.gateway
         self.url = f"http://127.0.0.1:{self.config.api.port}"
-        self.http = httpx.Client(base_url=self.url, timeout=10)
+        # The tests act as an admin integration, by API key, unless a test signs in otherwise.
+        _, self.admin_key = self.gateway.identities.create_key("tests", "admin", "tests")
+        self.http = httpx.Client(base_url=self.url, timeout=10, headers={"Authorization": f"Bearer {self.admin_key}"})
 
     def start(self) -> "RunningGateway":
         self.thread.start()
@@ -113,3 +115,19 @@ def start_gateway() -> Iterator[Callable[[dict[str, Any]], RunningGateway]]:
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def gateway_process() -> Iterator[Callable[[dict[str, Any], Path], Any]]:
+    """Make gateway processes (``tests.processes.GatewayProcess``); none outlives the test."""
+    from tests.processes import GatewayProcess
+
+    made: list[GatewayProcess] = []
+
+    def make(document: dict[str, Any], directory: Path) -> GatewayProcess:
+        made.append(GatewayProcess(document, directory))
+        return made[-1]
+
+    yield make
+    for process in made:
+        process.__exit__()

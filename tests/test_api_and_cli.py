@@ -134,8 +134,7 @@ def test_offers_are_accepted_declined_and_re_optimised_over_rest(
     assert engineers["eng-mechanical"]["skill_levels"] == {"mechanical": 3}
 
     # Everyone qualified says no: the dispatcher queue.
-    second = gw.http.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "noise",
-                                                "actor": "operator"}).json()
+    second = gw.http.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "noise"}).json()
     for engineer in ("eng-far-mechanical", "eng-mechanical"):
         answer = gw.http.post(f"/work-orders/{second['code']}/decline", json={"engineer_id": engineer, "reason": "no"})
         assert answer.status_code == 200, answer.text
@@ -148,21 +147,24 @@ def test_offers_are_accepted_declined_and_re_optimised_over_rest(
 def test_manual_work_orders_and_asset_states_over_rest(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
     gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
     request = {"device_id": "pump-01", "failure_mode": "NOI", "title": "grinding noise at start-up",
-               "actor": "operator-7", "description": "heard on the night round"}
+               "description": "heard on the night round"}
+    # Nobody claims to be somebody else: the actor is the signed-in caller.
+    assert gw.http.post("/work-orders", json=request | {"actor": "operator-7"}).status_code == 422
     created = gw.http.post("/work-orders", json=request)
     assert created.status_code == 201
     order = created.json()
+    key_id = gw.admin_key.split("_")[1]
+    assert {e["actor"] for e in order["events"] if e["kind"] == "created"} == {f"key:{key_id}"}
     assert order["origin"] == "manual" and order["assigned_engineer_id"] == "eng-mechanical"
     assert gw.http.post("/work-orders", json=request | {"device_id": "pump-99"}).status_code == 404
     assert gw.http.post("/work-orders", json=request | {"failure_mode": "noise"}).status_code == 422
 
-    put = gw.http.put("/assets/pump-02/state", json={"state": "maintenance", "reason": "bearing change",
-                                                     "actor": "lead"})
+    put = gw.http.put("/assets/pump-02/state", json={"state": "maintenance", "reason": "bearing change"})
     assert put.status_code == 200 and put.json()["suppresses_tickets"] is True
     assert gw.get("/assets/pump-02")["operating_state"]["state"] == "maintenance"
     refused = gw.http.post("/work-orders", json=request | {"device_id": "pump-02"})
     assert (refused.status_code, refused.json()["detail"]) == (
         409, "pump-02 is in maintenance: no tickets until it operates")
-    assert gw.http.put("/assets/pump-02/state", json={"state": "broken", "reason": "x", "actor": "y"}).status_code == 422
-    gw.http.put("/assets/pump-02/state", json={"state": "operating", "reason": "done", "actor": "lead"})
+    assert gw.http.put("/assets/pump-02/state", json={"state": "broken", "reason": "x"}).status_code == 422
+    gw.http.put("/assets/pump-02/state", json={"state": "operating", "reason": "done"})
     assert gw.http.post("/work-orders", json=request | {"device_id": "pump-02"}).status_code == 201

@@ -285,19 +285,19 @@ def test_batches_older_than_the_age_bound_are_dropped_and_counted(tmp_path: Path
 
 
 def test_kill_9_of_the_gateway_mid_stream_loses_no_message_the_broker_acknowledged(
-    influxd: InfluxD, mosquitto, tmp_path: Path
+    influxd: InfluxD, mosquitto, tmp_path: Path, gateway_process
 ) -> None:
     """InfluxDB down, the gateway SIGKILLed mid-stream and restarted, InfluxDB back: every message whose
     PUBACK the publisher got is in InfluxDB, counted by its sequence number."""
     from tests.conftest import gateway_document
-    from tests.test_durability import METRICS, CountingPublisher, GatewayProcess
+    from tests.processes import METRICS, CountingPublisher
 
     document = gateway_document(mosquitto.port, tmp_path)
     document["storage"]["sinks"] = [{"type": "influxdb", "name": "influx", "api": "v1", "url": influxd.url,
                                      "database": DB, "buffer": {"path": str(tmp_path / "buffer.db"),
                                                                 "retry_min_s": 0.2, "retry_max_s": 1.0}}]
     influxd.stop()  # everything the gateway accepts stays in its buffer
-    gateway = GatewayProcess(document, tmp_path).start()
+    gateway = gateway_process(document, tmp_path).start()
     publisher = CountingPublisher(mosquitto, rate_per_s=300, t0=time.time() - 600, client_id="influx-publisher")
     publisher.start()
     try:

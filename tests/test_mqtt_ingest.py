@@ -117,14 +117,14 @@ def test_device_alarm_opens_a_work_order(mosquitto: Mosquitto, tmp_path: Path, s
 
     # The lifecycle over REST: legal steps are events, illegal ones a 409 with the reason.
     url = f"/work-orders/{order['code']}"
-    step = gw.http.post(f"{url}/transitions", json={"to": "EN_ROUTE", "actor": "eng-mechanical"})
+    step = gw.http.post(f"{url}/transitions", json={"to": "EN_ROUTE"})
     assert step.status_code == 200 and step.json()["state"] == "EN_ROUTE"
-    refused = gw.http.post(f"{url}/transitions", json={"to": "DONE", "actor": "eng-mechanical"})
+    refused = gw.http.post(f"{url}/transitions", json={"to": "DONE"})
     assert refused.status_code == 409
     assert refused.json()["detail"].startswith("EN_ROUTE -> DONE is not allowed (from EN_ROUTE: ")
-    assert gw.http.post(f"{url}/transitions", json={"to": "FIXED", "actor": "x"}).status_code == 422
+    assert gw.http.post(f"{url}/transitions", json={"to": "FIXED"}).status_code == 422
     assert gw.http.post("/work-orders/WO-19990101-0001/transitions",
-                        json={"to": "EN_ROUTE", "actor": "x"}).status_code == 404
+                        json={"to": "EN_ROUTE"}).status_code == 404
     # created, dispatched, occurrence, condition_cleared, accepted (setting off), en_route
     assert gw.get(f"{url}/verify") == {"code": order["code"], "valid": True, "events": 6, "broken_at": None,
                                        "reason": None}

@@ -91,6 +91,8 @@ class Intake:
     due_at: float | None = None
     # Join the asset's open incident (off for the instrument ticket of a chattering signal).
     group: bool = True
+    # Who raised it: the gateway itself, or the signed-in person or system of a manual order.
+    actor: str = SYSTEM_ACTOR
 
 
 class TicketingService:
@@ -185,7 +187,7 @@ class TicketingService:
             return None
         return self._raise(Intake(
             asset=asset, failure_mode=failure_mode, origin=Origin.MANUAL, severity=severity, title=title,
-            finding={"opened_by": actor, "description": description}, at=self.clock(),
+            finding={"opened_by": actor, "description": description}, at=self.clock(), actor=actor,
         ))
 
     def _chattering(self, asset: Asset, alarm: Alarm) -> str | None:
@@ -389,7 +391,7 @@ class TicketingService:
             created["repeat_of"] = repeat_of
         if intake.due_at is not None:
             created["due_at"] = intake.due_at
-        self._append_event(session, order, "created", SYSTEM_ACTOR, created)
+        self._append_event(session, order, "created", intake.actor, created)
         self._dispatch(session, order)
         self.created += 1
         log.info("work order %s opened for %s (%s, %s)", order.code, asset.id, failure_mode, priority)

@@ -1,0 +1,1 @@
+"""Sign-in and roles: identities (users, API keys), access tokens, the RBAC matrix, masking."""

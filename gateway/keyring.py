@@ -1,0 +1,88 @@
+"""The gateway's secret keys, kept in a file outside every database.
+
+One key per line, ``<id> <hex>``, the first line the current one. Everything
+keyed (access tokens, the audit log, work-order chains, pseudonyms) uses a key
+derived from it for that one purpose, and records the key id beside what it
+signed, so after a rotation (``pmgw keys rotate-secret``: a new first line, the
+old ones kept) old entries still verify and new ones use the new key. A database
+writer without this file cannot produce a MAC that verifies.
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "gateway.key"
+>>> ring = Keyring.load(path)
+>>> key_id, tag = ring.mac("audit", b"entry")
+>>> ring.verify("audit", key_id, b"entry", tag), ring.verify("audit", key_id, b"edited", tag)
+(True, False)
+>>> old_id = ring.current_id
+>>> ring = Keyring.rotate(path)
+>>> ring.current_id != old_id, ring.verify("audit", key_id, b"entry", tag)
+(True, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+
+class Keyring:
+    def __init__(self, keys: list[tuple[str, bytes]]) -> None:
+        if not keys:
+            raise ValueError("a keyring needs at least one key")
+        self._keys = dict(keys)
+        self.current_id = keys[0][0]
+
+    @classmethod
+    def load(cls, path: Path) -> "Keyring":
+        """The keys in ``path``; made with one new key (mode 0600) when the file does not exist."""
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(_new_line())
+        keys = []
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                keys.append((parts[0], bytes.fromhex(parts[1])))
+            elif len(parts) == 1:  # a bare key: its id is derived from it
+                key = bytes.fromhex(parts[0])
+                keys.append((_key_id(key), key))
+        return cls(keys)
+
+    @classmethod
+    def rotate(cls, path: Path) -> "Keyring":
+        """Put a new current key on top; the old ones stay for verification."""
+        old = path.read_text() if path.exists() else ""
+        temporary = path.with_name(path.name + ".new")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(_new_line() + old)
+        os.replace(temporary, path)
+        return cls.load(path)
+
+    def derived(self, purpose: str, key_id: str | None = None) -> bytes:
+        key = self._keys[key_id or self.current_id]
+        return hmac.new(key, f"pm-gateway {purpose}".encode(), hashlib.sha256).digest()
+
+    def mac(self, purpose: str, data: bytes) -> tuple[str, str]:
+        """(key id, hex MAC) of ``data`` under the current key."""
+        return self.current_id, hmac.new(self.derived(purpose), data, hashlib.sha256).hexdigest()
+
+    def verify(self, purpose: str, key_id: str, data: bytes, tag: str) -> bool:
+        if key_id not in self._keys:
+            return False
+        expected = hmac.new(self.derived(purpose, key_id), data, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, tag)
+
+
+def _key_id(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
+def _new_line() -> str:
+    key = secrets.token_bytes(32)
+    return f"{_key_id(key)} {key.hex()}\n"
