@@ -6,6 +6,7 @@ in FastAPI's thread pool (plain ``def`` endpoints).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request as StarletteRequest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -45,6 +47,9 @@ LongText = Annotated[str, Field(max_length=20_000)]
 EpochSeconds = Annotated[float, Field(ge=0, le=1e11)]
 EPOCH_QUERY = {"ge": 0, "le": 1e11}
 MAX_OFFSET = 1_000_000_000
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# Sign-in records its own entries (with the user named, never the password).
+SELF_AUDITED = {"/oauth/token"}
 
 
 class Request(BaseModel):
@@ -106,6 +111,20 @@ def create_api(gateway: "Gateway") -> FastAPI:
     )
     api.add_middleware(BodyLimit, max_bytes=gateway.config.api.max_body_bytes)
     auth = gateway.auth
+
+    @api.middleware("http")
+    async def audit_writes(request: StarletteRequest, call_next: Callable[..., Any]) -> Any:
+        """Every write (refused ones included) in the audit log, with the principal who made it."""
+        response = await call_next(request)
+        if request.method in WRITE_METHODS and request.url.path not in SELF_AUDITED:
+            principal = getattr(request.state, "principal", None)
+            route = request.scope.get("route")
+            await asyncio.to_thread(
+                gateway.audit.record, principal.name if principal else "anonymous",
+                f"{request.method} {getattr(route, 'path', request.url.path)}"[:60], request.url.path,
+                str(response.status_code))
+        return response
+
     require = auth.require
     api.include_router(auth_router(auth))
 

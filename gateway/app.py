@@ -24,6 +24,8 @@ from gateway.auth.bootstrap import first_admin
 from gateway.auth.store import IdentityStore
 from gateway.auth.tokens import TokenSigner
 from gateway.config import GatewayConfig
+from gateway.audit import AuditLog
+from gateway.keyring import Keyring
 from gateway.core import Alarm, Anomaly, Asset, WorkOrderEvent
 from gateway.events import EventBus
 from gateway.ingest import IngestGuard
@@ -59,14 +61,17 @@ class Gateway:
             if config.detectors.workers
             else DetectorEngine(config.detectors, device_types, config.detectors.checkpoint_path)
         )
+        # Secrets outside every database; the audit log keyed with them anchors every work-order chain.
+        self.keyring = Keyring.load(config.keyring_path())
+        self.audit = AuditLog(config.identity_database_url(), self.keyring)
         self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish,
-                                          telemetry_seen=self._last_reading_at)
+                                          telemetry_seen=self._last_reading_at, signer=self.keyring,
+                                          anchors=self.audit)
         self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
-        self.identities = IdentityStore(config.auth.database_url or config.ticketing.database_url,
+        self.identities = IdentityStore(config.identity_database_url(),
                                         config.auth.lockout_attempts, config.auth.lockout_s,
                                         tuple(config.auth.two_factor_roles))
-        secret_file = config.auth.secret_file or config.storage.telemetry.path.parent / "auth.key"
-        self.auth = Authenticator(config.auth, self.identities, TokenSigner.from_file(secret_file))
+        self.auth = Authenticator(config.auth, self.identities, TokenSigner(self.keyring), self.audit)
         self.connector_health = {c.name: TaskHealth(f"connector {c.name}") for c in self.connectors}
         self.pipeline: Pipeline | None = None
         self.api_server: uvicorn.Server | None = None
@@ -167,6 +172,7 @@ class Gateway:
             self.history.close()
         self.ticketing.close()
         self.identities.close()
+        self.audit.close()
         log.info("pm-gateway stopped")
 
     def problems(self) -> list[str]:

@@ -103,6 +103,13 @@ class GatewayConfig(BaseModel):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
 
+    def keyring_path(self) -> Path:
+        return self.auth.keyring_file or self.storage.telemetry.path.parent / "gateway.key"
+
+    def identity_database_url(self) -> str:
+        """Users, keys and the audit log: their own database, or the work orders' by default."""
+        return self.auth.database_url or self.ticketing.database_url
+
     def core_assets(self) -> dict[str, Asset]:
         sites = {site.id: Site(site.id, site.name or site.id, site.latitude, site.longitude, dict(site.environment))
                  for site in self.sites}

@@ -34,15 +34,28 @@ class Keyring:
             raise ValueError("a keyring needs at least one key")
         self._keys = dict(keys)
         self.current_id = keys[0][0]
+        self.oldest_id = keys[-1][0]
+
+    def has(self, key_id: str) -> bool:
+        return key_id in self._keys
 
     @classmethod
     def load(cls, path: Path) -> "Keyring":
         """The keys in ``path``; made with one new key (mode 0600) when the file does not exist."""
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Written aside and linked into place: a second gateway starting at the same moment either
+            # makes the file or finds it whole, never half written.
+            temporary = path.with_name(f"{path.name}.{os.getpid()}.new")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(_new_line())
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(temporary)
         keys = []
         for line in path.read_text().splitlines():
             parts = line.split()

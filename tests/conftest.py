@@ -16,6 +16,15 @@ from gateway.threaded import GatewayThread
 EVERY_DAY = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "24:00"}
 
 
+def chain_parts(directory: Path) -> dict[str, Any]:
+    """What a TicketingService needs for keyed chains: a keyring and an audit log, in ``directory``."""
+    from gateway.audit import AuditLog
+    from gateway.keyring import Keyring
+
+    keyring = Keyring.load(directory / "gateway.key")
+    return {"signer": keyring, "anchors": AuditLog(f"sqlite:///{directory / 'audit.db'}", keyring)}
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto.start(directory=tmp_path / "mosquitto")

@@ -240,6 +240,20 @@ def test_cli_manages_users_and_keys_that_the_api_accepts(tmp_path: Path) -> None
     assert "revoked" in pmgw("keys", "list").stdout
     assert pmgw("users", "disable", "dora").returncode == 0
     assert "disabled" in pmgw("users", "list").stdout
+    rotated = pmgw("keys", "rotate-secret")
+    assert rotated.returncode == 0 and "new current key" in rotated.stdout
+
+    # Every change above is in the audit log, which still verifies across the key rotation.
+    from gateway.audit import AuditLog
+    from gateway.keyring import Keyring
+
+    log = AuditLog(f"sqlite:///{tmp_path / 'workorders.db'}", Keyring.load(tmp_path / "gateway.key"))
+    total, entries = log.entries()
+    assert [e["action"] for e in reversed(entries)] == [
+        "cli users add", "cli users add", "cli keys create", "cli keys revoke", "cli users disable",
+        "cli keys rotate-secret"]
+    assert log.verify()["valid"] is True
+    log.close()
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -247,3 +261,34 @@ def test_each_role_has_what_its_users_need(role: str) -> None:
     assert allowed(role, "auth.self")
     if role != "admin":
         assert not allowed(role, "auth.users") and not allowed(role, "auth.keys")
+
+
+def test_every_write_and_sign_in_is_in_the_keyed_audit_log(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    import sqlite3
+
+    gw = start_gateway(two_sites(mosquitto.port, tmp_path))
+    gw.gateway.identities.add_user("dora", PASSWORD, "dispatcher")
+    assert sign_in(gw, "dora", "not her password").status_code == 400
+    dora = client(gw, sign_in(gw, "dora").json()["access_token"])
+    order = dora.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "noise"}).json()
+    assert dora.post("/dispatch/reoptimise").status_code == 200
+    assert httpx.put(f"{gw.url}/assets/pump-01/state", json={"state": "maintenance", "reason": "x"}).status_code == 401
+    page = gw.http.get("/auth/audit", params={"limit": 50}).json()
+    seen = [(e["actor"], e["action"], e["outcome"]) for e in reversed(page["entries"])]
+    assert ("dora", "auth.sign_in", "refused") in seen and ("dora", "auth.sign_in", "ok") in seen
+    assert ("dora", "POST /work-orders", "201") in seen and ("dora", "POST /dispatch/reoptimise", "200") in seen
+    assert ("anonymous", "PUT /assets/{asset_id}/state", "401") in seen
+    anchors = gw.http.get("/auth/audit", params={"action": "workorder.chain", "target": order["code"]}).json()
+    assert anchors["total"] >= 1 and anchors["entries"][0]["details"]["length"] == len(
+        gw.get(f"/work-orders/{order['code']}")["events"])
+    assert PASSWORD not in str(page)
+    assert gw.http.get("/auth/audit/verify").json()["valid"] is True
+    with client(gw, sign_in(gw, "dora").json()["access_token"]) as again:
+        assert again.get("/auth/audit").status_code == 403  # admins only
+
+    # Edited behind the gateway's back (no key): the log says where.
+    with sqlite3.connect(tmp_path / "workorders.db") as db:
+        db.execute("UPDATE audit_log SET actor = 'somebody' WHERE action = 'POST /work-orders'")
+    verdict = gw.http.get("/auth/audit/verify").json()
+    assert verdict["valid"] is False and "does not match its MAC" in verdict["reason"]
+    dora.close()

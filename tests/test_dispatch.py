@@ -14,6 +14,7 @@ from ticketing.dispatch import Fleet, Job, assign_batch, choose_engineer
 from ticketing.lifecycle import State
 from ticketing.service import TicketingService
 from tests.test_lifecycle import NOW, Clock
+from tests.conftest import chain_parts
 
 WHEN = datetime.fromtimestamp(NOW, timezone.utc)  # a Wednesday, 09:46 UTC
 NORTH = Site("north", "North", 53.55, 9.99)
@@ -122,7 +123,7 @@ def service_with(tmp_path: Path, clock: Clock, engineers: list[EngineerConfig], 
     assets = {"pump-01": Asset("pump-01", "pump", "E", "1", NORTH, Criticality.HIGH),
               "pump-02": Asset("pump-02", "pump", "E", "2", SOUTH, Criticality.HIGH)}
     return TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}", **config), assets,
-                            engineers, clock=clock)
+                            engineers, clock=clock, **chain_parts(tmp_path))
 
 
 def alarm(device: str, at: float, code: str = "VIB") -> Alarm:

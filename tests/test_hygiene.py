@@ -13,6 +13,7 @@ from ticketing.config import EngineerConfig, Location, TicketingConfig
 from ticketing.lifecycle import State
 from ticketing.service import TicketingService
 from tests.test_lifecycle import NOW, Clock
+from tests.conftest import chain_parts
 
 SITE = Site("north", "North", 53.55, 9.99, {"humidity_pct": 85, "ambient_c": 31})
 DONE_FIELDS = {"resolution": "replaced bearing", "failure_mode": "VIB", "failure_mechanism": "2.4 wear",
@@ -31,7 +32,8 @@ def make(tmp_path: Path, clock: Clock, seen: dict[str, float] | None = None, **h
                                 home=Location(latitude=53.56, longitude=10.0))]
     config = TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}", hygiene=hygiene)
     return TicketingService(config, assets, engineers, clock=clock,
-                            telemetry_seen=(lambda device: seen.get(device)) if seen is not None else None)
+                            telemetry_seen=(lambda device: seen.get(device)) if seen is not None else None,
+                            **chain_parts(tmp_path))
 
 
 def vib(device: str, at: float) -> Alarm:

@@ -11,6 +11,7 @@ from gateway.core import Alarm, Asset, Criticality, Severity, Site
 from ticketing.config import EngineerConfig, Location, ShiftConfig, TicketingConfig
 from ticketing.lifecycle import State
 from ticketing.service import TicketingService, TransitionRefused
+from tests.conftest import chain_parts
 
 NOW = 1_795_600_000.0  # Wednesday 2026-11-25 09:46 UTC
 SATURDAY = NOW + 3 * 86400
@@ -72,7 +73,7 @@ def service(tmp_path: Path, clock: Clock) -> TicketingService:
     # so each transition is tested on its own (tests/test_hygiene.py covers both).
     config = TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}",
                              hygiene={"flood_threshold": 100_000, "cooldown_s": 0})
-    return TicketingService(config, assets, engineers, clock=clock)
+    return TicketingService(config, assets, engineers, clock=clock, **chain_parts(tmp_path))
 
 
 class Orders:

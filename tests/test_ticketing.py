@@ -12,8 +12,9 @@ from gateway.core import (
 )
 from ticketing.config import DispatchConfig, EngineerConfig, Location, ShiftConfig, TicketingConfig
 from ticketing.dispatch import Fleet, Job, choose_engineer, haversine_km, on_shift
-from ticketing.chain import GENESIS_HASH, event_hash
+from ticketing.chain import GENESIS_HASH
 from ticketing.service import TicketingService
+from tests.conftest import chain_parts
 
 # Wednesday 2026-11-25 10:00 UTC
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc).timestamp()
@@ -44,7 +45,7 @@ def service(tmp_path: Path, published: list[WorkOrderEvent]) -> TicketingService
         engineer("far-mechanic", ["mechanical"], 52.52, 13.40),
     ]
     return TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}"), assets, engineers,
-                            publish=published.append, clock=lambda: NOW)
+                            publish=published.append, clock=lambda: NOW, **chain_parts(tmp_path))
 
 
 def anomaly(device: str = "pump-01", mode: str = "VIB", severity: Severity = Severity.MEDIUM, at: float = NOW) -> Anomaly:
@@ -96,7 +97,7 @@ def test_other_findings_on_the_same_asset_join_the_open_incident(service: Ticket
 def test_group_window_runs_on_the_findings_clock(tmp_path: Path) -> None:
     svc = TicketingService(
         TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}", group_window_s=60),
-        {"pump-01": Asset("pump-01", "pump", "E", "S", SITE)}, [], clock=lambda: NOW)
+        {"pump-01": Asset("pump-01", "pump", "E", "S", SITE)}, [], clock=lambda: NOW, **chain_parts(tmp_path))
     # Device time runs ahead of the gateway's clock (a simulator at 100x, a skewed RTU):
     # findings 50 s apart on the device clock are one incident.
     first = svc.handle_anomaly(anomaly(mode="VIB", at=NOW + 5000))
@@ -128,13 +129,72 @@ def test_unknown_device_is_counted_not_ticketed(service: TicketingService) -> No
     assert service.diagnostics()["ignored"] == {"unknown_device": 1}
 
 
-def test_events_form_a_hash_chain(service: TicketingService) -> None:
+def test_the_keyed_chain_detects_every_forgery(service: TicketingService, tmp_path: Path) -> None:
+    """Re-hashing with a published hash, a key of one's own, truncation, a deleted event in the middle, and
+    an edited order row: each is reported, with where and why."""
+    import hashlib
+    import hmac
+    import sqlite3
+
+    import orjson
+
     code = service.handle_anomaly(anomaly())
-    service.handle_anomaly(anomaly(at=NOW + 1))
-    previous = GENESIS_HASH
-    for event in service.get_work_order(code)["events"]:
-        assert event["hash"] == event_hash(previous, code, event["kind"], event["at"], event["actor"], event["data"])
-        previous = event["hash"]
+    for i in range(1, 4):
+        service.handle_anomaly(anomaly(at=NOW + i))
+    assert service.verify_chain(code) == {"code": code, "valid": True, "events": 5, "broken_at": None,
+                                          "reason": None}
+    database = tmp_path / "wo.db"
+    copies = iter(range(100))
+
+    def verify_after(sql_script: str) -> dict:
+        """The verdict on a copy of the database that ``sql_script`` changed (plain SQL, no key)."""
+        copy = tmp_path / f"forged-{next(copies)}.db"
+        with sqlite3.connect(database) as source, sqlite3.connect(copy) as target:
+            source.backup(target)
+            target.executescript(sql_script)
+        forged = TicketingService(TicketingConfig(database_url=f"sqlite:///{copy}"), service.assets, [],
+                                  clock=lambda: NOW, **chain_parts(tmp_path))
+        try:
+            return forged.verify_chain(code)
+        finally:
+            forged.close()
+
+    def rehash(key: bytes | None) -> str:
+        """Every event re-made the way an attacker with database access would, the creator renamed."""
+        with sqlite3.connect(database) as db:
+            rows = db.execute("SELECT e.id, e.at, e.kind, e.actor, e.data, e.row_digest FROM work_order_events e "
+                              "JOIN work_orders o ON o.id = e.work_order_id WHERE o.code = ? ORDER BY e.id",
+                              (code,)).fetchall()
+        statements, previous = [], GENESIS_HASH
+        for event_id, at, kind, actor, data, row in rows:
+            actor = "someone-else" if kind == "created" else actor
+            content = orjson.dumps({"previous": previous, "code": code, "kind": kind, "at": at, "actor": actor,
+                                    "data": orjson.loads(data), "row": row}, option=orjson.OPT_SORT_KEYS)
+            previous = (hashlib.sha256(content).hexdigest() if key is None
+                        else hmac.new(key, content, hashlib.sha256).hexdigest())
+            statements.append(f"UPDATE work_order_events SET hash = '{previous}', actor = '{actor}' "
+                              f"WHERE id = {event_id};")
+        return "\n".join(statements)
+
+    forgeries = {
+        "re-hashed with SHA-256": verify_after(rehash(None)),
+        "re-keyed with a key of one's own": verify_after(rehash(b"attacker's key")),
+        "last events removed": verify_after(
+            "DELETE FROM work_order_events WHERE id IN (SELECT id FROM work_order_events ORDER BY id DESC LIMIT 2)"),
+        "an event removed in the middle": verify_after(
+            "DELETE FROM work_order_events WHERE id = (SELECT id FROM work_order_events ORDER BY id LIMIT 1 OFFSET 2)"),
+        "order row edited": verify_after(f"UPDATE work_orders SET failure_cause = 'operator error' WHERE code = '{code}'"),
+        "legacy unkeyed event": verify_after("UPDATE work_order_events SET key_id = NULL"),
+    }
+    reasons = {name: (result["valid"], result["reason"]) for name, result in forgeries.items()}
+    assert all(valid is False for valid, _ in reasons.values()), reasons
+    assert "does not match its MAC" in reasons["re-hashed with SHA-256"][1]
+    assert "does not match its MAC" in reasons["re-keyed with a key of one's own"][1]
+    assert "the last events were removed" in reasons["last events removed"][1]
+    assert "does not match its MAC" in reasons["an event removed in the middle"][1]
+    assert "edited behind the application's back" in reasons["order row edited"][1]
+    assert "carries no keyed MAC" in reasons["legacy unkeyed event"][1]
+    assert service.verify_chain(code)["valid"] is True  # the real history still verifies
 
 
 def test_dispatch_prefers_fewer_open_orders_at_equal_distance() -> None:
@@ -160,14 +220,14 @@ def test_device_offline_is_counted_by_default_and_a_work_order_when_configured(t
     back = Alarm("pump-01", NOW + 60, DEVICE_OFFLINE_CODE, Severity.MEDIUM, "back online", active=False)
 
     quiet = TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'a.db'}"), assets, [],
-                             clock=lambda: NOW)
+                             clock=lambda: NOW, **chain_parts(tmp_path))
     assert quiet.handle_alarm(offline) is None and quiet.handle_alarm(back) is None
     assert quiet.list_work_orders() == []
     assert quiet.diagnostics()["ignored"] == {"device_offline": 1, "device_online": 1}
 
     ticketing = TicketingService(
         TicketingConfig(database_url=f"sqlite:///{tmp_path / 'b.db'}", device_offline={"open_work_order": True}),
-        assets, [engineer("tech", ["instrumentation"], 53.56, 10.0)], clock=lambda: NOW)
+        assets, [engineer("tech", ["instrumentation"], 53.56, 10.0)], clock=lambda: NOW, **chain_parts(tmp_path))
     code = ticketing.handle_alarm(offline)
     order = ticketing.get_work_order(code)
     assert (order["failure_mode"], order["failure_mechanism"], order["required_skill"]) == (

@@ -20,6 +20,7 @@ from ticketing.database import MIGRATIONS, make_engine, migrate
 from ticketing.models import Base
 from ticketing.service import TicketingService
 from tests.servers import PostgreSQL
+from tests.conftest import chain_parts
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc).timestamp()
 SITE = Site("north", "North plant", 53.55, 9.99)
@@ -63,15 +64,15 @@ def test_a_database_from_before_migrations_is_adopted(tmp_path: Path) -> None:
         command.upgrade(config, "0001")
         connection.exec_driver_sql("DROP TABLE alembic_version")
     engine.dispose()
-    service = TicketingService(TicketingConfig(database_url=url), ASSETS, [], clock=lambda: NOW)
+    service = TicketingService(TicketingConfig(database_url=url), ASSETS, [], clock=lambda: NOW, **chain_parts(tmp_path))
     assert service.schema_revision == migrate(service.engine)
     assert "alembic_version" in inspect(service.engine).get_table_names()
     service.close()
 
 
-def test_work_orders_on_postgresql(postgres: PostgreSQL) -> None:
+def test_work_orders_on_postgresql(postgres: PostgreSQL, tmp_path: Path) -> None:
     service = TicketingService(TicketingConfig(database_url=postgres.url, code_prefix="PG"), ASSETS, [],
-                               clock=lambda: NOW)
+                               clock=lambda: NOW, **chain_parts(tmp_path))
     code = service.handle_alarm(Alarm("pump-01", NOW, "OHE", Severity.HIGH, "hot"))
     assert service.handle_alarm(Alarm("pump-01", NOW + 1, "OHE", Severity.HIGH, "hot")) == code
     order = service.get_work_order(code)
@@ -80,9 +81,12 @@ def test_work_orders_on_postgresql(postgres: PostgreSQL) -> None:
     service.close()
 
 
-def _raise_at_once(url: str, barrier: "multiprocessing.synchronize.Barrier", results: "multiprocessing.Queue") -> None:
+def _raise_at_once(url: str, keys: Path, barrier: "multiprocessing.synchronize.Barrier",
+                   results: "multiprocessing.Queue") -> None:
     try:
-        service = TicketingService(TicketingConfig(database_url=url, code_prefix="RACE"), ASSETS, [], clock=lambda: NOW)
+        # Gateways of one plant share the keyring file and the audit log.
+        service = TicketingService(TicketingConfig(database_url=url, code_prefix="RACE"), ASSETS, [], clock=lambda: NOW,
+                                   **chain_parts(keys))
         barrier.wait(30)
         results.put(service.handle_alarm(Alarm("pump-race", NOW, "VIB", Severity.HIGH, "shaking")))
         service.close()
@@ -98,7 +102,9 @@ def test_two_gateways_raising_one_dedup_key_at_once_make_one_work_order(
     context = multiprocessing.get_context("spawn")
     processes = 4
     barrier, results = context.Barrier(processes), context.Queue()
-    workers = [context.Process(target=_raise_at_once, args=(url, barrier, results)) for _ in range(processes)]
+    chain_parts(tmp_path)  # the shared keyring, made before the gateways start
+    workers = [context.Process(target=_raise_at_once, args=(url, tmp_path, barrier, results))
+               for _ in range(processes)]
     for worker in workers:
         worker.start()
     codes = [results.get(timeout=60) for _ in workers]
@@ -107,7 +113,8 @@ def test_two_gateways_raising_one_dedup_key_at_once_make_one_work_order(
         worker.join(30)
         assert worker.exitcode == 0
     assert len(set(codes)) == 1
-    service = TicketingService(TicketingConfig(database_url=url, code_prefix="RACE"), ASSETS, [], clock=lambda: NOW)
+    service = TicketingService(TicketingConfig(database_url=url, code_prefix="RACE"), ASSETS, [], clock=lambda: NOW,
+                               **chain_parts(tmp_path))
     orders = service.list_work_orders(device_id="pump-race")
     assert len(orders) == 1 and orders[0]["occurrences"] == processes
     service.close()

@@ -1,13 +1,24 @@
-"""The tamper-evident event chain of a work order.
+"""The tamper-evident, keyed event chain of a work order.
 
-Every event stores the SHA-256 of its content and of the event before it, so an event changed,
-removed or inserted behind the application's back breaks the chain from that event on.
+Every event carries an HMAC (a key the gateway keeps outside the database) over
+its content, the previous event's MAC, and a digest of the order's own fields
+(failure coding, state, assignment, closure: parts, labour, cause) as they were
+when the event was committed. So:
+
+- an event changed, removed or inserted in the middle breaks the chain from there;
+- re-hashing the events with a published hash does not help: without the key no
+  MAC verifies;
+- editing the order row (parts, labour, failure cause...) no longer matches the
+  digest sealed into its last event;
+- removing the *last* events leaves a shorter chain that verifies by itself: the
+  chain's head and length are anchored elsewhere (the gateway's audit log) and
+  compared here.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import select
@@ -16,27 +27,80 @@ from sqlalchemy.orm import Session
 from ticketing.models import Event, WorkOrder
 
 GENESIS_HASH = "0" * 64
+PURPOSE = "work-order chain"
+# The order's fields a chain seals; every change to one of them is an event.
+SEALED_FIELDS = ("code", "device_id", "site_id", "origin", "failure_mode", "failure_mechanism", "failure_cause",
+                 "maintainable_item", "priority", "state", "title", "assigned_engineer_id", "closure", "created_at",
+                 "repeat_of", "due_at")
 
 
-def event_hash(previous: str, code: str, kind: str, at: float, actor: str, data: dict[str, Any]) -> str:
-    content = orjson.dumps(
-        {"previous": previous, "code": code, "kind": kind, "at": at, "actor": actor, "data": data},
+class ChainSigner(Protocol):
+    """Keyed MACs (the gateway's keyring): ``mac`` with the current key, ``verify`` with the one named."""
+
+    def mac(self, purpose: str, data: bytes) -> tuple[str, str]: ...
+
+    def verify(self, purpose: str, key_id: str, data: bytes, tag: str) -> bool: ...
+
+
+class ChainAnchors(Protocol):
+    """Where chain heads are anchored outside the work-order tables (the gateway's audit log)."""
+
+    def anchor(self, code: str, head: str, length: int, actor: str) -> None: ...
+
+    def latest_anchor(self, code: str) -> dict[str, Any] | None: ...
+
+
+def row_digest(order: WorkOrder) -> str:
+    fields = {name: getattr(order, name) for name in SEALED_FIELDS}
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def event_content(previous: str, code: str, event: Event) -> bytes:
+    return orjson.dumps(
+        {"previous": previous, "code": code, "kind": event.kind, "at": event.at, "actor": event.actor,
+         "data": event.data, "row": event.row_digest},
         option=orjson.OPT_SORT_KEYS,
     )
-    return hashlib.sha256(content).hexdigest()
 
 
-def verify_chain(session: Session, code: str) -> dict[str, Any] | None:
-    """Recompute the chain of one work order: where it breaks, if it does (None: no such order)."""
+def seal(signer: ChainSigner, previous: str, code: str, event: Event, digest: str) -> None:
+    """Fill in the event's row digest, key id and MAC."""
+    event.row_digest = digest
+    event.key_id, event.hash = signer.mac(PURPOSE, event_content(previous, code, event))
+
+
+def verify_chain(session: Session, signer: ChainSigner, code: str, anchor: dict[str, Any] | None
+                 ) -> dict[str, Any] | None:
+    """Recompute the chain of one work order: where it breaks, if it does (None: no such order).
+
+    ``anchor`` is the last ``{"head", "length"}`` the gateway recorded for this order outside the
+    database; a chain shorter than it, or not passing through its head, lost events.
+    """
     order = session.scalar(select(WorkOrder).where(WorkOrder.code == code))
     if order is None:
         return None
     events = session.scalars(select(Event).where(Event.work_order_id == order.id).order_by(Event.id)).all()
+
+    def broken(index: int | None, reason: str) -> dict[str, Any]:
+        return {"code": code, "valid": False, "events": len(events), "broken_at": index, "reason": reason}
+
     previous = GENESIS_HASH
     for index, event in enumerate(events):
-        if event_hash(previous, order.code, event.kind, event.at, event.actor, event.data) != event.hash:
-            return {"code": code, "valid": False, "events": len(events), "broken_at": index,
-                    "reason": f"event {index} ({event.kind}) does not match its hash: "
-                              "it, or an event before it, was changed or removed"}
+        if event.key_id is None or event.row_digest is None:
+            return broken(index, f"event {index} ({event.kind}) carries no keyed MAC: written without the "
+                                 "gateway's key (or before keyed chains), its integrity cannot be proven")
+        if not signer.verify(PURPOSE, event.key_id, event_content(previous, code, event), event.hash):
+            return broken(index, f"event {index} ({event.kind}) does not match its MAC: it, or an event before "
+                                 "it, was changed or removed, or it was written without the gateway's key")
+        if anchor is not None and index + 1 == anchor["length"] and event.hash != anchor["head"]:
+            return broken(index, f"event {index} is not the head the audit log anchored: the history was rewritten")
         previous = event.hash
+    if anchor is not None and len(events) < anchor["length"]:
+        return broken(len(events), f"the audit log anchored {anchor['length']} events, {len(events)} are left: "
+                                   "the last events were removed")
+    if events and events[-1].row_digest != row_digest(order):
+        return broken(len(events) - 1, "the work order's fields do not match what its last event sealed: the "
+                                       "order was edited behind the application's back")
+    if anchor is None and events:
+        return broken(None, "no anchor of this chain in the audit log: it cannot be told complete")
     return {"code": code, "valid": True, "events": len(events), "broken_at": None, "reason": None}

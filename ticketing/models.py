@@ -85,8 +85,11 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(100))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # SHA-256 over the previous event's hash and this event's content.
+    # HMAC over the previous event's MAC, this event's content and the order's sealed fields
+    # (ticketing.chain); key_id names the gateway key that made it.
     hash: Mapped[str] = mapped_column(String(64))
+    row_digest: Mapped[str | None] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(16))
 
     work_order: Mapped[WorkOrder] = relationship(back_populates="events")
 

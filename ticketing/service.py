@@ -104,8 +104,14 @@ class TicketingService:
         publish: Callable[[WorkOrderEvent], None] | None = None,
         clock: Callable[[], float] = time.time,
         telemetry_seen: Callable[[str], float | None] | None = None,
+        *,
+        signer: chain.ChainSigner,
+        anchors: chain.ChainAnchors,
     ) -> None:
         self.config = config
+        # Keyed event chains: MACs from the gateway's keyring, heads anchored in its audit log.
+        self.signer = signer
+        self.anchors = anchors
         # When a device last reported (auto-verification wants telemetry, not silence).
         self.telemetry_seen = telemetry_seen
         self.assets = assets
@@ -648,20 +654,55 @@ class TicketingService:
                                    {"alarm_code": alarm.code, "cleared_at": alarm.raised_at})
 
     def _append_event(self, session: Session, order: WorkOrder, kind: str, actor: str, data: dict[str, Any]) -> None:
-        previous = session.scalar(
-            select(Event.hash).where(Event.work_order_id == order.id).order_by(Event.id.desc()).limit(1)
-        ) or chain.GENESIS_HASH
+        """Add an event; its MAC is computed when the transaction seals (``_seal``), over the order's
+        fields as they are then."""
+        chains = session.info["chains"]
+        if order.id not in chains:
+            stored = session.execute(
+                select(Event.hash, func.count().over()).where(Event.work_order_id == order.id)
+                .order_by(Event.id.desc()).limit(1)).first()
+            previous, length = (stored[0], stored[1]) if stored else (chain.GENESIS_HASH, 0)
+            chains[order.id] = (order, previous, length, [])
         at = self.clock()
-        digest = chain.event_hash(previous, order.code, kind, at, actor, data)
-        session.add(Event(work_order_id=order.id, at=at, kind=kind, actor=actor, data=data, hash=digest))
+        event = Event(work_order_id=order.id, at=at, kind=kind, actor=actor, data=data, hash="")
+        session.add(event)
+        chains[order.id][3].append(event)
         session.info["events"].append(WorkOrderEvent(order.code, kind, at, actor, data, order.device_id))
+
+    def _seal(self, session: Session) -> list[tuple[str, str, int, str]]:
+        """MAC every event of the transaction; an order whose sealed fields changed without an event
+        gets an ``amended`` one, so nothing about an order changes unrecorded. Returns the heads to anchor."""
+        loaded = {o.id: o for o in session.identity_map.values()
+                  if isinstance(o, WorkOrder) and o.id not in session.info["chains"]}
+        if loaded:
+            last_ids = select(func.max(Event.id)).where(Event.work_order_id.in_(loaded)).group_by(Event.work_order_id)
+            sealed = dict(session.execute(select(Event.work_order_id, Event.row_digest)
+                                          .where(Event.id.in_(last_ids))).all())
+            for order_id, order in loaded.items():
+                if sealed.get(order_id) is not None and sealed[order_id] != chain.row_digest(order):
+                    # A code path changed a sealed field without an event: record it rather than let the
+                    # next verification call it tampering.
+                    log.warning("work order %s changed without an event; recorded as 'amended'", order.code)
+                    self._append_event(session, order, "amended", SYSTEM_ACTOR, {})
+        heads = []
+        for order, previous, length, events in session.info["chains"].values():
+            digest = chain.row_digest(order)
+            for event in events:
+                chain.seal(self.signer, previous, order.code, event, digest)
+                previous = event.hash
+            heads.append((order.code, previous, length + len(events), events[-1].actor))
+        return heads
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
-        """A transaction whose work-order events are published only once it committed."""
+        """A transaction whose events are sealed before it commits, anchored and published after."""
         with self.sessions.begin() as session:
             session.info["events"] = []
+            session.info["chains"] = {}
             yield session
+            heads = self._seal(session)
+        for code, head, length, actor in heads:
+            self.anchors.anchor(code, head, length, actor)
         for event in session.info.pop("events"):
             self.publish(event)
 
@@ -753,7 +794,7 @@ class TicketingService:
     def verify_chain(self, code: str) -> dict[str, Any] | None:
         """Recompute the event hash chain; any row changed, removed or inserted behind our back breaks it."""
         with self.sessions() as session:
-            return chain.verify_chain(session, code)
+            return chain.verify_chain(session, self.signer, code, self.anchors.latest_anchor(code))
 
     # -- queries (ticketing.queries reads; the service only opens the session) ------------
 

@@ -11,23 +11,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable, Literal
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from gateway.auth.config import AuthConfig
 from gateway.auth.rbac import ACTIONS, allowed
 from gateway.auth.store import KEY_PREFIX, AuthError, IdentityStore, Principal
 from gateway.auth.tokens import TokenSigner
+from gateway.audit import AuditLog
 
 # The principal of every request when auth.enabled is off (a closed test bench).
 NOBODY_CHECKS = Principal("auth-disabled", "user", "admin")
 
 
 class Authenticator:
-    def __init__(self, config: AuthConfig, store: IdentityStore, signer: TokenSigner) -> None:
+    def __init__(self, config: AuthConfig, store: IdentityStore, signer: TokenSigner, audit: AuditLog) -> None:
         self.config = config
         self.store = store
         self.signer = signer
+        self.audit = audit
         self.failed_sign_ins = 0
 
     def principal(self, request: Request) -> Principal:
@@ -60,6 +62,30 @@ class Authenticator:
 
         dependency.action = action  # type: ignore[attr-defined]  # read by the RBAC test
         return dependency
+
+
+class AuditEntry(BaseModel):
+    seq: int
+    at: float
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    entries: list[AuditEntry]
+
+
+class AuditVerdict(BaseModel):
+    valid: bool
+    entries: int
+    broken_at: int | None
+    reason: str | None
 
 
 class TokenResponse(BaseModel):
@@ -134,8 +160,9 @@ def auth_router(auth: Authenticator) -> APIRouter:
     router = APIRouter(tags=["sign-in"])
     config = auth.config
 
-    def refused(error: AuthError) -> HTTPException:
+    def refused(error: AuthError, who: str, grant: str) -> HTTPException:
         auth.failed_sign_ins += 1
+        auth.audit.record(who, "auth.sign_in", who, "refused", {"grant": grant, "reason": str(error)})
         return HTTPException(400, {"error": "invalid_grant", "error_description": str(error)})
 
     @router.post("/oauth/token", response_model=TokenResponse, responses={400: {"description": "invalid_grant"}})
@@ -156,18 +183,19 @@ def auth_router(auth: Authenticator) -> APIRouter:
             try:
                 principal = auth.store.authenticate(username, password, totp)
             except AuthError as error:
-                raise refused(error) from None
+                raise refused(error, username, grant_type) from None
             new_refresh = auth.store.issue_refresh_token(principal.name, config.refresh_token_ttl_s)
         elif grant_type == "client_credentials":
             key = auth.store.principal_of_key(client_secret or "")
             if key is None:
-                raise refused(AuthError("invalid, expired or revoked API key"))
+                raise refused(AuthError("invalid, expired or revoked API key"), "unknown key", grant_type)
             principal = key
         else:
             try:
                 principal, new_refresh = auth.store.use_refresh_token(refresh_token or "", config.refresh_token_ttl_s)
             except AuthError as error:
-                raise refused(error) from None
+                raise refused(error, "unknown refresh token", grant_type) from None
+        auth.audit.record(principal.name, "auth.sign_in", principal.name, "ok", {"grant": grant_type})
         return TokenResponse(access_token=auth.signer.issue(principal, config.access_token_ttl_s),
                              expires_in=int(config.access_token_ttl_s), refresh_token=new_refresh,
                              role=principal.role)
@@ -221,6 +249,22 @@ def auth_router(auth: Authenticator) -> APIRouter:
         if not auth.store.revoke_key(key_id):
             raise HTTPException(404, f"no API key {key_id!r}")
         return next(k for k in auth.store.keys() if k["id"] == key_id)
+
+    @router.get("/auth/audit", response_model=AuditPage)
+    def audit_log(
+        limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000_000),
+        action: str | None = Query(None, max_length=60), actor: str | None = Query(None, max_length=100),
+        target: str | None = Query(None, max_length=200),
+        principal: Principal = Depends(auth.require("audit.read")),
+    ) -> AuditPage:
+        """The audit log, newest first: writes, sign-ins, user and key changes, work-order chain anchors."""
+        total, entries = auth.audit.entries(limit, offset, action, actor, target)
+        return AuditPage(total=total, limit=limit, offset=offset, entries=entries)
+
+    @router.get("/auth/audit/verify", response_model=AuditVerdict)
+    def verify_audit_log(principal: Principal = Depends(auth.require("audit.read"))) -> dict[str, Any]:
+        """Recompute every MAC of the audit log: an entry changed, inserted or removed shows."""
+        return auth.audit.verify()
 
     return router
 

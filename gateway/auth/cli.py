@@ -5,12 +5,15 @@ from __future__ import annotations
 import getpass
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from gateway.audit import AuditLog
 from gateway.auth.rbac import ROLES
 from gateway.auth.store import IdentityStore
+from gateway.config import GatewayConfig
+from gateway.keyring import Keyring
 
 users = typer.Typer(help="Users (people): add, list, disable, reset 2FA.", no_args_is_help=True)
 keys = typer.Typer(help="API keys (machines, integrations): create, list, revoke.", no_args_is_help=True)
@@ -18,12 +21,24 @@ keys = typer.Typer(help="API keys (machines, integrations): create, list, revoke
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="the gateway's YAML configuration")]
 
 
-def _store(config: Path) -> IdentityStore:
+def _settings(config: Path) -> GatewayConfig:
     from gateway.cli import _load_or_exit  # one way of reading a config, with its errors
 
-    settings = _load_or_exit(config)
-    return IdentityStore(settings.auth.database_url or settings.ticketing.database_url,
-                         settings.auth.lockout_attempts, settings.auth.lockout_s, tuple(settings.auth.two_factor_roles))
+    return _load_or_exit(config)
+
+
+def _store(config: Path) -> IdentityStore:
+    settings = _settings(config)
+    return IdentityStore(settings.identity_database_url(), settings.auth.lockout_attempts, settings.auth.lockout_s,
+                         tuple(settings.auth.two_factor_roles))
+
+
+def _audit(config: Path, action: str, target: str, details: dict[str, Any] | None = None) -> None:
+    """User and key changes made here are audited like those made through the API."""
+    settings = _settings(config)
+    log = AuditLog(settings.identity_database_url(), Keyring.load(settings.keyring_path()))
+    log.record(f"cli:{getpass.getuser()}", action, target, "ok", details)
+    log.close()
 
 
 def _fail(message: str) -> None:
@@ -48,6 +63,7 @@ def add_user(
         secret = store.add_user(username, password, role, site or [], engineer, totp=two_factor)
     except ValueError as error:
         _fail(f"users add: {error}")
+    _audit(config, "cli users add", username, {"role": role, "sites": site or []})
     typer.echo(f"added {username} ({role})")
     if secret:
         typer.echo(f"TOTP secret (shown once, enrol it in an authenticator app): {secret}")
@@ -68,6 +84,7 @@ def disable_user(username: str, config: ConfigOption) -> None:
         _store(config).set_disabled(username, True)
     except ValueError as error:
         _fail(f"users disable: {error}")
+    _audit(config, "cli users disable", username)
     typer.echo(f"disabled {username}")
 
 
@@ -77,6 +94,7 @@ def reset_two_factor(username: str, config: ConfigOption) -> None:
         secret = _store(config).reset_two_factor(username)
     except ValueError as error:
         _fail(f"users reset-2fa: {error}")
+    _audit(config, "cli users reset-2fa", username)
     typer.echo(f"new TOTP secret for {username} (shown once): {secret}")
 
 
@@ -93,6 +111,7 @@ def create_key(
         key_id, secret = _store(config).create_key(name, role, "cli", site or [], expires_at)
     except ValueError as error:
         _fail(f"keys create: {error}")
+    _audit(config, "cli keys create", key_id, {"name": name, "role": role})
     typer.echo(f"key {key_id} ({role}), shown once:\n{secret}")
 
 
@@ -109,4 +128,15 @@ def list_keys(config: ConfigOption) -> None:
 def revoke_key(key_id: str, config: ConfigOption) -> None:
     if not _store(config).revoke_key(key_id):
         _fail(f"keys revoke: no API key {key_id!r}")
+    _audit(config, "cli keys revoke", key_id)
     typer.echo(f"revoked {key_id}")
+
+
+@keys.command("rotate-secret")
+def rotate_secret(config: ConfigOption) -> None:
+    """Put a new current key in the gateway's keyring (tokens, audit log, chains); old keys stay to verify
+    what they signed. Restart the gateway(s) to use it; copy the file to every gateway of the plant."""
+    settings = _settings(config)
+    keyring = Keyring.rotate(settings.keyring_path())
+    _audit(config, "cli keys rotate-secret", keyring.current_id)
+    typer.echo(f"{settings.keyring_path()}: new current key {keyring.current_id}")

@@ -13,8 +13,10 @@ class AuthConfig(BaseModel):
     enabled: bool = Field(True, description="off only for a closed test bench: every request is then an admin")
     database_url: str | None = Field(None, description="users, keys and refresh tokens (default: the work-order "
                                                        "database)")
-    secret_file: Path | None = Field(None, description="signing key of access tokens, created at first start with "
-                                                       "mode 0600 (default: auth.key beside the telemetry store)")
+    keyring_file: Path | None = Field(None, description="the gateway's secret keys (access tokens, audit log, "
+                                                        "work-order chains), outside every database; created at "
+                                                        "first start with mode 0600 (default: gateway.key beside "
+                                                        "the telemetry store)")
     access_token_ttl_s: float = Field(900.0, ge=30, le=86400)
     refresh_token_ttl_s: float = Field(7 * 86400.0, ge=60, le=365 * 86400)
     lockout_attempts: int = Field(5, ge=1, le=100, description="failed sign-ins in a row before a lockout")

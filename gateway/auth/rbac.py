@@ -35,6 +35,7 @@ ACTIONS = {
     "auth.users": "add, list, disable users and reset their 2FA",
     "auth.keys": "create, list, revoke API keys",
     "auth.self": "one's own identity",
+    "audit.read": "read and verify the audit log",
 }
 
 _READ = {"assets.read", "telemetry.read", "anomalies.read", "workorders.read", "workorders.verify",

@@ -1,57 +1,54 @@
-"""Short-lived signed access tokens (JWT, HS256) with the key from a file outside the database.
+"""Short-lived signed access tokens (JWT, HS256), keyed from the gateway's keyring.
+
+The token's ``kid`` header names the key that signed it, so a rotated keyring
+still accepts tokens issued just before the rotation.
 
 >>> import tempfile, pathlib
->>> signer = TokenSigner.from_file(pathlib.Path(tempfile.mkdtemp()) / "auth.key")
+>>> from gateway.keyring import Keyring
+>>> signer = TokenSigner(Keyring.load(pathlib.Path(tempfile.mkdtemp()) / "gateway.key"))
 >>> from gateway.auth.store import Principal
 >>> token = signer.issue(Principal("anna", "user", "technician", ("north",), "eng-anna"), ttl_s=60)
 >>> signer.verify(token)
 Principal(name='anna', kind='user', role='technician', sites=('north',), engineer_id='eng-anna')
+>>> signer.verify(token[:-2] + "xx") is None
+True
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-import secrets
 import time
-from pathlib import Path
 
 import jwt
 
 from gateway.auth.store import Principal
+from gateway.keyring import Keyring
 
 ISSUER = "pm-gateway"
 ALGORITHM = "HS256"
+PURPOSE = "access tokens"
 
 
 class TokenSigner:
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-        # Derived, never the key itself: what pseudonyms are keyed with.
-        self.pseudonym_salt = hmac.new(key, b"pm-gateway engineer pseudonyms", hashlib.sha256).digest()
-
-    @classmethod
-    def from_file(cls, path: Path) -> "TokenSigner":
-        """The key in ``path``, made (32 random bytes, mode 0600) when it does not exist yet."""
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(secrets.token_hex(32))
-        return cls(bytes.fromhex(path.read_text().strip()))
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+        # Keyed by the oldest key, so pseudonyms stay the same across rotations.
+        self.pseudonym_salt = keyring.derived("engineer pseudonyms", keyring.oldest_id)
 
     def issue(self, principal: Principal, ttl_s: float) -> str:
         now = int(time.time())
         claims = {"iss": ISSUER, "sub": principal.name, "kind": principal.kind, "role": principal.role,
                   "sites": list(principal.sites), "engineer_id": principal.engineer_id,
                   "iat": now, "exp": now + int(ttl_s)}
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
+        return jwt.encode(claims, self.keyring.derived(PURPOSE), algorithm=ALGORITHM,
+                          headers={"kid": self.keyring.current_id})
 
     def verify(self, token: str) -> Principal | None:
         try:
-            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], issuer=ISSUER,
-                                options={"require": ["exp", "iat", "sub"]})
+            key_id = jwt.get_unverified_header(token).get("kid")
+            if not isinstance(key_id, str) or not self.keyring.has(key_id):
+                return None
+            claims = jwt.decode(token, self.keyring.derived(PURPOSE, key_id), algorithms=[ALGORITHM],
+                                issuer=ISSUER, options={"require": ["exp", "iat", "sub"]})
         except jwt.PyJWTError:
             return None
         return Principal(claims["sub"], claims.get("kind", "user"), claims["role"], tuple(claims.get("sites") or ()),

@@ -1,0 +1,125 @@
+"""The audit log: every write, sign-in, user and key change, and each work order's chain head.
+
+Append-only and chained: each entry carries an HMAC (a key from the keyring,
+kept outside the database) over its content and the previous entry's MAC, so an
+entry edited, inserted or removed in the middle breaks the chain for anyone
+verifying, and a database writer without the keyring cannot produce entries that
+verify. Work-order chains anchor their head and length here, so removing the
+last events of an order is detected too.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Float, Integer, String, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from gateway.keyring import Keyring
+from gateway.sqldb import make_engine
+
+PURPOSE = "audit log"
+GENESIS = "0" * 64
+ANCHOR = "workorder.chain"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Entry(Base):
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    target: Mapped[str] = mapped_column(String(200), index=True)
+    outcome: Mapped[str] = mapped_column(String(40))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    key_id: Mapped[str] = mapped_column(String(16))
+    mac: Mapped[str] = mapped_column(String(64))
+
+
+def _content(previous: str, entry: Entry) -> bytes:
+    return orjson.dumps({"previous": previous, "seq": entry.seq, "at": entry.at, "actor": entry.actor,
+                         "action": entry.action, "target": entry.target, "outcome": entry.outcome,
+                         "details": entry.details}, option=orjson.OPT_SORT_KEYS)
+
+
+class AuditLog:
+    def __init__(self, database_url: str, keyring: Keyring) -> None:
+        self.engine = make_engine(database_url)
+        Base.metadata.create_all(self.engine)
+        self.keyring = keyring
+        self.recorded = 0
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def record(self, actor: str, action: str, target: str = "", outcome: str = "ok",
+               details: dict[str, Any] | None = None) -> int:
+        """Append one entry; returns its sequence number."""
+        with Session(self.engine) as session, session.begin():
+            if session.connection().dialect.name == "postgresql":
+                # One writer at a time across gateways: the chain has no forks.
+                session.connection().exec_driver_sql("SELECT pg_advisory_xact_lock(4243)")
+            last = session.execute(select(Entry.seq, Entry.mac).order_by(Entry.seq.desc()).limit(1)).first()
+            seq, previous = (last[0] + 1, last[1]) if last else (1, GENESIS)
+            entry = Entry(seq=seq, at=time.time(), actor=actor[:100], action=action[:60], target=target[:200],
+                          outcome=outcome[:40], details=details or {}, key_id="", mac="")
+            entry.key_id, entry.mac = self.keyring.mac(PURPOSE, _content(previous, entry))
+            session.add(entry)
+        self.recorded += 1
+        return seq
+
+    def entries(self, limit: int = 100, offset: int = 0, action: str | None = None, actor: str | None = None,
+                target: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+        """(total matching, a page of entries, newest first)."""
+        query = select(Entry)
+        for column, value in ((Entry.action, action), (Entry.actor, actor), (Entry.target, target)):
+            if value is not None:
+                query = query.where(column == value)
+        with Session(self.engine) as session:
+            total = session.scalar(query.with_only_columns(func.count()).order_by(None)) or 0
+            rows = session.scalars(query.order_by(Entry.seq.desc()).limit(limit).offset(offset)).all()
+            return total, [_as_dict(row) for row in rows]
+
+    def anchor(self, code: str, head: str, length: int, actor: str) -> None:
+        """Anchor a work order's chain head (``ticketing.chain.ChainAnchors``)."""
+        self.record(actor, ANCHOR, code, details={"head": head, "length": length})
+
+    def latest_anchor(self, code: str) -> dict[str, Any] | None:
+        """The last chain head a work order anchored here: ``{"head", "length"}``."""
+        with Session(self.engine) as session:
+            entry = session.scalar(select(Entry).where(Entry.action == ANCHOR, Entry.target == code)
+                                   .order_by(Entry.seq.desc()).limit(1))
+            return None if entry is None else dict(entry.details)
+
+    def verify(self) -> dict[str, Any]:
+        """Recompute every MAC in order: where the log breaks, if it does."""
+        previous = GENESIS
+        expected_seq = 1
+        with Session(self.engine) as session:
+            count = 0
+            for entry in session.scalars(select(Entry).order_by(Entry.seq)):
+                count += 1
+                if entry.seq != expected_seq:
+                    return _broken(count, entry.seq, f"entries {expected_seq}..{entry.seq - 1} are missing")
+                if not self.keyring.verify(PURPOSE, entry.key_id, _content(previous, entry), entry.mac):
+                    return _broken(count, entry.seq, f"entry {entry.seq} ({entry.action}) does not match its MAC: "
+                                                     "it was changed, or written without the gateway's key")
+                previous = entry.mac
+                expected_seq += 1
+        return {"valid": True, "entries": count, "broken_at": None, "reason": None}
+
+
+def _broken(count: int, seq: int, reason: str) -> dict[str, Any]:
+    return {"valid": False, "entries": count, "broken_at": seq, "reason": reason}
+
+
+def _as_dict(entry: Entry) -> dict[str, Any]:
+    return {"seq": entry.seq, "at": entry.at, "actor": entry.actor, "action": entry.action, "target": entry.target,
+            "outcome": entry.outcome, "details": entry.details}
