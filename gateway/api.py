@@ -24,6 +24,7 @@ from gateway.auth.store import Principal
 from gateway.core import Asset, Reading, Severity
 from gateway.health import problems as health_problems
 from gateway.limits import BodyLimit
+from gateway.web import secure_headers, serve_documentation
 from gateway.metrics import GatewayCollector
 from ticketing.lifecycle import State
 from ticketing.service import TransitionRefused
@@ -105,10 +106,13 @@ def create_api(gateway: "Gateway") -> FastAPI:
     api = FastAPI(
         title="pm-gateway",
         description="Predictive-maintenance gateway: telemetry, anomalies, work orders and dispatch. "
-                    "Sign in at POST /oauth/token (or send an API key) and pass "
-                    "'Authorization: Bearer <token>'.",
+                    "Sign in at POST /oauth/token (or use an API key) and send "
+                    "'Authorization: Bearer TOKEN' (the Authorize button here takes either).",
         version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
     )
+    serve_documentation(api)
     api.add_middleware(BodyLimit, max_bytes=gateway.config.api.max_body_bytes)
     auth = gateway.auth
 
@@ -363,4 +367,6 @@ def create_api(gateway: "Gateway") -> FastAPI:
         """Most recent work-order events published on the internal bus, newest first."""
         return visible(gateway.events.latest(limit), principal)
 
+    # Last, so outermost: every response gets the headers, 413s and 401s included.
+    secure_headers(api, gateway.config.api.cors_origins)
     return api

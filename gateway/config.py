@@ -78,6 +78,8 @@ class ApiConfig(BaseModel):
     history_source: str = Field("sqlite", description="'sqlite' or the name of an InfluxDB sink to read history from")
     max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824,
                                 description="a request body larger than this is refused with 413, unread")
+    cors_origins: list[str] = Field(default_factory=list, max_length=100,
+                                    description="browser origins allowed to call the API (none: CORS closed)")
 
 
 class PipelineConfig(BaseModel):

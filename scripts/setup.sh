@@ -12,6 +12,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v python3 >/dev/null 2>&1 && { python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv); }
 # PostgreSQL server binaries: the work-order tests start throw-away clusters of their own.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+# Debian's Chromium for the browser tests (Playwright drives it; its own browser download is not used).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: please install as root: apt-get install ${need_apt[*]}" >&2

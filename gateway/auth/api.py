@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Callable, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from gateway.auth.config import AuthConfig
@@ -19,6 +20,10 @@ from gateway.auth.rbac import ACTIONS, allowed
 from gateway.auth.store import KEY_PREFIX, AuthError, IdentityStore, Principal
 from gateway.auth.tokens import TokenSigner
 from gateway.audit import AuditLog
+
+# Only for the OpenAPI document (the security scheme behind Swagger UI's Authorize button);
+# ``Authenticator.principal`` reads the header itself.
+BEARER = HTTPBearer(auto_error=False, description="an access token from POST /oauth/token, or an API key")
 
 # The principal of every request when auth.enabled is off (a closed test bench).
 NOBODY_CHECKS = Principal("auth-disabled", "user", "admin")
@@ -54,7 +59,7 @@ class Authenticator:
         if action not in ACTIONS:
             raise KeyError(f"unknown action {action!r}")
 
-        def dependency(request: Request) -> Principal:
+        def dependency(request: Request, _documented: Any = Depends(BEARER)) -> Principal:
             principal = self.principal(request)
             if not allowed(principal.role, action):
                 raise HTTPException(403, f"role {principal.role!r} may not {ACTIONS[action]} ({action})")
