@@ -18,12 +18,13 @@ from starlette.requests import Request as StarletteRequest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway.auth.api import auth_router
+from gateway.auth.api import add_auth_routes
 from gateway.auth.masking import mask_engineer
 from gateway.auth.store import Principal
 from gateway.core import Asset, Reading, Severity
 from gateway.health import problems as health_problems
 from gateway.limits import BodyLimit
+from gateway.problems import API_PREFIX, install_problem_responses, reject_unknown_parameters
 from gateway.web import secure_headers, serve_documentation
 from gateway.metrics import GatewayCollector
 from ticketing.lifecycle import State
@@ -111,6 +112,8 @@ def create_api(gateway: "Gateway") -> FastAPI:
         version="0.1.0",
         docs_url=None,
         redoc_url=None,
+        # A query parameter no endpoint declares is a 400 (a misspelt filter must not return everything).
+        dependencies=[Depends(reject_unknown_parameters)],
     )
     serve_documentation(api)
     api.add_middleware(BodyLimit, max_bytes=gateway.config.api.max_body_bytes)
@@ -130,14 +133,16 @@ def create_api(gateway: "Gateway") -> FastAPI:
         return response
 
     require = auth.require
-    api.include_router(auth_router(auth))
+    install_problem_responses(api)
+    add_auth_routes(api, auth, API_PREFIX)
 
     registry = CollectorRegistry()
     registry.register(GatewayCollector(gateway))
 
     metrics_access = [] if gateway.config.auth.metrics_public else [Depends(require("gateway.metrics"))]
 
-    @api.get("/metrics", tags=["gateway"], response_class=Response, dependencies=metrics_access)
+    @api.get("/metrics", include_in_schema=False, dependencies=metrics_access)
+    @api.get(f"{API_PREFIX}/metrics", tags=["gateway"], response_class=Response, dependencies=metrics_access)
     def metrics() -> Response:
         """Prometheus text exposition: connectors, pipeline, sinks and buffers, work orders."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -171,7 +176,8 @@ def create_api(gateway: "Gateway") -> FastAPI:
         if principal.role == "technician" and order.get("assigned_engineer_id") != principal.engineer_id:
             raise HTTPException(403, f"work order {order['code']} is not assigned to you")
 
-    @api.get("/health", tags=["gateway"])
+    @api.get("/health", include_in_schema=False)  # where load balancers and monitors look
+    @api.get(f"{API_PREFIX}/health", tags=["gateway"])
     def health() -> dict[str, Any]:
         """``ok`` or ``degraded`` with the problems that make it so, and every component's diagnostics.
         Open without sign-in (load balancers and monitors)."""
@@ -179,17 +185,17 @@ def create_api(gateway: "Gateway") -> FastAPI:
         found = health_problems(diagnostics, gateway.problems(), time.time())
         return {"status": "degraded" if found else "ok", "problems": found} | diagnostics
 
-    @api.get("/assets", tags=["assets"])
+    @api.get(f"{API_PREFIX}/assets", tags=["assets"])
     def list_assets(principal: Principal = Depends(require("assets.read"))) -> list[dict[str, Any]]:
         return [asset.as_dict() for asset in gateway.assets.values() if principal.may_see_site(asset.site.id)]
 
-    @api.get("/assets/{asset_id}", tags=["assets"])
+    @api.get(f"{API_PREFIX}/assets/{{asset_id}}", tags=["assets"])
     def get_asset(asset_id: str, principal: Principal = Depends(require("assets.read"))) -> dict[str, Any]:
         """The asset, its site (with environment) and its operating state."""
         return asset_or_404(asset_id, principal).as_dict() | {
             "operating_state": gateway.ticketing.asset_state(asset_id)}
 
-    @api.put("/assets/{asset_id}/state", tags=["assets"])
+    @api.put(f"{API_PREFIX}/assets/{{asset_id}}/state", tags=["assets"])
     def set_asset_state(asset_id: str, request: AssetStateRequest,
                         principal: Principal = Depends(require("assets.set_state"))) -> dict[str, Any]:
         """Maintenance, standby or commissioning: findings are recorded but raise no tickets (until ``until``)."""
@@ -197,12 +203,12 @@ def create_api(gateway: "Gateway") -> FastAPI:
         return gateway.ticketing.set_asset_state(asset_id, request.state, request.reason, principal.name,
                                                  request.until)
 
-    @api.get("/devices/{device_id}/readings/latest", tags=["telemetry"])
+    @api.get(f"{API_PREFIX}/devices/{{device_id}}/readings/latest", tags=["telemetry"])
     def latest_readings(device_id: str, principal: Principal = Depends(require("telemetry.read"))) -> dict[str, Any]:
         asset_or_404(device_id, principal)
         return {"device_id": device_id, "readings": [_reading_json(r) for r in gateway.store.latest(device_id)]}
 
-    @api.get("/devices/{device_id}/readings", tags=["telemetry"])
+    @api.get(f"{API_PREFIX}/devices/{{device_id}}/readings", tags=["telemetry"])
     def reading_history(
         device_id: str,
         metric: str | None = Query(None, max_length=200),
@@ -227,14 +233,14 @@ def create_api(gateway: "Gateway") -> FastAPI:
         readings = gateway.history.history(device_id, metric, start, end, limit)
         return {"device_id": device_id, "since": start, "until": end, "readings": [_reading_json(r) for r in readings]}
 
-    @api.get("/anomalies", tags=["detection"])
+    @api.get(f"{API_PREFIX}/anomalies", tags=["detection"])
     def list_anomalies(
         device_id: str | None = Query(None, max_length=100), since: float = Query(0.0, **EPOCH_QUERY),
         limit: int = Query(100, ge=1, le=1000), principal: Principal = Depends(require("anomalies.read")),
     ) -> list[dict[str, Any]]:
         return visible(gateway.ticketing.list_anomalies(device_id=device_id, since=since, limit=limit), principal)
 
-    @api.get("/work-orders", tags=["work orders"])
+    @api.get(f"{API_PREFIX}/work-orders", tags=["work orders"])
     def list_work_orders(
         device_id: str | None = Query(None, max_length=100),
         site_id: str | None = Query(None, max_length=100),
@@ -250,7 +256,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
             engineer_id=engineer_id, limit=limit, offset=offset,
         ), principal)
 
-    @api.post("/work-orders", tags=["work orders"], status_code=201,
+    @api.post(f"{API_PREFIX}/work-orders", tags=["work orders"], status_code=201,
               responses={404: {"description": "no such asset"},
                          409: {"description": "the asset's state suppresses tickets"}})
     def create_work_order(request: ManualWorkOrder,
@@ -274,11 +280,11 @@ def create_api(gateway: "Gateway") -> FastAPI:
             raise HTTPException(404, f"no work order {code!r}")
         return order
 
-    @api.get("/work-orders/{code}", tags=["work orders"])
+    @api.get(f"{API_PREFIX}/work-orders/{{code}}", tags=["work orders"])
     def get_work_order(code: str, principal: Principal = Depends(require("workorders.read"))) -> dict[str, Any]:
         return order_or_404(code, principal)
 
-    @api.post("/work-orders/{code}/transitions", tags=["work orders"],
+    @api.post(f"{API_PREFIX}/work-orders/{{code}}/transitions", tags=["work orders"],
               responses={403: {"description": "not the caller's work order"},
                          404: {"description": "no such work order"},
                          409: {"description": "illegal or incomplete transition, with the reason"}})
@@ -293,7 +299,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
         if not any(e.id == engineer_id for e in gateway.config.engineers):
             raise HTTPException(404, f"no engineer {engineer_id!r}")
 
-    @api.post("/work-orders/{code}/accept", tags=["dispatch"],
+    @api.post(f"{API_PREFIX}/work-orders/{{code}}/accept", tags=["dispatch"],
               responses={404: {"description": "no such work order or engineer"},
                          409: {"description": "not offered to this engineer"}})
     def accept(code: str, request: OfferAnswer,
@@ -304,7 +310,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
         order_or_404(code, principal)
         return answer(code, lambda: gateway.ticketing.accept(code, request.engineer_id))
 
-    @api.post("/work-orders/{code}/decline", tags=["dispatch"],
+    @api.post(f"{API_PREFIX}/work-orders/{{code}}/decline", tags=["dispatch"],
               responses={404: {"description": "no such work order or engineer"},
                          409: {"description": "not offered to this engineer"}})
     def decline(code: str, request: OfferAnswer,
@@ -317,12 +323,12 @@ def create_api(gateway: "Gateway") -> FastAPI:
             raise HTTPException(422, "a decline needs a reason")
         return answer(code, lambda: gateway.ticketing.decline(code, request.engineer_id, request.reason or ""))
 
-    @api.post("/dispatch/reoptimise", tags=["dispatch"])
+    @api.post(f"{API_PREFIX}/dispatch/reoptimise", tags=["dispatch"])
     def reoptimise(principal: Principal = Depends(require("dispatch.reoptimise"))) -> dict[str, Any]:
         """Re-assign every unstarted work order at once (Hungarian method); returns the codes moved."""
         return {"reassigned": gateway.ticketing.reoptimise()}
 
-    @api.put("/engineers/{engineer_id}/location", tags=["dispatch"])
+    @api.put(f"{API_PREFIX}/engineers/{{engineer_id}}/location", tags=["dispatch"])
     def update_location(engineer_id: str, location: LocationUpdate,
                         principal: Principal = Depends(require("engineers.locate"))) -> dict[str, Any]:
         """Last known location (from a mobile app or a dispatcher); dispatch measures travel from it."""
@@ -331,7 +337,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
         gateway.ticketing.update_location(engineer_id, location.latitude, location.longitude)
         return {"engineer_id": engineer_id, **gateway.ticketing.engineer_locations()[engineer_id]}
 
-    @api.get("/work-orders/{code}/verify", tags=["work orders"])
+    @api.get(f"{API_PREFIX}/work-orders/{{code}}/verify", tags=["work orders"])
     def verify(code: str, principal: Principal = Depends(require("workorders.verify"))) -> dict[str, Any]:
         """Check the work order's event hash chain: a row changed behind the application's back shows."""
         order_or_404(code, principal)
@@ -340,7 +346,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
             raise HTTPException(404, f"no work order {code!r}")
         return result
 
-    @api.get("/engineers", tags=["dispatch"])
+    @api.get(f"{API_PREFIX}/engineers", tags=["dispatch"])
     def list_engineers(principal: Principal = Depends(require("engineers.read"))) -> list[dict[str, Any]]:
         """Engineers with skill levels, availability now, open work orders and last known location.
         Phone, e-mail and location only for dispatchers, admins and the engineer themself; a
@@ -361,7 +367,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
             listed.append(mask_engineer(entry, principal, auth.signer.pseudonym_salt))
         return listed
 
-    @api.get("/events", tags=["work orders"])
+    @api.get(f"{API_PREFIX}/events", tags=["work orders"])
     def recent_events(limit: int = Query(100, ge=1, le=1000),
                       principal: Principal = Depends(require("gateway.events"))) -> list[dict[str, Any]]:
         """Most recent work-order events published on the internal bus, newest first."""

@@ -129,7 +129,8 @@ def run_demo(data_dir: Path, api_port: int, acceleration: float, healthy_s: floa
     broker = Mosquitto.start(directory=data_dir / "mosquitto")
     api_port = api_port or free_port()
     config = parse_config(demo_document(broker.port, api_port, data_dir), "demo")
-    api_url = f"http://127.0.0.1:{api_port}"
+    root_url = f"http://127.0.0.1:{api_port}"
+    api_url = f"{root_url}/api/v1"
     simulator = FleetSimulator(fleet_for(config, "127.0.0.1", broker.port, acceleration, seed,
                                          data_dir / "ground_truth.jsonl"))
     sim_thread = threading.Thread(target=simulator.run, name="simulator", daemon=True)
@@ -145,7 +146,7 @@ def run_demo(data_dir: Path, api_port: int, acceleration: float, healthy_s: floa
               f"    {api_url}/devices/{FAULTY_DEVICE}/readings/latest\n", flush=True)
         _watch(gateway, api_url, time.monotonic(), stop_watch)
 
-    print(f"pm-gateway demo\n  broker  mqtt://127.0.0.1:{broker.port}\n  API     {api_url}  (docs: {api_url}/docs)\n"
+    print(f"pm-gateway demo\n  broker  mqtt://127.0.0.1:{broker.port}\n  API     {api_url}  (docs: {root_url}/docs)\n"
           f"  data    {data_dir}\n  {len(config.assets)} simulated devices at {acceleration:g}x speed; "
           f"bearing wear goes into {FAULTY_DEVICE} after {healthy_s:.0f}s. Ctrl-C stops.", flush=True)
     print(seed_demo_identities(gateway, api_url), flush=True)

@@ -53,8 +53,10 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        detail = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
+        detail = json.dumps({"type": "about:blank", "title": "Content Too Large", "status": 413,
+                             "detail": f"request body larger than {self.max_bytes} bytes"}).encode()
         await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(detail)).encode()),
+                    "headers": [(b"content-type", b"application/problem+json"),
+                                (b"content-length", str(len(detail)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": detail})

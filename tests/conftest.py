@@ -77,9 +77,10 @@ class RunningGateway:
         self.thread = GatewayThread(self.config)
         self.gateway = self.thread.gateway
         self.url = f"http://127.0.0.1:{self.config.api.port}"
+        self.api = f"{self.url}/api/v1"
         # The tests act as an admin integration, by API key, unless a test signs in otherwise.
         _, self.admin_key = self.gateway.identities.create_key("tests", "admin", "tests")
-        self.http = httpx.Client(base_url=self.url, timeout=10, headers={"Authorization": f"Bearer {self.admin_key}"})
+        self.http = httpx.Client(base_url=self.api, timeout=10, headers={"Authorization": f"Bearer {self.admin_key}"})
 
     def start(self) -> "RunningGateway":
         self.thread.start()

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import paho.mqtt.client as mqtt
 import yaml
@@ -32,19 +33,29 @@ def test_api_resources_and_invalid_requests(mosquitto: Mosquitto, tmp_path: Path
     health = gw.get("/health")
     assert health["connectors"][0]["connected"] is True
     assert health["status"] == "degraded"  # connected, but no device has reported yet
-    assert "/work-orders/{code}" in gw.get("/openapi.json")["paths"]
-    assert gw.http.get("/docs").status_code == 200
+    assert "/api/v1/work-orders/{code}" in httpx.get(f"{gw.url}/openapi.json").json()["paths"]
+    assert httpx.get(f"{gw.url}/docs").status_code == 200
+    assert httpx.get(f"{gw.url}/health").json()["status"] == "degraded"  # the monitors' alias
 
+    # Errors are RFC 9457 problem details.
     not_found = gw.http.get("/assets/pump-99")
-    assert (not_found.status_code, not_found.json()) == (404, {"detail": "no asset 'pump-99'"})
+    assert not_found.status_code == 404 and not_found.headers["content-type"] == "application/problem+json"
+    assert not_found.json() == {"type": "about:blank", "title": "Not Found", "status": 404,
+                                "detail": "no asset 'pump-99'", "instance": "/api/v1/assets/pump-99"}
     assert gw.http.get("/devices/pump-99/readings/latest").status_code == 404
-    assert gw.http.get("/work-orders/WO-19990101-0001").json() == {"detail": "no work order 'WO-19990101-0001'"}
+    assert gw.http.get("/work-orders/WO-19990101-0001").json()["detail"] == "no work order 'WO-19990101-0001'"
     bad_priority = gw.http.get("/work-orders", params={"priority": "urgent"})
     assert bad_priority.status_code == 422
-    assert bad_priority.json()["detail"][0]["loc"] == ["query", "priority"]
+    assert bad_priority.json()["errors"][0]["field"] == "query.priority"
+    assert "query.priority" in bad_priority.json()["detail"]
     window = gw.http.get("/devices/pump-01/readings", params={"since": 200, "until": 100})
-    assert (window.status_code, window.json()) == (422, {"detail": "'since' must not be after 'until'"})
+    assert (window.status_code, window.json()["detail"]) == (422, "'since' must not be after 'until'")
     assert gw.http.get("/anomalies", params={"limit": 0}).status_code == 422
+    # A filter the endpoint does not have is refused, not ignored (it used to return everything).
+    unknown = gw.http.get("/work-orders", params={"failure_mode": "VIB"})
+    assert unknown.status_code == 400 and "unknown query parameter(s) failure_mode" in unknown.json()["detail"]
+    bad_body = gw.http.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "x"})
+    assert bad_body.status_code == 422 and bad_body.json()["errors"][0]["field"] == "body.title"
 
 
 def test_simulate_command_publishes_every_asset_of_a_config(mosquitto: Mosquitto, tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ from tests.conftest import gateway_document
 
 PASSWORD = "correct horse battery"
 # Routes anyone may call: monitoring, the sign-in itself, the API's own documentation.
-OPEN = {"/health", "/metrics", "/oauth/token", "/oauth/revoke", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-        "/redoc"}
+OPEN = {"/health", "/metrics", "/api/v1/health", "/api/v1/metrics", "/api/v1/oauth/token", "/api/v1/oauth/revoke",
+        "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 PATH_VALUES = {"asset_id": "pump-01", "device_id": "pump-01", "code": "WO-19990101-0001",
                "engineer_id": "eng-mechanical", "username": "nobody", "key_id": "deadbeef"}
 
@@ -40,11 +40,11 @@ def two_sites(port: int, tmp_path: Path) -> dict[str, Any]:
 
 def client(gw, credential: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {credential}"} if credential else {}
-    return httpx.Client(base_url=gw.url, timeout=10, headers=headers)
+    return httpx.Client(base_url=gw.api, timeout=10, headers=headers)
 
 
 def sign_in(gw, username: str, password: str = PASSWORD, **extra: str) -> httpx.Response:
-    return httpx.post(f"{gw.url}/oauth/token", data={"grant_type": "password", "username": username,
+    return httpx.post(f"{gw.api}/oauth/token", data={"grant_type": "password", "username": username,
                                                      "password": password, **extra}, timeout=10)
 
 
@@ -176,12 +176,12 @@ def test_tokens_expire_refresh_tokens_rotate_and_revoke(mosquitto: Mosquitto, tm
         assert http.get("/assets").status_code == 401
 
     def refresh(token: str) -> httpx.Response:
-        return httpx.post(f"{gw.url}/oauth/token", data={"grant_type": "refresh_token", "refresh_token": token})
+        return httpx.post(f"{gw.api}/oauth/token", data={"grant_type": "refresh_token", "refresh_token": token})
 
     second = refresh(first["refresh_token"])
     assert second.status_code == 200
     assert refresh(first["refresh_token"]).status_code == 400  # spent by rotation
-    httpx.post(f"{gw.url}/oauth/revoke", data={"token": second.json()["refresh_token"]})
+    httpx.post(f"{gw.api}/oauth/revoke", data={"token": second.json()["refresh_token"]})
     assert refresh(second.json()["refresh_token"]).status_code == 400
     gw.gateway.identities.set_disabled("vera", True)
     assert sign_in(gw, "vera").status_code == 400
@@ -197,7 +197,7 @@ def test_keys_scoped_expiring_revocable_and_lockout(mosquitto: Mosquitto, tmp_pa
     with client(gw, key) as http:
         assert http.get("/work-orders").status_code == 200
         assert http.post("/dispatch/reoptimise").status_code == 403  # beyond the integrator role
-        token = httpx.post(f"{gw.url}/oauth/token", data={"grant_type": "client_credentials", "client_secret": key})
+        token = httpx.post(f"{gw.api}/oauth/token", data={"grant_type": "client_credentials", "client_secret": key})
         assert token.status_code == 200 and token.json()["role"] == "integrator"
         assert gw.http.delete(f"/auth/keys/{key_id}").json()["revoked_at"] is not None
         assert http.get("/work-orders").status_code == 401
@@ -272,12 +272,13 @@ def test_every_write_and_sign_in_is_in_the_keyed_audit_log(mosquitto: Mosquitto,
     dora = client(gw, sign_in(gw, "dora").json()["access_token"])
     order = dora.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "noise"}).json()
     assert dora.post("/dispatch/reoptimise").status_code == 200
-    assert httpx.put(f"{gw.url}/assets/pump-01/state", json={"state": "maintenance", "reason": "x"}).status_code == 401
+    assert httpx.put(f"{gw.api}/assets/pump-01/state", json={"state": "maintenance", "reason": "x"}).status_code == 401
     page = gw.http.get("/auth/audit", params={"limit": 50}).json()
     seen = [(e["actor"], e["action"], e["outcome"]) for e in reversed(page["entries"])]
     assert ("dora", "auth.sign_in", "refused") in seen and ("dora", "auth.sign_in", "ok") in seen
-    assert ("dora", "POST /work-orders", "201") in seen and ("dora", "POST /dispatch/reoptimise", "200") in seen
-    assert ("anonymous", "PUT /assets/{asset_id}/state", "401") in seen
+    assert ("dora", "POST /api/v1/work-orders", "201") in seen
+    assert ("dora", "POST /api/v1/dispatch/reoptimise", "200") in seen
+    assert ("anonymous", "PUT /api/v1/assets/{asset_id}/state", "401") in seen
     anchors = gw.http.get("/auth/audit", params={"action": "workorder.chain", "target": order["code"]}).json()
     assert anchors["total"] >= 1 and anchors["entries"][0]["details"]["length"] == len(
         gw.get(f"/work-orders/{order['code']}")["events"])
@@ -288,7 +289,7 @@ def test_every_write_and_sign_in_is_in_the_keyed_audit_log(mosquitto: Mosquitto,
 
     # Edited behind the gateway's back (no key): the log says where.
     with sqlite3.connect(tmp_path / "workorders.db") as db:
-        db.execute("UPDATE audit_log SET actor = 'somebody' WHERE action = 'POST /work-orders'")
+        db.execute("UPDATE audit_log SET actor = 'somebody' WHERE action = 'POST /api/v1/work-orders'")
     verdict = gw.http.get("/auth/audit/verify").json()
     assert verdict["valid"] is False and "does not match its MAC" in verdict["reason"]
     dora.close()

@@ -40,6 +40,6 @@ def test_swagger_ui_and_redoc_render_air_gapped(mosquitto: Mosquitto, tmp_path: 
         heading = page.locator("h1").first.inner_text()
         page.screenshot(path=str(tmp_path / "redoc.png"), full_page=False)
         browser.close()
-    assert "/oauth/token" in paths and "/work-orders/{code}/transitions" in paths
+    assert "/api/v1/oauth/token" in paths and "/api/v1/work-orders/{code}/transitions" in paths
     assert "pm-gateway" in heading
     assert elsewhere == []

@@ -23,7 +23,7 @@ def test_docs_and_redoc_load_only_files_the_gateway_ships(mosquitto: Mosquitto, 
     assert "validator" not in httpx.get(f"{gw.url}/docs").text.lower() or '"validatorUrl": null' in httpx.get(
         f"{gw.url}/docs").text
     spec = httpx.get(f"{gw.url}/openapi.json").json()
-    assert "/oauth/token" in spec["paths"]
+    assert "/api/v1/oauth/token" in spec["paths"]
 
 
 def test_security_headers_and_cors_closed_unless_configured(
@@ -35,7 +35,7 @@ def test_security_headers_and_cors_closed_unless_configured(
     assert response.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     assert "access-control-allow-origin" not in response.headers
-    unauthorised = httpx.get(f"{gw.url}/assets")
+    unauthorised = httpx.get(f"{gw.api}/assets")
     assert unauthorised.status_code == 401 and unauthorised.headers["x-frame-options"] == "DENY"
 
 
@@ -43,9 +43,9 @@ def test_cors_allows_only_the_configured_origins(mosquitto: Mosquitto, tmp_path:
     document = gateway_document(mosquitto.port, tmp_path)
     document["api"]["cors_origins"] = ["https://cmms.plant.example"]
     gw = start_gateway(document)
-    allowed = httpx.options(f"{gw.url}/assets", headers={"Origin": "https://cmms.plant.example",
+    allowed = httpx.options(f"{gw.api}/assets", headers={"Origin": "https://cmms.plant.example",
                                                         "Access-Control-Request-Method": "GET"})
     assert allowed.headers["access-control-allow-origin"] == "https://cmms.plant.example"
-    other = httpx.options(f"{gw.url}/assets", headers={"Origin": "https://evil.example",
+    other = httpx.options(f"{gw.api}/assets", headers={"Origin": "https://evil.example",
                                                       "Access-Control-Request-Method": "GET"})
     assert "access-control-allow-origin" not in other.headers

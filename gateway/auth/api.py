@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable, Literal
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -161,8 +161,8 @@ class KeyView(BaseModel):
     revoked_at: float | None
 
 
-def auth_router(auth: Authenticator) -> APIRouter:
-    router = APIRouter(tags=["sign-in"])
+def add_auth_routes(api: FastAPI, auth: Authenticator, prefix: str) -> None:
+    """Sign-in, identity, user, key and audit-log endpoints under ``prefix``."""
     config = auth.config
 
     def refused(error: AuthError, who: str, grant: str) -> HTTPException:
@@ -170,7 +170,7 @@ def auth_router(auth: Authenticator) -> APIRouter:
         auth.audit.record(who, "auth.sign_in", who, "refused", {"grant": grant, "reason": str(error)})
         return HTTPException(400, {"error": "invalid_grant", "error_description": str(error)})
 
-    @router.post("/oauth/token", response_model=TokenResponse, responses={400: {"description": "invalid_grant"}})
+    @api.post(f"{prefix}/oauth/token", tags=["sign-in"], response_model=TokenResponse, responses={400: {"description": "invalid_grant"}})
     def token(
         grant_type: Annotated[Literal["password", "client_credentials", "refresh_token"], Form()],
         username: Annotated[str | None, Form(max_length=100)] = None,
@@ -205,24 +205,24 @@ def auth_router(auth: Authenticator) -> APIRouter:
                              expires_in=int(config.access_token_ttl_s), refresh_token=new_refresh,
                              role=principal.role)
 
-    @router.post("/oauth/revoke", status_code=200, response_model=dict[str, bool])
+    @api.post(f"{prefix}/oauth/revoke", tags=["sign-in"], status_code=200, response_model=dict[str, bool])
     def revoke(token: Annotated[str, Form(max_length=200)]) -> dict[str, bool]:
         """Revoke a refresh token (RFC 7009: answers 200 whether or not it was valid)."""
         auth.store.revoke_refresh_token(token)
         return {"revoked": True}
 
-    @router.get("/auth/me", response_model=Me)
+    @api.get(f"{prefix}/auth/me", tags=["sign-in"], response_model=Me)
     def me(principal: Principal = Depends(auth.require("auth.self"))) -> Me:
         """Who the credentials belong to, and what their role may do."""
         return Me(name=principal.name, kind=principal.kind, role=principal.role, sites=list(principal.sites),
                   engineer_id=principal.engineer_id,
                   actions=sorted(a for a in ACTIONS if allowed(principal.role, a)))
 
-    @router.get("/auth/users", response_model=list[UserView])
+    @api.get(f"{prefix}/auth/users", tags=["sign-in"], response_model=list[UserView])
     def list_users(principal: Principal = Depends(auth.require("auth.users"))) -> list[dict[str, Any]]:
         return auth.store.users()
 
-    @router.post("/auth/users", response_model=UserCreated, status_code=201)
+    @api.post(f"{prefix}/auth/users", tags=["sign-in"], response_model=UserCreated, status_code=201)
     def add_user(request: NewUser, principal: Principal = Depends(auth.require("auth.users"))) -> UserCreated:
         try:
             secret = auth.store.add_user(request.username, request.password, request.role, request.sites,
@@ -231,7 +231,7 @@ def auth_router(auth: Authenticator) -> APIRouter:
             raise HTTPException(409, str(error)) from None
         return UserCreated(username=request.username, role=request.role, totp_secret=secret)
 
-    @router.post("/auth/users/{username}/disable", response_model=UserView)
+    @api.post(f"{prefix}/auth/users/{{username}}/disable", tags=["sign-in"], response_model=UserView)
     def disable_user(username: str, principal: Principal = Depends(auth.require("auth.users"))) -> dict[str, Any]:
         try:
             auth.store.set_disabled(username, True)
@@ -239,23 +239,23 @@ def auth_router(auth: Authenticator) -> APIRouter:
             raise HTTPException(404, str(error)) from None
         return next(u for u in auth.store.users() if u["username"] == username)
 
-    @router.get("/auth/keys", response_model=list[KeyView])
+    @api.get(f"{prefix}/auth/keys", tags=["sign-in"], response_model=list[KeyView])
     def list_keys(principal: Principal = Depends(auth.require("auth.keys"))) -> list[dict[str, Any]]:
         return auth.store.keys()
 
-    @router.post("/auth/keys", response_model=KeyCreated, status_code=201)
+    @api.post(f"{prefix}/auth/keys", tags=["sign-in"], response_model=KeyCreated, status_code=201)
     def create_key(request: NewKey, principal: Principal = Depends(auth.require("auth.keys"))) -> KeyCreated:
         key_id, secret = auth.store.create_key(request.name, request.role, principal.name, request.sites,
                                                request.expires_at)
         return KeyCreated(id=key_id, key=secret)
 
-    @router.delete("/auth/keys/{key_id}", response_model=KeyView)
+    @api.delete(f"{prefix}/auth/keys/{{key_id}}", tags=["sign-in"], response_model=KeyView)
     def revoke_key(key_id: str, principal: Principal = Depends(auth.require("auth.keys"))) -> dict[str, Any]:
         if not auth.store.revoke_key(key_id):
             raise HTTPException(404, f"no API key {key_id!r}")
         return next(k for k in auth.store.keys() if k["id"] == key_id)
 
-    @router.get("/auth/audit", response_model=AuditPage)
+    @api.get(f"{prefix}/auth/audit", tags=["sign-in"], response_model=AuditPage)
     def audit_log(
         limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000_000),
         action: str | None = Query(None, max_length=60), actor: str | None = Query(None, max_length=100),
@@ -266,10 +266,9 @@ def auth_router(auth: Authenticator) -> APIRouter:
         total, entries = auth.audit.entries(limit, offset, action, actor, target)
         return AuditPage(total=total, limit=limit, offset=offset, entries=entries)
 
-    @router.get("/auth/audit/verify", response_model=AuditVerdict)
+    @api.get(f"{prefix}/auth/audit/verify", tags=["sign-in"], response_model=AuditVerdict)
     def verify_audit_log(principal: Principal = Depends(auth.require("audit.read"))) -> dict[str, Any]:
         """Recompute every MAC of the audit log: an entry changed, inserted or removed shows."""
         return auth.audit.verify()
 
-    return router
 

@@ -1,0 +1,83 @@
+"""API conventions shared by every endpoint: errors as RFC 9457 problem details, unknown query
+parameters refused.
+
+Every error is ``application/problem+json``: ``type``, ``title``, ``status``, ``detail``, the
+``instance`` path, and for invalid input ``errors`` with the offending ``field`` and its ``reason``.
+The OAuth 2.0 token endpoint keeps RFC 6749's ``{"error", "error_description"}``, which OAuth
+clients parse.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+API_PREFIX = "/api/v1"
+PROBLEM = "application/problem+json"
+
+_known_parameters: dict[int, frozenset[str]] = {}
+
+
+def problem(status: int, detail: str, instance: str, errors: list[dict[str, str]] | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+                            "instance": instance}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    """``("body", "parts", 3)`` -> ``body.parts[3]``."""
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def install_problem_responses(api: FastAPI) -> None:
+    @api.exception_handler(StarletteHTTPException)
+    async def http_problem(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if isinstance(error.detail, dict) and "error" in error.detail:  # RFC 6749 token errors
+            return JSONResponse(error.detail, status_code=error.status_code, headers=error.headers)
+        return problem(error.status_code, str(error.detail), request.url.path, headers=error.headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def validation_problem(request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field(tuple(e["loc"])), "reason": e["msg"]} for e in error.errors()]
+        summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5])
+        return problem(422, f"invalid request: {summary}", request.url.path, errors)
+
+    @api.exception_handler(Exception)
+    async def server_problem(request: Request, error: Exception) -> JSONResponse:
+        # The cause goes to the log (by the server), never to the client.
+        return problem(500, "the gateway failed on this request; the log has the details", request.url.path)
+
+
+def _query_parameters(dependant: Dependant) -> set[str]:
+    """Every query parameter an endpoint declares, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_parameters(sub)
+    return names
+
+
+def reject_unknown_parameters(request: Request) -> None:
+    """A misspelt or unsupported filter must not silently return everything (``failure_mode=VIB``)."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params:
+        return
+    known = _known_parameters.get(id(route))
+    if known is None:
+        known = _known_parameters[id(route)] = frozenset(_query_parameters(route.dependant))
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise HTTPException(400, f"unknown query parameter(s) {', '.join(unknown)}; this endpoint takes: "
+                                 f"{', '.join(sorted(known)) or 'none'}")
