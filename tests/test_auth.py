@@ -293,3 +293,17 @@ def test_every_write_and_sign_in_is_in_the_keyed_audit_log(mosquitto: Mosquitto,
     verdict = gw.http.get("/auth/audit/verify").json()
     assert verdict["valid"] is False and "does not match its MAC" in verdict["reason"]
     dora.close()
+
+
+def test_sign_in_attempts_per_address_are_limited(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    document = two_sites(mosquitto.port, tmp_path)
+    document["auth"] = {"sign_in_attempts_per_address": 3}
+    gw = start_gateway(document)
+    gw.gateway.identities.add_user("vera", PASSWORD, "viewer")
+    # Different user names from one address: the lockout of one user would not stop this.
+    assert [sign_in(gw, name, "guess-guess-guess").status_code for name in ("a", "b", "c")] == [400, 400, 400]
+    limited = sign_in(gw, "vera")  # even the right password, from that address, for now
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+    assert limited.json()["error"] == "slow_down"
+    entries = gw.http.get("/auth/audit", params={"action": "auth.sign_in"}).json()["entries"]
+    assert entries[0]["outcome"] == "rate_limited" and entries[0]["actor"] == "127.0.0.1"

@@ -9,6 +9,7 @@ write the request makes.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Callable, Literal
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
@@ -16,6 +17,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from gateway.auth.config import AuthConfig
+from gateway.auth.ratelimit import AttemptLimiter
 from gateway.auth.rbac import ACTIONS, allowed
 from gateway.auth.store import KEY_PREFIX, AuthError, IdentityStore, Principal
 from gateway.auth.tokens import TokenSigner
@@ -36,6 +38,7 @@ class Authenticator:
         self.signer = signer
         self.audit = audit
         self.failed_sign_ins = 0
+        self.attempts = AttemptLimiter(config.sign_in_attempts_per_address, 60.0)
 
     def principal(self, request: Request) -> Principal:
         """The caller, or 401 with a WWW-Authenticate challenge."""
@@ -170,8 +173,10 @@ def add_auth_routes(api: FastAPI, auth: Authenticator, prefix: str) -> None:
         auth.audit.record(who, "auth.sign_in", who, "refused", {"grant": grant, "reason": str(error)})
         return HTTPException(400, {"error": "invalid_grant", "error_description": str(error)})
 
-    @api.post(f"{prefix}/oauth/token", tags=["sign-in"], response_model=TokenResponse, responses={400: {"description": "invalid_grant"}})
+    @api.post(f"{prefix}/oauth/token", tags=["sign-in"], response_model=TokenResponse, responses={400: {"description": "invalid_grant"},
+                                                      429: {"description": "too many attempts from this address"}})
     def token(
+        request: Request,
         grant_type: Annotated[Literal["password", "client_credentials", "refresh_token"], Form()],
         username: Annotated[str | None, Form(max_length=100)] = None,
         password: Annotated[str | None, Form(max_length=200)] = None,
@@ -180,7 +185,16 @@ def add_auth_routes(api: FastAPI, auth: Authenticator, prefix: str) -> None:
         refresh_token: Annotated[str | None, Form(max_length=200)] = None,
     ) -> TokenResponse:
         """OAuth 2.0 token endpoint: ``password`` (people, with ``totp`` when they have 2FA),
-        ``client_credentials`` (an API key as ``client_secret``), ``refresh_token`` (rotated on use)."""
+        ``client_credentials`` (an API key as ``client_secret``), ``refresh_token`` (rotated on use).
+        More than ``auth.sign_in_attempts_per_address`` attempts a minute from one address: 429."""
+        address = request.client.host if request.client else "unknown"
+        now = time.time()
+        if not auth.attempts.allow(address, now):
+            auth.audit.record(address, "auth.sign_in", username or "", "rate_limited", {"grant": grant_type})
+            wait = auth.attempts.retry_after(address, now)
+            raise HTTPException(429, {"error": "slow_down", "error_description":
+                                      f"too many sign-in attempts from {address}; retry in {wait} s"},
+                                headers={"Retry-After": str(wait)})
         new_refresh: str | None = None
         if grant_type == "password":
             if not username or password is None:

@@ -21,6 +21,8 @@ class AuthConfig(BaseModel):
     refresh_token_ttl_s: float = Field(7 * 86400.0, ge=60, le=365 * 86400)
     lockout_attempts: int = Field(5, ge=1, le=100, description="failed sign-ins in a row before a lockout")
     lockout_s: float = Field(900.0, ge=1, le=86400)
+    sign_in_attempts_per_address: int = Field(20, ge=1, le=100_000,
+                                              description="sign-in attempts one client address may make per minute")
     two_factor_roles: list[str] = Field(default_factory=lambda: ["admin"],
                                         description="roles whose users must sign in with a TOTP code")
     metrics_public: bool = Field(True, description="/metrics without sign-in (a Prometheus scraper)")
