@@ -24,6 +24,7 @@ from gateway.auth.store import Principal
 from gateway.core import Asset, Reading, Severity
 from gateway.health import problems as health_problems
 from gateway.limits import BodyLimit
+from gateway.pagination import MAX_OFFSET, Page, PageQuery
 from gateway.problems import API_PREFIX, install_problem_responses, reject_unknown_parameters
 from gateway.web import secure_headers, serve_documentation
 from gateway.metrics import GatewayCollector
@@ -48,7 +49,6 @@ LongText = Annotated[str, Field(max_length=20_000)]
 # Epoch seconds, up to the year 5138 (what the connectors take as seconds, not milliseconds).
 EpochSeconds = Annotated[float, Field(ge=0, le=1e11)]
 EPOCH_QUERY = {"ge": 0, "le": 1e11}
-MAX_OFFSET = 1_000_000_000
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # Sign-in records its own entries (with the user named, never the password).
 SELF_AUDITED = {"/oauth/token"}
@@ -185,9 +185,10 @@ def create_api(gateway: "Gateway") -> FastAPI:
         found = health_problems(diagnostics, gateway.problems(), time.time())
         return {"status": "degraded" if found else "ok", "problems": found} | diagnostics
 
-    @api.get(f"{API_PREFIX}/assets", tags=["assets"])
-    def list_assets(principal: Principal = Depends(require("assets.read"))) -> list[dict[str, Any]]:
-        return [asset.as_dict() for asset in gateway.assets.values() if principal.may_see_site(asset.site.id)]
+    @api.get(f"{API_PREFIX}/assets", tags=["assets"], response_model=Page)
+    def list_assets(page: PageQuery = Depends(), principal: Principal = Depends(require("assets.read"))) -> Page:
+        return page.slice([asset.as_dict() for asset in gateway.assets.values()
+                           if principal.may_see_site(asset.site.id)])
 
     @api.get(f"{API_PREFIX}/assets/{{asset_id}}", tags=["assets"])
     def get_asset(asset_id: str, principal: Principal = Depends(require("assets.read"))) -> dict[str, Any]:
@@ -233,28 +234,34 @@ def create_api(gateway: "Gateway") -> FastAPI:
         readings = gateway.history.history(device_id, metric, start, end, limit)
         return {"device_id": device_id, "since": start, "until": end, "readings": [_reading_json(r) for r in readings]}
 
-    @api.get(f"{API_PREFIX}/anomalies", tags=["detection"])
+    def site_devices(principal: Principal) -> list[str] | None:
+        return None if not principal.sites else [
+            a.id for a in gateway.assets.values() if principal.may_see_site(a.site.id)]
+
+    @api.get(f"{API_PREFIX}/anomalies", tags=["detection"], response_model=Page)
     def list_anomalies(
         device_id: str | None = Query(None, max_length=100), since: float = Query(0.0, **EPOCH_QUERY),
-        limit: int = Query(100, ge=1, le=1000), principal: Principal = Depends(require("anomalies.read")),
-    ) -> list[dict[str, Any]]:
-        return visible(gateway.ticketing.list_anomalies(device_id=device_id, since=since, limit=limit), principal)
+        page: PageQuery = Depends(), principal: Principal = Depends(require("anomalies.read")),
+    ) -> Page:
+        total, items = gateway.ticketing.anomaly_page(device_id=device_id, since=since, limit=page.limit,
+                                                      offset=page.offset, device_ids=site_devices(principal))
+        return page.of(total, items)
 
-    @api.get(f"{API_PREFIX}/work-orders", tags=["work orders"])
+    @api.get(f"{API_PREFIX}/work-orders", tags=["work orders"], response_model=Page)
     def list_work_orders(
         device_id: str | None = Query(None, max_length=100),
         site_id: str | None = Query(None, max_length=100),
         state: str | None = Query(None, max_length=40),
         priority: str | None = Query(None, pattern="^P[1-4]$"),
         engineer_id: str | None = Query(None, max_length=100),
-        limit: int = Query(100, ge=1, le=1000),
-        offset: int = Query(0, ge=0, le=MAX_OFFSET),
+        page: PageQuery = Depends(),
         principal: Principal = Depends(require("workorders.read")),
-    ) -> list[dict[str, Any]]:
-        return visible(gateway.ticketing.list_work_orders(
-            device_id=device_id, site_id=site_id, state=state, priority=priority,
-            engineer_id=engineer_id, limit=limit, offset=offset,
-        ), principal)
+    ) -> Page:
+        """Newest first, one page at a time (``total`` counts every match)."""
+        total, items = gateway.ticketing.work_order_page(
+            device_id=device_id, site_id=site_id, state=state, priority=priority, engineer_id=engineer_id,
+            limit=page.limit, offset=page.offset, site_ids=list(principal.sites) if principal.sites else None)
+        return page.of(total, items)
 
     @api.post(f"{API_PREFIX}/work-orders", tags=["work orders"], status_code=201,
               responses={404: {"description": "no such asset"},
@@ -346,8 +353,9 @@ def create_api(gateway: "Gateway") -> FastAPI:
             raise HTTPException(404, f"no work order {code!r}")
         return result
 
-    @api.get(f"{API_PREFIX}/engineers", tags=["dispatch"])
-    def list_engineers(principal: Principal = Depends(require("engineers.read"))) -> list[dict[str, Any]]:
+    @api.get(f"{API_PREFIX}/engineers", tags=["dispatch"], response_model=Page)
+    def list_engineers(page: PageQuery = Depends(),
+                       principal: Principal = Depends(require("engineers.read"))) -> Page:
         """Engineers with skill levels, availability now, open work orders and last known location.
         Phone, e-mail and location only for dispatchers, admins and the engineer themself; a
         reliability engineer sees pseudonymous ids."""
@@ -365,13 +373,13 @@ def create_api(gateway: "Gateway") -> FastAPI:
                 "last_known_location": locations.get(engineer.id),
             }
             listed.append(mask_engineer(entry, principal, auth.signer.pseudonym_salt))
-        return listed
+        return page.slice(listed)
 
-    @api.get(f"{API_PREFIX}/events", tags=["work orders"])
-    def recent_events(limit: int = Query(100, ge=1, le=1000),
-                      principal: Principal = Depends(require("gateway.events"))) -> list[dict[str, Any]]:
-        """Most recent work-order events published on the internal bus, newest first."""
-        return visible(gateway.events.latest(limit), principal)
+    @api.get(f"{API_PREFIX}/events", tags=["work orders"], response_model=Page)
+    def recent_events(page: PageQuery = Depends(),
+                      principal: Principal = Depends(require("gateway.events"))) -> Page:
+        """Recent work-order events published on the internal bus (the last 1,000 kept), newest first."""
+        return page.slice(visible(gateway.events.latest(1000), principal))
 
     # Last, so outermost: every response gets the headers, 413s and 401s included.
     secure_headers(api, gateway.config.api.cors_origins)

@@ -83,7 +83,7 @@ class AuditLog:
             if value is not None:
                 query = query.where(column == value)
         with Session(self.engine) as session:
-            total = session.scalar(query.with_only_columns(func.count()).order_by(None)) or 0
+            total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
             rows = session.scalars(query.order_by(Entry.seq.desc()).limit(limit).offset(offset)).all()
             return total, [_as_dict(row) for row in rows]
 

@@ -98,6 +98,10 @@ class RunningGateway:
         response.raise_for_status()
         return response.json()
 
+    def items(self, path: str, **params: Any) -> list[Any]:
+        """The items of a list endpoint (its first page: at most 100)."""
+        return self.get(path, **params)["items"]
+
     def stop(self) -> None:
         self.http.close()
         self.thread.stop()

@@ -24,10 +24,10 @@ PMGW = [sys.executable, "-m", "gateway.cli"]
 
 def test_api_resources_and_invalid_requests(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
     gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
-    assert [a["id"] for a in gw.get("/assets")] == ["pump-01", "pump-02", "motor-01"]
+    assert [a["id"] for a in gw.items("/assets")] == ["pump-01", "pump-02", "motor-01"]
     assert gw.get("/assets/pump-01")["site"] == {"id": "north", "name": "North plant", "environment": {},
                                                  "latitude": 53.55, "longitude": 9.99}
-    engineers = {e["id"]: e for e in gw.get("/engineers")}
+    engineers = {e["id"]: e for e in gw.items("/engineers")}
     assert engineers["eng-mechanical"]["on_shift"] is True
     assert engineers["eng-mechanical"]["open_work_orders"] == 0
     health = gw.get("/health")
@@ -117,7 +117,7 @@ def test_offers_are_accepted_declined_and_re_optimised_over_rest(
     client.loop_start()
     alarm = {"code": "VIB", "severity": "high", "message": "shaking"}
     client.publish("plant/north/motor-01/alarm", orjson.dumps(alarm), qos=1).wait_for_publish(5)
-    orders = wait_until(lambda: gw.get("/work-orders", device_id="motor-01"), timeout=10, what="the work order")
+    orders = wait_until(lambda: gw.items("/work-orders", device_id="motor-01"), timeout=10, what="the work order")
     code = orders[0]["code"]
     order = gw.get(f"/work-orders/{code}")
     assert order["assigned_engineer_id"] == "eng-mechanical" and order["sla"]["policy"] == "P2/medium"
@@ -139,7 +139,7 @@ def test_offers_are_accepted_declined_and_re_optimised_over_rest(
     assert declined["assigned_engineer_id"] == "eng-mechanical" and declined["declined_by"] == ["eng-far-mechanical"]
     accepted = gw.http.post(f"/work-orders/{code}/accept", json={"engineer_id": "eng-mechanical"}).json()
     assert accepted["accepted_at"] is not None and accepted["sla"]["clocks"]["respond"]["met_at"] is not None
-    engineers = {e["id"]: e for e in gw.get("/engineers")}
+    engineers = {e["id"]: e for e in gw.items("/engineers")}
     assert engineers["eng-far-mechanical"]["last_known_location"]["latitude"] == 53.551
     assert engineers["eng-mechanical"]["open_work_orders"] == 1
     assert engineers["eng-mechanical"]["skill_levels"] == {"mechanical": 3}
@@ -179,3 +179,9 @@ def test_manual_work_orders_and_asset_states_over_rest(mosquitto: Mosquitto, tmp
     assert gw.http.put("/assets/pump-02/state", json={"state": "broken", "reason": "x"}).status_code == 422
     gw.http.put("/assets/pump-02/state", json={"state": "operating", "reason": "done"})
     assert gw.http.post("/work-orders", json=request | {"device_id": "pump-02"}).status_code == 201
+    # Lists come in pages with the total.
+    first = gw.get("/work-orders", limit=1)
+    second = gw.get("/work-orders", limit=1, offset=1)
+    assert (first["total"], first["limit"], first["offset"], len(first["items"])) == (2, 1, 0, 1)
+    assert first["items"][0]["device_id"] == "pump-02" and second["items"][0]["device_id"] == "pump-01"
+    assert gw.get("/assets", limit=2, offset=2)["items"][0]["id"] == "motor-01"

@@ -39,7 +39,7 @@ def test_faulty_pump_gets_one_assigned_work_order_and_healthy_devices_none(
     thread = threading.Thread(target=simulator.run, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: gw.get("/work-orders", device_id="pump-02"), timeout=120,
+        wait_until(lambda: gw.items("/work-orders", device_id="pump-02"), timeout=120,
                    what="a work order for the faulty pump")
         thread.join(timeout=120)
         assert not thread.is_alive(), "simulator did not finish"
@@ -49,7 +49,7 @@ def test_faulty_pump_gets_one_assigned_work_order_and_healthy_devices_none(
     finally:
         simulator.stop()
 
-    orders = gw.get("/work-orders")
+    orders = gw.items("/work-orders")
     assert [o["device_id"] for o in orders] == ["pump-02"], orders
     order = gw.get(f"/work-orders/{orders[0]['code']}")
 
@@ -80,6 +80,6 @@ def test_faulty_pump_gets_one_assigned_work_order_and_healthy_devices_none(
     # Readings of every device were stored and are served.
     for device in ("pump-01", "pump-02", "motor-01"):
         assert gw.get(f"/devices/{device}/readings/latest")["readings"]
-    assert gw.get("/anomalies", device_id="pump-02")
-    assert gw.get("/anomalies", device_id="pump-01") == []
+    assert gw.items("/anomalies", device_id="pump-02")
+    assert gw.items("/anomalies", device_id="pump-01") == []
     assert gw.get("/health")["connectors"][0]["errors"] == {}

@@ -85,7 +85,7 @@ def test_malformed_payloads_are_rejected_counted_and_the_rest_flows(
 
     assert wait_until(lambda: latest("pump-02"), timeout=10, what="pump-02 reading") == {"flow": 77.0}
     assert wait_until(lambda: latest("pump-01"), timeout=10, what="pump-01 reading") == {"vibration": 2.5}
-    assert gw.get("/work-orders") == []
+    assert gw.items("/work-orders") == []
     client.loop_stop()
 
 
@@ -98,14 +98,14 @@ def test_device_alarm_opens_a_work_order(mosquitto: Mosquitto, tmp_path: Path, s
     publish(client, "plant/north/motor-01/alarm", orjson.dumps(alarm | {"active": False}))
 
     def cleared_order() -> dict | None:
-        orders = gw.get("/work-orders", device_id="motor-01")
+        orders = gw.items("/work-orders", device_id="motor-01")
         if not orders:
             return None
         detail = gw.get(f"/work-orders/{orders[0]['code']}")
         return detail if any(e["kind"] == "condition_cleared" for e in detail["events"]) else None
 
     order = wait_until(cleared_order, timeout=10, what="alarm work order with its cleared event")
-    assert len(gw.get("/work-orders")) == 1
+    assert len(gw.items("/work-orders")) == 1
     assert order["origin"] == "device_alarm"
     assert order["failure_mode"] == "OHE"
     assert order["occurrences"] == 2
@@ -165,11 +165,11 @@ def test_silent_device_goes_offline_and_comes_back(mosquitto: Mosquitto, tmp_pat
     client = publisher(mosquitto)
     publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"metrics": {"vibration": 2.0}}))
 
-    orders = wait_until(lambda: gw.get("/work-orders", device_id="pump-01"), timeout=10, what="offline work order")
+    orders = wait_until(lambda: gw.items("/work-orders", device_id="pump-01"), timeout=10, what="offline work order")
     assert (orders[0]["failure_mode"], orders[0]["assigned_engineer_id"]) == ("AIR", "eng-instruments")
     assert gw.get("/health")["connectors"][0]["offline_devices"] == ["pump-01"]
     # Devices that never reported on this broker are not guessed to be offline.
-    assert gw.get("/work-orders", device_id="pump-02") == []
+    assert gw.items("/work-orders", device_id="pump-02") == []
 
     publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"metrics": {"vibration": 2.1}}))
     events = wait_until(

@@ -110,7 +110,7 @@ def test_births_aliases_deaths_and_rebirth_on_a_sequence_gap(
 
     # The edge node dies without a word: its will (NDEATH, same bdSeq) takes pump-01 offline.
     edge.crash()
-    orders = wait_until(lambda: gw.get("/work-orders", device_id="pump-01"), timeout=20, what="offline work order")
+    orders = wait_until(lambda: gw.items("/work-orders", device_id="pump-01"), timeout=20, what="offline work order")
     assert orders[0]["failure_mode"] == "AIR" and orders[0]["origin"] == "device_alarm"
     assert gw.get("/health")["connectors"][0]["offline_devices"] == ["pump-01"]
 

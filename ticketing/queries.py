@@ -45,8 +45,10 @@ def summary(order: WorkOrder) -> dict[str, Any]:
 def list_work_orders(
     session: Session, *, device_id: str | None = None, site_id: str | None = None, state: str | None = None,
     priority: str | None = None, engineer_id: str | None = None, limit: int = 100, offset: int = 0,
-) -> list[dict[str, Any]]:
-    query = select(WorkOrder).order_by(WorkOrder.created_at.desc()).limit(limit).offset(offset)
+    site_ids: list[str] | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many match, one page of them newest first); ``site_ids`` limits to those sites (a caller's)."""
+    query = select(WorkOrder)
     filters = {
         WorkOrder.device_id: device_id, WorkOrder.site_id: site_id, WorkOrder.state: state,
         WorkOrder.priority: priority, WorkOrder.assigned_engineer_id: engineer_id,
@@ -54,7 +56,11 @@ def list_work_orders(
     for column, value in filters.items():
         if value is not None:
             query = query.where(column == value)
-    return [summary(order) for order in session.scalars(query)]
+    if site_ids is not None:
+        query = query.where(WorkOrder.site_id.in_(site_ids))
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    page = session.scalars(query.order_by(WorkOrder.created_at.desc(), WorkOrder.id.desc()).limit(limit).offset(offset))
+    return total, [summary(order) for order in page]
 
 
 def work_order(session: Session, code: str, now: float) -> dict[str, Any] | None:
@@ -79,12 +85,17 @@ def work_order(session: Session, code: str, now: float) -> dict[str, Any] | None
 
 
 def list_anomalies(session: Session, *, device_id: str | None = None, since: float = 0.0,
-                   limit: int = 100) -> list[dict[str, Any]]:
-    query = (select(AnomalyRecord).where(AnomalyRecord.detected_at >= since)
-             .order_by(AnomalyRecord.detected_at.desc()).limit(limit))
+                   limit: int = 100, offset: int = 0, device_ids: list[str] | None = None
+                   ) -> tuple[int, list[dict[str, Any]]]:
+    """(how many match, one page newest first); ``device_ids`` limits to those devices (a caller's sites)."""
+    query = select(AnomalyRecord).where(AnomalyRecord.detected_at >= since)
     if device_id is not None:
         query = query.where(AnomalyRecord.device_id == device_id)
-    return [
+    if device_ids is not None:
+        query = query.where(AnomalyRecord.device_id.in_(device_ids))
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    query = query.order_by(AnomalyRecord.detected_at.desc(), AnomalyRecord.id.desc()).limit(limit).offset(offset)
+    return total, [
         {"device_id": a.device_id, "detected_at": a.detected_at, "detector": a.detector, "score": a.score,
          "severity": a.severity, "failure_mode": a.failure_mode, "metrics": a.metrics,
          "message": a.message, "work_order_code": a.work_order_code}

@@ -800,6 +800,10 @@ class TicketingService:
 
     def list_work_orders(self, **filters: Any) -> list[dict[str, Any]]:
         """Newest first; ``filters`` as :func:`ticketing.queries.list_work_orders` takes them."""
+        return self.work_order_page(**filters)[1]
+
+    def work_order_page(self, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
+        """(total matching, the page): what a paginated list shows."""
         with self.sessions() as session:
             return queries.list_work_orders(session, **filters)
 
@@ -809,6 +813,9 @@ class TicketingService:
 
     def list_anomalies(self, **filters: Any) -> list[dict[str, Any]]:
         """Newest first; ``filters`` as :func:`ticketing.queries.list_anomalies` takes them."""
+        return self.anomaly_page(**filters)[1]
+
+    def anomaly_page(self, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
         with self.sessions() as session:
             return queries.list_anomalies(session, **filters)
 

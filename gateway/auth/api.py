@@ -17,6 +17,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from gateway.auth.config import AuthConfig
+from gateway.pagination import Page, PageQuery
 from gateway.auth.ratelimit import AttemptLimiter
 from gateway.auth.rbac import ACTIONS, allowed
 from gateway.auth.store import KEY_PREFIX, AuthError, IdentityStore, Principal
@@ -232,9 +233,9 @@ def add_auth_routes(api: FastAPI, auth: Authenticator, prefix: str) -> None:
                   engineer_id=principal.engineer_id,
                   actions=sorted(a for a in ACTIONS if allowed(principal.role, a)))
 
-    @api.get(f"{prefix}/auth/users", tags=["sign-in"], response_model=list[UserView])
-    def list_users(principal: Principal = Depends(auth.require("auth.users"))) -> list[dict[str, Any]]:
-        return auth.store.users()
+    @api.get(f"{prefix}/auth/users", tags=["sign-in"], response_model=Page)
+    def list_users(page: PageQuery = Depends(), principal: Principal = Depends(auth.require("auth.users"))) -> Page:
+        return page.slice([UserView(**user).model_dump() for user in auth.store.users()])
 
     @api.post(f"{prefix}/auth/users", tags=["sign-in"], response_model=UserCreated, status_code=201)
     def add_user(request: NewUser, principal: Principal = Depends(auth.require("auth.users"))) -> UserCreated:
@@ -253,9 +254,9 @@ def add_auth_routes(api: FastAPI, auth: Authenticator, prefix: str) -> None:
             raise HTTPException(404, str(error)) from None
         return next(u for u in auth.store.users() if u["username"] == username)
 
-    @api.get(f"{prefix}/auth/keys", tags=["sign-in"], response_model=list[KeyView])
-    def list_keys(principal: Principal = Depends(auth.require("auth.keys"))) -> list[dict[str, Any]]:
-        return auth.store.keys()
+    @api.get(f"{prefix}/auth/keys", tags=["sign-in"], response_model=Page)
+    def list_keys(page: PageQuery = Depends(), principal: Principal = Depends(auth.require("auth.keys"))) -> Page:
+        return page.slice([KeyView(**key).model_dump() for key in auth.store.keys()])
 
     @api.post(f"{prefix}/auth/keys", tags=["sign-in"], response_model=KeyCreated, status_code=201)
     def create_key(request: NewKey, principal: Principal = Depends(auth.require("auth.keys"))) -> KeyCreated:
