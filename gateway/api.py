@@ -25,7 +25,7 @@ from gateway.core import Asset, Reading, Severity
 from gateway.health import problems as health_problems
 from gateway.limits import BodyLimit
 from gateway.pagination import MAX_OFFSET, Page, PageQuery
-from gateway.problems import API_PREFIX, install_problem_responses, reject_unknown_parameters
+from gateway.problems import API_PREFIX, document_problems, install_problem_responses, reject_unknown_parameters
 from gateway.web import secure_headers, serve_documentation
 from gateway.metrics import GatewayCollector
 from ticketing.lifecycle import State
@@ -134,6 +134,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
 
     require = auth.require
     install_problem_responses(api)
+    document_problems(api)
     add_auth_routes(api, auth, API_PREFIX)
 
     registry = CollectorRegistry()

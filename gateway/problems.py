@@ -61,6 +61,46 @@ def install_problem_responses(api: FastAPI) -> None:
         return problem(500, "the gateway failed on this request; the log has the details", request.url.path)
 
 
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object", "required": ["field", "reason"], "properties": {
+            "field": {"type": "string"}, "reason": {"type": "string"}}}},
+    },
+}
+# What any endpoint may answer besides its own responses.
+COMMON_PROBLEMS = {"400": "unknown query parameter", "401": "not signed in", "403": "the role may not do this",
+                   "413": "request body too large", "422": "invalid request", "500": "the gateway failed"}
+
+
+def document_problems(api: FastAPI) -> None:
+    """Make the OpenAPI document say what errors really are: problem+json for every error status of
+    every endpoint (FastAPI's own 422 schema is replaced; the OAuth endpoints keep theirs)."""
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is not None:
+            return api.openapi_schema
+        document = FastAPI.openapi(api)
+        document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        problem_content = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path, methods in document["paths"].items():
+            if not path.startswith(API_PREFIX) or path.startswith(f"{API_PREFIX}/oauth/"):
+                continue
+            for operation in methods.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in COMMON_PROBLEMS.items():
+                    responses.setdefault(status, {"description": description})
+                for status, response in responses.items():
+                    if status.isdigit() and int(status) >= 400:
+                        response["content"] = problem_content
+        api.openapi_schema = document
+        return document
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
 def _query_parameters(dependant: Dependant) -> set[str]:
     """Every query parameter an endpoint declares, its dependencies' included."""
     names = {param.alias for param in dependant.query_params}
