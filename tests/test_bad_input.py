@@ -189,3 +189,15 @@ def test_oversized_and_out_of_range_requests_are_refused(mosquitto: Mosquitto, t
     assert gw.http.post("/work-orders", json=manual).status_code == 422
     assert gw.http.post("/work-orders", json=manual | {"description": "ok"}).status_code == 201
     assert gw.get("/health")["status"] in ("ok", "degraded")  # still serving
+
+
+def test_a_topic_that_is_not_utf8_is_rejected_not_raised() -> None:
+    import paho.mqtt.client as mqtt
+
+    from connectors.mqtt import MqttConnector, MqttSourceConfig
+
+    connector = MqttConnector(MqttSourceConfig(type="mqtt", topic="plant/{site}/{device}/telemetry"), {"pump-01"})
+    message = mqtt.MQTTMessage(mid=1, topic=b"plant/\xff/pump-01/telemetry")
+    message.payload = b'{"flow": 1.0}'
+    connector._on_message(None, None, message)  # what paho's network loop calls
+    assert connector.errors == {"topic_mismatch": 1}

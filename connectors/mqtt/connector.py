@@ -292,7 +292,11 @@ class MqttConnector:
                 self._current = None
 
     def _handle_message(self, client: mqtt.Client, message: mqtt.MQTTMessage, now: float) -> None:
-        topic = message.topic
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # brokers should refuse these; one that does not must not stop us
+            self._reject(const.ERR_TOPIC_MISMATCH, repr(message._topic[:80]), "topic is not UTF-8")
+            return
         try:
             if self.config.sparkplug and topic.startswith(SPARKPLUG_NAMESPACE + "/"):
                 self._handle_sparkplug(client, topic, message.payload, now)
