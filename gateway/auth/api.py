@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from gateway.auth.config import AuthConfig
 from gateway.pagination import Page, PageQuery
+from gateway.auth.oidc import OidcVerifier
 from gateway.auth.ratelimit import AttemptLimiter
 from gateway.auth.rbac import ACTIONS, allowed
 from gateway.auth.store import KEY_PREFIX, AuthError, IdentityStore, Principal
@@ -40,6 +41,7 @@ class Authenticator:
         self.audit = audit
         self.failed_sign_ins = 0
         self.attempts = AttemptLimiter(config.sign_in_attempts_per_address, 60.0)
+        self.oidc = OidcVerifier(config.oidc) if config.oidc else None
 
     def principal(self, request: Request) -> Principal:
         """The caller, or 401 with a WWW-Authenticate challenge."""
@@ -50,8 +52,12 @@ class Authenticator:
         if scheme.lower() != "bearer" or not credential:
             raise HTTPException(401, "sign in: send 'Authorization: Bearer <access token or API key>'",
                                 headers={"WWW-Authenticate": "Bearer"})
-        found = (self.store.principal_of_key(credential) if credential.startswith(KEY_PREFIX)
-                 else self.signer.verify(credential))
+        if credential.startswith(KEY_PREFIX):
+            found = self.store.principal_of_key(credential)
+        elif self.oidc is not None and self.oidc.is_theirs(credential):
+            found = self.oidc.verify(credential)
+        else:
+            found = self.signer.verify(credential)
         if found is None:
             raise HTTPException(401, "invalid, expired or revoked credentials",
                                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})

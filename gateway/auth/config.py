@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class OidcConfig(BaseModel):
+    """Trust access tokens of the plant's single sign-on (an OpenID Connect issuer)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(min_length=1, description="the tokens' 'iss', exactly")
+    jwks_url: str = Field(pattern=r"^https?://", description="the issuer's signing keys (JWKS)")
+    audience: str = Field(min_length=1, description="the tokens' 'aud' that names this gateway")
+    username_claim: str = "preferred_username"
+    roles_claim: str = Field("roles", description="a claim listing roles; the first one of ours is taken")
+    default_role: Literal["viewer", "technician", "dispatcher", "reliability_engineer", "integrator", "admin"] | None = (
+        Field(None, description="role when the token names none of ours (none: refused)"))
+    sites_claim: str | None = Field(None, description="a claim listing the sites the user is limited to")
 
 
 class AuthConfig(BaseModel):
@@ -26,3 +42,4 @@ class AuthConfig(BaseModel):
     two_factor_roles: list[str] = Field(default_factory=lambda: ["admin"],
                                         description="roles whose users must sign in with a TOTP code")
     metrics_public: bool = Field(True, description="/metrics without sign-in (a Prometheus scraper)")
+    oidc: OidcConfig | None = None
