@@ -106,13 +106,8 @@ class BufferedSink:
         but refuses writes (5xx) gets the full backoff."""
         deadline = time.monotonic() + delay
         was_down = unreachable
-        while not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            if self._stop.wait(min(self.probe_interval_s, remaining)):
-                return
-            if time.monotonic() >= deadline:
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._stop.wait(min(self.probe_interval_s, remaining)) or time.monotonic() >= deadline:
                 return
             if self.writer.ping():
                 if was_down:

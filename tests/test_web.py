@@ -20,8 +20,7 @@ def test_docs_and_redoc_load_only_files_the_gateway_ships(mosquitto: Mosquitto, 
         assert not [r for r in references if r.startswith(("http:", "https:", "//"))], (page, references)
         for reference in references:
             assert httpx.get(f"{gw.url}{reference}").status_code == 200, reference
-    assert "validator" not in httpx.get(f"{gw.url}/docs").text.lower() or '"validatorUrl": null' in httpx.get(
-        f"{gw.url}/docs").text
+    assert '"validatorUrl": null' in httpx.get(f"{gw.url}/docs").text  # no badge fetched from swagger.io
     spec = httpx.get(f"{gw.url}/openapi.json").json()
     assert "/api/v1/oauth/token" in spec["paths"]
 
