@@ -25,6 +25,7 @@ from gateway.core import Asset, Reading, Severity
 from gateway.health import problems as health_problems
 from gateway.limits import BodyLimit
 from gateway.pagination import MAX_OFFSET, Page, PageQuery
+from gateway import schemas
 from gateway.problems import API_PREFIX, document_problems, install_problem_responses, reject_unknown_parameters
 from gateway.web import secure_headers, serve_documentation
 from gateway.metrics import GatewayCollector
@@ -178,7 +179,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
             raise HTTPException(403, f"work order {order['code']} is not assigned to you")
 
     @api.get("/health", include_in_schema=False)  # where load balancers and monitors look
-    @api.get(f"{API_PREFIX}/health", tags=["gateway"])
+    @api.get(f"{API_PREFIX}/health", tags=["gateway"], response_model=schemas.Health)
     def health() -> dict[str, Any]:
         """``ok`` or ``degraded`` with the problems that make it so, and every component's diagnostics.
         Open without sign-in (load balancers and monitors)."""
@@ -186,18 +187,18 @@ def create_api(gateway: "Gateway") -> FastAPI:
         found = health_problems(diagnostics, gateway.problems(), time.time())
         return {"status": "degraded" if found else "ok", "problems": found} | diagnostics
 
-    @api.get(f"{API_PREFIX}/assets", tags=["assets"], response_model=Page)
-    def list_assets(page: PageQuery = Depends(), principal: Principal = Depends(require("assets.read"))) -> Page:
+    @api.get(f"{API_PREFIX}/assets", tags=["assets"], response_model=Page[schemas.AssetOut])
+    def list_assets(page: PageQuery = Depends(), principal: Principal = Depends(require("assets.read"))) -> Page[Any]:
         return page.slice([asset.as_dict() for asset in gateway.assets.values()
                            if principal.may_see_site(asset.site.id)])
 
-    @api.get(f"{API_PREFIX}/assets/{{asset_id}}", tags=["assets"])
+    @api.get(f"{API_PREFIX}/assets/{{asset_id}}", tags=["assets"], response_model=schemas.AssetDetail)
     def get_asset(asset_id: str, principal: Principal = Depends(require("assets.read"))) -> dict[str, Any]:
         """The asset, its site (with environment) and its operating state."""
         return asset_or_404(asset_id, principal).as_dict() | {
             "operating_state": gateway.ticketing.asset_state(asset_id)}
 
-    @api.put(f"{API_PREFIX}/assets/{{asset_id}}/state", tags=["assets"])
+    @api.put(f"{API_PREFIX}/assets/{{asset_id}}/state", tags=["assets"], response_model=schemas.OperatingState)
     def set_asset_state(asset_id: str, request: AssetStateRequest,
                         principal: Principal = Depends(require("assets.set_state"))) -> dict[str, Any]:
         """Maintenance, standby or commissioning: findings are recorded but raise no tickets (until ``until``)."""
@@ -205,12 +206,14 @@ def create_api(gateway: "Gateway") -> FastAPI:
         return gateway.ticketing.set_asset_state(asset_id, request.state, request.reason, principal.name,
                                                  request.until)
 
-    @api.get(f"{API_PREFIX}/devices/{{device_id}}/readings/latest", tags=["telemetry"])
+    @api.get(f"{API_PREFIX}/devices/{{device_id}}/readings/latest", tags=["telemetry"],
+             response_model=schemas.LatestReadings)
     def latest_readings(device_id: str, principal: Principal = Depends(require("telemetry.read"))) -> dict[str, Any]:
         asset_or_404(device_id, principal)
         return {"device_id": device_id, "readings": [_reading_json(r) for r in gateway.store.latest(device_id)]}
 
-    @api.get(f"{API_PREFIX}/devices/{{device_id}}/readings", tags=["telemetry"])
+    @api.get(f"{API_PREFIX}/devices/{{device_id}}/readings", tags=["telemetry"], 
+             response_model=schemas.ReadingHistory | schemas.RollupHistory)
     def reading_history(
         device_id: str,
         metric: str | None = Query(None, max_length=200),
@@ -239,16 +242,16 @@ def create_api(gateway: "Gateway") -> FastAPI:
         return None if not principal.sites else [
             a.id for a in gateway.assets.values() if principal.may_see_site(a.site.id)]
 
-    @api.get(f"{API_PREFIX}/anomalies", tags=["detection"], response_model=Page)
+    @api.get(f"{API_PREFIX}/anomalies", tags=["detection"], response_model=Page[schemas.AnomalyOut])
     def list_anomalies(
         device_id: str | None = Query(None, max_length=100), since: float = Query(0.0, **EPOCH_QUERY),
         page: PageQuery = Depends(), principal: Principal = Depends(require("anomalies.read")),
-    ) -> Page:
+    ) -> Page[Any]:
         total, items = gateway.ticketing.anomaly_page(device_id=device_id, since=since, limit=page.limit,
                                                       offset=page.offset, device_ids=site_devices(principal))
         return page.of(total, items)
 
-    @api.get(f"{API_PREFIX}/work-orders", tags=["work orders"], response_model=Page)
+    @api.get(f"{API_PREFIX}/work-orders", tags=["work orders"], response_model=Page[schemas.WorkOrderSummary])
     def list_work_orders(
         device_id: str | None = Query(None, max_length=100),
         site_id: str | None = Query(None, max_length=100),
@@ -257,14 +260,14 @@ def create_api(gateway: "Gateway") -> FastAPI:
         engineer_id: str | None = Query(None, max_length=100),
         page: PageQuery = Depends(),
         principal: Principal = Depends(require("workorders.read")),
-    ) -> Page:
+    ) -> Page[Any]:
         """Newest first, one page at a time (``total`` counts every match)."""
         total, items = gateway.ticketing.work_order_page(
             device_id=device_id, site_id=site_id, state=state, priority=priority, engineer_id=engineer_id,
             limit=page.limit, offset=page.offset, site_ids=list(principal.sites) if principal.sites else None)
         return page.of(total, items)
 
-    @api.post(f"{API_PREFIX}/work-orders", tags=["work orders"], status_code=201,
+    @api.post(f"{API_PREFIX}/work-orders", tags=["work orders"], status_code=201, response_model=schemas.WorkOrderDetail,
               responses={404: {"description": "no such asset"},
                          409: {"description": "the asset's state suppresses tickets"}})
     def create_work_order(request: ManualWorkOrder,
@@ -288,11 +291,11 @@ def create_api(gateway: "Gateway") -> FastAPI:
             raise HTTPException(404, f"no work order {code!r}")
         return order
 
-    @api.get(f"{API_PREFIX}/work-orders/{{code}}", tags=["work orders"])
+    @api.get(f"{API_PREFIX}/work-orders/{{code}}", tags=["work orders"], response_model=schemas.WorkOrderDetail)
     def get_work_order(code: str, principal: Principal = Depends(require("workorders.read"))) -> dict[str, Any]:
         return order_or_404(code, principal)
 
-    @api.post(f"{API_PREFIX}/work-orders/{{code}}/transitions", tags=["work orders"],
+    @api.post(f"{API_PREFIX}/work-orders/{{code}}/transitions", tags=["work orders"], response_model=schemas.WorkOrderDetail,
               responses={403: {"description": "not the caller's work order"},
                          404: {"description": "no such work order"},
                          409: {"description": "illegal or incomplete transition, with the reason"}})
@@ -307,7 +310,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
         if not any(e.id == engineer_id for e in gateway.config.engineers):
             raise HTTPException(404, f"no engineer {engineer_id!r}")
 
-    @api.post(f"{API_PREFIX}/work-orders/{{code}}/accept", tags=["dispatch"],
+    @api.post(f"{API_PREFIX}/work-orders/{{code}}/accept", tags=["dispatch"], response_model=schemas.WorkOrderDetail,
               responses={404: {"description": "no such work order or engineer"},
                          409: {"description": "not offered to this engineer"}})
     def accept(code: str, request: OfferAnswer,
@@ -318,7 +321,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
         order_or_404(code, principal)
         return answer(code, lambda: gateway.ticketing.accept(code, request.engineer_id))
 
-    @api.post(f"{API_PREFIX}/work-orders/{{code}}/decline", tags=["dispatch"],
+    @api.post(f"{API_PREFIX}/work-orders/{{code}}/decline", tags=["dispatch"], response_model=schemas.WorkOrderDetail,
               responses={404: {"description": "no such work order or engineer"},
                          409: {"description": "not offered to this engineer"}})
     def decline(code: str, request: OfferAnswer,
@@ -331,12 +334,13 @@ def create_api(gateway: "Gateway") -> FastAPI:
             raise HTTPException(422, "a decline needs a reason")
         return answer(code, lambda: gateway.ticketing.decline(code, request.engineer_id, request.reason or ""))
 
-    @api.post(f"{API_PREFIX}/dispatch/reoptimise", tags=["dispatch"])
+    @api.post(f"{API_PREFIX}/dispatch/reoptimise", tags=["dispatch"], response_model=schemas.Reassigned)
     def reoptimise(principal: Principal = Depends(require("dispatch.reoptimise"))) -> dict[str, Any]:
         """Re-assign every unstarted work order at once (Hungarian method); returns the codes moved."""
         return {"reassigned": gateway.ticketing.reoptimise()}
 
-    @api.put(f"{API_PREFIX}/engineers/{{engineer_id}}/location", tags=["dispatch"])
+    @api.put(f"{API_PREFIX}/engineers/{{engineer_id}}/location", tags=["dispatch"],
+             response_model=schemas.LocatedEngineer)
     def update_location(engineer_id: str, location: LocationUpdate,
                         principal: Principal = Depends(require("engineers.locate"))) -> dict[str, Any]:
         """Last known location (from a mobile app or a dispatcher); dispatch measures travel from it."""
@@ -345,7 +349,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
         gateway.ticketing.update_location(engineer_id, location.latitude, location.longitude)
         return {"engineer_id": engineer_id, **gateway.ticketing.engineer_locations()[engineer_id]}
 
-    @api.get(f"{API_PREFIX}/work-orders/{{code}}/verify", tags=["work orders"])
+    @api.get(f"{API_PREFIX}/work-orders/{{code}}/verify", tags=["work orders"], response_model=schemas.ChainVerdict)
     def verify(code: str, principal: Principal = Depends(require("workorders.verify"))) -> dict[str, Any]:
         """Check the work order's event hash chain: a row changed behind the application's back shows."""
         order_or_404(code, principal)
@@ -354,9 +358,9 @@ def create_api(gateway: "Gateway") -> FastAPI:
             raise HTTPException(404, f"no work order {code!r}")
         return result
 
-    @api.get(f"{API_PREFIX}/engineers", tags=["dispatch"], response_model=Page)
+    @api.get(f"{API_PREFIX}/engineers", tags=["dispatch"], response_model=Page[schemas.EngineerOut])
     def list_engineers(page: PageQuery = Depends(),
-                       principal: Principal = Depends(require("engineers.read"))) -> Page:
+                       principal: Principal = Depends(require("engineers.read"))) -> Page[Any]:
         """Engineers with skill levels, availability now, open work orders and last known location.
         Phone, e-mail and location only for dispatchers, admins and the engineer themself; a
         reliability engineer sees pseudonymous ids."""
@@ -376,9 +380,9 @@ def create_api(gateway: "Gateway") -> FastAPI:
             listed.append(mask_engineer(entry, principal, auth.signer.pseudonym_salt))
         return page.slice(listed)
 
-    @api.get(f"{API_PREFIX}/events", tags=["work orders"], response_model=Page)
+    @api.get(f"{API_PREFIX}/events", tags=["work orders"], response_model=Page[schemas.BusEvent])
     def recent_events(page: PageQuery = Depends(),
-                      principal: Principal = Depends(require("gateway.events"))) -> Page:
+                      principal: Principal = Depends(require("gateway.events"))) -> Page[Any]:
         """Recent work-order events published on the internal bus (the last 1,000 kept), newest first."""
         return page.slice(visible(gateway.events.latest(1000), principal))
 

@@ -63,7 +63,7 @@ class Gateway:
         )
         # Secrets outside every database; the audit log keyed with them anchors every work-order chain.
         self.keyring = Keyring.load(config.keyring_path())
-        self.audit = AuditLog(config.identity_database_url(), self.keyring)
+        self.audit = AuditLog(config.identity_database_url(), self.keyring, config.audit_witness_path())
         self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish,
                                           telemetry_seen=self._last_reading_at, signer=self.keyring,
                                           anchors=self.audit)

@@ -5,12 +5,16 @@ kept outside the database) over its content and the previous entry's MAC, so an
 entry edited, inserted or removed in the middle breaks the chain for anyone
 verifying, and a database writer without the keyring cannot produce entries that
 verify. Work-order chains anchor their head and length here, so removing the
-last events of an order is detected too.
+last events of an order is detected too. Removing the log's own last entries is
+caught by the tail witness: a file beside the keyring (outside the database) that
+holds the sequence number and MAC of the newest entry this gateway wrote.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -50,10 +54,11 @@ def _content(previous: str, entry: Entry) -> bytes:
 
 
 class AuditLog:
-    def __init__(self, database_url: str, keyring: Keyring) -> None:
+    def __init__(self, database_url: str, keyring: Keyring, witness: Path | None = None) -> None:
         self.engine = make_engine(database_url)
         Base.metadata.create_all(self.engine)
         self.keyring = keyring
+        self.witness = witness
         self.recorded = 0
 
     def close(self) -> None:
@@ -70,9 +75,12 @@ class AuditLog:
             seq, previous = (last[0] + 1, last[1]) if last else (1, GENESIS)
             entry = Entry(seq=seq, at=time.time(), actor=actor[:100], action=action[:60], target=target[:200],
                           outcome=outcome[:40], details=details or {}, key_id="", mac="")
-            entry.key_id, entry.mac = self.keyring.mac(PURPOSE, _content(previous, entry))
+            entry.key_id, mac = self.keyring.mac(PURPOSE, _content(previous, entry))
+            entry.mac = mac
             session.add(entry)
         self.recorded += 1
+        if self.witness is not None:
+            _witness(self.witness, seq, mac)
         return seq
 
     def entries(self, limit: int = 100, offset: int = 0, action: str | None = None, actor: str | None = None,
@@ -113,7 +121,35 @@ class AuditLog:
                                                      "it was changed, or written without the gateway's key")
                 previous = entry.mac
                 expected_seq += 1
+        if self.witness is not None and (witnessed := _read_witness(self.witness)) is not None:
+            seq, mac = witnessed
+            if seq >= expected_seq:
+                return _broken(count, seq, f"the log ends at entry {expected_seq - 1} but entry {seq} was written "
+                                           "(the tail witness beside the keyring): its last entries were removed")
+            with Session(self.engine) as session:
+                stored = session.scalar(select(Entry.mac).where(Entry.seq == seq))
+            if stored != mac:
+                return _broken(count, seq, f"entry {seq} is not the one this gateway wrote (the tail witness): "
+                                           "the log was rewritten from there")
         return {"valid": True, "entries": count, "broken_at": None, "reason": None}
+
+
+
+def _read_witness(path: Path) -> tuple[int, str] | None:
+    parts = path.read_text().split() if path.exists() else []
+    return (int(parts[0]), parts[1]) if len(parts) == 2 and parts[0].isdigit() else None
+
+
+def _witness(path: Path, seq: int, mac: str) -> None:
+    """Never moves back: an entry numbered at or below the witnessed one means the log was cut
+    and is growing again over the gap, and the witness must keep the proof. Replaced whole, so a
+    reader never sees half of it; gateways sharing one database may share the file."""
+    witnessed = _read_witness(path)
+    if witnessed is not None and witnessed[0] >= seq:
+        return
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.new")
+    temporary.write_text(f"{seq} {mac}\n")
+    os.replace(temporary, path)
 
 
 def _broken(count: int, seq: int, reason: str) -> dict[str, Any]:

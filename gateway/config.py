@@ -108,6 +108,11 @@ class GatewayConfig(BaseModel):
     def keyring_path(self) -> Path:
         return self.auth.keyring_file or self.storage.telemetry.path.parent / "gateway.key"
 
+    def audit_witness_path(self) -> Path:
+        """The audit log's tail witness: beside the keyring, outside every database."""
+        key = self.keyring_path()
+        return key.with_name(key.name + ".audit-tail")
+
     def identity_database_url(self) -> str:
         """Users, keys and the audit log: their own database, or the work orders' by default."""
         return self.auth.database_url or self.ticketing.database_url

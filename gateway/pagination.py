@@ -8,21 +8,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
 
 MAX_OFFSET = 1_000_000_000
+Item = TypeVar("Item")
 
 
-class Page(BaseModel):
-    """One page of a list: ``items`` from ``offset``, at most ``limit``, of ``total``."""
+class Page(BaseModel, Generic[Item]):
+    """One page of a list: ``items`` from ``offset``, at most ``limit``, of ``total``.
+
+    An endpoint declares ``response_model=Page[ItsItem]`` so the OpenAPI document describes the items.
+    """
 
     total: int
     limit: int
     offset: int
-    items: list[dict[str, Any]]
+    items: list[Item]
 
 
 @dataclass
@@ -32,8 +36,8 @@ class PageQuery:
     limit: int = Query(100, ge=1, le=1000)
     offset: int = Query(0, ge=0, le=MAX_OFFSET)
 
-    def of(self, total: int, items: list[dict[str, Any]]) -> Page:
-        return Page(total=total, limit=self.limit, offset=self.offset, items=items)
+    def of(self, total: int, items: list[Any]) -> Page[Any]:
+        return Page[Any](total=total, limit=self.limit, offset=self.offset, items=items)
 
-    def slice(self, everything: list[dict[str, Any]]) -> Page:
+    def slice(self, everything: list[Any]) -> Page[Any]:
         return self.of(len(everything), everything[self.offset:self.offset + self.limit])

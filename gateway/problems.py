@@ -3,8 +3,8 @@ parameters refused.
 
 Every error is ``application/problem+json``: ``type``, ``title``, ``status``, ``detail``, the
 ``instance`` path, and for invalid input ``errors`` with the offending ``field`` and its ``reason``.
-The OAuth 2.0 token endpoint keeps RFC 6749's ``{"error", "error_description"}``, which OAuth
-clients parse.
+The OAuth 2.0 endpoints answer RFC 6749's ``{"error", "error_description"}`` instead (a malformed
+token request is a 400 ``invalid_request``), which OAuth clients parse.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 API_PREFIX = "/api/v1"
+OAUTH_PREFIX = f"{API_PREFIX}/oauth/"
 PROBLEM = "application/problem+json"
 
 _known_parameters: dict[int, frozenset[str]] = {}
@@ -53,6 +54,8 @@ def install_problem_responses(api: FastAPI) -> None:
     async def validation_problem(request: Request, error: RequestValidationError) -> JSONResponse:
         errors = [{"field": _field(tuple(e["loc"])), "reason": e["msg"]} for e in error.errors()]
         summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5])
+        if request.url.path.startswith(OAUTH_PREFIX):  # RFC 6749 5.2: a malformed token request is a 400
+            return JSONResponse({"error": "invalid_request", "error_description": summary}, status_code=400)
         return problem(422, f"invalid request: {summary}", request.url.path, errors)
 
     @api.exception_handler(Exception)
@@ -61,6 +64,12 @@ def install_problem_responses(api: FastAPI) -> None:
         return problem(500, "the gateway failed on this request; the log has the details", request.url.path)
 
 
+OAUTH_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "enum": ["invalid_request", "invalid_grant", "slow_down"]},
+        "error_description": {"type": "string"}},
+}
 PROBLEM_SCHEMA = {
     "type": "object",
     "required": ["type", "title", "status", "detail", "instance"],
@@ -78,15 +87,30 @@ COMMON_PROBLEMS = {"400": "unknown query parameter", "401": "not signed in", "40
 
 def document_problems(api: FastAPI) -> None:
     """Make the OpenAPI document say what errors really are: problem+json for every error status of
-    every endpoint (FastAPI's own 422 schema is replaced; the OAuth endpoints keep theirs)."""
+    every endpoint (FastAPI's own 422 schema is replaced), and RFC 6749 errors for the OAuth endpoints."""
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is not None:
             return api.openapi_schema
         document = FastAPI.openapi(api)
-        document.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"], schemas["OAuthError"] = PROBLEM_SCHEMA, OAUTH_ERROR_SCHEMA
         problem_content = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        oauth_content = {"application/json": {"schema": {"$ref": "#/components/schemas/OAuthError"}}}
         for path, methods in document["paths"].items():
-            if not path.startswith(API_PREFIX) or path.startswith(f"{API_PREFIX}/oauth/"):
+            if path.startswith(OAUTH_PREFIX):
+                for operation in methods.values():
+                    responses = operation.setdefault("responses", {})
+                    responses.pop("422", None)
+                    responses.setdefault("400", {"description": "invalid_request or invalid_grant"})
+                    responses.setdefault("413", {"description": COMMON_PROBLEMS["413"]})
+                    responses.setdefault("500", {"description": COMMON_PROBLEMS["500"]})
+                    for status, response in responses.items():
+                        if status in ("400", "429"):
+                            response["content"] = oauth_content
+                        elif status.isdigit() and int(status) >= 400:
+                            response["content"] = problem_content
+                continue
+            if not path.startswith(API_PREFIX):
                 continue
             for operation in methods.values():
                 responses = operation.setdefault("responses", {})

@@ -187,6 +187,14 @@ def test_tokens_expire_refresh_tokens_rotate_and_revoke(mosquitto: Mosquitto, tm
     gw.gateway.identities.set_disabled("vera", True)
     assert sign_in(gw, "vera").status_code == 400
 
+    # A malformed token request is RFC 6749's invalid_request (what OAuth clients parse), as documented.
+    malformed = httpx.post(f"{gw.api}/oauth/token", data={"grant_type": "authorization_code"})
+    assert malformed.status_code == 400 and malformed.json()["error"] == "invalid_request"
+    assert "grant_type" in malformed.json()["error_description"]
+    responses = httpx.get(f"{gw.url}/openapi.json").json()["paths"]["/api/v1/oauth/token"]["post"]["responses"]
+    assert "422" not in responses
+    assert responses["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/OAuthError")
+
 
 def test_keys_scoped_expiring_revocable_and_lockout(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
     gw = start_gateway(two_sites(mosquitto.port, tmp_path))
@@ -275,14 +283,14 @@ def test_every_write_and_sign_in_is_in_the_keyed_audit_log(mosquitto: Mosquitto,
     assert dora.post("/dispatch/reoptimise").status_code == 200
     assert httpx.put(f"{gw.api}/assets/pump-01/state", json={"state": "maintenance", "reason": "x"}).status_code == 401
     page = gw.http.get("/auth/audit", params={"limit": 50}).json()
-    seen = [(e["actor"], e["action"], e["outcome"]) for e in reversed(page["entries"])]
+    seen = [(e["actor"], e["action"], e["outcome"]) for e in reversed(page["items"])]
     assert ("dora", "auth.sign_in", "refused") in seen and ("dora", "auth.sign_in", "ok") in seen
     assert ("dora", "POST /api/v1/work-orders", "201") in seen
     assert ("dora", "POST /api/v1/dispatch/reoptimise", "200") in seen
     assert ("anonymous", "PUT /api/v1/assets/{asset_id}/state", "401") in seen
     anchors = gw.http.get("/auth/audit", params={"action": "workorder.chain", "target": order["code"]}).json()
-    assert anchors["total"] == len(anchors["entries"]) >= 1
-    assert anchors["entries"][0]["details"]["length"] == len(
+    assert anchors["total"] == len(anchors["items"]) >= 1
+    assert anchors["items"][0]["details"]["length"] == len(
         gw.get(f"/work-orders/{order['code']}")["events"])
     assert PASSWORD not in str(page)
     assert gw.http.get("/auth/audit/verify").json()["valid"] is True
@@ -297,6 +305,37 @@ def test_every_write_and_sign_in_is_in_the_keyed_audit_log(mosquitto: Mosquitto,
     dora.close()
 
 
+def test_removing_the_audit_logs_last_entries_is_detected(tmp_path: Path) -> None:
+    """Deleting from the tail leaves a chain that verifies on its own; the witness beside the keyring
+    (outside the database) still names the newest entry written."""
+    import sqlite3
+
+    from gateway.audit import AuditLog
+    from gateway.keyring import Keyring
+
+    keyring = Keyring.load(tmp_path / "gateway.key")
+    witness = tmp_path / "gateway.key.audit-tail"
+    log = AuditLog(f"sqlite:///{tmp_path / 'audit.db'}", keyring, witness)
+    for n in range(5):
+        log.record("dora", "POST /api/v1/work-orders", f"WO-{n}", "201")
+    assert log.verify() == {"valid": True, "entries": 5, "broken_at": None, "reason": None}
+
+    with sqlite3.connect(tmp_path / "audit.db") as db:
+        db.execute("DELETE FROM audit_log WHERE seq > 3")
+    verdict = log.verify()
+    assert verdict["valid"] is False and verdict["broken_at"] == 5 and "last entries were removed" in verdict["reason"]
+    # Without the witness the shortened log is a valid chain: that is the attack the witness stops.
+    assert AuditLog(f"sqlite:///{tmp_path / 'audit.db'}", keyring).verify()["valid"] is True
+
+    # The gateway writes on over the gap (seq 4 and 5 again): the witness keeps the entry it wrote first.
+    log.record("dora", "POST /api/v1/work-orders", "WO-new", "201")
+    assert "last entries were removed" in log.verify()["reason"]
+    log.record("dora", "POST /api/v1/work-orders", "WO-newer", "201")
+    verdict = log.verify()
+    assert verdict["valid"] is False and verdict["broken_at"] == 5 and "not the one this gateway wrote" in verdict["reason"]
+    log.close()
+
+
 def test_sign_in_attempts_per_address_are_limited(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
     document = two_sites(mosquitto.port, tmp_path)
     document["auth"] = {"sign_in_attempts_per_address": 3}
@@ -307,5 +346,5 @@ def test_sign_in_attempts_per_address_are_limited(mosquitto: Mosquitto, tmp_path
     limited = sign_in(gw, "vera")  # even the right password, from that address, for now
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
     assert limited.json()["error"] == "slow_down"
-    entries = gw.http.get("/auth/audit", params={"action": "auth.sign_in"}).json()["entries"]
+    entries = gw.http.get("/auth/audit", params={"action": "auth.sign_in"}).json()["items"]
     assert entries[0]["outcome"] == "rate_limited" and entries[0]["actor"] == "127.0.0.1"

@@ -89,13 +89,6 @@ class AuditEntry(BaseModel):
     details: dict[str, Any]
 
 
-class AuditPage(BaseModel):
-    total: int
-    limit: int
-    offset: int
-    entries: list[AuditEntry]
-
-
 class AuditVerdict(BaseModel):
     valid: bool
     entries: int
@@ -239,8 +232,8 @@ def add_auth_routes(api: FastAPI, auth: Authenticator, prefix: str) -> None:
                   engineer_id=principal.engineer_id,
                   actions=sorted(a for a in ACTIONS if allowed(principal.role, a)))
 
-    @api.get(f"{prefix}/auth/users", tags=["sign-in"], response_model=Page)
-    def list_users(page: PageQuery = Depends(), principal: Principal = Depends(auth.require("auth.users"))) -> Page:
+    @api.get(f"{prefix}/auth/users", tags=["sign-in"], response_model=Page[UserView])
+    def list_users(page: PageQuery = Depends(), principal: Principal = Depends(auth.require("auth.users"))) -> Page[Any]:
         return page.slice([UserView(**user).model_dump() for user in auth.store.users()])
 
     @api.post(f"{prefix}/auth/users", tags=["sign-in"], response_model=UserCreated, status_code=201)
@@ -260,8 +253,8 @@ def add_auth_routes(api: FastAPI, auth: Authenticator, prefix: str) -> None:
             raise HTTPException(404, str(error)) from None
         return next(u for u in auth.store.users() if u["username"] == username)
 
-    @api.get(f"{prefix}/auth/keys", tags=["sign-in"], response_model=Page)
-    def list_keys(page: PageQuery = Depends(), principal: Principal = Depends(auth.require("auth.keys"))) -> Page:
+    @api.get(f"{prefix}/auth/keys", tags=["sign-in"], response_model=Page[KeyView])
+    def list_keys(page: PageQuery = Depends(), principal: Principal = Depends(auth.require("auth.keys"))) -> Page[Any]:
         return page.slice([KeyView(**key).model_dump() for key in auth.store.keys()])
 
     @api.post(f"{prefix}/auth/keys", tags=["sign-in"], response_model=KeyCreated, status_code=201)
@@ -276,16 +269,16 @@ def add_auth_routes(api: FastAPI, auth: Authenticator, prefix: str) -> None:
             raise HTTPException(404, f"no API key {key_id!r}")
         return next(k for k in auth.store.keys() if k["id"] == key_id)
 
-    @api.get(f"{prefix}/auth/audit", tags=["sign-in"], response_model=AuditPage)
+    @api.get(f"{prefix}/auth/audit", tags=["sign-in"], response_model=Page[AuditEntry])
     def audit_log(
-        limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000_000),
+        page: PageQuery = Depends(),
         action: str | None = Query(None, max_length=60), actor: str | None = Query(None, max_length=100),
         target: str | None = Query(None, max_length=200),
         principal: Principal = Depends(auth.require("audit.read")),
-    ) -> AuditPage:
+    ) -> Page[Any]:
         """The audit log, newest first: writes, sign-ins, user and key changes, work-order chain anchors."""
-        total, entries = auth.audit.entries(limit, offset, action, actor, target)
-        return AuditPage(total=total, limit=limit, offset=offset, entries=entries)
+        total, entries = auth.audit.entries(page.limit, page.offset, action, actor, target)
+        return page.of(total, entries)
 
     @api.get(f"{prefix}/auth/audit/verify", tags=["sign-in"], response_model=AuditVerdict)
     def verify_audit_log(principal: Principal = Depends(auth.require("audit.read"))) -> dict[str, Any]:

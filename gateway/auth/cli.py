@@ -36,7 +36,8 @@ def _store(config: Path) -> IdentityStore:
 def _audit(config: Path, action: str, target: str, details: dict[str, Any] | None = None) -> None:
     """User and key changes made here are audited like those made through the API."""
     settings = _settings(config)
-    log = AuditLog(settings.identity_database_url(), Keyring.load(settings.keyring_path()))
+    log = AuditLog(settings.identity_database_url(), Keyring.load(settings.keyring_path()),
+                   settings.audit_witness_path())
     log.record(f"cli:{getpass.getuser()}", action, target, "ok", details)
     log.close()
 

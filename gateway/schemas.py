@@ -1,0 +1,229 @@
+"""What the REST API answers: one response model per kind of resource.
+
+They exist for the OpenAPI document (so a client generator, schemathesis and a reader
+know every field) and to make sure nothing leaves the gateway that is not declared.
+Request models live with the endpoints that take them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Answer(BaseModel):
+    # Extra fields would be dropped silently by FastAPI; forbidding them makes a forgotten
+    # declaration fail the tests instead.
+    model_config = {"extra": "forbid"}
+
+
+class SiteOut(Answer):
+    id: str
+    name: str
+    latitude: float
+    longitude: float
+    environment: dict[str, Any] = Field(description="humidity, ambient temperature, altitude... as configured")
+
+
+class AssetOut(Answer):
+    id: str
+    type: str
+    model: str
+    serial: str
+    site: SiteOut
+    criticality: str
+    firmware: str
+    name: str
+
+
+class OperatingState(Answer):
+    state: str = Field(description="operating, maintenance, standby or commissioning")
+    suppresses_tickets: bool
+    reason: str | None = None
+    actor: str | None = None
+    until: float | None = Field(None, description="epoch seconds the state ends by itself")
+    since: float | None = None
+
+
+class AssetDetail(AssetOut):
+    operating_state: OperatingState
+
+
+class ReadingOut(Answer):
+    metric: str
+    value: float | None = Field(description="null for a value that is not a number")
+    timestamp: float
+    quality: str
+    source: str
+
+
+class LatestReadings(Answer):
+    device_id: str
+    readings: list[ReadingOut]
+
+
+class Rollup(Answer):
+    timestamp: float = Field(description="start of the bucket, epoch seconds")
+    count: int
+    min: float | None
+    mean: float | None
+    max: float | None
+
+
+class ReadingHistory(Answer):
+    """resolution=raw: the readings themselves."""
+
+    device_id: str
+    since: float
+    until: float
+    readings: list[ReadingOut]
+
+
+class RollupHistory(Answer):
+    """resolution=rollup: min, mean and max per bucket of one metric."""
+
+    device_id: str
+    metric: str
+    since: float
+    until: float
+    rollups: list[Rollup]
+
+
+class AnomalyOut(Answer):
+    device_id: str
+    detected_at: float
+    detector: str
+    score: float
+    severity: str
+    failure_mode: str
+    metrics: list[str]
+    message: str
+    work_order_code: str | None
+
+
+class WorkOrderSummary(Answer):
+    code: str
+    device_id: str
+    site_id: str
+    origin: str = Field(description="anomaly, alarm, forecast or manual")
+    failure_mode: str = Field(description="ISO 14224 failure mode code")
+    failure_mechanism: str | None
+    failure_cause: str | None
+    maintainable_item: str | None
+    priority: str
+    state: str
+    title: str
+    required_skill: str | None
+    occurrences: int
+    assigned_engineer_id: str | None
+    created_at: float
+    updated_at: float
+    last_occurrence_at: float | None
+    impact: str | None
+    escalation_level: int
+    equipment_class: str | None
+    repeat_of: str | None
+    scope: str | None
+    due_at: float | None
+    closed_at: float | None
+
+
+class SlaClock(Answer):
+    deadline: float
+    used: float = Field(description="fraction of the clock's allowance used")
+    met_at: float | None
+    breached: bool
+
+
+class SlaOut(Answer):
+    policy: str
+    paused: bool
+    clocks: dict[str, SlaClock] = Field(description="respond and restore")
+
+
+class EventOut(Answer):
+    at: float
+    kind: str
+    actor: str
+    data: dict[str, Any]
+    hash: str = Field(description="keyed MAC chaining this event to the one before")
+
+
+class WorkOrderDetail(WorkOrderSummary):
+    context: dict[str, Any] = Field(description="the asset, site and evidence when the order was opened")
+    assignment: dict[str, Any] | None = Field(description="who was chosen and why")
+    eta: float | None
+    offered_at: float | None
+    accepted_at: float | None
+    declined_by: list[str]
+    required_level: int | None
+    required_certifications: list[str]
+    sla: SlaOut | None
+    closure: dict[str, Any]
+    events: list[EventOut]
+
+
+class ChainVerdict(Answer):
+    code: str
+    valid: bool
+    events: int
+    broken_at: int | None
+    reason: str | None
+
+
+class EngineerLocation(Answer):
+    latitude: float
+    longitude: float
+    updated_at: float | None = None
+
+
+class LocatedEngineer(EngineerLocation):
+    engineer_id: str
+
+
+class EngineerOut(Answer):
+    """Personal fields are null for a caller who may not see them."""
+
+    id: str
+    name: str | None
+    skills: list[Any]
+    certifications: list[dict[str, Any]]
+    home: EngineerLocation | None
+    shift: dict[str, Any]
+    on_call: dict[str, Any] | None
+    capacity: int
+    phone: str | None
+    email: str | None
+    skill_levels: dict[str, int]
+    on_shift: bool
+    available_for: list[str]
+    open_work_orders: int
+    last_known_location: EngineerLocation | None
+
+
+class Reassigned(Answer):
+    reassigned: list[str]
+
+
+class BusEvent(Answer):
+    work_order_code: str
+    device_id: str
+    kind: str
+    at: float
+    actor: str
+    data: dict[str, Any]
+
+
+class Health(Answer):
+    """Component diagnostics differ per connector and sink kind; their common fields are here."""
+
+    status: str = Field(description="ok or degraded")
+    problems: list[str] = Field(description="what makes it degraded, one line each")
+    uptime_s: float
+    connectors: list[dict[str, Any]]
+    pipeline: dict[str, Any] | None
+    sinks: list[dict[str, Any]]
+    detectors: dict[str, Any]
+    ticketing: dict[str, Any]
+    events_published: int
