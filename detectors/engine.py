@@ -8,6 +8,7 @@ metric, so devices that publish metrics separately still get a full vector.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field, fields
@@ -91,6 +92,11 @@ class DeviceState:
 STATE_LAYOUT = sorted(f.name for f in fields(DeviceState))
 
 
+def _alerting(state: DeviceState) -> bool:
+    """The model's gate or a limit rule of the device is raised."""
+    return state.gate.active or any(rule.active for checks in state.checks.values() for rule in checks.rules)
+
+
 def model_config_of(config: DetectorConfig, device_type: str) -> ModelConfig:
     return config.device_type_models.get(device_type, config.model)
 
@@ -135,6 +141,8 @@ class DetectorEngine:
         self.samples = 0
         self.anomalies = 0
         self._modes = {(m.device_type, m.metric, m.direction): m for m in config.failure_modes}
+        # Not checkpointed: shown by the dashboard, known again from the next sample after a restart.
+        self.last_scores: dict[str, float] = {}
         self.model_version = models_version(config)
         if checkpoint_path is not None:
             restored = checkpoint.load(checkpoint_path, self.model_version, STATE_LAYOUT)
@@ -238,6 +246,7 @@ class DetectorEngine:
         x = dict(state.features)
         self.samples += 1
         score = state.model.score_one(x)
+        self.last_scores[device_id] = score
         edge = state.gate.update(score)
         if state.gate.is_normal(score):
             state.model.learn_one(x)
@@ -337,6 +346,35 @@ class DetectorEngine:
         return self._modes.get((device_type, metric, direction)) or self._modes.get(
             (ANY_DEVICE_TYPE, metric, direction)
         )
+
+    def summaries(self) -> dict[str, tuple[bool, bool]]:
+        """(warming up, alerting) of every device scored so far: what the fleet view shows."""
+        return {device: (state.gate.warming_up, _alerting(state)) for device, state in self.devices.items()}
+
+    def device_status(self, device_id: str) -> dict[str, Any] | None:
+        """Warm-up progress, the calibrated threshold, the latest score and each metric's deviation,
+        and the limit rules that apply; None for a device this engine does not score."""
+        device_type = self.device_types.get(device_id)
+        if device_type is None:
+            return None
+        limits = [{"metric": rule.metric, "low": rule.low, "high": rule.high, "failure_mode": rule.failure_mode}
+                  for rule in self.config.rules if rule.device_type in (device_type, ANY_DEVICE_TYPE)]
+        status: dict[str, Any] = {
+            "device_id": device_id, "model": MODELS[model_config_of(self.config, device_type).type].version,
+            "warming_up": True, "samples": 0, "warmup_samples": self.config.warmup_samples, "threshold": None,
+            "score": self.last_scores.get(device_id), "alerting": False, "contributions": {}, "limits": limits,
+        }
+        state = self.devices.get(device_id)
+        if state is None:
+            return status
+        gate = state.gate
+        calibrated = not gate.warming_up and math.isfinite(gate.threshold)
+        return status | {
+            "warming_up": gate.warming_up, "samples": gate.seen, "warmup_samples": gate.warmup,
+            "threshold": gate.threshold if calibrated else None, "alerting": _alerting(state),
+            "contributions": {name: value for name, value in state.model.contributions().items()
+                              if math.isfinite(value)},
+        }
 
     def close(self) -> None:
         """Save the state for the next start."""

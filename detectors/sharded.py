@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 import zlib
 from pathlib import Path
 from multiprocessing.connection import Connection
@@ -41,13 +42,16 @@ def _worker(connection: Connection, config: DetectorConfig, device_types: dict[s
     engine = DetectorEngine(config, device_types, checkpoint_path)
     while True:
         try:
-            rows: list[ReadingTuple] | None = connection.recv()
+            rows: list[ReadingTuple] | tuple[str, ...] | None = connection.recv()
         except EOFError:
             return
         if rows is None:
             engine.close()
             connection.send(engine.diagnostics())
             return
+        if isinstance(rows, tuple):  # a question from the API: ("summaries",) or ("status", device_id)
+            connection.send(engine.summaries() if rows[0] == "summaries" else engine.device_status(rows[1]))
+            continue
         readings = [Reading(d, m, v, t, _QUALITIES[q], s) for d, m, v, t, q, s in rows]
         connection.send((engine.process(readings), engine.diagnostics()))
 
@@ -67,6 +71,7 @@ class ShardedDetectorEngine:
         self.workers = workers
         self._diagnostics: list[dict[str, Any]] = [{} for _ in range(workers)]
         self.restarts = 0
+        self._lock = threading.Lock()
         for shard in range(workers):
             self._start(shard)
 
@@ -87,6 +92,30 @@ class ShardedDetectorEngine:
             self._processes.append(process)
 
     def process(self, readings: list[Reading]) -> list[Anomaly]:
+        # The API asks the workers questions from other threads: one conversation per pipe at a time.
+        with self._lock:
+            return self._process(readings)
+
+    def _ask(self, shard: int, question: tuple[str, ...]) -> Any:
+        with self._lock:
+            try:
+                self._connections[shard].send(question)
+                return self._connections[shard].recv()
+            except (EOFError, OSError):
+                return None  # a dead worker is restarted by the next batch
+
+    def summaries(self) -> dict[str, tuple[bool, bool]]:
+        merged: dict[str, tuple[bool, bool]] = {}
+        for shard in range(len(self._connections)):
+            merged |= self._ask(shard, ("summaries",)) or {}
+        return merged
+
+    def device_status(self, device_id: str) -> dict[str, Any] | None:
+        if device_id not in self.device_types:
+            return None
+        return self._ask(shard_of(device_id, len(self._connections)), ("status", device_id))
+
+    def _process(self, readings: list[Reading]) -> list[Anomaly]:
         shards = len(self._connections)
         parts: list[list[ReadingTuple]] = [[] for _ in range(shards)]
         for r in readings:

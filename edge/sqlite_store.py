@@ -197,6 +197,11 @@ class SqliteStore:
             ).fetchall()
         return [_reading(row) for row in rows]
 
+    def last_seen(self) -> dict[str, float]:
+        """The newest reading's time of every device that ever sent one (one query for a whole fleet)."""
+        with self._reader() as connection:
+            return dict(connection.execute("SELECT device_id, MAX(ts) FROM latest GROUP BY device_id").fetchall())
+
     def history(
         self, device_id: str, metric: str | None, since: float, until: float, limit: int
     ) -> list[Reading]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict, dataclass
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -21,8 +22,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from gateway.auth.api import add_auth_routes
 from gateway.auth.masking import mask_engineer
 from gateway.auth.store import Principal
+from gateway.dashboard import add_dashboard
 from gateway.core import Asset, Reading, Severity
 from gateway.health import problems as health_problems
+from gateway.exports import EXPORT_LIMIT, work_orders_csv
 from gateway.limits import BodyLimit
 from gateway.pagination import MAX_OFFSET, Page, PageQuery
 from gateway import schemas
@@ -30,6 +33,7 @@ from gateway.problems import API_PREFIX, document_problems, install_problem_resp
 from gateway.web import secure_headers, serve_documentation
 from gateway.metrics import GatewayCollector
 from ticketing.lifecycle import State
+from ticketing.queries import SORTS
 from ticketing.service import TransitionRefused
 from ticketing.dispatch import available, on_shift
 
@@ -51,6 +55,7 @@ LongText = Annotated[str, Field(max_length=20_000)]
 EpochSeconds = Annotated[float, Field(ge=0, le=1e11)]
 EPOCH_QUERY = {"ge": 0, "le": 1e11}
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+SORT_KEYS = tuple(key for name in SORTS for key in (name, f"-{name}"))
 # Sign-in records its own entries (with the user named, never the password).
 SELF_AUDITED = {"/oauth/token"}
 
@@ -62,7 +67,8 @@ class Request(BaseModel):
 class TransitionRequest(Request):
     """A lifecycle step. Guards: DISPATCHED needs engineer_id and eta; ON_HOLD, CANCELLED and
     REOPENED a reason; DONE resolution, failure_mode, failure_mechanism, failure_cause and
-    restored_at; VERIFIED verified_by; MERGED merged_into."""
+    restored_at, the codes (and maintainable_item, if given) from GET /coding; VERIFIED
+    verified_by; MERGED merged_into."""
 
     to: State
     reason: Text | None = None
@@ -73,6 +79,7 @@ class TransitionRequest(Request):
     failure_mode: str | None = Field(None, pattern=r"^[A-Z]{3}$")
     failure_mechanism: Text | None = None
     failure_cause: Text | None = None
+    maintainable_item: Text | None = None
     restored_at: EpochSeconds | None = Field(None, description="epoch seconds the function was restored")
     parts: list[Text] = Field(default_factory=list, max_length=500)
     labour_hours: float | None = Field(None, ge=0, le=100_000)
@@ -102,6 +109,24 @@ class OfferAnswer(Request):
 class LocationUpdate(Request):
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
+
+
+@dataclass
+class WorkOrderFilters:
+    """The filters the work-order list and its CSV export share (a dependency, as pagination is)."""
+
+    device_id: str | None = Query(None, max_length=100)
+    site_id: str | None = Query(None, max_length=100)
+    state: str | None = Query(None, max_length=40)
+    priority: str | None = Query(None, pattern="^P[1-4]$")
+    engineer_id: str | None = Query(None, max_length=100)
+    failure_mode: str | None = Query(None, pattern=r"^[A-Z]{3}$")
+    origin: str | None = Query(None, max_length=20)
+    created_since: float | None = Query(None, description="opened at or after (epoch seconds)", **EPOCH_QUERY)
+    created_until: float | None = Query(None, description="opened before (epoch seconds)", **EPOCH_QUERY)
+    code: str | None = Query(None, max_length=40, description="any part of the code")
+    open: bool = Query(False, description="only work orders in an open state")
+    sort: Literal[SORT_KEYS] = Query("-created_at", description="a leading '-' sorts descending")  # type: ignore[valid-type]
 
 
 def create_api(gateway: "Gateway") -> FastAPI:
@@ -137,6 +162,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
     install_problem_responses(api)
     document_problems(api)
     add_auth_routes(api, auth, API_PREFIX)
+    add_dashboard(api, gateway, API_PREFIX, require)
 
     registry = CollectorRegistry()
     registry.register(GatewayCollector(gateway))
@@ -251,21 +277,28 @@ def create_api(gateway: "Gateway") -> FastAPI:
                                                       offset=page.offset, device_ids=site_devices(principal))
         return page.of(total, items)
 
+    def filtered(filters: WorkOrderFilters, principal: Principal, limit: int, offset: int
+                 ) -> tuple[int, list[dict[str, Any]]]:
+        chosen = asdict(filters)
+        chosen["open_only"] = chosen.pop("open")
+        return gateway.ticketing.work_order_page(
+            **chosen, limit=limit, offset=offset, site_ids=list(principal.sites) if principal.sites else None)
+
     @api.get(f"{API_PREFIX}/work-orders", tags=["work orders"], response_model=Page[schemas.WorkOrderSummary])
-    def list_work_orders(
-        device_id: str | None = Query(None, max_length=100),
-        site_id: str | None = Query(None, max_length=100),
-        state: str | None = Query(None, max_length=40),
-        priority: str | None = Query(None, pattern="^P[1-4]$"),
-        engineer_id: str | None = Query(None, max_length=100),
-        page: PageQuery = Depends(),
-        principal: Principal = Depends(require("workorders.read")),
-    ) -> Page[Any]:
-        """Newest first, one page at a time (``total`` counts every match)."""
-        total, items = gateway.ticketing.work_order_page(
-            device_id=device_id, site_id=site_id, state=state, priority=priority, engineer_id=engineer_id,
-            limit=page.limit, offset=page.offset, site_ids=list(principal.sites) if principal.sites else None)
-        return page.of(total, items)
+    def list_work_orders(filters: WorkOrderFilters = Depends(), page: PageQuery = Depends(),
+                         principal: Principal = Depends(require("workorders.read"))) -> Page[Any]:
+        """One page at a time in ``sort`` order, newest first by default (``total`` counts every match)."""
+        return page.of(*filtered(filters, principal, page.limit, page.offset))
+
+    @api.get(f"{API_PREFIX}/work-orders/export", tags=["work orders"], response_class=Response,
+             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                              "description": "every match as CSV, one row per work order"}})
+    def export_work_orders(filters: WorkOrderFilters = Depends(),
+                           principal: Principal = Depends(require("workorders.read"))) -> Response:
+        """The list's matches (at most 100,000) as CSV, for a spreadsheet."""
+        _, rows = filtered(filters, principal, EXPORT_LIMIT, 0)
+        return Response(work_orders_csv(rows), media_type="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="work-orders.csv"'})
 
     @api.post(f"{API_PREFIX}/work-orders", tags=["work orders"], status_code=201, response_model=schemas.WorkOrderDetail,
               responses={404: {"description": "no such asset"},

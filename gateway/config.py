@@ -12,9 +12,10 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.engine import make_url
 
 from connectors.registry import SourceConfig
@@ -82,6 +83,27 @@ class ApiConfig(BaseModel):
                                     description="browser origins allowed to call the API (none: CORS closed)")
 
 
+class PlantConfig(BaseModel):
+    """How the dashboard shows the plant: its name, its time zone, and whether its clock is simulated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", max_length=100)
+    timezone: str = Field("UTC", description="IANA time zone the dashboard shows times in, e.g. Europe/Berlin")
+    simulated_speed: float | None = Field(
+        None, gt=0, description="the devices' clock runs this many times faster (a simulation); none: real time")
+    offline_after_s: float = Field(300.0, gt=0, description="an asset with no reading for this long shows offline")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {zone!r}; use an IANA name such as Europe/Berlin") from None
+        return zone
+
+
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -104,6 +126,7 @@ class GatewayConfig(BaseModel):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    plant: PlantConfig = Field(default_factory=PlantConfig)
 
     def keyring_path(self) -> Path:
         return self.auth.keyring_file or self.storage.telemetry.path.parent / "gateway.key"

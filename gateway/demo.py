@@ -27,7 +27,7 @@ FAULTY_DEVICE = "pump-02"
 FAULT_KIND = "bearing_wear"
 
 
-def demo_document(broker_port: int, api_port: int, data_dir: Path) -> dict[str, Any]:
+def demo_document(broker_port: int, api_port: int, data_dir: Path, acceleration: float = 1.0) -> dict[str, Any]:
     """The demo's configuration, as a user would write it in YAML."""
     everyday = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "24:00"}
     return {
@@ -69,6 +69,10 @@ def demo_document(broker_port: int, api_port: int, data_dir: Path) -> dict[str, 
         # The simulated fleet's clock runs `acceleration` times faster than the wall clock, so its
         # timestamps run ahead of the gateway's: allow that here (a real plant keeps the 5-minute default).
         "ingest": {"max_future_skew_s": 366 * 86400},
+        # The dashboard shows the devices' own (accelerated) clock, labelled as simulated time.
+        "plant": {"name": "Demo plant", "timezone": "Europe/Berlin",
+                  "simulated_speed": acceleration if acceleration != 1 else None,
+                  "offline_after_s": 300.0 * max(acceleration, 1.0)},
     }
 
 
@@ -84,7 +88,7 @@ def fleet_for(config: GatewayConfig, broker_host: str, broker_port: int, acceler
     )
 
 
-def _watch(gateway: Gateway, api_url: str, fault_at: float, stop: threading.Event) -> None:
+def _watch(gateway: Gateway, root_url: str, fault_at: float, stop: threading.Event) -> None:
     """Print the first work order as soon as it exists."""
     while not stop.wait(1.0):
         orders = gateway.ticketing.list_work_orders(limit=5)
@@ -94,7 +98,7 @@ def _watch(gateway: Gateway, api_url: str, fault_at: float, stop: threading.Even
                 f"\n>>> Work order {order['code']} opened for {order['device_id']} "
                 f"({order['failure_mode']}, {order['priority']}) {time.monotonic() - fault_at:.0f}s after the fault "
                 f"was injected; assigned to {order['assigned_engineer_id']}.\n"
-                f"    {api_url}/work-orders/{order['code']}\n",
+                f"    {root_url}/#/work-orders/{order['code']}\n",
                 flush=True,
             )
             return
@@ -128,7 +132,7 @@ def run_demo(data_dir: Path, api_port: int, acceleration: float, healthy_s: floa
             path.unlink()
     broker = Mosquitto.start(directory=data_dir / "mosquitto")
     api_port = api_port or free_port()
-    config = parse_config(demo_document(broker.port, api_port, data_dir), "demo")
+    config = parse_config(demo_document(broker.port, api_port, data_dir, acceleration), "demo")
     root_url = f"http://127.0.0.1:{api_port}"
     api_url = f"{root_url}/api/v1"
     simulator = FleetSimulator(fleet_for(config, "127.0.0.1", broker.port, acceleration, seed,
@@ -142,11 +146,12 @@ def run_demo(data_dir: Path, api_port: int, acceleration: float, healthy_s: floa
             return
         fault = simulator.inject_now(FAULTY_DEVICE, FAULT_KIND, duration_s=900.0)
         print(f"\n>>> Injected {fault.kind} into {FAULTY_DEVICE}. Watch:\n"
-              f"    {api_url}/work-orders\n    {api_url}/anomalies\n"
-              f"    {api_url}/devices/{FAULTY_DEVICE}/readings/latest\n", flush=True)
-        _watch(gateway, api_url, time.monotonic(), stop_watch)
+              f"    {root_url}/#/device/{FAULTY_DEVICE}\n    {root_url}/#/board\n"
+              f"    {api_url}/work-orders\n", flush=True)
+        _watch(gateway, root_url, time.monotonic(), stop_watch)
 
-    print(f"pm-gateway demo\n  broker  mqtt://127.0.0.1:{broker.port}\n  API     {api_url}  (docs: {root_url}/docs)\n"
+    print(f"pm-gateway demo\n  dashboard  {root_url}/  (sign in with a user below)\n"
+          f"  broker  mqtt://127.0.0.1:{broker.port}\n  API     {api_url}  (docs: {root_url}/docs)\n"
           f"  data    {data_dir}\n  {len(config.assets)} simulated devices at {acceleration:g}x speed; "
           f"bearing wear goes into {FAULTY_DEVICE} after {healthy_s:.0f}s. Ctrl-C stops.", flush=True)
     print(seed_demo_identities(gateway, api_url), flush=True)

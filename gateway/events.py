@@ -29,6 +29,11 @@ class EventBus:
         with self._lock:
             self._subscribers.append(callback)
 
+    def unsubscribe(self, callback: Callable[[WorkOrderEvent], None]) -> None:
+        with self._lock:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
     def publish(self, event: WorkOrderEvent) -> None:
         self.recent.append(event)
         self.published += 1

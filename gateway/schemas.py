@@ -102,6 +102,19 @@ class AnomalyOut(Answer):
     work_order_code: str | None
 
 
+class SlaClock(Answer):
+    deadline: float
+    used: float = Field(description="fraction of the clock's allowance used")
+    met_at: float | None
+    breached: bool
+
+
+class SlaOut(Answer):
+    policy: str
+    paused: bool
+    clocks: dict[str, SlaClock] = Field(description="respond and restore")
+
+
 class WorkOrderSummary(Answer):
     code: str
     device_id: str
@@ -127,19 +140,7 @@ class WorkOrderSummary(Answer):
     scope: str | None
     due_at: float | None
     closed_at: float | None
-
-
-class SlaClock(Answer):
-    deadline: float
-    used: float = Field(description="fraction of the clock's allowance used")
-    met_at: float | None
-    breached: bool
-
-
-class SlaOut(Answer):
-    policy: str
-    paused: bool
-    clocks: dict[str, SlaClock] = Field(description="respond and restore")
+    sla: SlaOut | None = Field(description="the respond, on-site and restore clocks now")
 
 
 class EventOut(Answer):
@@ -159,7 +160,6 @@ class WorkOrderDetail(WorkOrderSummary):
     declined_by: list[str]
     required_level: int | None
     required_certifications: list[str]
-    sla: SlaOut | None
     closure: dict[str, Any]
     events: list[EventOut]
 

@@ -22,9 +22,10 @@ from gateway.broker import Mosquitto
 from tests.conftest import gateway_document
 
 PASSWORD = "correct horse battery"
-# Routes anyone may call: monitoring, the sign-in itself, the API's own documentation.
+# Routes anyone may call: monitoring, the sign-in itself, the API's own documentation, the
+# dashboard's page (static; everything it shows comes from the API, signed in).
 OPEN = {"/health", "/metrics", "/api/v1/health", "/api/v1/metrics", "/api/v1/oauth/token", "/api/v1/oauth/revoke",
-        "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+        "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/"}
 PATH_VALUES = {"asset_id": "pump-01", "device_id": "pump-01", "code": "WO-19990101-0001",
                "engineer_id": "eng-mechanical", "username": "nobody", "key_id": "deadbeef"}
 
@@ -56,6 +57,14 @@ def route_action(route: APIRoute) -> str | None:
     return None
 
 
+def call(method: str, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """One request; an event stream (which never ends) is answered by its status and headers alone."""
+    with httpx.stream(method, url, json={}, timeout=10, headers=headers) as response:
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            response.read()
+        return response
+
+
 def test_every_role_against_every_endpoint_follows_the_matrix(
     mosquitto: Mosquitto, tmp_path: Path, start_gateway
 ) -> None:
@@ -76,11 +85,10 @@ def test_every_role_against_every_endpoint_follows_the_matrix(
             continue
         path = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], route.path)
         for method in route.methods:
-            anonymous = httpx.request(method, f"{gw.url}{path}", json={}, timeout=10)
+            anonymous = call(method, f"{gw.url}{path}")
             assert anonymous.status_code == 401, (method, path, anonymous.text)
             for role in ROLES:
-                response = httpx.request(method, f"{gw.url}{path}", json={}, timeout=10,
-                                         headers={"Authorization": f"Bearer {keys[role]}"})
+                response = call(method, f"{gw.url}{path}", {"Authorization": f"Bearer {keys[role]}"})
                 denied = response.status_code == 403 and "may not" in response.text
                 assert denied is not allowed(role, action), (role, method, path, response.status_code, response.text)
                 assert response.status_code < 500, (role, method, path, response.text)

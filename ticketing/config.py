@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ticketing.coding import CodingConfig
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
 
@@ -280,6 +282,7 @@ class TicketingConfig(BaseModel):
     sla: SlaConfig = Field(default_factory=SlaConfig)
     hygiene: HygieneConfig = Field(default_factory=HygieneConfig)
     device_offline: DeviceOfflineConfig = Field(default_factory=DeviceOfflineConfig)
+    coding: CodingConfig = Field(default_factory=CodingConfig, description="ISO 14224 lists a closure chooses from")
 
     @field_validator("database_url")
     @classmethod

@@ -27,7 +27,15 @@ def open_loads(session: Session) -> dict[str, int]:
     return {engineer_id: count for engineer_id, count in rows if engineer_id is not None}
 
 
-def summary(order: WorkOrder) -> dict[str, Any]:
+def open_by_device(session: Session) -> dict[str, tuple[str, int]]:
+    """Per device with open work orders: (the most urgent priority, how many)."""
+    rows = session.execute(
+        select(WorkOrder.device_id, func.min(WorkOrder.priority), func.count())
+        .where(WorkOrder.state.in_(OPEN)).group_by(WorkOrder.device_id))
+    return {device: (priority, count) for device, priority, count in rows}
+
+
+def summary(order: WorkOrder, now: float) -> dict[str, Any]:
     return {
         "code": order.code, "device_id": order.device_id, "site_id": order.site_id, "origin": order.origin,
         "failure_mode": order.failure_mode, "failure_mechanism": order.failure_mechanism,
@@ -39,28 +47,49 @@ def summary(order: WorkOrder) -> dict[str, Any]:
         "impact": order.impact, "escalation_level": order.escalation_level,
         "equipment_class": (order.context or {}).get("asset", {}).get("type"),
         "repeat_of": order.repeat_of, "scope": order.scope, "due_at": order.due_at, "closed_at": order.closed_at,
+        "sla": clocks.summary(order.sla, now),
     }
+
+
+# What the list can be ordered by; a leading "-" is descending. P1 sorts before P4 as text does.
+SORTS = {"created_at": WorkOrder.created_at, "updated_at": WorkOrder.updated_at, "priority": WorkOrder.priority,
+         "state": WorkOrder.state, "code": WorkOrder.code}
 
 
 def list_work_orders(
     session: Session, *, device_id: str | None = None, site_id: str | None = None, state: str | None = None,
-    priority: str | None = None, engineer_id: str | None = None, limit: int = 100, offset: int = 0,
-    site_ids: list[str] | None = None,
+    priority: str | None = None, engineer_id: str | None = None, failure_mode: str | None = None,
+    origin: str | None = None, created_since: float | None = None, created_until: float | None = None,
+    code: str | None = None, open_only: bool = False, sort: str = "-created_at", limit: int = 100, offset: int = 0,
+    site_ids: list[str] | None = None, now: float = 0.0,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """(how many match, one page of them newest first); ``site_ids`` limits to those sites (a caller's)."""
+    """(how many match, one page of them in ``sort`` order); ``site_ids`` limits to those sites (a caller's);
+    ``code`` matches any part of the code."""
     query = select(WorkOrder)
     filters = {
         WorkOrder.device_id: device_id, WorkOrder.site_id: site_id, WorkOrder.state: state,
         WorkOrder.priority: priority, WorkOrder.assigned_engineer_id: engineer_id,
+        WorkOrder.failure_mode: failure_mode, WorkOrder.origin: origin,
     }
     for column, value in filters.items():
         if value is not None:
             query = query.where(column == value)
+    if created_since is not None:
+        query = query.where(WorkOrder.created_at >= created_since)
+    if created_until is not None:
+        query = query.where(WorkOrder.created_at < created_until)
+    if code:
+        escaped = code.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(WorkOrder.code.like(f"%{escaped}%", escape="\\"))
+    if open_only:
+        query = query.where(WorkOrder.state.in_(OPEN))
     if site_ids is not None:
         query = query.where(WorkOrder.site_id.in_(site_ids))
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
-    page = session.scalars(query.order_by(WorkOrder.created_at.desc(), WorkOrder.id.desc()).limit(limit).offset(offset))
-    return total, [summary(order) for order in page]
+    column = SORTS[sort.lstrip("-")]
+    order = (column.desc(), WorkOrder.id.desc()) if sort.startswith("-") else (column.asc(), WorkOrder.id.asc())
+    page = session.scalars(query.order_by(*order).limit(limit).offset(offset))
+    return total, [summary(order, now) for order in page]
 
 
 def work_order(session: Session, code: str, now: float) -> dict[str, Any] | None:
@@ -68,7 +97,7 @@ def work_order(session: Session, code: str, now: float) -> dict[str, Any] | None
     order = session.scalar(select(WorkOrder).where(WorkOrder.code == code).options(selectinload(WorkOrder.events)))
     if order is None:
         return None
-    return summary(order) | {
+    return summary(order, now) | {
         "context": order.context,
         "assignment": order.assignment,
         "eta": order.eta,
@@ -77,7 +106,6 @@ def work_order(session: Session, code: str, now: float) -> dict[str, Any] | None
         "declined_by": order.declined or [],
         "required_level": order.required_level,
         "required_certifications": order.required_certifications or [],
-        "sla": clocks.summary(order.sla, now),
         "closure": order.closure or {},
         "events": [{"at": e.at, "kind": e.kind, "actor": e.actor, "data": e.data, "hash": e.hash}
                    for e in order.events],

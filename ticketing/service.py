@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.core import (
     DEVICE_OFFLINE_CODE, Alarm, Anomaly, Asset, Criticality, Reading, Severity, WorkOrderEvent,
 )
+from ticketing.coding import check_closure
 from ticketing.config import EngineerConfig, TicketingConfig
 from ticketing import chain, queries
 from ticketing import sla as clocks
@@ -441,7 +442,8 @@ class TicketingService:
 
     def _assign(self, session: Session, order: WorkOrder, decision: Decision, why: str = "") -> None:
         previous = order.assigned_engineer_id
-        order.assignment = decision.as_dict()
+        # The weights belong to the explanation: a candidate's grades mean nothing without them.
+        order.assignment = decision.as_dict() | {"weights": self.config.dispatch.weights[order.priority].model_dump()}
         reason = f"{why}: {decision.reason}" if why else decision.reason
         if decision.engineer_id is None:
             order.assigned_engineer_id = order.offered_at = order.eta = None
@@ -747,6 +749,10 @@ class TicketingService:
                               self._now(), self.config.dispatch)
             if isinstance(ruled_out, str):
                 return f"{engineer.id}: {ruled_out}"
+        if target is State.DONE:
+            miscoded = check_closure(self.config.coding, fields, (order.context or {}).get("asset", {}).get("type"))
+            if miscoded:
+                return miscoded
         if target is State.MERGED:
             into = fields["merged_into"]
             if into == order.code or session.scalar(select(WorkOrder.id).where(WorkOrder.code == into)) is None:
@@ -767,6 +773,7 @@ class TicketingService:
             order.failure_mode = fields["failure_mode"]
             order.failure_mechanism = fields["failure_mechanism"]
             order.failure_cause = fields["failure_cause"]
+            order.maintainable_item = fields.get("maintainable_item") or order.maintainable_item
         closing = {k: v for k, v in fields.items() if k not in ("engineer_id", "eta", "reason", "note")}
         if closing:
             order.closure = {**(order.closure or {}), **closing}
@@ -805,7 +812,7 @@ class TicketingService:
     def work_order_page(self, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
         """(total matching, the page): what a paginated list shows."""
         with self.sessions() as session:
-            return queries.list_work_orders(session, **filters)
+            return queries.list_work_orders(session, now=self.clock(), **filters)
 
     def get_work_order(self, code: str) -> dict[str, Any] | None:
         with self.sessions() as session:
@@ -822,6 +829,16 @@ class TicketingService:
     def open_loads(self) -> dict[str, int]:
         with self.sessions() as session:
             return queries.open_loads(session)
+
+    def open_by_device(self) -> dict[str, tuple[str, int]]:
+        with self.sessions() as session:
+            return queries.open_by_device(session)
+
+    def asset_states(self) -> dict[str, str]:
+        """Every asset not operating (and not run out of its state): its state."""
+        with self.sessions() as session:
+            return {row.asset_id: row.state for row in session.scalars(select(AssetState))
+                    if row.until is None or row.until > self.clock()}
 
     def diagnostics(self) -> dict[str, Any]:
         return {"work_orders_created": self.created, "occurrences_added": self.occurrences, "ignored": self.ignored,

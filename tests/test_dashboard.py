@@ -1,0 +1,235 @@
+"""The dashboard in a real headless Chromium: the walk a new user makes, from a flagged pump to a closed
+work order, with a second browser watching the board update live, and the role checks.
+
+Screenshots of every page land in the test's temporary directory (``PMGW_SCREENSHOTS`` copies them
+somewhere to look at)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.publish as publish
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from gateway.broker import Mosquitto
+from tests.conftest import gateway_document, wait_until
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+PASSWORD = "correct horse battery"
+HEALTHY = {"vibration": 2.0, "bearing_temp": 55.0, "flow": 120.0, "pressure": 4.0}
+
+
+def plant(port: int, tmp_path: Path) -> dict[str, Any]:
+    document = gateway_document(port, tmp_path, plant={"name": "North", "timezone": "Europe/Berlin"})
+    document["detectors"] = {"warmup_samples": 60, "checkpoint_path": str(tmp_path / "detectors.ckpt")}
+    return document
+
+
+def publish_history(port: int, start: float, fault_at: float) -> None:
+    """Five-second samples of three devices up to ``fault_at``, then pump-01's vibration over its 7.1 limit."""
+    messages = []
+    t = start
+    while t < fault_at + 60:
+        for device in ("pump-01", "pump-02", "motor-01"):
+            metrics = {k: v * (1 + 0.01 * ((int(t) // 5) % 7 - 3)) for k, v in HEALTHY.items()}
+            if device == "pump-01" and t >= fault_at:
+                metrics["vibration"] = 9.5
+            messages.append((f"plant/north/{device}/telemetry", json.dumps({"ts": t, "metrics": metrics}), 1, False))
+        t += 5
+    for chunk in range(0, len(messages), 500):
+        publish.multiple(messages[chunk:chunk + 500], hostname="127.0.0.1", port=port)
+
+
+def sign_in(page: Page, url: str, username: str) -> None:
+    page.goto(f"{url}/")
+    page.get_by_label("User").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#who")).to_contain_text(username)
+
+
+def watched(browser: Browser, url: str, errors: list[str]) -> Page:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+
+    def only_the_gateway(route: Any) -> None:
+        if route.request.url.startswith(url) or route.request.url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            errors.append(f"request off the gateway: {route.request.url}")
+            route.abort()
+
+    page.route("**/*", only_the_gateway)
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    return page
+
+
+def shoot(page: Page, directory: Path, name: str, part: Any = None) -> None:
+    """The whole page, or one part of it: a full-page shot resizes the viewport and scrolls, so in the
+    middle of filling a form only the part is taken."""
+    path = directory / f"{name}.png"
+    if part is None:
+        page.screenshot(path=str(path), full_page=True)
+    else:
+        part.screenshot(path=str(path))
+    if os.environ.get("PMGW_SCREENSHOTS"):
+        Path(os.environ["PMGW_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(os.environ["PMGW_SCREENSHOTS"]) / path.name)
+
+
+@pytest.fixture
+def running_plant(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> Any:
+    gw = start_gateway(plant(mosquitto.port, tmp_path))
+    identities = gw.gateway.identities
+    identities.add_user("dora", PASSWORD, "dispatcher")
+    identities.add_user("anna", PASSWORD, "technician", engineer_id="eng-mechanical")
+    identities.add_user("vic", PASSWORD, "viewer")
+    now = time.time()
+    fault_at = now - 120
+    publish_history(mosquitto.port, now - 900, fault_at)
+    orders = wait_until(lambda: gw.items("/work-orders", device_id="pump-01"), timeout=30, what="a work order for pump-01")
+    return gw, orders[0], fault_at
+
+
+def test_walk_from_a_flagged_pump_to_a_closed_work_order(running_plant: Any, tmp_path: Path) -> None:
+    gw, order, fault_at = running_plant
+    code = order["code"]
+    assert order["assigned_engineer_id"] == "eng-mechanical"
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = watched(browser, gw.url, errors)
+        sign_in(page, gw.url, "dora")
+
+        # Fleet: the faulty pump is flagged with its open work order; the others are healthy.
+        pump = page.locator('tr[data-device="pump-01"]')
+        expect(pump).to_have_attribute("data-health", "work_order")
+        expect(pump).to_contain_text("work order")
+        expect(page.locator('tr[data-device="pump-02"]')).to_have_attribute("data-health", "healthy")
+        expect(page.locator('[data-connector="test-broker"]')).to_contain_text("connected")
+        expect(page.locator("#clock")).to_contain_text("Europe/Berlin")
+        shoot(page, tmp_path, "fleet")
+
+        # Device: the anomaly mark sits on the vibration chart at the fault's time.
+        pump.get_by_role("link").first.click()
+        chart = page.locator('figure[data-metric="vibration"]')
+        expect(chart.locator("canvas")).to_have_count(1)
+        marks = chart.locator(".mark")
+        expect(marks.first).to_be_attached()
+        first = min(range(marks.count()), key=lambda i: float(marks.nth(i).get_attribute("data-at")))
+        at = float(marks.nth(first).get_attribute("data-at"))
+        assert fault_at <= at <= fault_at + 30, (at, fault_at)  # raised within the limit rule's on-delay
+        assert marks.nth(first).get_attribute("data-work-order") == code
+        expect(page.get_by_text("Calibrated: threshold")).to_be_visible()
+        shoot(page, tmp_path, "device")
+
+        # Its work order: why this engineer, every candidate graded, and the chain verified.
+        page.get_by_role("link", name=code).first.click()
+        expect(page.locator(".explanation")).to_contain_text("scores best")
+        candidates = page.locator("table.candidates tbody tr")
+        expect(candidates.first).to_contain_text("Anna")
+        expect(page.locator(".excluded")).to_contain_text("lacks skill mechanical")
+        expect(page.locator('[data-chain="valid"]')).to_be_visible()
+        shoot(page, tmp_path, "work-order")
+        page.goto(f"{gw.url}/#/board")
+        expect(page.locator(f'[data-state="DISPATCHED"] [data-code="{code}"]')).to_be_visible()
+        expect(page.locator(f'[data-code="{code}"] .sla')).to_contain_text("%")
+        shoot(page, tmp_path, "board")
+
+        # Anna, the assigned engineer, in another browser: accepts and works it to DONE through the forms.
+        anna = watched(browser, gw.url, errors)
+        sign_in(anna, gw.url, "anna")
+        anna.goto(f"{gw.url}/#/work-orders/{code}")
+        anna.get_by_role("button", name="Accept").click()
+        expect(anna.locator(".timeline")).to_contain_text("accepted")
+        for target in ("EN_ROUTE", "ON_SITE", "IN_PROGRESS"):
+            anna.locator(f'form[data-target="{target}"] button[type="submit"]').click()
+            expect(anna.locator(".state")).to_have_text(target)
+        done = anna.locator('form[data-target="DONE"]')
+        done.get_by_label("Resolution").fill("replaced the drive-end bearing")
+        done.get_by_label("Failure mode").select_option("VIB")
+        done.get_by_label("Failure mechanism").select_option("2.4 wear")
+        done.get_by_label("Failure cause").select_option("wear and tear")
+        done.get_by_label("Maintainable item").select_option("bearing")
+        done.get_by_label("Parts (one per line)").fill("bearing 6309-2Z\ngrease")
+        done.get_by_label("Labour (hours)").fill("2.5")
+        shoot(anna, tmp_path, "work-order-done-form", done)
+        done.get_by_role("button", name="Move to DONE").click()
+        expect(anna.locator(".state")).to_have_text("DONE")
+        expect(anna.locator('[data-chain="valid"]')).to_be_visible()
+
+        # Dora's board moved the card without a reload (the stream).
+        expect(page.locator(f'[data-state="DONE"] [data-code="{code}"]')).to_be_visible(timeout=10_000)
+        shoot(page, tmp_path, "board-after")
+        browser.close()
+    closed = gw.get(f"/work-orders/{code}")
+    assert closed["state"] == "DONE" and closed["maintainable_item"] == "bearing"
+    assert closed["closure"]["parts"] == ["bearing 6309-2Z", "grease"] and closed["closure"]["labour_hours"] == 2.5
+    assert [e["actor"] for e in closed["events"] if e["kind"] in ("en_route", "done")] == ["anna", "anna"]
+    assert errors == []
+
+
+def test_pages_follow_the_role(running_plant: Any, tmp_path: Path) -> None:
+    gw, order, _ = running_plant
+    code = order["code"]
+    gw.gateway.identities.add_user("tim", PASSWORD, "technician", engineer_id="eng-far-mechanical")
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        viewer = watched(browser, gw.url, errors)
+        sign_in(viewer, gw.url, "vic")
+        viewer.goto(f"{gw.url}/#/work-orders/{code}")
+        expect(viewer.locator(".explanation")).to_be_visible()
+        assert viewer.locator("form.step").count() == 0
+        assert viewer.get_by_role("button", name="Accept").count() == 0
+        shoot(viewer, tmp_path, "viewer-work-order")
+        viewer.goto(f"{gw.url}/#/device/pump-01")
+        expect(viewer.locator('figure[data-metric="vibration"]')).to_be_visible()
+        assert viewer.get_by_role("button", name="Set state").count() == 0
+        viewer.goto(f"{gw.url}/#/engineers")
+        expect(viewer.locator("svg.plot")).to_be_visible()
+        expect(viewer.locator('tr[data-engineer="eng-mechanical"]')).to_contain_text("hidden for your role")
+        shoot(viewer, tmp_path, "viewer-engineers")
+
+        # A technician who is not assigned sees the order but may not move it or answer its offer.
+        other = watched(browser, gw.url, errors)
+        sign_in(other, gw.url, "tim")
+        other.goto(f"{gw.url}/#/work-orders/{code}")
+        expect(other.locator(".explanation")).to_be_visible()
+        assert other.locator("form.step").count() == 0
+        assert other.get_by_role("button", name="Accept").count() == 0
+
+        # The dispatcher sees contacts and locations, and puts an asset into maintenance with a reason.
+        dora = watched(browser, gw.url, errors)
+        sign_in(dora, gw.url, "dora")
+        dora.goto(f"{gw.url}/#/engineers")
+        expect(dora.locator('tr[data-engineer="eng-mechanical"]')).not_to_contain_text("hidden for your role")
+        dora.goto(f"{gw.url}/#/device/pump-02")
+        dora.get_by_label("Reason").fill("seal change")
+        dora.get_by_role("button", name="Set state").click()
+        expect(dora.get_by_text("maintenance until")).to_be_visible()
+        dora.goto(f"{gw.url}/#/fleet")
+        expect(dora.locator('tr[data-device="pump-02"]')).to_have_attribute("data-health", "maintenance")
+        shoot(dora, tmp_path, "dispatcher-fleet")
+        # Keyboard: a page change moves the focus to the content; the filters follow with Tab, the
+        # navigation is just before it (Shift+Tab), and Enter follows a link.
+        expect(dora.locator("main")).to_be_focused()
+        dora.keyboard.press("Tab")
+        expect(dora.get_by_label("site")).to_be_focused()
+        dora.keyboard.press("Shift+Tab")
+        expect(dora.get_by_role("button", name="Sign out")).to_be_focused()
+        dora.keyboard.press("Shift+Tab")
+        dora.keyboard.press("Shift+Tab")
+        expect(dora.locator('nav a[data-page="board"]')).to_be_focused()
+        dora.keyboard.press("Enter")
+        expect(dora.get_by_role("heading", name="Work orders")).to_be_visible()
+        browser.close()
+    assert gw.gateway.ticketing.asset_state("pump-02")["actor"] == "dora"
+    assert errors == []
