@@ -218,9 +218,23 @@ def test_pages_follow_the_role(running_plant: Any, tmp_path: Path) -> None:
         dora.goto(f"{gw.url}/#/fleet")
         expect(dora.locator('tr[data-device="pump-02"]')).to_have_attribute("data-health", "maintenance")
         shoot(dora, tmp_path, "dispatcher-fleet")
-        # Keyboard: a page change moves the focus to the content; the filters follow with Tab, the
-        # navigation is just before it (Shift+Tab), and Enter follows a link.
+        # A tablet in portrait: nothing wider than the screen but the board's own scroller.
+        dora.set_viewport_size({"width": 820, "height": 1180})
+        for page_name in ("fleet", "board", f"work-orders/{code}", "engineers"):
+            dora.goto(f"{gw.url}/#/{page_name}")
+            expect(dora.locator("main h1")).to_be_visible()
+            dora.wait_for_timeout(300)
+            assert dora.evaluate("document.documentElement.scrollWidth") <= 820, page_name
+        shoot(dora, tmp_path, "tablet-engineers")
+        dora.set_viewport_size({"width": 1366, "height": 768})
+        dora.goto(f"{gw.url}/#/fleet")
+        # Keyboard: a page change moves the focus to the content; the skip link does too, and from
+        # there Tab reaches the filters; the navigation is just before the content; Enter follows a link.
         expect(dora.locator("main")).to_be_focused()
+        dora.locator(".skip").focus()
+        dora.keyboard.press("Enter")
+        expect(dora.locator("main")).to_be_focused()
+        dora.get_by_role("button", name="Sign out").focus()
         dora.keyboard.press("Tab")
         expect(dora.get_by_label("site")).to_be_focused()
         dora.keyboard.press("Shift+Tab")

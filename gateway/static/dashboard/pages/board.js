@@ -40,7 +40,7 @@ function paint(element, clock) {
 
 function card(order, readAt) {
   return h("li", { class: `card ${order.priority}`, "data-code": order.code },
-    h("a", { href: `#/work-orders/${order.code}`, class: "code" }, order.code), " ", priorityBadge(order.priority),
+    h("div", {}, h("a", { href: `#/work-orders/${order.code}`, class: "code" }, order.code), " ", priorityBadge(order.priority)),
     h("div", {}, h("a", { href: `#/device/${encodeURIComponent(order.device_id)}` }, order.device_id), ` · ${order.failure_mode}`),
     h("div", { class: "title" }, order.title),
     h("div", {}, order.assigned_engineer_id ? `engineer ${order.assigned_engineer_id}` : "unassigned"),
@@ -114,10 +114,10 @@ export async function render(main, _params, context) {
     const pages = await Promise.all(columns.map((state) => api.get("/work-orders", { ...filters, state, limit: PER_COLUMN })));
     if (mine !== generation) return;
     const total = pages.reduce((sum, page) => sum + page.total, 0);
-    summary.textContent = `${total} work orders on the board`;
+    summary.textContent = `${total} work order${total === 1 ? "" : "s"} on the board`;
     replace(content, h("div", { class: "board" }, columns.map((state, index) => {
       const page = pages[index];
-      return h("section", { class: "column", "aria-label": `${state}: ${page.total}`, "data-state": state },
+      return h("section", { class: page.total ? "column" : "column empty", "aria-label": `${state}: ${page.total}`, "data-state": state },
         h("h2", {}, state.replace("_", " "), " ", h("span", { class: "count" }, page.total)),
         h("ol", {}, page.items.map((order) => card(order, readAt))),
         page.total > page.items.length
@@ -131,7 +131,9 @@ export async function render(main, _params, context) {
     const readAt = Date.now() / 1000;
     const page = await api.get("/work-orders", { ...filters, sort, limit: 100, offset: listOffset });
     if (mine !== generation) return;
-    summary.textContent = `${page.total} work orders; ${page.offset + 1}–${page.offset + page.items.length} shown`;
+    summary.textContent = page.total
+      ? `${page.total} work order${page.total === 1 ? "" : "s"}; ${page.offset + 1}–${page.offset + page.items.length} shown`
+      : "No work orders match.";
     const header = (label, key) => h("th", { scope: "col", "aria-sort": sort === key ? "ascending" : sort === `-${key}` ? "descending" : "none" },
       h("button", { type: "button", class: "link", onclick: () => { sort = sort === `-${key}` ? key : `-${key}`; loadList(); } }, label));
     replace(content, h("table", { class: "orders", "aria-label": "Work orders" },

@@ -37,8 +37,11 @@ export function plot(sites, engineers, orders) {
   // Equirectangular, with longitude shrunk by the cosine of the middle latitude so distances look right.
   const squash = Math.cos(((south + north) / 2) * Math.PI / 180);
   const scale = Math.min((width - 40) / ((east - west) * squash), (height - 40) / (north - south));
-  const x = (lon) => 20 + (lon - west) * squash * scale;
-  const y = (lat) => 20 + (north - lat) * scale;
+  // Centred: the narrower extent gets the spare room on both sides.
+  const left = (width - (east - west) * squash * scale) / 2;
+  const top = (height - (north - south) * scale) / 2;
+  const x = (lon) => left + (lon - west) * squash * scale;
+  const y = (lat) => top + (north - lat) * scale;
   const openBySite = {};
   for (const order of orders) openBySite[order.site_id] = (openBySite[order.site_id] || []).concat(order);
 
