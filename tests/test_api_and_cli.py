@@ -52,8 +52,8 @@ def test_api_resources_and_invalid_requests(mosquitto: Mosquitto, tmp_path: Path
     assert (window.status_code, window.json()["detail"]) == (422, "'since' must not be after 'until'")
     assert gw.http.get("/anomalies", params={"limit": 0}).status_code == 422
     # A filter the endpoint does not have is refused, not ignored (it used to return everything).
-    unknown = gw.http.get("/work-orders", params={"failure_mode": "VIB"})
-    assert unknown.status_code == 400 and "unknown query parameter(s) failure_mode" in unknown.json()["detail"]
+    unknown = gw.http.get("/work-orders", params={"failuremode": "VIB"})
+    assert unknown.status_code == 400 and "unknown query parameter(s) failuremode" in unknown.json()["detail"]
     bad_body = gw.http.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "x"})
     assert bad_body.status_code == 422 and bad_body.json()["errors"][0]["field"] == "body.title"
 

@@ -8,7 +8,7 @@ may extend or replace them under ``ticketing.coding``.
 >>> check_closure(coding, {"failure_mode": "VIB", "failure_mechanism": "2.4 wear",
 ...                        "failure_cause": "wear and tear", "maintainable_item": "bearing"}, "pump")
 >>> check_closure(coding, {"failure_mode": "VIB", "failure_mechanism": "worn", "failure_cause": "wear and tear"}, "pump")
-"failure_mechanism 'worn' is not in the coding list (e.g. '1.1 leakage')"
+"failure_mechanism 'worn' is not in the coding list (e.g. '1.0 mechanical')"
 """
 
 from __future__ import annotations
