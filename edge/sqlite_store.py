@@ -202,6 +202,13 @@ class SqliteStore:
         with self._reader() as connection:
             return dict(connection.execute("SELECT device_id, MAX(ts) FROM latest GROUP BY device_id").fetchall())
 
+    def monitored_days(self) -> list[tuple[str, int]]:
+        """(device, day number since the epoch) of every day a device sent anything, from the
+        rollups, which are kept for a year: the exposure failure rates are counted against."""
+        with self._reader() as connection:
+            return connection.execute(
+                "SELECT DISTINCT device_id, CAST(ts / 86400 AS INTEGER) FROM rollups").fetchall()
+
     def history(
         self, device_id: str, metric: str | None, since: float, until: float, limit: int
     ) -> list[Reading]:

@@ -19,6 +19,7 @@ from starlette.requests import Request as StarletteRequest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gateway.analytics import add_analytics
 from gateway.auth.api import add_auth_routes
 from gateway.auth.masking import mask_engineer
 from gateway.auth.store import Principal
@@ -163,6 +164,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
     document_problems(api)
     add_auth_routes(api, auth, API_PREFIX)
     add_dashboard(api, gateway, API_PREFIX, require)
+    add_analytics(api, gateway, API_PREFIX, require)
 
     registry = CollectorRegistry()
     registry.register(GatewayCollector(gateway))

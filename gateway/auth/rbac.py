@@ -36,6 +36,7 @@ ACTIONS = {
     "auth.keys": "create, list, revoke API keys",
     "auth.self": "one's own identity",
     "audit.read": "read and verify the audit log",
+    "analytics.read": "fault clusters, KPIs and the work-order facts table (engineers pseudonymous)",
 }
 
 _READ = {"assets.read", "telemetry.read", "anomalies.read", "workorders.read", "workorders.verify",
@@ -46,7 +47,7 @@ MATRIX: dict[str, frozenset[str]] = {
     "technician": frozenset(_READ | {"workorders.transition", "dispatch.answer", "engineers.locate"}),
     "dispatcher": frozenset(_READ | {"workorders.create", "workorders.transition", "dispatch.answer",
                                      "dispatch.reoptimise", "engineers.locate", "assets.set_state"}),
-    "reliability_engineer": frozenset(_READ),
+    "reliability_engineer": frozenset(_READ | {"analytics.read"}),
     "integrator": frozenset(_READ | {"workorders.create", "workorders.transition"}),
     "admin": frozenset(ACTIONS),
 }

@@ -1,0 +1,130 @@
+"""Fault clusters: groups of assets (by model, type, firmware, site, environment bucket…) whose
+failures (of one mode or maintainable item, or any) come more often per device-day than in the
+rest of the fleet, beyond chance.
+
+Every group with enough failures is tested (an exact rate-ratio test, :mod:`.stats`), the
+p-values are adjusted together (Benjamini–Hochberg), and what stays under the false-discovery
+rate is ranked by adjusted p-value, then by rate ratio, each with its evidence.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ticketing.analytics.stats import benjamini_hochberg, rate_ratio
+
+ASSET_DIMENSIONS = ("model", "type", "firmware", "site")
+FAILURE_DIMENSIONS = ("failure_mode", "maintainable_item")
+# What a group may be made of: asset attributes (and site environment columns), and failure coding.
+KNOWN_ASSET_DIMENSIONS = frozenset({"model", "type", "firmware", "site", "serial"})
+KNOWN_FAILURE_DIMENSIONS = frozenset({"failure_mode", "maintainable_item", "failure_mechanism", "failure_cause",
+                                      "origin"})
+EVIDENCE = 20
+
+
+@dataclass
+class ClusterQuery:
+    asset_dimensions: tuple[str, ...] = ASSET_DIMENSIONS
+    failure_dimensions: tuple[str, ...] = FAILURE_DIMENSIONS
+    # Asset dimensions combined at most this many at a time (plus at most one failure dimension).
+    depth: int = 2
+    min_failures: int = 5
+    false_discovery_rate: float = 0.05
+    # Continuous environment columns: cut points per column, else quartiles.
+    cuts: dict[str, list[float]] = field(default_factory=dict)
+    quantiles: int = 4
+
+
+def bucket_environment(table: pd.DataFrame, query: ClusterQuery) -> tuple[pd.DataFrame, list[str]]:
+    """Numeric ``env_*`` columns as labelled buckets (``humidity_pct 80–95``); other env columns as they are."""
+    table = table.copy()
+    names = []
+    for column in [c for c in table.columns if c.startswith("env_")]:
+        name = column[4:]
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.notna().any() and values.nunique() > 1:
+            edges = query.cuts.get(name)
+            bins = ([-math.inf, *edges, math.inf] if edges is not None
+                    else sorted(set(values.quantile([i / query.quantiles for i in range(query.quantiles + 1)]))))
+            if len(bins) < 2:
+                continue
+            labels = [f"{name} {_edge(low)}–{_edge(high)}" for low, high in zip(bins, bins[1:])]
+            table[name] = pd.cut(values, bins=bins, labels=labels, include_lowest=True, duplicates="drop").astype(str)
+        else:
+            table[name] = table[column].astype(str)
+        names.append(name)
+    return table, names
+
+
+def _edge(value: float) -> str:
+    return "∞" if value == math.inf else "−∞" if value == -math.inf else f"{value:g}"
+
+
+def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQuery | None = None) -> list[dict[str, Any]]:
+    """Significant clusters, most certain first. ``facts``: work orders (``failed`` marks real
+    failures); ``exposure``: one row per asset with its attributes and ``device_days``."""
+    query = query or ClusterQuery()
+    exposure, environment = bucket_environment(exposure, query)
+    exposure = exposure[exposure["device_days"] > 0]
+    asset_columns = [d for d in dict.fromkeys((*query.asset_dimensions, *environment)) if d in exposure.columns]
+    failures = facts[facts["failed"]].drop(columns=[c for c in asset_columns if c in facts.columns])
+    failures = failures.merge(exposure[["device_id", *asset_columns]], on="device_id", how="inner")
+    total_days = float(exposure["device_days"].sum())
+    if failures.empty or total_days <= 0:
+        return []
+    tested: list[dict[str, Any]] = []
+    for size in range(1, query.depth + 1):
+        for dims in itertools.combinations(asset_columns, size):
+            days = exposure.groupby(list(dims), observed=True)["device_days"].sum()
+            for failure_dim in (None, *query.failure_dimensions):
+                tested += _test(failures, days, total_days, list(dims), failure_dim, query)
+    q_values = benjamini_hochberg([t["p_value"] for t in tested])
+    for row, q in zip(tested, q_values):
+        row["q_value"] = q
+    found = [t for t in tested if t["q_value"] <= query.false_discovery_rate and t["rate_ratio"] > 1]
+    found.sort(key=lambda t: (t["q_value"], -t["rate_ratio"]))
+    for cluster in found:
+        _evidence(cluster, failures)
+    return found
+
+
+def _test(failures: pd.DataFrame, days: pd.Series, total_days: float, dims: list[str], failure_dim: str | None,
+          query: ClusterQuery) -> list[dict[str, Any]]:
+    keys = dims + ([failure_dim] if failure_dim else [])
+    counts = failures.groupby(keys, observed=True).size()
+    totals = failures.groupby(failure_dim).size() if failure_dim else None
+    rows = []
+    for key, count in counts.items():
+        if count < query.min_failures:
+            continue
+        key = key if isinstance(key, tuple) else (key,)
+        asset_key = key[:len(dims)]
+        group_days = float(days.get(asset_key if len(dims) > 1 else asset_key[0], 0.0))
+        rest_days = total_days - group_days
+        if group_days <= 0 or rest_days <= 0:
+            continue
+        everywhere = int(totals[key[-1]]) if failure_dim else len(failures)
+        result = rate_ratio(int(count), group_days, everywhere - int(count), rest_days)
+        where = dict(zip(keys, (str(k) for k in key)))
+        rows.append({
+            "group": where, "failures": int(count), "device_days": group_days,
+            "rate_per_1000_days": 1000 * count / group_days,
+            "rest_rate_per_1000_days": 1000 * (everywhere - count) / rest_days,
+            "rate_ratio": result.ratio, "ci_low": result.low, "ci_high": result.high, "p_value": result.p_value,
+        })
+    return rows
+
+
+def _evidence(cluster: dict[str, Any], failures: pd.DataFrame) -> None:
+    mask = pd.Series(True, index=failures.index)
+    for column, value in cluster["group"].items():
+        mask &= failures[column].astype(str) == value
+    members = failures[mask].sort_values("created_at")
+    cluster["work_orders"] = members["code"].head(EVIDENCE).tolist()
+    cluster["assets"] = sorted(members["device_id"].unique().tolist())[:EVIDENCE]
+    cluster["by_month"] = {month: int(n) for month, n in members.groupby("month").size().items()}

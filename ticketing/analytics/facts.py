@@ -1,0 +1,83 @@
+"""The facts table: one row per work order with its confirmed coding, its times, and the asset's
+model, type, firmware, site and site environment; and the exposure: device-days monitored.
+
+Read in chunks from whichever database ticketing uses (SQLite or PostgreSQL), selecting only the
+columns the analysis needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, select
+
+from gateway.core import Asset
+from ticketing.models import Event, WorkOrder
+
+CHUNK = 20_000
+ASSET_COLUMNS = ["device_id", "model", "type", "serial", "firmware", "site"]
+# Closed with a real failure found: what a failure rate counts.
+FAILED_STATES = {"DONE", "VERIFIED", "ARCHIVED"}
+NOT_A_FAILURE_CAUSES = {"no fault found"}
+COLUMNS = (WorkOrder.code, WorkOrder.device_id, WorkOrder.site_id, WorkOrder.origin, WorkOrder.priority,
+           WorkOrder.state, WorkOrder.failure_mode, WorkOrder.failure_mechanism, WorkOrder.failure_cause,
+           WorkOrder.maintainable_item, WorkOrder.assigned_engineer_id, WorkOrder.created_at, WorkOrder.offered_at,
+           WorkOrder.accepted_at, WorkOrder.closed_at, WorkOrder.due_at, WorkOrder.repeat_of, WorkOrder.sla,
+           WorkOrder.closure, WorkOrder.context)
+
+
+def asset_table(assets: Iterable[Asset]) -> pd.DataFrame:
+    """Asset attributes with the site environment spread into ``env_<name>`` columns."""
+    rows = []
+    for asset in assets:
+        row: dict[str, Any] = {"device_id": asset.id, "model": asset.model, "type": asset.type,
+                               "serial": asset.serial, "firmware": asset.firmware, "site": asset.site.id}
+        row |= {f"env_{name}": value for name, value in asset.site.environment.items()}
+        rows.append(row)
+    # The columns are there even for no assets (a filter that matches nothing).
+    return pd.DataFrame(rows, columns=[*ASSET_COLUMNS, *sorted({k for r in rows for k in r} - set(ASSET_COLUMNS))])
+
+
+def _flatten(chunk: pd.DataFrame) -> pd.DataFrame:
+    closure = chunk.pop("closure").map(lambda c: c or {})
+    context = chunk.pop("context").map(lambda c: c or {})
+    chunk["restored_at"] = closure.map(lambda c: c.get("restored_at"))
+    chunk["labour_hours"] = closure.map(lambda c: c.get("labour_hours"))
+    chunk["detector"] = context.map(lambda c: (c.get("finding") or {}).get("detector"))
+    return chunk
+
+
+def work_order_facts(engine: Engine, assets: Iterable[Asset], since: float | None = None,
+                     until: float | None = None) -> pd.DataFrame:
+    """Every work order opened in [since, until), joined with its asset; ``failed`` marks the ones
+    closed with a real failure (not cancelled, merged or no-fault-found)."""
+    query = select(*COLUMNS)
+    if since is not None:
+        query = query.where(WorkOrder.created_at >= since)
+    if until is not None:
+        query = query.where(WorkOrder.created_at < until)
+    with engine.connect() as connection:
+        chunks = [_flatten(chunk) for chunk in pd.read_sql(query, connection, chunksize=CHUNK)]
+    facts = pd.concat(chunks, ignore_index=True) if chunks else _flatten(pd.read_sql(query.limit(0), engine))
+    facts = facts.merge(asset_table(assets), on="device_id", how="left")
+    facts["failed"] = facts["state"].isin(FAILED_STATES) & ~facts["failure_cause"].isin(NOT_A_FAILURE_CAUSES)
+    facts["month"] = pd.to_datetime(facts["created_at"], unit="s", utc=True).dt.strftime("%Y-%m")
+    return facts
+
+
+def exposure_from_days(days: pd.DataFrame, assets: Iterable[Asset]) -> pd.DataFrame:
+    """``days``: one row per (device_id, day) a device was monitored; the asset table with
+    ``device_days`` (0 for an asset never seen)."""
+    counts = days.groupby("device_id")["day"].nunique().rename("device_days")
+    table = asset_table(assets).merge(counts, left_on="device_id", right_index=True, how="left")
+    table["device_days"] = table["device_days"].fillna(0).astype(float)
+    return table
+
+
+def reopened_codes(engine: Engine) -> set[str]:
+    """Work orders that were ever reopened (not a first-time fix)."""
+    query = select(WorkOrder.code).join(Event, Event.work_order_id == WorkOrder.id).where(Event.kind == "reopened")
+    with engine.connect() as connection:
+        return {row[0] for row in connection.execute(query.distinct())}
