@@ -96,12 +96,12 @@ def _cuts(text: str | None) -> dict[str, list[float]]:
 
 
 def add_analytics(api: FastAPI, gateway: "Gateway", prefix: str, require: Callable[[str], Any]) -> None:
-    def load(filters: FactFilters, principal: Principal) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def load(filters: FactFilters, principal: Principal, sla: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
         assets = [a for a in gateway.assets.values() if principal.may_see_site(a.site.id)
                   and (filters.site_id is None or a.site.id == filters.site_id)
                   and (filters.model is None or a.model == filters.model)
                   and (filters.type is None or a.type == filters.type)]
-        facts = work_order_facts(gateway.ticketing.engine, assets, filters.since, filters.until)
+        facts = work_order_facts(gateway.ticketing.engine, assets, filters.since, filters.until, sla)
         facts = facts[facts["device_id"].isin([a.id for a in assets])]
         if filters.failure_mode is not None:
             facts = facts[facts["failure_mode"] == filters.failure_mode]
@@ -155,7 +155,7 @@ def add_analytics(api: FastAPI, gateway: "Gateway", prefix: str, require: Callab
             principal: Principal = Depends(require("analytics.read"))) -> dict[str, Any]:
         """MTTR, MTBF, time to dispatch and acknowledge, SLA attainment, backlog, first-time fix,
         repeat failures, bad actors, the failure-mode Pareto and the detectors' own quality."""
-        facts, exposure = load(filters, principal)
+        facts, exposure = load(filters, principal, sla=True)
         return kpis(facts, exposure, time.time(), reopened_codes(gateway.ticketing.engine), group_by)
 
     @api.get(f"{prefix}/analytics/facts", tags=["analytics"], response_class=Response,

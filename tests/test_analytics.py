@@ -125,7 +125,7 @@ def test_kpis_against_a_scripted_history(tmp_path: Path) -> None:
     order("b", "VIB", START + 2 * 86400, 1800, 3600, "no fault found")  # not a failure
     order("b", "ELU", START + 3 * 86400, 300, None)             # still open
     clock.now = START + 4 * 86400
-    facts = work_order_facts(service.engine, assets.values())
+    facts = work_order_facts(service.engine, assets.values(), sla=True)
     result = kpis(facts, every_day(assets, 10), clock.now, reopened_codes(service.engine), group_by="device_id")
     assert result["failures"] == 2
     assert result["mttr_h"] == pytest.approx(3.0)                         # (4 + 2) / 2

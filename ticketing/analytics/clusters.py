@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from ticketing.analytics.stats import benjamini_hochberg, rate_ratio
+from ticketing.analytics.stats import benjamini_hochberg, rate_ratios
 
 ASSET_DIMENSIONS = ("model", "type", "firmware", "site")
 FAILURE_DIMENSIONS = ("failure_mode", "maintainable_item")
@@ -65,9 +65,11 @@ def _edge(value: float) -> str:
     return "∞" if value == math.inf else "−∞" if value == -math.inf else f"{value:g}"
 
 
-def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQuery | None = None) -> list[dict[str, Any]]:
+def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQuery | None = None,
+                   members: bool = False) -> list[dict[str, Any]]:
     """Significant clusters, most certain first. ``facts``: work orders (``failed`` marks real
-    failures); ``exposure``: one row per asset with its attributes and ``device_days``."""
+    failures); ``exposure``: one row per asset with its attributes and ``device_days``.
+    ``members``: also every failure's code under ``members`` (the evidence keeps the first 20)."""
     query = query or ClusterQuery()
     exposure, environment = bucket_environment(exposure, query)
     exposure = exposure[exposure["device_days"] > 0]
@@ -89,7 +91,7 @@ def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQu
     found = [t for t in tested if t["q_value"] <= query.false_discovery_rate and t["rate_ratio"] > 1]
     found.sort(key=lambda t: (t["q_value"], -t["rate_ratio"]))
     for cluster in found:
-        _evidence(cluster, failures)
+        _evidence(cluster, failures, members)
     return found
 
 
@@ -97,34 +99,44 @@ def _test(failures: pd.DataFrame, days: pd.Series, total_days: float, dims: list
           query: ClusterQuery) -> list[dict[str, Any]]:
     keys = dims + ([failure_dim] if failure_dim else [])
     counts = failures.groupby(keys, observed=True).size()
-    totals = failures.groupby(failure_dim).size() if failure_dim else None
+    counts = counts[counts >= query.min_failures]
+    if counts.empty:
+        return []
+    table = counts.rename("failures").reset_index()
+    group_days = days.rename("device_days").reset_index()
+    table = table.merge(group_days, on=dims, how="left").fillna({"device_days": 0.0})
+    if failure_dim:
+        everywhere = failures.groupby(failure_dim).size().rename("everywhere").reset_index()
+        table = table.merge(everywhere, on=failure_dim, how="left")
+    else:
+        table["everywhere"] = len(failures)
+    table["rest_days"] = total_days - table["device_days"]
+    table = table[(table["device_days"] > 0) & (table["rest_days"] > 0)]
+    if table.empty:
+        return []
+    rest = table["everywhere"] - table["failures"]
+    ratio, low, high, p_value = rate_ratios(table["failures"].to_numpy(), table["device_days"].to_numpy(),
+                                            rest.to_numpy(), table["rest_days"].to_numpy())
     rows = []
-    for key, count in counts.items():
-        if count < query.min_failures:
-            continue
-        key = key if isinstance(key, tuple) else (key,)
-        asset_key = key[:len(dims)]
-        group_days = float(days.get(asset_key if len(dims) > 1 else asset_key[0], 0.0))
-        rest_days = total_days - group_days
-        if group_days <= 0 or rest_days <= 0:
-            continue
-        everywhere = int(totals[key[-1]]) if failure_dim else len(failures)
-        result = rate_ratio(int(count), group_days, everywhere - int(count), rest_days)
-        where = dict(zip(keys, (str(k) for k in key)))
+    for index, (_, row) in enumerate(table.iterrows()):
         rows.append({
-            "group": where, "failures": int(count), "device_days": group_days,
-            "rate_per_1000_days": 1000 * count / group_days,
-            "rest_rate_per_1000_days": 1000 * (everywhere - count) / rest_days,
-            "rate_ratio": result.ratio, "ci_low": result.low, "ci_high": result.high, "p_value": result.p_value,
+            "group": {k: str(row[k]) for k in keys}, "failures": int(row["failures"]),
+            "device_days": float(row["device_days"]),
+            "rate_per_1000_days": 1000 * row["failures"] / row["device_days"],
+            "rest_rate_per_1000_days": 1000 * (row["everywhere"] - row["failures"]) / row["rest_days"],
+            "rate_ratio": float(ratio[index]), "ci_low": float(low[index]), "ci_high": float(high[index]),
+            "p_value": float(p_value[index]),
         })
     return rows
 
 
-def _evidence(cluster: dict[str, Any], failures: pd.DataFrame) -> None:
+def _evidence(cluster: dict[str, Any], failures: pd.DataFrame, members: bool) -> None:
     mask = pd.Series(True, index=failures.index)
     for column, value in cluster["group"].items():
         mask &= failures[column].astype(str) == value
-    members = failures[mask].sort_values("created_at")
-    cluster["work_orders"] = members["code"].head(EVIDENCE).tolist()
-    cluster["assets"] = sorted(members["device_id"].unique().tolist())[:EVIDENCE]
-    cluster["by_month"] = {month: int(n) for month, n in members.groupby("month").size().items()}
+    chosen = failures[mask].sort_values("created_at")
+    cluster["work_orders"] = chosen["code"].head(EVIDENCE).tolist()
+    cluster["assets"] = sorted(chosen["device_id"].unique().tolist())[:EVIDENCE]
+    cluster["by_month"] = {month: int(n) for month, n in chosen.groupby("month").size().items()}
+    if members:
+        cluster["members"] = chosen["code"].tolist()

@@ -21,11 +21,25 @@ ASSET_COLUMNS = ["device_id", "model", "type", "serial", "firmware", "site"]
 # Closed with a real failure found: what a failure rate counts.
 FAILED_STATES = {"DONE", "VERIFIED", "ARCHIVED"}
 NOT_A_FAILURE_CAUSES = {"no fault found"}
+# JSON fields are taken apart by the database (SQLite's json_extract, PostgreSQL's ->>): decoding
+# whole documents in Python was most of the time on 100,000 orders.
 COLUMNS = (WorkOrder.code, WorkOrder.device_id, WorkOrder.site_id, WorkOrder.origin, WorkOrder.priority,
            WorkOrder.state, WorkOrder.failure_mode, WorkOrder.failure_mechanism, WorkOrder.failure_cause,
            WorkOrder.maintainable_item, WorkOrder.assigned_engineer_id, WorkOrder.created_at, WorkOrder.offered_at,
-           WorkOrder.accepted_at, WorkOrder.closed_at, WorkOrder.due_at, WorkOrder.repeat_of, WorkOrder.sla,
-           WorkOrder.closure, WorkOrder.context)
+           WorkOrder.accepted_at, WorkOrder.closed_at, WorkOrder.due_at, WorkOrder.repeat_of,
+           WorkOrder.closure["restored_at"].as_float().label("restored_at"),
+           WorkOrder.closure["labour_hours"].as_float().label("labour_hours"),
+           WorkOrder.context[("finding", "detector")].as_string().label("detector"))
+
+
+CLOCKS = ("respond", "on_site", "restore")
+SLA_COLUMNS = (
+    WorkOrder.sla["started_at"].as_float().label("sla_started_at"),
+    WorkOrder.sla["paused_s"].as_float().label("sla_paused_s"),
+    WorkOrder.sla["paused_since"].as_float().label("sla_paused_since"),
+    *(WorkOrder.sla[("budget_s", clock)].as_float().label(f"sla_{clock}_budget_s") for clock in CLOCKS),
+    *(WorkOrder.sla[("met", clock)].as_float().label(f"sla_{clock}_met_at") for clock in CLOCKS),
+)
 
 
 def asset_table(assets: Iterable[Asset]) -> pd.DataFrame:
@@ -40,27 +54,19 @@ def asset_table(assets: Iterable[Asset]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*ASSET_COLUMNS, *sorted({k for r in rows for k in r} - set(ASSET_COLUMNS))])
 
 
-def _flatten(chunk: pd.DataFrame) -> pd.DataFrame:
-    closure = chunk.pop("closure").map(lambda c: c or {})
-    context = chunk.pop("context").map(lambda c: c or {})
-    chunk["restored_at"] = closure.map(lambda c: c.get("restored_at"))
-    chunk["labour_hours"] = closure.map(lambda c: c.get("labour_hours"))
-    chunk["detector"] = context.map(lambda c: (c.get("finding") or {}).get("detector"))
-    return chunk
-
-
 def work_order_facts(engine: Engine, assets: Iterable[Asset], since: float | None = None,
-                     until: float | None = None) -> pd.DataFrame:
+                     until: float | None = None, sla: bool = False) -> pd.DataFrame:
     """Every work order opened in [since, until), joined with its asset; ``failed`` marks the ones
-    closed with a real failure (not cancelled, merged or no-fault-found)."""
-    query = select(*COLUMNS)
+    closed with a real failure (not cancelled, merged or no-fault-found); ``sla``: also the SLA
+    clocks (what the KPIs need, not the clusters)."""
+    query = select(*COLUMNS, *(SLA_COLUMNS if sla else ()))
     if since is not None:
         query = query.where(WorkOrder.created_at >= since)
     if until is not None:
         query = query.where(WorkOrder.created_at < until)
     with engine.connect() as connection:
-        chunks = [_flatten(chunk) for chunk in pd.read_sql(query, connection, chunksize=CHUNK)]
-    facts = pd.concat(chunks, ignore_index=True) if chunks else _flatten(pd.read_sql(query.limit(0), engine))
+        chunks = list(pd.read_sql(query, connection, chunksize=CHUNK))
+        facts = pd.concat(chunks, ignore_index=True) if chunks else pd.read_sql(query.limit(0), connection)
     facts = facts.merge(asset_table(assets), on="device_id", how="left")
     facts["failed"] = facts["state"].isin(FAILED_STATES) & ~facts["failure_cause"].isin(NOT_A_FAILURE_CAUSES)
     facts["month"] = pd.to_datetime(facts["created_at"], unit="s", utc=True).dt.strftime("%Y-%m")

@@ -35,18 +35,20 @@ def _mean(series: pd.Series, scale: float) -> float | None:
 
 
 def _sla_attainment(facts: pd.DataFrame, now: float) -> dict[str, float | None]:
-    met = {clock: 0 for clock in clocks.CLOCKS}
-    ended = {clock: 0 for clock in clocks.CLOCKS}
-    for sla in facts["sla"].dropna():
-        for clock in clocks.CLOCKS:
-            done_at = sla["met"].get(clock)
-            due = clocks.deadline(sla, clock, done_at if done_at is not None else now)
-            if done_at is not None:
-                ended[clock] += 1
-                met[clock] += int(done_at <= due)
-            elif now > due:
-                ended[clock] += 1
-    return {clock: (met[clock] / ended[clock] if ended[clock] else None) for clock in clocks.CLOCKS}
+    """Per clock: met by its deadline / clocks that ended (met, or past their deadline unmet)."""
+    result: dict[str, float | None] = {}
+    for clock in clocks.CLOCKS:
+        if f"sla_{clock}_budget_s" not in facts:
+            result[clock] = None
+            continue
+        met_at = facts[f"sla_{clock}_met_at"]
+        paused = facts["sla_paused_s"].fillna(0) + (now - facts["sla_paused_since"]).where(
+            facts["sla_paused_since"].notna() & met_at.isna(), 0)
+        deadline = facts["sla_started_at"] + facts[f"sla_{clock}_budget_s"] + paused
+        has_clock = facts[f"sla_{clock}_budget_s"].notna()
+        ended = has_clock & (met_at.notna() | (deadline < now))
+        result[clock] = float((met_at[ended] <= deadline[ended]).mean()) if ended.any() else None
+    return result
 
 
 def kpis(facts: pd.DataFrame, exposure: pd.DataFrame, now: float, reopened: set[str],

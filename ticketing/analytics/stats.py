@@ -30,10 +30,24 @@ class RateRatio:
     p_value: float
 
 
-def _to_ratio(p: float, exposure: float, rest_exposure: float) -> float:
-    if p >= 1.0:
-        return math.inf
-    return p / (1.0 - p) * rest_exposure / exposure
+def rate_ratios(failures: np.ndarray, exposure: np.ndarray, rest_failures: np.ndarray, rest_exposure: np.ndarray,
+                confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ratio, low, high, one-sided p) for many groups at once: the exact (Clopper-Pearson) interval
+    from beta quantiles, the p-value from the binomial tail, as scipy's binomtest computes them."""
+    a = np.asarray(failures, dtype=float)
+    ta, b, tb = (np.asarray(x, dtype=float) for x in (exposure, rest_failures, rest_exposure))
+    n = a + b
+    null = ta / (ta + tb)
+    alpha = 1 - confidence
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low_p = np.where(a > 0, stats.beta.ppf(alpha / 2, a, n - a + 1), 0.0)
+        high_p = np.where(a < n, stats.beta.ppf(1 - alpha / 2, a + 1, n - a), 1.0)
+        odds = tb / ta
+        low = low_p / (1 - low_p) * odds
+        high = np.where(high_p < 1, high_p / (1 - high_p) * odds, np.inf)
+        ratio = np.where(b > 0, (a / ta) / np.where(b > 0, b / tb, 1), np.inf)
+        p_value = np.where(n > 0, stats.binom.sf(a - 1, n, null), 1.0)
+    return ratio, low, high, p_value
 
 
 def rate_ratio(failures: int, exposure: float, rest_failures: int, rest_exposure: float,
@@ -42,15 +56,11 @@ def rate_ratio(failures: int, exposure: float, rest_failures: int, rest_exposure
     that the group fails more often."""
     if exposure <= 0 or rest_exposure <= 0:
         raise ValueError("both exposures must be positive")
-    total = failures + rest_failures
-    if total == 0:
+    if failures + rest_failures == 0:
         return RateRatio(math.nan, 0.0, math.inf, 1.0)
-    null = exposure / (exposure + rest_exposure)
-    test = stats.binomtest(failures, total, null, alternative="greater")
-    interval = stats.binomtest(failures, total, null).proportion_ci(confidence_level=confidence, method="exact")
-    ratio = (failures / exposure) / (rest_failures / rest_exposure) if rest_failures else math.inf
-    return RateRatio(ratio, _to_ratio(interval.low, exposure, rest_exposure),
-                     _to_ratio(interval.high, exposure, rest_exposure), float(test.pvalue))
+    ratio, low, high, p_value = rate_ratios(np.array([failures]), np.array([exposure]), np.array([rest_failures]),
+                                            np.array([rest_exposure]), confidence)
+    return RateRatio(float(ratio[0]), float(low[0]), float(high[0]), float(p_value[0]))
 
 
 def benjamini_hochberg(p_values: list[float]) -> list[float]:
