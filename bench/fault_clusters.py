@@ -28,12 +28,11 @@ from sqlalchemy import insert, text
 
 from gateway.audit import AuditLog
 from gateway.core import Asset, Site
-from gateway.history import MODES_BY_ITEM, HistoryPlan, PlantedCluster, SimulatedClock, default_ticketing, generate
+from gateway.history import MODES_BY_ITEM, HistoryPlan, PlantedCluster, default_ticketing, generate, scratch_service
 from gateway.keyring import Keyring
 from ticketing.analytics.clusters import ClusterQuery, fault_clusters
 from ticketing.analytics.facts import exposure_from_days, reopened_codes, work_order_facts
 from ticketing.analytics.kpis import kpis
-from ticketing.config import EngineerConfig
 from ticketing.models import WorkOrder
 from ticketing.service import TicketingService
 
@@ -54,12 +53,7 @@ def one_history(seed: int, assets: dict[str, Asset], days: int, directory: Path)
     chosen = rng.sample([(m, i) for m in MODELS for i in ITEMS], rng.randint(0, 3))
     planted = [PlantedCluster(item, rng.choice(RATIOS), model=model, environment={"humidity_pct": (80, None)})
                for model, item in chosen]
-    keyring = Keyring.load(directory / "gateway.key")
-    engineers = [EngineerConfig(id=f"e{i}", name=f"E{i}", skills=["mechanical"], capacity=100,
-                                home={"latitude": 50.0, "longitude": 8.0}) for i in range(5)]
-    clock = SimulatedClock(START)
-    service = TicketingService(default_ticketing(f"sqlite:///{directory / 'workorders.db'}"), assets, engineers,
-                               clock=clock, signer=keyring, anchors=AuditLog(f"sqlite:///{directory / 'audit.db'}", keyring))
+    service, clock = scratch_service(directory, assets, START)
     generate(service, clock, assets, HistoryPlan(days=days, clusters=planted, seed=seed))
     facts = work_order_facts(service.engine, assets.values())
     days_seen = pd.DataFrame([(a, d) for a in assets for d in range(days)], columns=["device_id", "day"])

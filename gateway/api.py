@@ -28,7 +28,7 @@ from gateway.core import Asset, Reading, Severity
 from gateway.health import problems as health_problems
 from gateway.exports import EXPORT_LIMIT, work_orders_csv
 from gateway.limits import BodyLimit
-from gateway.pagination import MAX_OFFSET, Page, PageQuery
+from gateway.pagination import Page, PageQuery
 from gateway import schemas
 from gateway.problems import API_PREFIX, document_problems, install_problem_responses, reject_unknown_parameters
 from gateway.web import secure_headers, serve_documentation

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from gateway.audit import AuditLog
 from gateway.core import Anomaly, Asset, Reading, Severity
+from gateway.keyring import Keyring
 from ticketing.coding import items_for
-from ticketing.config import TicketingConfig
+from ticketing.config import EngineerConfig, TicketingConfig
 from ticketing.lifecycle import State
 from ticketing.service import TicketingService
 
@@ -155,3 +158,16 @@ def _work(service: TicketingService, clock: SimulatedClock, code: str, asset: As
 def default_ticketing(database_url: str) -> TicketingConfig:
     """Ticketing as the history needs it: no grouping window (each failure its own order)."""
     return TicketingConfig(database_url=database_url, group_window_s=0)
+
+
+def scratch_service(directory: Path, assets: dict[str, Asset], start: float,
+                    engineers: int = 5) -> tuple[TicketingService, SimulatedClock]:
+    """A ticketing service on SQLite files in ``directory``, keyed and anchored there, on a simulated
+    clock starting at ``start``, with ``engineers`` mechanics who can each hold 100 orders."""
+    keyring = Keyring.load(directory / "gateway.key")
+    crew = [EngineerConfig(id=f"e{i}", name=f"E{i}", skills=["mechanical"], capacity=100,
+                           home={"latitude": 50.0, "longitude": 8.0}) for i in range(engineers)]
+    clock = SimulatedClock(start)
+    service = TicketingService(default_ticketing(f"sqlite:///{directory / 'workorders.db'}"), assets, crew,
+                               clock=clock, signer=keyring, anchors=AuditLog(f"sqlite:///{directory / 'audit.db'}", keyring))
+    return service, clock

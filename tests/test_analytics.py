@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from scipy import stats
 from gateway.audit import AuditLog
 from gateway.broker import Mosquitto
 from gateway.core import Asset, Site
-from gateway.history import HistoryPlan, PlantedCluster, SimulatedClock, default_ticketing, generate
+from gateway.history import HistoryPlan, PlantedCluster, SimulatedClock, default_ticketing, generate, scratch_service
 from gateway.keyring import Keyring
 from tests.conftest import gateway_document
 from ticketing.analytics.clusters import ClusterQuery, fault_clusters
@@ -58,12 +59,8 @@ def fleet(count: int = 200) -> dict[str, Asset]:
 
 
 def history(tmp_path: Path, plan: HistoryPlan, assets: dict[str, Asset]) -> tuple[TicketingService, SimulatedClock]:
-    keyring = Keyring.load(tmp_path / "gateway.key")
-    engineers = [EngineerConfig(id=f"e{i}", name=f"E{i}", skills=["mechanical"], capacity=100,
-                                home={"latitude": 50.0, "longitude": 8.0}) for i in range(5)]
-    clock = SimulatedClock(START)
-    service = TicketingService(default_ticketing(f"sqlite:///{tmp_path / 'workorders.db'}"), assets, engineers,
-                               clock=clock, signer=keyring, anchors=AuditLog(f"sqlite:///{tmp_path / 'audit.db'}", keyring))
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    service, clock = scratch_service(tmp_path, assets, START)
     generate(service, clock, assets, plan)
     return service, clock
 
@@ -176,3 +173,56 @@ def test_analytics_api_filters_exports_and_role(analytics_gateway: Any) -> None:
     parquet = httpx.get(f"{gw.api}/analytics/facts", headers=rita, params={"format": "parquet"})
     assert parquet.headers["content-type"] == "application/vnd.apache.parquet"
     assert list(pd.read_parquet(io.BytesIO(parquet.content))["code"]) == [order["code"]]
+
+
+def test_analytics_page_shows_a_planted_cluster_to_reliability_engineers(
+        mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    """Months of history made before the gateway starts (on its own databases and keyring), then
+    the page in Chromium: the planted cluster is on it with its evidence; a dispatcher has no page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from edge.sqlite_store import SqliteStore
+    from gateway.config import parse_config
+    from tests.test_dashboard import PASSWORD, shoot, sign_in, watched
+
+    document = gateway_document(mosquitto.port, tmp_path, plant={"name": "Fleet", "timezone": "Europe/Berlin"})
+    document["sites"] = [{"id": f"s{i}", "name": f"Site {i}", "latitude": 50 + i * 0.05, "longitude": 8.0,
+                          "environment": {"humidity_pct": 60 + i * 5}} for i in range(8)]
+    document["assets"] = [{"id": f"p{i:03d}", "type": "pump", "model": ("P-100", "P-200", "P-300")[i % 3],
+                           "serial": f"S{i}", "site": f"s{i % 8}", "firmware": ("1.0", "1.1")[i % 2]} for i in range(200)]
+    config = parse_config(document, "test")
+    assets = config.core_assets()
+    keyring = Keyring.load(config.keyring_path())
+    clock = SimulatedClock(START)
+    service = TicketingService(default_ticketing(config.ticketing.database_url), assets, config.engineers,
+                               clock=clock, signer=keyring, anchors=AuditLog(config.identity_database_url(), keyring))
+    store = SqliteStore(config.storage.telemetry.model_copy(update={"retention_days": 3650}))
+    planted = PlantedCluster("seal", 3.0, model="P-200", environment={"humidity_pct": (80, None)})
+    generate(service, clock, assets, HistoryPlan(days=300, clusters=[planted], seed=1), monitored=store.write)
+    store.close()
+    service.close()
+
+    gw = start_gateway(document)
+    gw.gateway.identities.add_user("rita", PASSWORD, "reliability_engineer")
+    gw.gateway.identities.add_user("dora", PASSWORD, "dispatcher")
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = watched(browser, gw.url, errors)
+        sign_in(page, gw.url, "rita")
+        page.get_by_role("link", name="Analytics").click()
+        page.get_by_label("environment cut points").fill("humidity_pct:80")
+        page.get_by_label("environment cut points").press("Enter")
+        cluster = page.locator("tr.cluster").first
+        expect(cluster).to_contain_text("model P-200", timeout=20_000)
+        expect(cluster).to_contain_text("humidity_pct 80–∞")
+        expect(cluster.get_by_role("link").first).to_have_text(re.compile(r"^WO-"))
+        expect(page.locator(".tile").first).to_be_visible()
+        shoot(page, tmp_path, "analytics")
+        dispatcher = watched(browser, gw.url, errors)
+        sign_in(dispatcher, gw.url, "dora")
+        expect(dispatcher.get_by_role("link", name="Analytics")).to_be_hidden()
+        browser.close()
+    assert errors == []

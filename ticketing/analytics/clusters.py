@@ -73,7 +73,9 @@ def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQu
     query = query or ClusterQuery()
     exposure, environment = bucket_environment(exposure, query)
     exposure = exposure[exposure["device_days"] > 0]
-    asset_columns = [d for d in dict.fromkeys((*query.asset_dimensions, *environment)) if d in exposure.columns]
+    # A dimension with one value (every asset a pump) splits nothing: testing it only costs power.
+    asset_columns = [d for d in dict.fromkeys((*query.asset_dimensions, *environment))
+                     if d in exposure.columns and exposure[d].nunique() > 1]
     failures = facts[facts["failed"]].drop(columns=[c for c in asset_columns if c in facts.columns])
     failures = failures.merge(exposure[["device_id", *asset_columns]], on="device_id", how="inner")
     total_days = float(exposure["device_days"].sum())

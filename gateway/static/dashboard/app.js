@@ -6,10 +6,11 @@ import * as device from "./pages/device.js";
 import * as board from "./pages/board.js";
 import * as workorder from "./pages/workorder.js";
 import * as engineers from "./pages/engineers.js";
+import * as analytics from "./pages/analytics.js";
 
 const ROUTES = [
   [/^#\/fleet$/, fleet], [/^#\/device\/(.+)$/, device], [/^#\/board$/, board],
-  [/^#\/work-orders\/(.+)$/, workorder], [/^#\/engineers$/, engineers],
+  [/^#\/work-orders\/(.+)$/, workorder], [/^#\/engineers$/, engineers], [/^#\/analytics$/, analytics],
 ];
 
 const main = document.getElementById("main");
@@ -54,6 +55,8 @@ async function start() {
   document.getElementById("top").hidden = false;
   document.getElementById("who").textContent = `${me.name} (${me.role.replace("_", " ")})`;
   document.getElementById("plant-name").textContent = info.name ? `· ${info.name}` : "";
+  // Only the roles that may read analytics see the page in the navigation.
+  document.querySelector('nav a[data-page="analytics"]').hidden = !context.can("analytics.read");
   if (stopStream) stopStream();
   stopStream = api.stream(dispatch, (state) => document.body.setAttribute("data-stream", state));
   if (!location.hash || location.hash === "#/") location.hash = "#/fleet";
