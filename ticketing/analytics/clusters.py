@@ -65,8 +65,7 @@ def _edge(value: float) -> str:
     return "∞" if value == math.inf else "−∞" if value == -math.inf else f"{value:g}"
 
 
-def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQuery | None = None,
-                   members: bool = False) -> list[dict[str, Any]]:
+def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQuery | None = None) -> list[dict[str, Any]]:
     """Significant clusters, most certain first. ``facts``: work orders (``failed`` marks real
     failures); ``exposure``: one row per asset with its attributes and ``device_days``.
     ``members``: also every failure's code under ``members`` (the evidence keeps the first 20)."""
@@ -93,7 +92,7 @@ def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQu
     found = [t for t in tested if t["q_value"] <= query.false_discovery_rate and t["rate_ratio"] > 1]
     found.sort(key=lambda t: (t["q_value"], -t["rate_ratio"]))
     for cluster in found:
-        _evidence(cluster, failures, members)
+        _evidence(cluster, failures)
     return found
 
 
@@ -132,7 +131,7 @@ def _test(failures: pd.DataFrame, days: pd.Series, total_days: float, dims: list
     return rows
 
 
-def _evidence(cluster: dict[str, Any], failures: pd.DataFrame, members: bool) -> None:
+def _evidence(cluster: dict[str, Any], failures: pd.DataFrame) -> None:
     mask = pd.Series(True, index=failures.index)
     for column, value in cluster["group"].items():
         mask &= failures[column].astype(str) == value
@@ -140,5 +139,3 @@ def _evidence(cluster: dict[str, Any], failures: pd.DataFrame, members: bool) ->
     cluster["work_orders"] = chosen["code"].head(EVIDENCE).tolist()
     cluster["assets"] = sorted(chosen["device_id"].unique().tolist())[:EVIDENCE]
     cluster["by_month"] = {month: int(n) for month, n in chosen.groupby("month").size().items()}
-    if members:
-        cluster["members"] = chosen["code"].tolist()
