@@ -21,7 +21,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.analytics import add_analytics
 from gateway.auth.api import add_auth_routes
-from gateway.auth.masking import mask_engineer
+from gateway.auth.masking import mask_engineer, pseudonymize_engineers
+from gateway.auth.rbac import PSEUDONYMOUS_ENGINEERS
 from gateway.auth.store import Principal
 from gateway.dashboard import add_dashboard
 from gateway.core import Asset, Reading, Severity
@@ -163,7 +164,6 @@ def create_api(gateway: "Gateway") -> FastAPI:
     install_problem_responses(api)
     document_problems(api)
     add_auth_routes(api, auth, API_PREFIX)
-    add_dashboard(api, gateway, API_PREFIX, require)
     add_analytics(api, gateway, API_PREFIX, require)
 
     registry = CollectorRegistry()
@@ -190,6 +190,21 @@ def create_api(gateway: "Gateway") -> FastAPI:
             return records
         return [r for r in records if (asset := gateway.assets.get(r.get("device_id", ""))) is not None
                 and principal.may_see_site(asset.site.id)]
+
+    def for_caller(value: Any, principal: Principal) -> Any:
+        """Work orders and events as the caller may see them: for analytics roles every engineer
+        (id, name, and the user name a technician signs in with) under a pseudonym."""
+        if principal.role not in PSEUDONYMOUS_ENGINEERS:
+            return value
+        return pseudonymize_engineers(value, engineer_aliases(), auth.signer.pseudonym_salt)
+
+    def engineer_aliases() -> list[tuple[str, str]]:
+        aliases = [(engineer.id, engineer.id) for engineer in gateway.config.engineers]
+        aliases += [(engineer.name, engineer.id) for engineer in gateway.config.engineers if engineer.name]
+        aliases += [(user["username"], user["engineer_id"]) for user in auth.store.users() if user["engineer_id"]]
+        return aliases
+
+    add_dashboard(api, gateway, API_PREFIX, require, for_caller)
 
     def order_or_404(code: str, principal: Principal) -> dict[str, Any]:
         order = gateway.ticketing.get_work_order(code)
@@ -290,7 +305,8 @@ def create_api(gateway: "Gateway") -> FastAPI:
     def list_work_orders(filters: WorkOrderFilters = Depends(), page: PageQuery = Depends(),
                          principal: Principal = Depends(require("workorders.read"))) -> Page[Any]:
         """One page at a time in ``sort`` order, newest first by default (``total`` counts every match)."""
-        return page.of(*filtered(filters, principal, page.limit, page.offset))
+        total, items = filtered(filters, principal, page.limit, page.offset)
+        return page.of(total, for_caller(items, principal))
 
     @api.get(f"{API_PREFIX}/work-orders/export", tags=["work orders"], response_class=Response,
              responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
@@ -299,7 +315,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
                            principal: Principal = Depends(require("workorders.read"))) -> Response:
         """The list's matches (at most 100,000) as CSV, for a spreadsheet."""
         _, rows = filtered(filters, principal, EXPORT_LIMIT, 0)
-        return Response(work_orders_csv(rows), media_type="text/csv",
+        return Response(work_orders_csv(for_caller(rows, principal)), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="work-orders.csv"'})
 
     @api.post(f"{API_PREFIX}/work-orders", tags=["work orders"], status_code=201, response_model=schemas.WorkOrderDetail,
@@ -328,7 +344,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
 
     @api.get(f"{API_PREFIX}/work-orders/{{code}}", tags=["work orders"], response_model=schemas.WorkOrderDetail)
     def get_work_order(code: str, principal: Principal = Depends(require("workorders.read"))) -> dict[str, Any]:
-        return order_or_404(code, principal)
+        return for_caller(order_or_404(code, principal), principal)
 
     @api.post(f"{API_PREFIX}/work-orders/{{code}}/transitions", tags=["work orders"], response_model=schemas.WorkOrderDetail,
               responses={403: {"description": "not the caller's work order"},
@@ -419,7 +435,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
     def recent_events(page: PageQuery = Depends(),
                       principal: Principal = Depends(require("gateway.events"))) -> Page[Any]:
         """Recent work-order events published on the internal bus (the last 1,000 kept), newest first."""
-        return page.slice(visible(gateway.events.latest(1000), principal))
+        return page.slice(for_caller(visible(gateway.events.latest(1000), principal), principal))
 
     # Last, so outermost: every response gets the headers, 413s and 401s included.
     secure_headers(api, gateway.config.api.cors_origins)

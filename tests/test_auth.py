@@ -154,6 +154,17 @@ def test_sites_and_field_masking_follow_the_caller(mosquitto: Mosquitto, tmp_pat
     assert viewer["phone"] is None and viewer["email"] is None and viewer["last_known_location"] is None
     reliability = anna_as("reliability_engineer")  # names hidden: a list of pseudonyms
     assert all(e["name"] is None and e["id"].startswith("engineer-") and e["phone"] is None for e in reliability)
+
+    # In work orders too (assignment, its explanation, events, the list, the CSV): the same pseudonyms.
+    assigned = gw.get(f"/work-orders/{order['code']}")["assigned_engineer_id"]
+    assert assigned is not None
+    name = next(e["name"] for e in gw.items("/engineers") if e["id"] == assigned)
+    with client(gw, sign_in(gw, "reliability_engineer-x").json()["access_token"]) as http:
+        seen = http.get(f"/work-orders/{order['code']}").json()
+        listed = http.get("/work-orders").text + http.get("/events").text + http.get("/work-orders/export").text
+    assert seen["assigned_engineer_id"] in {e["id"] for e in reliability}
+    assert assigned not in str(seen) + listed and name not in str(seen) + listed
+    assert seen["assignment"]["reason"].startswith(seen["assigned_engineer_id"])
     south.close()
 
 

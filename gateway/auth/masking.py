@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
 
 from gateway.auth.rbac import PSEUDONYMOUS_ENGINEERS, SEES_CONTACTS
@@ -36,3 +37,34 @@ def mask_engineer(entry: dict[str, Any], principal: Principal, salt: bytes) -> d
     if principal.role in PSEUDONYMOUS_ENGINEERS:
         masked |= {"id": pseudonym(entry["id"], salt), "name": None}
     return masked
+
+
+def pseudonymize_engineers(value: Any, aliases: list[tuple[str, str]], salt: bytes) -> Any:
+    """``value`` (a work order, an event, a list of them) with every alias of an engineer (their
+    id, name, user name), also inside text such as a dispatch explanation, replaced by the
+    engineer's pseudonym. ``aliases``: (text, engineer id) pairs.
+
+    >>> order = {"assigned_engineer_id": "eng-anna", "assignment": {"reason": "Anna scores best"}}
+    >>> masked = pseudonymize_engineers(order, [("eng-anna", "eng-anna"), ("Anna", "eng-anna")], b"salt")
+    >>> masked["assigned_engineer_id"] == masked["assignment"]["reason"].split()[0], "Anna" in str(masked)
+    (True, False)
+    """
+    # Whole words only (a short user name must not change "maintenance"), longest first so
+    # "eng-anna-2" is never half-replaced by "eng-anna".
+    ordered = sorted(((text, engineer_id) for text, engineer_id in aliases if text),
+                     key=lambda pair: len(pair[0]), reverse=True)
+    if not ordered:
+        return value
+    pattern = re.compile("|".join(rf"(?<![\w-]){re.escape(text)}(?![\w-])" for text, _ in ordered))
+    pseudonyms = {text: pseudonym(engineer_id, salt) for text, engineer_id in ordered}
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return pattern.sub(lambda match: pseudonyms[match.group(0)], item)
+        if isinstance(item, dict):
+            return {key: walk(inner) for key, inner in item.items()}
+        if isinstance(item, list):
+            return [walk(inner) for inner in item]
+        return item
+
+    return walk(value)

@@ -33,7 +33,9 @@ BOARD_STATES = ["RECEIVED", "DIAGNOSED", "DISPATCHED", "EN_ROUTE", "ON_SITE", "I
 LIFECYCLE_ORDER = [state.value for state in State]
 
 
-def add_dashboard(api: FastAPI, gateway: "Gateway", prefix: str, require: Callable[[str], Any]) -> None:
+def add_dashboard(api: FastAPI, gateway: "Gateway", prefix: str, require: Callable[[str], Any],
+                  for_caller: Callable[[Any, Principal], Any]) -> None:
+    """``for_caller(value, principal)``: work-order data as that caller may see it (masking)."""
     watch = FleetWatch(gateway)
 
     @api.get("/", include_in_schema=False)
@@ -107,6 +109,6 @@ def add_dashboard(api: FastAPI, gateway: "Gateway", prefix: str, require: Callab
     def stream(principal: Principal = Depends(require("gateway.events"))) -> StreamingResponse:
         """Server-sent events: each work-order event of the caller's sites, and a ``tick`` with the
         plant clock, the connectors and what changed in the fleet."""
-        return StreamingResponse(event_stream(gateway, watch, principal), media_type="text/event-stream",
+        return StreamingResponse(event_stream(gateway, watch, principal, for_caller), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -11,7 +11,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.auth.store import Principal
@@ -49,7 +49,8 @@ class FleetWatch:
             return self._snapshot
 
 
-async def event_stream(gateway: "Gateway", watch: FleetWatch, principal: Principal) -> AsyncIterator[str]:
+async def event_stream(gateway: "Gateway", watch: FleetWatch, principal: Principal,
+                       for_caller: Callable[[Any, Principal], Any]) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[WorkOrderEvent] = asyncio.Queue(QUEUE_EVENTS)
 
@@ -80,8 +81,8 @@ async def event_stream(gateway: "Gateway", watch: FleetWatch, principal: Princip
                 event = await asyncio.wait_for(queue.get(), timeout=min(wait, 1.0))
             except asyncio.TimeoutError:
                 continue
-            yield sse("work_order", {"work_order_code": event.work_order_code, "device_id": event.device_id,
-                                     "kind": event.kind, "at": event.at, "actor": event.actor})
+            yield sse("work_order", for_caller({"work_order_code": event.work_order_code, "device_id": event.device_id,
+                                                "kind": event.kind, "at": event.at, "actor": event.actor}, principal))
     finally:
         gateway.events.unsubscribe(on_event)
 

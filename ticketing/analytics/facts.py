@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from gateway.core import Asset
 from ticketing.models import Event, WorkOrder
@@ -23,7 +23,7 @@ FAILED_STATES = {"DONE", "VERIFIED", "ARCHIVED"}
 NOT_A_FAILURE_CAUSES = {"no fault found"}
 # JSON fields are taken apart by the database (SQLite's json_extract, PostgreSQL's ->>): decoding
 # whole documents in Python was most of the time on 100,000 orders.
-COLUMNS = (WorkOrder.code, WorkOrder.device_id, WorkOrder.site_id, WorkOrder.origin, WorkOrder.priority,
+COLUMNS = (WorkOrder.id, WorkOrder.code, WorkOrder.device_id, WorkOrder.site_id, WorkOrder.origin, WorkOrder.priority,
            WorkOrder.state, WorkOrder.failure_mode, WorkOrder.failure_mechanism, WorkOrder.failure_cause,
            WorkOrder.maintainable_item, WorkOrder.assigned_engineer_id, WorkOrder.created_at, WorkOrder.offered_at,
            WorkOrder.accepted_at, WorkOrder.closed_at, WorkOrder.due_at, WorkOrder.repeat_of,
@@ -67,10 +67,30 @@ def work_order_facts(engine: Engine, assets: Iterable[Asset], since: float | Non
     with engine.connect() as connection:
         chunks = list(pd.read_sql(query, connection, chunksize=CHUNK))
         facts = pd.concat(chunks, ignore_index=True) if chunks else pd.read_sql(query.limit(0), connection)
+    facts = _first_times(engine, facts)
     facts = facts.merge(asset_table(assets), on="device_id", how="left")
     facts["failed"] = facts["state"].isin(FAILED_STATES) & ~facts["failure_cause"].isin(NOT_A_FAILURE_CAUSES)
     facts["month"] = pd.to_datetime(facts["created_at"], unit="s", utc=True).dt.strftime("%Y-%m")
     return facts
+
+
+def _seconds(column: pd.Series) -> pd.Series:
+    """Epoch seconds as floats (a column of None reads as objects)."""
+    return pd.to_numeric(column, errors="coerce").astype(float)
+
+
+def _first_times(engine: Engine, facts: pd.DataFrame) -> pd.DataFrame:
+    """``dispatched_at`` and ``acknowledged_at``: the first dispatch and the first acceptance, from the
+    events (the order's own ``offered_at``/``accepted_at`` are the latest, reset by a re-dispatch)."""
+    query = (select(Event.work_order_id, Event.kind, func.min(Event.at))
+             .where(Event.kind.in_(("dispatched", "accepted"))).group_by(Event.work_order_id, Event.kind))
+    with engine.connect() as connection:
+        firsts = pd.DataFrame(connection.execute(query).all(), columns=["id", "kind", "at"])
+    wide = firsts.pivot(index="id", columns="kind", values="at") if not firsts.empty else pd.DataFrame()
+    facts = facts.merge(wide.reindex(columns=["dispatched", "accepted"]), left_on="id", right_index=True, how="left")
+    facts["dispatched_at"] = _seconds(facts.pop("dispatched")).fillna(_seconds(facts["offered_at"]))
+    facts["acknowledged_at"] = _seconds(facts.pop("accepted")).fillna(_seconds(facts["accepted_at"]))
+    return facts.drop(columns=["id"])
 
 
 def exposure_from_days(days: pd.DataFrame, assets: Iterable[Asset]) -> pd.DataFrame:

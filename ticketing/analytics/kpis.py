@@ -2,7 +2,8 @@
 
 - **MTTR** = Σ(function restored − failure detected) / failures, hours.
 - **MTBF** = monitored hours / failures, per group (asset, model, site…).
-- **Time to dispatch** = first offer − opened; **time to acknowledge** = accepted − opened (minutes).
+- **Time to dispatch** = first dispatch − opened; **time to acknowledge** = first acceptance − opened
+  (minutes; from the events, so a later re-dispatch does not move them).
 - **SLA attainment** per clock = met by its deadline / clocks that ended (met, or past the deadline).
 - **Backlog** = open work orders now: count, summed age in hours, mean and oldest age.
 - **First-time fix** = failures closed and not reopened / failures closed.
@@ -74,8 +75,8 @@ def kpis(facts: pd.DataFrame, exposure: pd.DataFrame, now: float, reopened: set[
         "work_orders": len(facts), "failures": len(failed),
         "mttr_h": _mean(repair_s, 3600),
         "mtbf_h": hours / len(failed) if len(failed) else None,
-        "time_to_dispatch_min": _mean(facts["offered_at"] - facts["created_at"], 60),
-        "time_to_acknowledge_min": _mean(facts["accepted_at"] - facts["created_at"], 60),
+        "time_to_dispatch_min": _mean(facts["dispatched_at"] - facts["created_at"], 60),
+        "time_to_acknowledge_min": _mean(facts["acknowledged_at"] - facts["created_at"], 60),
         "sla_attainment": _sla_attainment(facts, now),
         "backlog": {"count": len(open_orders), "age_h_total": float(ages_h.sum()),
                     "age_h_mean": _mean(ages_h, 1), "age_h_max": float(ages_h.max()) if len(ages_h) else None},
