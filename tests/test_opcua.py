@@ -60,7 +60,9 @@ async def test_subscriptions_source_timestamps_alarms_and_bad_nodes() -> None:
         assert set(diagnostics["node_errors"]) == {"pump-02.ghost"}
         assert "BadNodeIdUnknown" in diagnostics["node_errors"]["pump-02.ghost"]
 
-        # The protection relay trips: an Alarms & Conditions event becomes an alarm, once.
+        # The protection relay trips: an Alarms & Conditions event becomes an alarm, once. (Only once the
+        # event subscription is live: an alarm already active before it is the connectors issue's item 1.)
+        await until(lambda: connector.diagnostics()["events_subscribed"], 10, "the event subscription")
         for kind in ("overheating", "bearing_wear"):
             simulator.inject(Fault("pump-01", kind, onset=simulator.sim_time, duration=60))
         for _ in range(300):

@@ -35,6 +35,7 @@ class OpcUaConnector:
             "alarms": hub.alarms,
             "reconnects": hub.reconnects,
             "monitored_items": hub.monitored_items,
+            "events_subscribed": hub.events_subscribed,
             "server_limits": hub.server_limits,
             "service_calls": dict(hub.service_calls),
             "errors": dict(hub.errors),

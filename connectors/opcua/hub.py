@@ -70,6 +70,7 @@ class OpcUaHub:
         self.errors: Counter[str] = Counter()
         self.node_errors: dict[str, str] = {}
         self.monitored_items = 0
+        self.events_subscribed = False
         self.server_limits: dict[str, int] = {}
         self.service_calls: Counter[str] = Counter()
         self.tracker = OfflineTracker(config.offline_after_s, config.name)
@@ -126,9 +127,13 @@ class OpcUaHub:
         if self.config.mode == "subscription":
             subscription = await client.create_subscription(self.config.publishing_interval_ms, self)
             await self._monitor(subscription, nodes)
+        self.events_subscribed = False
         if self.config.events.enabled:
             events = await client.create_subscription(self.config.publishing_interval_ms, self)
             await events.subscribe_events(client.get_node(self.config.events.notifier), ua.ObjectIds.AlarmConditionType)
+            # Alarm events raised before this point are not delivered (no ConditionRefresh yet): shown
+            # in diagnostics so a caller can tell the alarm feed is live.
+            self.events_subscribed = True
         next_poll = 0.0
         while True:
             await client.check_connection()
