@@ -247,3 +247,34 @@ def test_pages_follow_the_role(running_plant: Any, tmp_path: Path) -> None:
         browser.close()
     assert gw.gateway.ticketing.asset_state("pump-02")["actor"] == "dora"
     assert errors == []
+
+
+def test_work_order_filters_sort_and_csv_export(running_plant: Any) -> None:
+    gw, order, _ = running_plant
+    manual = gw.http.post("/work-orders", json={"device_id": "pump-02", "failure_mode": "NOI", "title": "noise"}).json()
+
+    def codes(**params: Any) -> list[str]:
+        return [o["code"] for o in gw.items("/work-orders", **params)]
+
+    assert codes(failure_mode="NOI") == [manual["code"]]
+    assert codes(origin="manual") == [manual["code"]] and codes(origin="anomaly") == [order["code"]]
+    assert codes(code=order["code"][-4:]) == [order["code"]]
+    assert codes(code="%") == [] and codes(code="_") == []  # LIKE wildcards are literal characters
+    assert codes(sort="code") == sorted([order["code"], manual["code"]])
+    assert codes(sort="-code") == sorted([order["code"], manual["code"]], reverse=True)
+    assert codes(open="true", created_since=time.time() + 3600) == []
+    assert all(o["sla"]["clocks"] for o in gw.items("/work-orders"))
+    export = gw.http.get("/work-orders/export", params={"sort": "code"})
+    assert export.headers["content-type"].startswith("text/csv")
+    lines = export.text.splitlines()
+    assert lines[0].startswith("code,device_id") and [line.split(",")[0] for line in lines[1:]] == codes(sort="code")
+    assert gw.http.get("/work-orders/export", params={"sort": "title"}).status_code == 422
+
+
+def test_the_demo_shows_its_accelerated_clock_as_simulated(tmp_path: Path) -> None:
+    from gateway.config import parse_config
+    from gateway.demo import demo_document
+
+    plant_config = parse_config(demo_document(1883, 8080, tmp_path, acceleration=30), "demo").plant
+    assert (plant_config.simulated_speed, plant_config.timezone) == (30, "Europe/Berlin")
+    assert parse_config(demo_document(1883, 8080, tmp_path, acceleration=1), "demo").plant.simulated_speed is None
