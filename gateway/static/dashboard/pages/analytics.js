@@ -78,12 +78,16 @@ export async function render(main) {
     link.remove();
   }
 
+  // A slow answer to an earlier filter must not overwrite the answer to the latest one.
+  let generation = 0;
   async function load() {
+    const mine = ++generation;
     const { cuts: cutPoints, ...rest } = filters;
     const [kpi, found] = await Promise.all([
       api.get("/analytics/kpis", { ...rest, group_by: "model" }),
       api.get("/analytics/fault-clusters", { ...rest, cuts: cutPoints }),
     ]);
+    if (mine !== generation) return;
     const sla = kpi.sla_attainment;
     replace(content,
       section("Key figures", h("div", { class: "tiles" },
