@@ -35,6 +35,7 @@ from gateway.problems import API_PREFIX, document_problems, install_problem_resp
 from gateway.web import secure_headers, serve_documentation
 from gateway.metrics import GatewayCollector
 from ticketing.lifecycle import State
+from ticketing.models import Origin
 from ticketing.queries import SORTS
 from ticketing.service import TransitionRefused
 from ticketing.dispatch import available, on_shift
@@ -123,7 +124,7 @@ class WorkOrderFilters:
     priority: str | None = Query(None, pattern="^P[1-4]$")
     engineer_id: str | None = Query(None, max_length=100)
     failure_mode: str | None = Query(None, pattern=r"^[A-Z]{3}$")
-    origin: str | None = Query(None, max_length=20)
+    origin: Origin | None = Query(None)
     created_since: float | None = Query(None, description="opened at or after (epoch seconds)", **EPOCH_QUERY)
     created_until: float | None = Query(None, description="opened before (epoch seconds)", **EPOCH_QUERY)
     code: str | None = Query(None, max_length=40, description="any part of the code")
@@ -292,6 +293,18 @@ def create_api(gateway: "Gateway") -> FastAPI:
     ) -> Page[Any]:
         total, items = gateway.ticketing.anomaly_page(device_id=device_id, since=since, limit=page.limit,
                                                       offset=page.offset, device_ids=site_devices(principal))
+        return page.of(total, items)
+
+    @api.get(f"{API_PREFIX}/alarms", tags=["detection"], response_model=Page[schemas.AlarmOut])
+    def list_alarms(
+        device_id: str | None = Query(None, max_length=100), since: float = Query(0.0, **EPOCH_QUERY),
+        until: float | None = Query(None, **EPOCH_QUERY), active: bool | None = None,
+        page: PageQuery = Depends(), principal: Principal = Depends(require("anomalies.read")),
+    ) -> Page[Any]:
+        """The alarm journal: every alarm a device raised or cleared, and what ticketing made of it."""
+        total, items = gateway.ticketing.alarm_page(device_id=device_id, since=since, until=until, active=active,
+                                                    limit=page.limit, offset=page.offset,
+                                                    device_ids=site_devices(principal))
         return page.of(total, items)
 
     def filtered(filters: WorkOrderFilters, principal: Principal, limit: int, offset: int

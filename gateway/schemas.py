@@ -102,6 +102,19 @@ class AnomalyOut(Answer):
     work_order_code: str | None
 
 
+class AlarmOut(Answer):
+    device_id: str
+    at: float = Field(description="when the device raised or cleared it")
+    code: str
+    active: bool = Field(description="true: raised; false: cleared")
+    severity: str
+    message: str
+    source: str
+    outcome: str = Field(description="what ticketing made of it: work_order, cleared, chattering, shelved, "
+                                     "not_operating (asset in maintenance, standby, commissioning) or not_ticketed")
+    work_order_code: str | None
+
+
 class SlaClock(Answer):
     deadline: float
     used: float = Field(description="fraction of the clock's allowance used")
@@ -119,7 +132,7 @@ class WorkOrderSummary(Answer):
     code: str
     device_id: str
     site_id: str
-    origin: str = Field(description="anomaly, alarm, forecast or manual")
+    origin: str = Field(description="anomaly, predictive (a forecast), device_alarm or manual")
     failure_mode: str = Field(description="ISO 14224 failure mode code")
     failure_mechanism: str | None
     failure_cause: str | None

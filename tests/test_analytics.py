@@ -138,6 +138,47 @@ def test_kpis_against_a_scripted_history(tmp_path: Path) -> None:
     assert all(v is None or not math.isnan(v) for v in result["sla_attainment"].values())
 
 
+def test_kpis_grade_each_detector_and_the_forecasts_lead_time(tmp_path: Path) -> None:
+    """Automatic work orders by origin: an anomaly that was no fault, a device alarm that was a real
+    failure, an open forecast 48 h ahead of its limit."""
+    from gateway.core import Alarm, Anomaly, Severity
+
+    site = Site("s", "S", 50.0, 8.0, {})
+    assets = {"a": Asset("a", "pump", "P", "1", site), "b": Asset("b", "pump", "P", "2", site)}
+    keyring = Keyring.load(tmp_path / "gateway.key")
+    engineers = [EngineerConfig(id="e1", name="E", skills=["mechanical"], home={"latitude": 50.0, "longitude": 8.0})]
+    clock = SimulatedClock(START)
+    service = TicketingService(default_ticketing(f"sqlite:///{tmp_path / 'wo.db'}"), assets, engineers, clock=clock,
+                               signer=keyring, anchors=AuditLog(f"sqlite:///{tmp_path / 'audit.db'}", keyring))
+
+    def close(code: str, cause: str, restored: float) -> None:
+        service.accept(code, "e1")
+        for target in (State.EN_ROUTE, State.ON_SITE, State.IN_PROGRESS):
+            service.transition(code, target, "e1", {})
+        clock.now = restored
+        service.transition(code, State.DONE, "e1", {"resolution": "checked", "failure_mode": "VIB",
+                                                    "failure_mechanism": "2.4 wear", "failure_cause": cause,
+                                                    "restored_at": restored})
+
+    false_alarm = service.handle_anomaly(Anomaly("a", START, "robust_z", 9.0, Severity.MEDIUM, "VIB",
+                                                 ["vibration"], "vibration high"))
+    close(false_alarm, "no fault found", START + 3600)
+    clock.now = START + 86400
+    real = service.handle_alarm(Alarm("a", clock.now, "OHE", Severity.HIGH, "winding hot"))
+    close(real, "wear and tear", START + 86400 + 7200)
+    clock.now = START + 2 * 86400
+    service.handle_anomaly(Anomaly("b", clock.now, "trend", 1.0, Severity.MEDIUM, "VIB", ["vibration"],
+                                   "vibration reaches 7.1 in 48 h", due_at=clock.now + 48 * 3600))
+    facts = work_order_facts(service.engine, assets.values(), sla=True)
+    result = kpis(facts, every_day(assets, 10), clock.now, reopened_codes(service.engine))
+    assert sorted(result["detector_quality"], key=lambda d: d["detector"]) == [
+        {"detector": "device_alarm", "closed": 1, "real_failures": 1, "false_positives": 0, "false_positive_rate": 0.0},
+        {"detector": "robust_z", "closed": 1, "real_failures": 0, "false_positives": 1, "false_positive_rate": 1.0},
+    ]
+    assert result["predictive_lead_time_h"] == pytest.approx(48.0)
+    assert result["failures"] == 1 and result["mttr_h"] == pytest.approx(2.0)
+
+
 @pytest.fixture
 def analytics_gateway(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> Any:
     gw = start_gateway(gateway_document(mosquitto.port, tmp_path))

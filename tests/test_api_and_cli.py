@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -98,6 +99,12 @@ def test_demo_opens_one_work_order_for_the_faulty_pump(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=180, env=os.environ | {"PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # The dashboard's address comes first, then a sign-in for every role.
+    lines = result.stdout.splitlines()
+    assert lines[0] == "pm-gateway demo" and re.fullmatch(r"  dashboard  http://127\.0\.0\.1:\d+/  \(sign in.*", lines[1])
+    sign_ins = lines.index("Sign-ins (POST /oauth/token, grant_type=password; passwords are new every run):")
+    roles = [line.split()[0] for line in lines[sign_ins + 1:sign_ins + 6]]
+    assert roles == ["viewer", "technician", "dispatcher", "reliability_engineer", "admin"]
     assert "Injected bearing_wear into pump-02" in result.stdout
     opened = [line for line in result.stdout.splitlines() if line.startswith(">>> Work order")]
     assert len(opened) == 1 and "opened for pump-02" in opened[0] and "assigned to eng-anna" in opened[0]

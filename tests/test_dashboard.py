@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.publish as publish
 import pytest
@@ -54,8 +57,8 @@ def sign_in(page: Page, url: str, username: str) -> None:
     expect(page.locator("#who")).to_contain_text(username)
 
 
-def watched(browser: Browser, url: str, errors: list[str]) -> Page:
-    context = browser.new_context(viewport={"width": 1366, "height": 768})
+def watched(browser: Browser, url: str, errors: list[str], **context_options: Any) -> Page:
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, **context_options)
     page = context.new_page()
 
     def only_the_gateway(route: Any) -> None:
@@ -121,7 +124,7 @@ def test_walk_from_a_flagged_pump_to_a_closed_work_order(running_plant: Any, tmp
         pump.get_by_role("link").first.click()
         chart = page.locator('figure[data-metric="vibration"]')
         expect(chart.locator("canvas")).to_have_count(1)
-        marks = chart.locator(".mark")
+        marks = chart.locator(".mark.anomaly")
         expect(marks.first).to_be_attached()
         first = min(range(marks.count()), key=lambda i: float(marks.nth(i).get_attribute("data-at")))
         at = float(marks.nth(first).get_attribute("data-at"))
@@ -246,6 +249,151 @@ def test_pages_follow_the_role(running_plant: Any, tmp_path: Path) -> None:
         expect(dora.get_by_role("heading", name="Work orders")).to_be_visible()
         browser.close()
     assert gw.gateway.ticketing.asset_state("pump-02")["actor"] == "dora"
+    assert errors == []
+
+
+def plant_input(epoch: float) -> str:
+    """What a datetime-local input holds for ``epoch`` in the plant's zone."""
+    return datetime.fromtimestamp(epoch, ZoneInfo("Europe/Berlin")).strftime("%Y-%m-%dT%H:%M")
+
+
+def drag(page: Page, over: Any, start: float, end: float) -> None:
+    """A mouse drag from ``start`` to ``end`` (fractions of the plot's width). Dispatched as DOM events
+    because Chromium's automation sends moves without ``movementX``, and uPlot ignores a drag move
+    without movement (its guard against jitter); a hand on a mouse always has some."""
+    box = over.bounding_box()
+    y = box["height"] / 2
+    x0, x1 = box["width"] * start, box["width"] * end
+    over.dispatch_event("mousedown", {"clientX": box["x"] + x0, "clientY": box["y"] + y, "button": 0, "bubbles": True})
+    for step in range(1, 11):
+        over.dispatch_event("mousemove", {"clientX": box["x"] + x0 + (x1 - x0) * step / 10, "clientY": box["y"] + y,
+                                          "movementX": (x1 - x0) / 10, "bubbles": True})
+    page.evaluate("([x, y]) => document.dispatchEvent(new MouseEvent('mouseup', {clientX: x, clientY: y, bubbles: true}))",
+                  [box["x"] + x1, box["y"] + y])
+
+
+def test_device_chart_ranges_zoom_alarms_and_a_live_fleet(running_plant: Any, tmp_path: Path) -> None:
+    """The device chart over 1 h, 24 h, 7 d, a typed range (in the plant's zone, from a browser in
+    another) and a drag-zoom, with motor-01's own alarm raised and cleared on it; the fleet page taking
+    a state change from the stream; the list view sorted by its headers."""
+    gw, order, fault_at = running_plant
+    raised_at, cleared_at = fault_at + 20, fault_at + 50
+    topic = "plant/north/motor-01/alarm"
+    publish.multiple([
+        (topic, json.dumps({"code": "OHE", "severity": "high", "message": "winding hot", "ts": raised_at}), 1, False),
+        (topic, json.dumps({"code": "OHE", "severity": "high", "message": "winding cool", "active": False,
+                            "ts": cleared_at}), 1, False)], hostname="127.0.0.1", port=gw.gateway.config.sources[0].port)
+    journal = wait_until(lambda: (lambda rows: rows if len(rows) == 2 else None)(gw.items("/alarms", device_id="motor-01")),
+                         timeout=20, what="motor-01's alarm raised and cleared")
+    assert [(a["active"], a["outcome"]) for a in journal] == [(False, "cleared"), (True, "work_order")]
+    alarm_order = journal[1]["work_order_code"]
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = watched(browser, gw.url, errors, timezone_id="America/New_York")
+        sign_in(page, gw.url, "dora")
+
+        # Fleet, live: a state change made elsewhere reaches the open page through the stream.
+        expect(page.locator('tr[data-device="motor-01"]')).to_have_attribute("data-health", "work_order")
+        page.evaluate("window.notReloaded = true")
+        changed = gw.http.put("/assets/pump-02/state", json={"state": "standby", "reason": "spare", "until": None})
+        assert changed.status_code == 200, changed.text
+        expect(page.locator('tr[data-device="pump-02"]')).to_have_attribute("data-health", "maintenance", timeout=10_000)
+        assert page.evaluate("window.notReloaded") is True
+
+        page.goto(f"{gw.url}/#/device/motor-01")
+        chart = page.locator('figure[data-metric="vibration"]')
+        expect(chart.locator("canvas")).to_have_count(1)
+
+        def shown() -> tuple[float, float]:
+            return float(chart.get_attribute("data-since")), float(chart.get_attribute("data-until"))
+
+        # The device's own alarm: a raise and a clear mark, each saying what ticketing made of it.
+        raised, cleared = chart.locator(".mark.alarm.raised"), chart.locator(".mark.alarm.cleared")
+        expect(raised).to_have_count(1)
+        assert float(raised.get_attribute("data-at")) == pytest.approx(raised_at)
+        assert float(cleared.get_attribute("data-at")) == pytest.approx(cleared_at)
+        expect(raised).to_have_attribute("aria-label", re.compile(rf"device alarm OHE raised .*winding hot.*{alarm_order}"))
+        expect(cleared).to_have_attribute("aria-label", re.compile(r"OHE cleared .*winding cool \(cleared"))
+        expect(chart.locator(".mark.anomaly")).to_have_count(0)  # motor-01's readings stayed normal
+        since, until = shown()
+        assert until - since == pytest.approx(3600, abs=1)
+        expect(page.get_by_role("button", name="1h")).to_have_attribute("aria-pressed", "true")
+        shoot(page, tmp_path, "device-alarms")
+
+        for label, seconds in (("24h", 86400), ("7d", 7 * 86400)):
+            page.get_by_role("button", name=label).click()
+            expect(page.get_by_role("button", name=label)).to_have_attribute("aria-pressed", "true")
+            expect(chart).to_have_attribute("data-until", re.compile("."))
+            page.wait_for_function(
+                f"() => {{ const f = document.querySelector('figure[data-metric=vibration]');"
+                f" return f && f.dataset.until - f.dataset.since > {seconds - 5}; }}")
+            chart = page.locator('figure[data-metric="vibration"]')
+        expect(chart.locator("figcaption")).to_contain_text("mean per bucket")  # 7 d comes from rollups
+
+        # A typed range is the plant's wall time (Berlin), though this browser runs in New York.
+        start, end = int(fault_at // 60 * 60) - 600, int(fault_at // 60 * 60) + 600
+        page.get_by_label("start of range").fill(plant_input(end))
+        page.get_by_label("end of range").fill(plant_input(start))
+        page.get_by_role("button", name="Show").click()
+        expect(page.get_by_role("alert")).to_have_text("Choose a start before the end.")
+        page.get_by_label("start of range").fill(plant_input(start))
+        page.get_by_label("end of range").fill(plant_input(end))
+        page.get_by_role("button", name="Show").click()
+        expect(chart).to_have_attribute("data-since", str(start))
+        assert shown() == (start, end)
+        expect(page.locator('.ranges button[aria-pressed="true"]')).to_have_count(0)
+        expect(chart.locator(".mark.alarm")).to_have_count(2)
+
+        # Drag across the middle half of the plot: the chart reloads for that span.
+        drag(page, chart.locator(".u-over"), 0.25, 0.75)
+        page.wait_for_function(f"() => document.querySelector('figure[data-metric=vibration]').dataset.since > {start + 60}")
+        zoomed = float(page.locator('figure[data-metric="vibration"]').get_attribute("data-since")), \
+            float(page.locator('figure[data-metric="vibration"]').get_attribute("data-until"))
+        assert start + 0.2 * 1200 < zoomed[0] < start + 0.3 * 1200 and start + 0.7 * 1200 < zoomed[1] < start + 0.8 * 1200, zoomed
+        expect(page.get_by_label("start of range")).to_have_value(plant_input(zoomed[0]))
+        shoot(page, tmp_path, "device-zoomed")
+
+        # The list view, sorted by clicking its headers.
+        page.goto(f"{gw.url}/#/board")
+        page.get_by_role("button", name="List").click()
+        rows = page.locator("table.orders tbody tr")
+        expect(rows).to_have_count(2)
+        page.get_by_role("button", name="Code").click()
+        expect(page.locator("th", has=page.get_by_role("button", name="Code"))).to_have_attribute("aria-sort", "descending")
+        expect(rows.first).to_have_attribute("data-code", max(order["code"], alarm_order))
+        page.get_by_role("button", name="Code").click()
+        expect(page.locator("th", has=page.get_by_role("button", name="Code"))).to_have_attribute("aria-sort", "ascending")
+        expect(rows.first).to_have_attribute("data-code", min(order["code"], alarm_order))
+        shoot(page, tmp_path, "board-list")
+        browser.close()
+    assert errors == []
+
+
+def test_a_simulated_clock_is_labelled_in_the_header(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    document = plant(mosquitto.port, tmp_path)
+    document["plant"] |= {"simulated_speed": 30}
+    document["ingest"] = {"max_future_skew_s": 86400}  # as the demo allows its accelerated clock
+    gw = start_gateway(document)
+    gw.gateway.identities.add_user("vic", PASSWORD, "viewer")
+    ahead = time.time() + 5 * 3600  # the simulated devices run hours ahead of the wall clock
+    publish.single("plant/north/pump-01/telemetry", json.dumps({"ts": ahead, "metrics": HEALTHY}),
+                   qos=1, hostname="127.0.0.1", port=mosquitto.port)
+    wait_until(lambda: gw.get("/devices/pump-01/readings/latest")["readings"], timeout=20, what="pump-01's reading")
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = watched(browser, gw.url, errors)
+        sign_in(page, gw.url, "vic")
+        clock = page.locator("#clock")
+        expect(clock).to_contain_text("Simulated time")
+        expect(clock).to_contain_text("Europe/Berlin · 30× speed")
+        expect(clock).to_have_attribute("title", re.compile("faster than real time"))
+        shown = re.search(r"(\d\d):(\d\d):\d\d", clock.text_content())
+        expected = datetime.fromtimestamp(ahead, ZoneInfo("Europe/Berlin"))
+        minutes = (int(shown[1]) * 60 + int(shown[2]) - expected.hour * 60 - expected.minute) % 1440
+        assert minutes < 15, (clock.text_content(), expected)  # the devices' clock, not the wall clock
+        browser.close()
     assert errors == []
 
 

@@ -114,6 +114,31 @@ def test_assets_in_maintenance_raise_no_tickets_until_they_operate_again(tmp_pat
     assert service.handle_alarm(vib("pump-06", clock.now)) is not None
 
 
+def test_the_alarm_journal_keeps_every_edge_and_what_became_of_it(tmp_path: Path, clock: Clock) -> None:
+    service = make(tmp_path, clock, chatter_cycles=3, chatter_window_s=60, shelve_s=600)
+    raised = service.handle_alarm(vib("pump-01", NOW))
+    service.handle_alarm(Alarm("pump-01", NOW + 30, "VIB", Severity.HIGH, "calm again", active=False))
+    service.set_asset_state("pump-02", "maintenance", "bearing change", "lead", until=None)
+    service.handle_alarm(vib("pump-02", NOW + 40))
+    for second in range(8):  # pump-03 chatters: on, off, on ...
+        service.handle_alarm(Alarm("pump-03", NOW + 100 + 2 * second, "OHE", Severity.HIGH, "hot",
+                                   active=second % 2 == 0))
+    service.handle_alarm(Alarm("ghost", NOW, "OHE", Severity.HIGH, "no such asset"))
+
+    total, rows = service.alarm_page(device_id="pump-01")
+    assert total == 2
+    assert [(r["active"], r["outcome"], r["work_order_code"]) for r in rows] == [
+        (False, "cleared", raised), (True, "work_order", raised)]
+    assert service.alarm_page(device_id="pump-02")[1][0]["outcome"] == "not_operating"
+    chatter = [r["outcome"] for r in reversed(service.alarm_page(device_id="pump-03")[1])]
+    # The third on/off cycle within the window is chattering; what follows is shelved.
+    assert chatter == ["work_order", "cleared", "work_order", "cleared", "work_order", "chattering",
+                       "shelved", "shelved"]
+    assert service.alarm_page(device_id="ghost") == (0, [])  # unknown devices are counted, not journaled
+    assert service.alarm_page(active=True, since=NOW + 100, until=NOW + 105)[0] == 2
+    assert service.alarm_page(limit=2, offset=1)[0] == 11
+
+
 def test_auto_verification_needs_time_telemetry_and_no_new_finding(tmp_path: Path, clock: Clock) -> None:
     seen: dict[str, float] = {}
     service = make(tmp_path, clock, seen=seen, auto_verify_after_s=8 * 3600, cooldown_s=0)

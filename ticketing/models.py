@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -106,6 +106,34 @@ class AnomalyRecord(Base):
     failure_mode: Mapped[str] = mapped_column(String(10))
     metrics: Mapped[list[str]] = mapped_column(JSON)
     message: Mapped[str] = mapped_column(Text)
+    work_order_code: Mapped[str | None] = mapped_column(String(32), index=True)
+
+
+class AlarmOutcome(str, enum.Enum):
+    """What ticketing made of one alarm edge (ISA-18.2's alarm journal keeps this beside the alarm)."""
+
+    WORK_ORDER = "work_order"  # opened one, or added an occurrence to the open one
+    CLEARED = "cleared"  # the condition went away; the open order, if any, was told
+    CHATTERING = "chattering"  # this edge made the signal chatter: an instrument (AIR) ticket, signal shelved
+    SHELVED = "shelved"  # dropped while the chattering signal is shelved
+    NOT_OPERATING = "not_operating"  # the asset is in maintenance, standby or commissioning
+    NOT_TICKETED = "not_ticketed"  # configured not to raise tickets (device offline)
+
+
+class AlarmRecord(Base):
+    """The alarm journal: every edge (raised or cleared) a device reported, and what ticketing made of it."""
+
+    __tablename__ = "alarms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(100), index=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    code: Mapped[str] = mapped_column(String(40))
+    active: Mapped[bool] = mapped_column(Boolean)
+    severity: Mapped[str] = mapped_column(String(10))
+    message: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(20))
     work_order_code: Mapped[str | None] = mapped_column(String(32), index=True)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from ticketing import sla as clocks
 from ticketing.lifecycle import OPEN_STATES
-from ticketing.models import AnomalyRecord, WorkOrder
+from ticketing.models import AlarmRecord, AnomalyRecord, WorkOrder
 
 OPEN = sorted(state.value for state in OPEN_STATES)
 
@@ -127,5 +127,27 @@ def list_anomalies(session: Session, *, device_id: str | None = None, since: flo
         {"device_id": a.device_id, "detected_at": a.detected_at, "detector": a.detector, "score": a.score,
          "severity": a.severity, "failure_mode": a.failure_mode, "metrics": a.metrics,
          "message": a.message, "work_order_code": a.work_order_code}
+        for a in session.scalars(query)
+    ]
+
+
+def list_alarms(session: Session, *, device_id: str | None = None, since: float = 0.0, until: float | None = None,
+                active: bool | None = None, limit: int = 100, offset: int = 0, device_ids: list[str] | None = None
+                ) -> tuple[int, list[dict[str, Any]]]:
+    """(how many match, one page of the alarm journal newest first); ``device_ids`` as for anomalies."""
+    query = select(AlarmRecord).where(AlarmRecord.at >= since)
+    if until is not None:
+        query = query.where(AlarmRecord.at < until)
+    if device_id is not None:
+        query = query.where(AlarmRecord.device_id == device_id)
+    if device_ids is not None:
+        query = query.where(AlarmRecord.device_id.in_(device_ids))
+    if active is not None:
+        query = query.where(AlarmRecord.active == active)
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    query = query.order_by(AlarmRecord.at.desc(), AlarmRecord.id.desc()).limit(limit).offset(offset)
+    return total, [
+        {"device_id": a.device_id, "at": a.at, "code": a.code, "active": a.active, "severity": a.severity,
+         "message": a.message, "source": a.source, "outcome": a.outcome, "work_order_code": a.work_order_code}
         for a in session.scalars(query)
     ]

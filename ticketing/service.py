@@ -32,7 +32,7 @@ from ticketing.dispatch import Decision, Fleet, Job, assign_batch, choose_engine
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
 from ticketing.database import make_engine, migrate
 from ticketing.hygiene import ChatterTracker
-from ticketing.models import AnomalyRecord, AssetState, CodeCounter, EngineerLocation, Event, Origin, WorkOrder
+from ticketing.models import AlarmOutcome, AlarmRecord, AnomalyRecord, AssetState, CodeCounter, EngineerLocation, Event, Origin, WorkOrder
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,17 @@ class TicketingService:
         asset = self._asset(alarm.device_id)
         if asset is None:
             return None
+        outcome, code = self._ticket_alarm(asset, alarm)
+        with self.sessions.begin() as session:
+            session.add(AlarmRecord(
+                device_id=alarm.device_id, at=alarm.raised_at, code=alarm.code[:40], active=alarm.active,
+                severity=alarm.severity.value, message=alarm.message, source=alarm.source[:200],
+                outcome=outcome.value, work_order_code=code,
+            ))
+        # A clear is recorded against the order it cleared, but opens nothing: callers get no code for it.
+        return None if outcome is AlarmOutcome.CLEARED else code
+
+    def _ticket_alarm(self, asset: Asset, alarm: Alarm) -> tuple[AlarmOutcome, str | None]:
         failure_mode, mechanism = alarm.code, ""
         if alarm.code == DEVICE_OFFLINE_CODE:
             offline = self.config.device_offline
@@ -168,23 +179,24 @@ class TicketingService:
             if not offline.open_work_order:
                 self._ignore("device_offline" if alarm.active else "device_online",
                              f"{alarm.device_id}: {alarm.message} (ticketing.device_offline.open_work_order is off)")
-                return None
+                return AlarmOutcome.NOT_TICKETED, None
         signal = (alarm.device_id, alarm.code)
         if self.chatter.shelved(signal, alarm.raised_at):
             self._ignore("shelved_chattering", f"{alarm.device_id}: {alarm.code} is shelved (chattering)")
-            return None
+            return AlarmOutcome.SHELVED, None
         if self.chatter.edge(signal, alarm.active, alarm.raised_at):
-            return self._chattering(asset, alarm)
+            return AlarmOutcome.CHATTERING, self._chattering(asset, alarm)
         if not alarm.active:
-            self._record_cleared(alarm, failure_mode)
-            return None
+            return AlarmOutcome.CLEARED, self._record_cleared(alarm, failure_mode)
         finding = {"alarm_code": alarm.code, "message": alarm.message, "severity": alarm.severity.value,
                    "source": alarm.source}
-        return self._raise(Intake(
+        code = self._raise(Intake(
             asset=asset, failure_mode=failure_mode, mechanism=mechanism, origin=Origin.DEVICE_ALARM,
             severity=alarm.severity, title=f"{alarm.code} alarm on {asset.id}: {alarm.message}",
             finding=finding, at=alarm.raised_at,
         ))
+        # _raise answers None only for an asset that is not operating (maintenance, standby, commissioning).
+        return (AlarmOutcome.WORK_ORDER, code) if code is not None else (AlarmOutcome.NOT_OPERATING, None)
 
     def create_manual(self, device_id: str, failure_mode: str, severity: Severity, title: str, actor: str,
                       description: str = "") -> str | None:
@@ -646,14 +658,17 @@ class TicketingService:
                 current is None or decision.candidates[0]["score"] > current["score"]):
             self._assign(session, order, decision, why="SLA breach re-dispatch")
 
-    def _record_cleared(self, alarm: Alarm, failure_mode: str) -> None:
+    def _record_cleared(self, alarm: Alarm, failure_mode: str) -> str | None:
+        """The open order the alarm had raised learns that its condition cleared; its code."""
         with self._transaction() as session:
             order = session.scalar(
                 select(WorkOrder).where(WorkOrder.open_dedup_key == f"{alarm.device_id}:{failure_mode}")
             )
-            if order is not None:
-                self._append_event(session, order, "condition_cleared", alarm.source or SYSTEM_ACTOR,
-                                   {"alarm_code": alarm.code, "cleared_at": alarm.raised_at})
+            if order is None:
+                return None
+            self._append_event(session, order, "condition_cleared", alarm.source or SYSTEM_ACTOR,
+                               {"alarm_code": alarm.code, "cleared_at": alarm.raised_at})
+            return order.code
 
     def _append_event(self, session: Session, order: WorkOrder, kind: str, actor: str, data: dict[str, Any]) -> None:
         """Add an event; its MAC is computed when the transaction seals (``_seal``), over the order's
@@ -825,6 +840,11 @@ class TicketingService:
     def anomaly_page(self, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
         with self.sessions() as session:
             return queries.list_anomalies(session, **filters)
+
+    def alarm_page(self, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
+        """The alarm journal, newest first; ``filters`` as :func:`ticketing.queries.list_alarms` takes them."""
+        with self.sessions() as session:
+            return queries.list_alarms(session, **filters)
 
     def open_loads(self) -> dict[str, int]:
         with self.sessions() as session:

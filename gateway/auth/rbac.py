@@ -23,7 +23,7 @@ ACTIONS = {
     "assets.read": "assets, their sites and operating state",
     "assets.set_state": "put an asset into maintenance, standby, commissioning (silences its tickets)",
     "telemetry.read": "latest readings and history",
-    "anomalies.read": "anomalies and the work order each went to",
+    "anomalies.read": "anomalies, the device alarm journal, and the work order each went to",
     "workorders.read": "work orders, their context, assignment reasoning and events",
     "workorders.create": "open a work order by hand",
     "workorders.transition": "move a work order through its lifecycle",

@@ -22,6 +22,7 @@ from gateway.dashboard.fleet import HEALTH_ORDER, fleet_entries, plant_now
 from gateway.dashboard.stream import FleetWatch, event_stream
 from gateway.pagination import PageQuery
 from ticketing.lifecycle import REQUIRED_FIELDS, TRANSITIONS, State
+from ticketing.models import Origin
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -31,6 +32,8 @@ INDEX = Path(__file__).resolve().parent.parent / "static" / "dashboard" / "index
 BOARD_STATES = ["RECEIVED", "DIAGNOSED", "DISPATCHED", "EN_ROUTE", "ON_SITE", "IN_PROGRESS", "ON_HOLD", "REOPENED",
                 "DONE", "VERIFIED"]
 LIFECYCLE_ORDER = [state.value for state in State]
+ORIGIN_NAMES = {Origin.ANOMALY.value: "anomaly (a detector)", Origin.PREDICTIVE.value: "forecast (a limit ahead)",
+                Origin.DEVICE_ALARM.value: "device alarm (incl. offline)", Origin.MANUAL.value: "opened by hand"}
 
 
 def add_dashboard(api: FastAPI, gateway: "Gateway", prefix: str, require: Callable[[str], Any],
@@ -103,6 +106,7 @@ def add_dashboard(api: FastAPI, gateway: "Gateway", prefix: str, require: Callab
                             for state, targets in TRANSITIONS.items()},
             "required": {state.value: list(fields) for state, fields in REQUIRED_FIELDS.items()},
             "failure_modes": gateway.config.ticketing.coding.failure_modes,
+            "origins": ORIGIN_NAMES,
         }
 
     @api.get(f"{prefix}/stream", tags=["dashboard"], response_class=StreamingResponse,

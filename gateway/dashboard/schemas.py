@@ -86,5 +86,6 @@ class Lifecycle(Answer):
     transitions: dict[str, list[str]]
     required: dict[str, list[str]]
     failure_modes: dict[str, str]
+    origins: dict[str, str] = Field(description="each work-order origin and what it means")
 
 

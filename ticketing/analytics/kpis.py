@@ -24,9 +24,10 @@ from typing import Any
 import pandas as pd
 
 from ticketing import sla as clocks
+from ticketing.models import Origin
 
 OPEN_STATES = {"RECEIVED", "DIAGNOSED", "DISPATCHED", "EN_ROUTE", "ON_SITE", "IN_PROGRESS", "ON_HOLD", "REOPENED"}
-AUTO_ORIGINS = {"anomaly", "forecast", "alarm"}
+AUTO_ORIGINS = {Origin.ANOMALY.value, Origin.PREDICTIVE.value, Origin.DEVICE_ALARM.value}
 FALSE_POSITIVE_STATES = {"CANCELLED"}
 
 
@@ -70,7 +71,7 @@ def kpis(facts: pd.DataFrame, exposure: pd.DataFrame, now: float, reopened: set[
                           "false_positive_rate": float(rows["false_positive"].mean())})
     downtime = repair_s.groupby(failed["device_id"]).sum().sort_values(ascending=False) / 3600
     modes = failed["failure_mode"].value_counts()
-    forecast = facts[facts["origin"] == "forecast"]
+    forecast = facts[facts["origin"] == Origin.PREDICTIVE.value]
     result: dict[str, Any] = {
         "work_orders": len(facts), "failures": len(failed),
         "mttr_h": _mean(repair_s, 3600),

@@ -1,18 +1,38 @@
-// One metric's trend (uPlot, vendored): limit lines, work-order spans and anomaly marks on one time axis.
+// One metric's trend (uPlot, vendored): limit lines, work-order spans, anomaly marks and the device's own
+// alarms (raised, cleared, and the band while active) on one time axis.
 // Drag across the chart to zoom; the caller reloads the data for the chosen range.
 import { clockTime, h, hourMinute, plant, when } from "./ui.js";
 
-const COLOURS = { line: "#2563eb", limit: "#b45309", anomaly: "#dc2626", span: "rgba(220, 38, 38, 0.08)" };
+const COLOURS = { line: "#2563eb", limit: "#b45309", span: "rgba(220, 38, 38, 0.08)", alarm: "rgba(124, 58, 237, 0.55)" };
 
-export function trendChart(holder, { metric, readings, since, until, limits, anomalies, workOrders, onZoom }) {
+// [start, end] of each alarm's active period: a raise until the next clear of the same code.
+function alarmBands(alarms, until) {
+  const bands = [];
+  const open = new Map();
+  for (const alarm of [...alarms].sort((a, b) => a.at - b.at)) {
+    if (alarm.active && !open.has(alarm.code)) open.set(alarm.code, alarm.at);
+    else if (!alarm.active && open.has(alarm.code)) {
+      bands.push([open.get(alarm.code), alarm.at]);
+      open.delete(alarm.code);
+    }
+  }
+  for (const start of open.values()) bands.push([start, until]);
+  return bands;
+}
+
+export function trendChart(holder, { metric, readings, since, until, limits, anomalies, alarms, workOrders, onZoom }) {
   const xs = readings.map((r) => r.timestamp);
   const ys = readings.map((r) => r.value);
   const marks = h("div", { class: "marks" });
   const width = Math.max(320, holder.parentElement.clientWidth - 24);
   const levels = limits.flatMap((l) => [l.low, l.high]).filter((v) => v !== null && v !== undefined);
-  holder.setAttribute("aria-label", `${metric}: ${readings.length} readings from ${when(since)} to ${when(until)}; `
-    + `${anomalies.length} anomalies${levels.length ? `; limits ${levels.join(", ")}` : ""}`);
+  holder.setAttribute("aria-label", `${metric}: ${readings.length} reading${readings.length === 1 ? "" : "s"} from ${when(since)} to ${when(until)}; `
+    + `${anomalies.length} anomalies; ${alarms.length} device alarm changes`
+    + `${levels.length ? `; limits ${levels.join(", ")}` : ""}`);
   holder.setAttribute("role", "img");
+  holder.dataset.since = String(since);
+  holder.dataset.until = String(until);
+  const bands = alarmBands(alarms, until);
 
   function drawOverlays(u) {
     const { ctx } = u;
@@ -27,6 +47,14 @@ export function trendChart(holder, { metric, readings, since, until, limits, ano
       const x1 = u.valToPos(end, "x", true);
       ctx.fillStyle = COLOURS.span;
       ctx.fillRect(x0, top, Math.max(2, x1 - x0), height);
+    }
+    // An active alarm is a strip along the top edge, so it never hides the trend under it.
+    ctx.fillStyle = COLOURS.alarm;
+    for (const [start, end] of bands) {
+      if (end < since || start > until) continue;
+      const x0 = u.valToPos(Math.max(start, since), "x", true);
+      const x1 = u.valToPos(Math.min(end, until), "x", true);
+      ctx.fillRect(x0, top, Math.max(2, x1 - x0), 6 * (window.devicePixelRatio || 1));
     }
     ctx.strokeStyle = COLOURS.limit;
     ctx.setLineDash([6, 4]);
@@ -43,20 +71,30 @@ export function trendChart(holder, { metric, readings, since, until, limits, ano
     placeMarks(u);
   }
 
-  // Anomaly marks are elements, not pixels: they have a tooltip, a label and can be found.
+  // Marks are elements, not pixels: they have a tooltip, a label and can be found.
+  function mark(u, at, kind, label, data) {
+    const left = u.valToPos(at, "x") + u.over.offsetLeft;
+    const element = h("span", { class: `mark ${kind}`, title: label, "aria-label": label, role: "note", "data-at": at, ...data });
+    element.style.left = `${left}px`;
+    element.style.top = `${u.over.offsetTop}px`;
+    element.style.height = `${u.over.clientHeight}px`;
+    marks.append(element);
+  }
+
   function placeMarks(u) {
     marks.replaceChildren();
     for (const anomaly of anomalies) {
       if (anomaly.detected_at < since || anomaly.detected_at > until) continue;
-      const left = u.valToPos(anomaly.detected_at, "x") + u.over.offsetLeft;
-      const label = `anomaly at ${when(anomaly.detected_at)}: ${anomaly.message}`;
-      marks.append(h("span", {
-        class: `mark ${anomaly.severity}`, title: label, "aria-label": label, role: "note",
-        "data-at": anomaly.detected_at, "data-work-order": anomaly.work_order_code || "",
-      }));
-      marks.lastChild.style.left = `${left}px`;
-      marks.lastChild.style.top = `${u.over.offsetTop}px`;
-      marks.lastChild.style.height = `${u.over.clientHeight}px`;
+      mark(u, anomaly.detected_at, `anomaly ${anomaly.severity}`, `anomaly at ${when(anomaly.detected_at)}: ${anomaly.message}`,
+        { "data-work-order": anomaly.work_order_code || "" });
+    }
+    for (const alarm of alarms) {
+      if (alarm.at < since || alarm.at > until) continue;
+      const what = alarm.active ? "raised" : "cleared";
+      const outcome = alarm.work_order_code ? ` (${alarm.outcome.replace("_", " ")} ${alarm.work_order_code})`
+        : ` (${alarm.outcome.replace("_", " ")})`;
+      mark(u, alarm.at, `alarm ${what}`, `device alarm ${alarm.code} ${what} at ${when(alarm.at)}: ${alarm.message}${outcome}`,
+        { "data-code": alarm.code, "data-work-order": alarm.work_order_code || "" });
     }
   }
 
@@ -65,7 +103,8 @@ export function trendChart(holder, { metric, readings, since, until, limits, ano
     scales: { x: { time: false, min: since, max: until } },
     axes: [
       // Ticks in the plant's wall time (uPlot would use the browser's zone).
-      { values: (_u, ticks) => ticks.map((t) => (until - since > 2 * 86400 ? when(t).slice(0, 5) : hourMinute(t))) },
+      { values: (_u, ticks) => ticks.map((t) => (until - since > 2 * 86400 ? when(t).slice(0, 5)
+        : until - since < 900 ? clockTime(t) : hourMinute(t))) },
       { size: 60 },
     ],
     series: [{ label: `time (${plant.timezone})`, value: (_u, v) => (v === null ? "—" : clockTime(v)) },

@@ -76,6 +76,33 @@ export function clockTime(epochSeconds) {
   return formatter("time").format(new Date(epochSeconds * 1000));
 }
 
+// The plant zone's wall time of an instant as the "YYYY-MM-DDTHH:MM" a datetime-local input holds.
+export function toPlantInput(epochSeconds) {
+  const parts = Object.fromEntries(formatter("datetime").formatToParts(new Date(epochSeconds * 1000))
+    .map((p) => [p.type, p.value]));
+  const hour = parts.hour === "24" ? "00" : parts.hour;
+  return `${parts.year}-${parts.month}-${parts.day}T${hour}:${parts.minute}`;
+}
+
+// The instant a plant-zone wall time names (NaN when the text is not one); DST gaps resolve forwards.
+export function fromPlantInput(text) {
+  const match = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})/.exec(text || "");
+  if (!match) return NaN;
+  const [year, month, day, hour, minute] = match.slice(1).map(Number);
+  const asUtc = Date.UTC(year, month - 1, day, hour, minute) / 1000;
+  const offset = (t) => fromPlantParts(t) - t;
+  let guess = asUtc - offset(asUtc);
+  guess = asUtc - offset(guess);
+  return guess;
+}
+
+function fromPlantParts(epochSeconds) {
+  const [date, time] = toPlantInput(epochSeconds).split("T");
+  const [year, month, day] = date.split("-").map(Number);
+  const [hour, minute] = time.split(":").map(Number);
+  return Date.UTC(year, month - 1, day, hour, minute) / 1000 + (Math.floor(epochSeconds) % 60);
+}
+
 export function duration(seconds) {
   if (seconds === null || seconds === undefined || !isFinite(seconds)) return "—";
   const sign = seconds < 0 ? "−" : "";

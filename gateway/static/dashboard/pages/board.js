@@ -81,7 +81,7 @@ export async function render(main, _params, context) {
     chooser("state", "State", lifecycle.states),
     chooser("engineer_id", "Engineer", engineers.items.map((e) => [e.id, e.name || e.id])),
     chooser("failure_mode", "Failure mode", Object.entries(lifecycle.failure_modes).map(([code, name]) => [code, `${code} ${name}`])),
-    chooser("origin", "Origin", ["anomaly", "alarm", "forecast", "manual", "offline"]),
+    chooser("origin", "Origin", Object.entries(lifecycle.origins)),
     period("created_since", "Opened from"), period("created_until", "Opened until"));
 
   const views = h("div", { role: "group", "aria-label": "View", class: "ranges" },

@@ -1,7 +1,10 @@
-// Device: context, detector state, trend charts with limits, anomalies and work-order spans, its work orders.
+// Device: context, detector state, trend charts with limits, anomalies, device alarms and work-order spans,
+// its work orders.
 import * as api from "../api.js";
 import { trendChart } from "../chart.js";
-import { ago, field, h, healthBadge, now, priorityBadge, replace, section, select, table, when } from "../ui.js";
+import {
+  ago, field, fromPlantInput, h, healthBadge, now, plant, priorityBadge, replace, section, select, table, toPlantInput, when,
+} from "../ui.js";
 
 const RANGES = [["1h", 3600], ["24h", 86400], ["7d", 7 * 86400]];
 
@@ -23,8 +26,11 @@ export async function render(main, [deviceId], context) {
     const until = custom ? custom.until : now();
     const since = custom ? custom.since : until - span;
     const rollup = until - since > 2 * 86400;
-    const [anomalies, spans] = await Promise.all([
+    from.value = toPlantInput(since);
+    to.value = toPlantInput(until);
+    const [anomalies, alarms, spans] = await Promise.all([
       api.get("/anomalies", { device_id: deviceId, since: Math.floor(since), limit: 1000 }),
+      api.get("/alarms", { device_id: deviceId, since: Math.floor(since), until: Math.ceil(until), limit: 1000 }),
       api.get("/work-orders", { device_id: deviceId, limit: 200 }),
     ]);
     const series = await Promise.all(metrics.map((metric) => rollup
@@ -42,6 +48,7 @@ export async function render(main, [deviceId], context) {
         metric, readings: series[index], since, until,
         limits: detector.limits.filter((l) => l.metric === metric),
         anomalies: anomalies.items.filter((a) => a.metrics.includes(metric) || a.metrics.length === 0),
+        alarms: alarms.items, // a device's alarm is about the machine, so it shows on every metric
         workOrders: spans.items,
         onZoom: (from, to) => { custom = { since: from, until: to }; markRange(null); draw(); },
       }));
@@ -55,8 +62,9 @@ export async function render(main, [deviceId], context) {
     }
   }
 
-  const from = h("input", { type: "datetime-local", "aria-label": "from" });
-  const to = h("input", { type: "datetime-local", "aria-label": "to" });
+  const from = h("input", { type: "datetime-local", "aria-label": "start of range" });
+  const to = h("input", { type: "datetime-local", "aria-label": "end of range" });
+  const rangeError = h("span", { class: "error", role: "alert" });
   replace(rangeBar,
     RANGES.map(([label, seconds]) => h("button", {
       type: "button", "data-span": seconds, "aria-pressed": String(seconds === span),
@@ -65,12 +73,23 @@ export async function render(main, [deviceId], context) {
     h("span", { class: "custom" }, from, "–", to, h("button", {
       type: "button",
       onclick: () => {
-        // datetime-local is the browser's zone; the readings carry epoch seconds either way.
-        const since = Date.parse(from.value) / 1000;
-        const until = Date.parse(to.value) / 1000;
-        if (since < until) { custom = { since, until }; markRange(null); draw(); }
+        // The inputs are the plant's wall time, like every time on the page.
+        const since = fromPlantInput(from.value);
+        const until = fromPlantInput(to.value);
+        if (!(since < until)) {
+          rangeError.textContent = "Choose a start before the end.";
+          return;
+        }
+        rangeError.textContent = "";
+        custom = { since, until };
+        markRange(null);
+        draw();
       },
-    }, "Show")));
+    }, "Show"), h("small", {}, ` ${plant.timezone}`), rangeError));
+  const key = h("p", { class: "legend-key" }, h("span", { class: "key-anomaly" }, "anomaly"),
+    h("span", { class: "key-alarm" }, "device alarm raised"), h("span", { class: "key-cleared" }, "cleared"),
+    h("span", { class: "key-span" }, "work order open"), h("span", { class: "key-limit" }, "limit"),
+    h("span", {}, "drag across a chart to zoom"));
 
   const entry = fleet.items[0];
   const state = asset.operating_state;
@@ -105,7 +124,7 @@ export async function render(main, [deviceId], context) {
 
   replace(main, h("h1", {}, asset.name || asset.id, " ", h("small", {}, asset.id)),
     h("div", { class: "columns" }, context_, detectorPanel),
-    section("Trends", rangeBar, charts),
+    section("Trends", rangeBar, key, charts),
     context.can("assets.set_state") ? stateForm(deviceId, state) : null,
     orderList);
   await draw();
