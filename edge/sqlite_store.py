@@ -209,6 +209,15 @@ class SqliteStore:
             return connection.execute(
                 "SELECT DISTINCT device_id, CAST(ts / 86400 AS INTEGER) FROM rollups").fetchall()
 
+    def operating_means(self, device_id: str, since: float, until: float) -> dict[str, float]:
+        """Each metric's mean over [since, until) from the rollups (weighted by their counts): the
+        operating context a work order records of the hours before its finding."""
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT metric, SUM(mean * count) / SUM(count) FROM rollups WHERE device_id = ? AND ts >= ? "
+                "AND ts < ? AND count > 0 GROUP BY metric", (device_id, since, until)).fetchall()
+        return {metric: mean for metric, mean in rows if mean is not None}
+
     def history(
         self, device_id: str, metric: str | None, since: float, until: float, limit: int
     ) -> list[Reading]:

@@ -20,7 +20,7 @@ from gateway.auth.store import Principal
 from gateway.schemas import Answer
 from ticketing.analytics.clusters import (ASSET_DIMENSIONS, FAILURE_DIMENSIONS, KNOWN_ASSET_DIMENSIONS,
                                           KNOWN_FAILURE_DIMENSIONS, ClusterQuery, fault_clusters)
-from ticketing.analytics.facts import exposure_from_days, reopened_codes, work_order_facts
+from ticketing.analytics.facts import OPERATING_PREFIX, exposure_from_days, reopened_codes, work_order_facts
 from ticketing.analytics.kpis import kpis
 
 if TYPE_CHECKING:
@@ -46,6 +46,9 @@ class Cluster(Answer):
     work_orders: list[str]
     assets: list[str]
     by_month: dict[str, int]
+    operating: dict[str, dict[str, float | None]] = Field(
+        description="per metric: the mean the group's failures recorded over the hours before their finding, "
+                    "the other failures' mean, and how many failures had one")
 
 
 class Clusters(Answer):
@@ -96,12 +99,13 @@ def _cuts(text: str | None) -> dict[str, list[float]]:
 
 
 def add_analytics(api: FastAPI, gateway: "Gateway", prefix: str, require: Callable[[str], Any]) -> None:
-    def load(filters: FactFilters, principal: Principal, sla: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def load(filters: FactFilters, principal: Principal, sla: bool = False,
+             operating: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
         assets = [a for a in gateway.assets.values() if principal.may_see_site(a.site.id)
                   and (filters.site_id is None or a.site.id == filters.site_id)
                   and (filters.model is None or a.model == filters.model)
                   and (filters.type is None or a.type == filters.type)]
-        facts = work_order_facts(gateway.ticketing.engine, assets, filters.since, filters.until, sla)
+        facts = work_order_facts(gateway.ticketing.engine, assets, filters.since, filters.until, sla, operating)
         facts = facts[facts["device_id"].isin([a.id for a in assets])]
         if filters.failure_mode is not None:
             facts = facts[facts["failure_mode"] == filters.failure_mode]
@@ -139,7 +143,7 @@ def add_analytics(api: FastAPI, gateway: "Gateway", prefix: str, require: Callab
             raise HTTPException(422, f"unknown dimension(s) {', '.join(unknown)}; asset: "
                                      f"{', '.join(sorted(KNOWN_ASSET_DIMENSIONS | environment))}; failure: "
                                      f"{', '.join(sorted(KNOWN_FAILURE_DIMENSIONS))}")
-        facts, exposure = load(filters, principal)
+        facts, exposure = load(filters, principal, operating=True)
         query = ClusterQuery(asset_dimensions=chosen, failure_dimensions=failure_chosen,
                              depth=depth, min_failures=min_failures, false_discovery_rate=fdr, cuts=_cuts(cuts))
         found = fault_clusters(facts, exposure, query)
@@ -166,8 +170,9 @@ def add_analytics(api: FastAPI, gateway: "Gateway", prefix: str, require: Callab
     def facts_export(filters: FactFilters = Depends(), format: Literal["csv", "parquet"] = Query("csv"),
                      principal: Principal = Depends(require("analytics.read"))) -> Response:
         """The facts table, for a notebook or a spreadsheet."""
-        facts, _ = load(filters, principal)
-        table = facts.reindex(columns=[*FACT_COLUMNS, *sorted(c for c in facts.columns if c.startswith("env_"))])
+        facts, _ = load(filters, principal, operating=True)
+        extra = sorted(c for c in facts.columns if c.startswith(("env_", OPERATING_PREFIX)))
+        table = facts.reindex(columns=[*FACT_COLUMNS, *extra])
         if format == "parquet":
             buffer = io.BytesIO()
             table.to_parquet(buffer, index=False)

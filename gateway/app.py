@@ -65,8 +65,8 @@ class Gateway:
         self.keyring = Keyring.load(config.keyring_path())
         self.audit = AuditLog(config.identity_database_url(), self.keyring, config.audit_witness_path())
         self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish,
-                                          telemetry_seen=self._last_reading_at, signer=self.keyring,
-                                          anchors=self.audit)
+                                          telemetry_seen=self._last_reading_at, signer=self.keyring, anchors=self.audit,
+                                          operating_means=self.store.operating_means)
         self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
         self.identities = IdentityStore(config.identity_database_url(),
                                         config.auth.lockout_attempts, config.auth.lockout_s,

@@ -18,8 +18,9 @@ from typing import Any
 from gateway.app import Gateway
 from gateway.broker import Mosquitto, free_port
 from gateway.config import GatewayConfig, parse_config
+from gateway.core import WorkOrderEvent
 from simulators.mqtt_fleet import FleetConfig, FleetSimulator
-from simulators.physics import DeviceSpec
+from gateway.simulation import device_specs
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,10 @@ def demo_document(broker_port: int, api_port: int, data_dir: Path, acceleration:
     everyday = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "24:00"}
     return {
         "sites": [
-            {"id": "hamburg", "name": "Hamburg waterworks", "latitude": 53.5461, "longitude": 9.9661},
-            {"id": "bremen", "name": "Bremen booster station", "latitude": 53.0793, "longitude": 8.8017},
+            {"id": "hamburg", "name": "Hamburg waterworks", "latitude": 53.5461, "longitude": 9.9661,
+             "environment": {"humidity_pct": 72, "ambient_c": 18}},
+            {"id": "bremen", "name": "Bremen booster station", "latitude": 53.0793, "longitude": 8.8017,
+             "environment": {"humidity_pct": 84, "ambient_c": 16}},
         ],
         "assets": [
             {"id": "pump-01", "type": "pump", "model": "KSB Etanorm 80-250", "serial": "ETN-1001",
@@ -81,7 +84,7 @@ def fleet_for(config: GatewayConfig, broker_host: str, broker_port: int, acceler
     """A simulator for every asset of the config, publishing where its MQTT source listens."""
     source = config.sources[0]
     return FleetConfig(
-        devices=[DeviceSpec(asset.id, asset.type, asset.site) for asset in config.assets],
+        devices=list(device_specs(config).values()),
         host=broker_host, port=broker_port, telemetry_topic=source.topic,
         alarm_topic=source.alarm_topic or "plant/{site}/{device}/alarm",
         acceleration=acceleration, seed=seed, ground_truth=ground_truth,
@@ -140,6 +143,13 @@ def run_demo(data_dir: Path, api_port: int, acceleration: float, healthy_s: floa
     sim_thread = threading.Thread(target=simulator.run, name="simulator", daemon=True)
     gateway = Gateway(config)
     stop_watch = threading.Event()
+
+    def repair_when_done(event: WorkOrderEvent) -> None:
+        # The engineer fixed it: the simulated machine is healthy again, so verification can see it recover.
+        if event.kind == "done" and event.device_id in simulator.models:
+            simulator.repair(event.device_id)
+
+    gateway.events.subscribe(repair_when_done)
 
     def inject_fault() -> None:
         if stop_watch.wait(healthy_s):

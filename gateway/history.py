@@ -2,7 +2,9 @@
 work orders are opened, dispatched, worked and closed by simulated engineers with failure coding
 (some of it wrong, some no-fault-found), on a simulated clock; one reading per device per day
 marks it monitored. Planted clusters raise the failure rate of matching assets, so the analysis
-has something true to find.
+has something true to find. Each order records the operating context the simulators' physics give
+its asset (its model's design at its site's ambient temperature), as a live gateway records it
+from telemetry.
 
     cluster = PlantedCluster(model="P-200", environment={"humidity_pct": (80, None)},
                              maintainable_item="seal", rate_ratio=3)
@@ -11,6 +13,9 @@ has something true to find.
 from __future__ import annotations
 
 import random
+import statistics
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from gateway.keyring import Keyring
 from ticketing.coding import items_for
 from ticketing.config import EngineerConfig, TicketingConfig
 from ticketing.lifecycle import State
+from simulators.physics import DEVICE_TYPES, DeviceModel, DeviceSpec
 from ticketing.service import TicketingService
 
 DAY = 86400.0
@@ -160,14 +166,40 @@ def default_ticketing(database_url: str) -> TicketingConfig:
     return TicketingConfig(database_url=database_url, group_window_s=0)
 
 
-def scratch_service(directory: Path, assets: dict[str, Asset], start: float,
-                    engineers: int = 5) -> tuple[TicketingService, SimulatedClock]:
-    """A ticketing service on SQLite files in ``directory``, keyed and anchored there, on a simulated
-    clock starting at ``start``, with ``engineers`` mechanics who can each hold 100 orders."""
+# An hour of healthy running, sampled each minute: enough for the thermal lags to settle.
+CONTEXT_STEPS, CONTEXT_STEP_S = 60, 60.0
+
+
+def simulated_operating_means(assets: dict[str, Asset]) -> Callable[[str, float, float], dict[str, float]]:
+    """The operating context (each metric's mean) the simulators' physics give each asset: what the
+    embedded store would answer had the asset streamed its telemetry. Computed once per asset."""
+    cache: dict[str, dict[str, float]] = {}
+
+    def means(device_id: str, since: float, until: float) -> dict[str, float]:
+        if device_id not in cache:
+            asset = assets[device_id]
+            environment = {k: float(v) for k, v in asset.site.environment.items() if isinstance(v, (int, float))}
+            spec = DeviceSpec(asset.id, asset.type if asset.type in DEVICE_TYPES else "pump", asset.site.id,
+                              asset.model, environment)
+            model = DeviceModel(spec, seed=zlib.crc32(asset.id.encode()))
+            samples = [model.step(i * CONTEXT_STEP_S) for i in range(1, CONTEXT_STEPS + 1)]
+            cache[device_id] = {metric: statistics.fmean(s[metric] for s in samples[CONTEXT_STEPS // 2:])
+                                for metric in samples[0]}
+        return cache[device_id]
+
+    return means
+
+
+def scratch_service(directory: Path, assets: dict[str, Asset], start: float, engineers: int = 5,
+                    database_url: str | None = None) -> tuple[TicketingService, SimulatedClock]:
+    """A ticketing service on SQLite files in ``directory`` (or on ``database_url``), keyed and
+    anchored there, on a simulated clock starting at ``start``, with ``engineers`` mechanics who can
+    each hold 100 orders, recording the simulated operating context."""
     keyring = Keyring.load(directory / "gateway.key")
     crew = [EngineerConfig(id=f"e{i}", name=f"E{i}", skills=["mechanical"], capacity=100,
                            home={"latitude": 50.0, "longitude": 8.0}) for i in range(engineers)]
     clock = SimulatedClock(start)
-    service = TicketingService(default_ticketing(f"sqlite:///{directory / 'workorders.db'}"), assets, crew,
-                               clock=clock, signer=keyring, anchors=AuditLog(f"sqlite:///{directory / 'audit.db'}", keyring))
+    service = TicketingService(default_ticketing(database_url or f"sqlite:///{directory / 'workorders.db'}"), assets, crew,
+                               clock=clock, signer=keyring, anchors=AuditLog(f"sqlite:///{directory / 'audit.db'}", keyring),
+                               operating_means=simulated_operating_means(assets))
     return service, clock

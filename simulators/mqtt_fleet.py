@@ -9,8 +9,9 @@ topic. ``acceleration`` runs simulated time faster than the wall clock (0 means
 as fast as the broker takes it); timestamps are simulated time, starting now.
 
 Faults are scheduled up front or injected at run time by publishing to the
-control topic ``{"device": "pump-2", "fault": "bearing_wear", "duration_s": 600}``.
-Each fault is appended to the ground-truth file as one JSON line.
+control topic ``{"device": "pump-2", "fault": "bearing_wear", "duration_s": 600}``;
+``{"device": "pump-2", "repair": true}`` repairs it (every active fault clears).
+Each fault and each repair is appended to the ground-truth file as one JSON line.
 """
 
 from __future__ import annotations
@@ -82,29 +83,46 @@ class FleetSimulator:
             self.models[fault.device_id].inject(fault)
         self._record_truth(fault)
         log.info("fault %s injected on %s: onset %+.0fs, failure after %.0fs (simulated)",
-                 fault.kind, fault.device_id, fault.onset, fault.duration)
+                 fault.kind, fault.device_id, fault.onset, fault.duration / self.models[fault.device_id].wear_rate)
 
     def inject_now(self, device_id: str, kind: str, duration_s: float) -> Fault:
         fault = Fault(device_id, kind, onset=self.sim_time, duration=duration_s)
         self.inject(fault)
         return fault
 
+    def repair(self, device_id: str) -> None:
+        """The device is fixed now: its active faults clear and its metrics return to healthy."""
+        if device_id not in self.models:
+            raise ValueError(f"no simulated device {device_id!r}")
+        with self._lock:
+            self.models[device_id].repair(self.sim_time)
+        self._write_truth({"device_id": device_id, "kind": "repair", "at": self.sim_time,
+                           "at_ts": self.start_wall + self.sim_time})
+        log.info("%s repaired at %.0fs (simulated)", device_id, self.sim_time)
+
     def _record_truth(self, fault: Fault) -> None:
+        model = self.models[fault.device_id]
+        self._write_truth(asdict(fault) | {
+            "onset_ts": self.start_wall + fault.onset,
+            "failure_ts": self.start_wall + model.failure_time(fault),
+            "wear_rate": model.wear_rate,
+        })
+
+    def _write_truth(self, row: dict[str, Any]) -> None:
         if self.config.ground_truth is None:
             return
         self.config.ground_truth.parent.mkdir(parents=True, exist_ok=True)
-        row = asdict(fault) | {
-            "onset_ts": self.start_wall + fault.onset,
-            "failure_ts": self.start_wall + fault.failure_at,
-        }
         with self.config.ground_truth.open("ab") as handle:
             handle.write(orjson.dumps(row) + b"\n")
 
     def _on_control(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
             command = orjson.loads(message.payload)
-            self.inject_now(str(command["device"]), str(command["fault"]), float(command.get("duration_s", 600)))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            if command.get("repair") is True:
+                self.repair(str(command["device"]))
+            else:
+                self.inject_now(str(command["device"]), str(command["fault"]), float(command.get("duration_s", 600)))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
             log.warning("ignored control message %r: %s", message.payload[:200], error)
 
     # -- publishing ------------------------------------------------------------------

@@ -18,7 +18,8 @@ from scipy import stats
 from gateway.audit import AuditLog
 from gateway.broker import Mosquitto
 from gateway.core import Asset, Site
-from gateway.history import HistoryPlan, PlantedCluster, SimulatedClock, default_ticketing, generate, scratch_service
+from gateway.history import (HistoryPlan, PlantedCluster, SimulatedClock, default_ticketing, generate, scratch_service,
+                             simulated_operating_means)
 from gateway.keyring import Keyring
 from tests.conftest import gateway_document
 from ticketing.analytics.clusters import ClusterQuery, fault_clusters
@@ -58,9 +59,10 @@ def fleet(count: int = 200) -> dict[str, Asset]:
                                firmware=("1.0", "1.1")[i % 2]) for i in range(count)}
 
 
-def history(tmp_path: Path, plan: HistoryPlan, assets: dict[str, Asset]) -> tuple[TicketingService, SimulatedClock]:
+def history(tmp_path: Path, plan: HistoryPlan, assets: dict[str, Asset],
+            database_url: str | None = None) -> tuple[TicketingService, SimulatedClock]:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    service, clock = scratch_service(tmp_path, assets, START)
+    service, clock = scratch_service(tmp_path, assets, START, database_url=database_url)
     generate(service, clock, assets, plan)
     return service, clock
 
@@ -75,9 +77,13 @@ def test_a_planted_cluster_is_found_and_a_null_history_has_none(tmp_path: Path) 
     planted = PlantedCluster("seal", 3.0, model="P-200", environment={"humidity_pct": (80, None)})
     # 25 planted assets x 300 days x 0.002 x 3: about 45 failures where 15 would be usual.
     service, _ = history(tmp_path / "planted", HistoryPlan(days=300, clusters=[planted], seed=1), assets)
-    facts = work_order_facts(service.engine, assets.values())
+    facts = work_order_facts(service.engine, assets.values(), operating=True)
     found = fault_clusters(facts, every_day(assets, 300), ClusterQuery(cuts={"humidity_pct": [80]}))
     top = found[0]
+    # Every failure recorded its operating context; the group's is set against the rest's.
+    assert facts["op_flow"].notna().all() and facts["op_bearing_temp"].between(20, 100).all()
+    assert top["operating"]["flow"]["group_failures"] == top["failures"]
+    assert top["operating"]["flow"]["rest"] is not None
     assert top["group"] == {"model": "P-200", "humidity_pct": "humidity_pct 80–∞", "maintainable_item": "seal"} or \
         top["group"] == {"model": "P-200", "humidity_pct": "humidity_pct 80–∞", "failure_mode": "ELU"}
     assert 1.5 < top["rate_ratio"] < 5.0 and top["ci_low"] > 1 and top["q_value"] < 0.05
@@ -87,6 +93,35 @@ def test_a_planted_cluster_is_found_and_a_null_history_has_none(tmp_path: Path) 
     null, _ = history(tmp_path / "null", HistoryPlan(days=300, seed=2), assets)
     facts = work_order_facts(null.engine, assets.values())
     assert fault_clusters(facts, every_day(assets, 300), ClusterQuery(cuts={"humidity_pct": [80]})) == []
+
+
+def test_the_analysis_reads_the_same_from_postgresql_in_small_chunks(tmp_path: Path, monkeypatch) -> None:
+    """One seeded history written through ticketing into SQLite and into a real PostgreSQL: the facts
+    (read from PostgreSQL 37 rows at a time), the clusters and the KPIs come out the same."""
+    from tests.servers import PostgreSQL
+
+    assets = fleet(120)
+    plan = HistoryPlan(days=150, clusters=[PlantedCluster("seal", 4.0, model="P-200")], seed=5)
+    lite, lite_clock = history(tmp_path / "lite", plan, assets)
+    server = PostgreSQL().start()
+    try:
+        pg, pg_clock = history(tmp_path / "pg", plan, assets, database_url=server.url)
+        assert pg.engine.dialect.name == "postgresql"
+        expected = work_order_facts(lite.engine, assets.values(), sla=True, operating=True)
+        monkeypatch.setattr("ticketing.analytics.facts.CHUNK", 37)
+        read = work_order_facts(pg.engine, assets.values(), sla=True, operating=True)
+        assert len(read) == len(expected) > 100
+        pd.testing.assert_frame_equal(read.sort_values("code").reset_index(drop=True),
+                                      expected.sort_values("code").reset_index(drop=True), check_dtype=False)
+        exposure = every_day(assets, 150)
+        query = ClusterQuery(min_failures=3)
+        assert fault_clusters(read, exposure, query) == fault_clusters(expected, exposure, query) != []
+        assert kpis(read, exposure, pg_clock.now, reopened_codes(pg.engine)) == \
+            kpis(expected, exposure, lite_clock.now, reopened_codes(lite.engine))
+        pg.close()
+    finally:
+        server.stop()
+    lite.close()
 
 
 def test_kpis_against_a_scripted_history(tmp_path: Path) -> None:
@@ -236,7 +271,8 @@ def test_analytics_page_shows_a_planted_cluster_to_reliability_engineers(
     keyring = Keyring.load(config.keyring_path())
     clock = SimulatedClock(START)
     service = TicketingService(default_ticketing(config.ticketing.database_url), assets, config.engineers,
-                               clock=clock, signer=keyring, anchors=AuditLog(config.identity_database_url(), keyring))
+                               clock=clock, signer=keyring, anchors=AuditLog(config.identity_database_url(), keyring),
+                               operating_means=simulated_operating_means(assets))
     store = SqliteStore(config.storage.telemetry.model_copy(update={"retention_days": 3650}))
     planted = PlantedCluster("seal", 3.0, model="P-200", environment={"humidity_pct": (80, None)})
     generate(service, clock, assets, HistoryPlan(days=300, clusters=[planted], seed=1), monitored=store.write)
@@ -260,6 +296,7 @@ def test_analytics_page_shows_a_planted_cluster_to_reliability_engineers(
         cluster = page.locator("tr.cluster").first
         expect(cluster).to_contain_text("humidity_pct 80–∞", timeout=30_000)
         expect(cluster).to_contain_text("model P-200")
+        expect(cluster.locator("td.operating")).to_contain_text(re.compile(r"\w+ [\d.]+ vs [\d.]+"))
         expect(cluster.get_by_role("link").first).to_have_text(re.compile(r"^WO-"))
         expect(page.locator(".tile").first).to_be_visible()
         shoot(page, tmp_path, "analytics")

@@ -120,3 +120,19 @@ def test_rollups_are_exact_and_late_or_replayed_readings_count_once(tmp_path: Pa
     assert buckets[0]["max"] == 100.0 and buckets[1]["min"] == 0.0 and buckets[1]["max"] == 59.0
     assert buckets[1]["mean"] == sum(range(60)) / 60
     store.close()
+
+
+def test_operating_means_weigh_each_bucket_by_its_readings(tmp_path: Path) -> None:
+    """The mean over a window is the mean of its readings, not of its bucket means."""
+    store = SqliteStore(SqliteStoreConfig(path=tmp_path / "t.db", rollup_interval_s=60))
+    start = (time.time() - 7200) // 60 * 60
+    readings = [Reading("p1", "temp", 10.0, start + i) for i in range(60)]  # one full bucket at 10
+    readings += [Reading("p1", "temp", 40.0, start + 60 + i * 20) for i in range(3)]  # three readings at 40
+    readings += [Reading("p1", "load", 0.5, start + i) for i in range(0, 120, 10)]
+    readings += [Reading("p1", "temp", 99.0, start + 600), Reading("p2", "temp", 77.0, start)]  # outside, other
+    store.write(readings)
+    store.flush()
+    means = store.operating_means("p1", start, start + 120)
+    assert means == {"temp": (60 * 10.0 + 3 * 40.0) / 63, "load": 0.5}
+    assert store.operating_means("p1", start + 3600, start + 7200) == {}
+    store.close()

@@ -235,3 +235,26 @@ def test_device_offline_is_counted_by_default_and_a_work_order_when_configured(t
     assert order["assigned_engineer_id"] == "tech"
     assert ticketing.handle_alarm(back) is None
     assert ticketing.get_work_order(code)["events"][-1]["kind"] == "condition_cleared"
+
+
+def test_a_new_order_records_the_operating_context_before_its_finding(tmp_path: Path) -> None:
+    asked: list[tuple[str, float, float]] = []
+
+    def means(device: str, since: float, until: float) -> dict[str, float]:
+        asked.append((device, since, until))
+        if device == "pump-02":
+            raise OSError("store unavailable")
+        return {"load": 0.81234567, "bearing_temp": 71.5}
+
+    assets = {d: Asset(d, "pump", "Etanorm", d, SITE, Criticality.MEDIUM) for d in ("pump-01", "pump-02")}
+    service = TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}", operating_context_h=12),
+                               assets, [engineer("mechanic", ["mechanical"], 53.60, 10.05)], clock=lambda: NOW + 60,
+                               operating_means=means, **chain_parts(tmp_path))
+    code = service.handle_anomaly(anomaly(at=NOW))
+    assert asked == [("pump-01", NOW - 12 * 3600, NOW)]  # the hours before the finding, not before now
+    assert service.get_work_order(code)["context"]["operating"] == {
+        "window_h": 12, "until": NOW, "means": {"bearing_temp": 71.5, "load": 0.8123}}
+    # A store that cannot answer costs the order nothing but its context, and is counted.
+    other = service.handle_anomaly(anomaly(device="pump-02", at=NOW))
+    assert other is not None and "operating" not in service.get_work_order(other)["context"]
+    assert service.diagnostics()["operating_context_errors"] == 1

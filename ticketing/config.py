@@ -274,6 +274,9 @@ class TicketingConfig(BaseModel):
         3600.0, ge=0, description="anomalies of one asset within this window join its open work order"
     )
     evidence_readings: int = Field(60, ge=1, le=5000)
+    operating_context_h: float = Field(
+        24.0, ge=0, le=720, description="each new work order records every metric's mean over this many hours "
+                                        "before its finding (the operating context at failure); 0: not recorded")
     required_skill_levels: dict[str, int] = Field(
         default_factory=dict, description="failure mode -> minimum skill level (default 1)")
     required_certifications: dict[str, list[str]] = Field(

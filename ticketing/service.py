@@ -108,6 +108,7 @@ class TicketingService:
         *,
         signer: chain.ChainSigner,
         anchors: chain.ChainAnchors,
+        operating_means: Callable[[str, float, float], dict[str, float]] | None = None,
     ) -> None:
         self.config = config
         # Keyed event chains: MACs from the gateway's keyring, heads anchored in its audit log.
@@ -115,6 +116,9 @@ class TicketingService:
         self.anchors = anchors
         # When a device last reported (auto-verification wants telemetry, not silence).
         self.telemetry_seen = telemetry_seen
+        # (device, since, until) -> each metric's mean: the operating context a new order records.
+        self.operating_means = operating_means
+        self.context_errors = 0
         self.assets = assets
         self.engineers = engineers
         self.publish = publish or (lambda event: None)
@@ -234,6 +238,18 @@ class TicketingService:
             finding={"alarm_code": alarm.code, "message": message, "source": alarm.source},
             at=alarm.raised_at, group=False,
         ))
+
+    def _operating_context(self, device_id: str, at: float) -> dict[str, Any] | None:
+        hours = self.config.operating_context_h
+        if self.operating_means is None or hours <= 0:
+            return None
+        try:
+            means = self.operating_means(device_id, at - hours * 3600, at)
+        except Exception as error:  # a store that cannot answer must not cost the work order
+            self.context_errors += 1
+            log.warning("ticketing: no operating context for %s: %s", device_id, error)
+            return None
+        return {"window_h": hours, "until": at, "means": {metric: round(value, 4) for metric, value in sorted(means.items())}}
 
     def _asset(self, device_id: str) -> Asset | None:
         asset = self.assets.get(device_id)
@@ -388,6 +404,9 @@ class TicketingService:
             "finding": intake.finding,
             "triggering_readings": [_reading_dict(r) for r in intake.evidence[-self.config.evidence_readings:]],
         }
+        operating = self._operating_context(asset.id, intake.at)
+        if operating is not None:
+            context["operating"] = operating
         sla = self._start_clocks(priority, asset, now)
         if intake.due_at is not None and intake.due_at > now:
             # Preventive work: restored (the part replaced) before the forecast failure, at the latest.
@@ -862,7 +881,8 @@ class TicketingService:
 
     def diagnostics(self) -> dict[str, Any]:
         return {"work_orders_created": self.created, "occurrences_added": self.occurrences, "ignored": self.ignored,
-                "reopened": self.reopened, "flood_findings": self.flood_findings, "auto_verified": self.auto_verified}
+                "reopened": self.reopened, "flood_findings": self.flood_findings, "auto_verified": self.auto_verified,
+                "operating_context_errors": self.context_errors}
 
     def close(self) -> None:
         self.engine.dispose()

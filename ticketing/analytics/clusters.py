@@ -4,7 +4,8 @@ rest of the fleet, beyond chance.
 
 Every group with enough failures is tested (an exact rate-ratio test, :mod:`.stats`), the
 p-values are adjusted together (Benjamini–Hochberg), and what stays under the false-discovery
-rate is ranked by adjusted p-value, then by rate ratio, each with its evidence.
+rate is ranked by adjusted p-value, then by rate ratio, each with its evidence: its work orders
+and assets, its trend by month, and how its failures' operating context compares with the rest's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from ticketing.analytics.facts import OPERATING_PREFIX
 from ticketing.analytics.stats import benjamini_hochberg, rate_ratios
 
 ASSET_DIMENSIONS = ("model", "type", "firmware", "site")
@@ -90,7 +92,8 @@ def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQu
     for row, q in zip(tested, q_values):
         row["q_value"] = q
     found = [t for t in tested if t["q_value"] <= query.false_discovery_rate and t["rate_ratio"] > 1]
-    found.sort(key=lambda t: (t["q_value"], -t["rate_ratio"]))
+    # Ties (nested groups with the same failures) in a fixed order, whatever order the rows came in.
+    found.sort(key=lambda t: (t["q_value"], -t["rate_ratio"], sorted(t["group"].items())))
     for cluster in found:
         _evidence(cluster, failures)
     return found
@@ -135,7 +138,27 @@ def _evidence(cluster: dict[str, Any], failures: pd.DataFrame) -> None:
     mask = pd.Series(True, index=failures.index)
     for column, value in cluster["group"].items():
         mask &= failures[column].astype(str) == value
-    chosen = failures[mask].sort_values("created_at")
+    chosen = failures[mask].sort_values(["created_at", "code"])
     cluster["work_orders"] = chosen["code"].head(EVIDENCE).tolist()
     cluster["assets"] = sorted(chosen["device_id"].unique().tolist())[:EVIDENCE]
     cluster["by_month"] = {month: int(n) for month, n in chosen.groupby("month").size().items()}
+    cluster["operating"] = operating_contrast(failures, mask)
+
+
+def operating_contrast(failures: pd.DataFrame, mask: pd.Series) -> dict[str, dict[str, float | None]]:
+    """Each recorded operating metric's mean over the group's failures and over the other failures:
+    did the group fail under heavier load or hotter than the rest?
+
+    >>> failures = pd.DataFrame({"op_bearing_temp": [80.0, 84.0, 60.0, None], "code": list("abcd")})
+    >>> operating_contrast(failures, pd.Series([True, True, False, False]))
+    {'bearing_temp': {'group': 82.0, 'rest': 60.0, 'group_failures': 2, 'rest_failures': 1}}
+    """
+    contrast: dict[str, dict[str, float | None]] = {}
+    for column in (c for c in failures.columns if c.startswith(OPERATING_PREFIX)):
+        inside, outside = failures.loc[mask, column].dropna(), failures.loc[~mask, column].dropna()
+        if inside.empty:
+            continue
+        contrast[column[len(OPERATING_PREFIX):]] = {
+            "group": float(inside.mean()), "rest": float(outside.mean()) if len(outside) else None,
+            "group_failures": int(len(inside)), "rest_failures": int(len(outside))}
+    return contrast

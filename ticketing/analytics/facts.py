@@ -1,5 +1,6 @@
-"""The facts table: one row per work order with its confirmed coding, its times, and the asset's
-model, type, firmware, site and site environment; and the exposure: device-days monitored.
+"""The facts table: one row per work order with its confirmed coding, its times, the asset's
+model, type, firmware, site and site environment, and (on request) the operating context the order
+recorded from telemetry; and the exposure: device-days monitored.
 
 Read in chunks from whichever database ticketing uses (SQLite or PostgreSQL), selecting only the
 columns the analysis needs.
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
@@ -54,24 +56,39 @@ def asset_table(assets: Iterable[Asset]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*ASSET_COLUMNS, *sorted({k for r in rows for k in r} - set(ASSET_COLUMNS))])
 
 
+OPERATING = WorkOrder.context[("operating", "means")].as_string().label("operating")
+OPERATING_PREFIX = "op_"
+
+
 def work_order_facts(engine: Engine, assets: Iterable[Asset], since: float | None = None,
-                     until: float | None = None, sla: bool = False) -> pd.DataFrame:
+                     until: float | None = None, sla: bool = False, operating: bool = False) -> pd.DataFrame:
     """Every work order opened in [since, until), joined with its asset; ``failed`` marks the ones
     closed with a real failure (not cancelled, merged or no-fault-found); ``sla``: also the SLA
-    clocks (what the KPIs need, not the clusters)."""
-    query = select(*COLUMNS, *(SLA_COLUMNS if sla else ()))
+    clocks (what the KPIs need, not the clusters); ``operating``: also the operating context each
+    order recorded, every metric's mean before its finding, as ``op_<metric>`` columns."""
+    query = select(*COLUMNS, *(SLA_COLUMNS if sla else ()), *((OPERATING,) if operating else ()))
     if since is not None:
         query = query.where(WorkOrder.created_at >= since)
     if until is not None:
         query = query.where(WorkOrder.created_at < until)
+    query = query.order_by(WorkOrder.created_at, WorkOrder.id)  # the same table from either database
     with engine.connect() as connection:
         chunks = list(pd.read_sql(query, connection, chunksize=CHUNK))
         facts = pd.concat(chunks, ignore_index=True) if chunks else pd.read_sql(query.limit(0), connection)
     facts = _first_times(engine, facts)
+    if operating:
+        facts = _spread_operating(facts)
     facts = facts.merge(asset_table(assets), on="device_id", how="left")
     facts["failed"] = facts["state"].isin(FAILED_STATES) & ~facts["failure_cause"].isin(NOT_A_FAILURE_CAUSES)
     facts["month"] = pd.to_datetime(facts["created_at"], unit="s", utc=True).dt.strftime("%Y-%m")
     return facts
+
+
+def _spread_operating(facts: pd.DataFrame) -> pd.DataFrame:
+    """The recorded means (JSON text, or nothing for orders from before it was recorded) as columns."""
+    means = [orjson.loads(text) if isinstance(text, str) else {} for text in facts.pop("operating")]
+    spread = pd.DataFrame(means, index=facts.index).add_prefix(OPERATING_PREFIX)
+    return pd.concat([facts, spread.astype(float)], axis=1)
 
 
 def _seconds(column: pd.Series) -> pd.Series:

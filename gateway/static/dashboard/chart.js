@@ -20,7 +20,7 @@ function alarmBands(alarms, until) {
   return bands;
 }
 
-export function trendChart(holder, { metric, readings, since, until, limits, anomalies, alarms, workOrders, onZoom }) {
+export function trendChart(holder, { metric, readings, since, until, limits, anomalies, alarms = [], workOrders, onZoom }) {
   const xs = readings.map((r) => r.timestamp);
   const ys = readings.map((r) => r.value);
   const marks = h("div", { class: "marks" });

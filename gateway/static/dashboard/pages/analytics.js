@@ -30,6 +30,14 @@ function sizeBars(container) {
   for (const bar of container.querySelectorAll(".bar")) bar.style.width = `${(Number(bar.dataset.value) / top) * 100}%`;
 }
 
+// The metrics whose mean before the group's failures differs most from the rest's, largest first.
+function operating(contrast) {
+  const rows = Object.entries(contrast || {}).filter(([, c]) => c.rest !== null && c.rest !== 0)
+    .map(([metric, c]) => [metric, c, Math.abs(c.group - c.rest) / Math.abs(c.rest)])
+    .sort((a, b) => b[2] - a[2]).slice(0, 3);
+  return rows.length ? rows.map(([metric, c]) => `${metric} ${number(c.group)} vs ${number(c.rest)}`).join("; ") : "—";
+}
+
 function months(byMonth) {
   const entries = Object.entries(byMonth);
   const top = Math.max(1, ...entries.map(([, n]) => n));
@@ -109,12 +117,14 @@ export async function render(main) {
         kpi.detector_quality.map((d) => h("tr", {}, h("th", { scope: "row" }, d.detector), h("td", {}, d.closed),
           h("td", {}, d.real_failures), h("td", {}, d.false_positives), h("td", {}, percent(d.false_positive_rate))))) : h("p", {}, "No automatic work orders closed yet.")),
       section(`Fault clusters (${found.clusters.length} at 5 % false-discovery rate; ${found.failures} failures over ${Math.round(found.device_days)} device-days)`,
-        found.clusters.length ? table(["Group", "Failures", "Rate / 1000 device-days", "Rate ratio (95 % CI)", "q", "By month", "Evidence"],
+        found.clusters.length ? table(["Group", "Failures", "Rate / 1000 device-days", "Rate ratio (95 % CI)", "q", "By month",
+          "Operating context before failure (group vs rest)", "Evidence"],
           found.clusters.map((c) => h("tr", { class: "cluster" },
             h("th", { scope: "row" }, Object.entries(c.group).map(([k, v]) => `${k} ${v.startsWith(k) ? v.slice(k.length + 1) : v}`).join(" × ")),
             h("td", {}, c.failures), h("td", {}, `${number(c.rate_per_1000_days, 2)} vs ${number(c.rest_rate_per_1000_days, 2)}`),
             h("td", {}, `${number(c.rate_ratio, 2)} (${number(c.ci_low, 2)}–${c.ci_high === null ? "∞" : number(c.ci_high, 2)})`),
             h("td", {}, c.q_value.toExponential(1)), h("td", {}, months(c.by_month)),
+            h("td", { class: "operating" }, operating(c.operating)),
             h("td", {}, c.work_orders.slice(0, 3).map((code) => [h("a", { href: `#/work-orders/${code}` }, code), " "]),
               c.work_orders.length > 3 ? `+${c.failures - 3}` : ""))),
           { "aria-label": "Fault clusters" }) : h("p", {}, "No group fails more often than the rest of the fleet beyond chance.")));

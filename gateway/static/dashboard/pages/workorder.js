@@ -41,7 +41,7 @@ export async function render(main, [code], context) {
   const until = Math.max(...readings.map((r) => r.timestamp));
   const charts = metrics.map((metric) => trendChart(main.querySelector(`figure[data-metric="${CSS.escape(metric)}"]`), {
     metric, readings: readings.filter((r) => r.metric === metric), since: since - 1, until: until + 1, limits: [],
-    anomalies: [], workOrders: [], onZoom: () => {},
+    anomalies: [], alarms: [], workOrders: [], onZoom: () => {},
   }));
   context.listeners.add((kind, data) => {
     if (kind !== "work_order" || data.work_order_code !== code) return;
