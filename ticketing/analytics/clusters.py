@@ -83,8 +83,11 @@ def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQu
     if failures.empty or total_days <= 0:
         return []
     tested: list[dict[str, Any]] = []
+    determines = _dependencies(exposure, asset_columns)
     for size in range(1, query.depth + 1):
         for dims in itertools.combinations(asset_columns, size):
+            if any((a, b) in determines for a in dims for b in dims if a != b):
+                continue
             days = exposure.groupby(list(dims), observed=True)["device_days"].sum()
             for failure_dim in (None, *query.failure_dimensions):
                 tested += _test(failures, days, total_days, list(dims), failure_dim, query)
@@ -97,6 +100,19 @@ def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQu
     for cluster in found:
         _evidence(cluster, failures)
     return found
+
+
+def _dependencies(exposure: pd.DataFrame, columns: list[str]) -> set[tuple[str, str]]:
+    """(a, b) where each value of ``a`` has one value of ``b`` (a site has one humidity bucket): a
+    group of both is a group of ``a`` under another name, so testing it again only costs power.
+
+    >>> table = pd.DataFrame({"site": ["s1", "s1", "s2", "s3"], "humidity_pct": ["hi", "hi", "lo", "hi"],
+    ...                       "model": ["A", "B", "A", "A"]})
+    >>> sorted(_dependencies(table, ["site", "humidity_pct", "model"]))
+    [('site', 'humidity_pct')]
+    """
+    return {(a, b) for a in columns for b in columns
+            if a != b and exposure.groupby(a, observed=True)[b].nunique().max() <= 1}
 
 
 def _test(failures: pd.DataFrame, days: pd.Series, total_days: float, dims: list[str], failure_dim: str | None,
