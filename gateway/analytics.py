@@ -34,6 +34,8 @@ FACT_COLUMNS = ["code", "device_id", "model", "type", "serial", "firmware", "sit
 
 class Cluster(Answer):
     group: dict[str, str] = Field(description="the dimensions and values that define the group")
+    also: dict[str, str] = Field(description="the group's failure coding under another dimension that codes exactly "
+                                             "the same failures (failure mode ELU is every seal failure): tested once")
     failures: int
     device_days: float
     rate_per_1000_days: float

@@ -83,21 +83,31 @@ def fault_clusters(facts: pd.DataFrame, exposure: pd.DataFrame, query: ClusterQu
     if failures.empty or total_days <= 0:
         return []
     tested: list[dict[str, Any]] = []
+    hypotheses = 0
     determines = _dependencies(exposure, asset_columns)
+    failure_columns = [d for d in query.failure_dimensions if d in failures.columns]
+    aliases = _aliases(failures, failure_columns)
     for size in range(1, query.depth + 1):
         for dims in itertools.combinations(asset_columns, size):
             if any((a, b) in determines for a in dims for b in dims if a != b):
                 continue
             days = exposure.groupby(list(dims), observed=True)["device_days"].sum()
-            for failure_dim in (None, *query.failure_dimensions):
-                tested += _test(failures, days, total_days, list(dims), failure_dim, query)
-    q_values = benjamini_hochberg([t["p_value"] for t in tested])
+            groups = int(((days > 0) & (days < total_days)).sum())
+            for failure_dim in (None, *failure_columns):
+                # Every group with exposure is a hypothesis, though only those with enough failures are computed.
+                values = failures[failure_dim].nunique() - len(aliases[failure_dim]) if failure_dim else 1
+                hypotheses += groups * values
+                tested += _test(failures, days, total_days, list(dims), failure_dim, set(aliases.get(failure_dim, ())),
+                                query)
+    q_values = benjamini_hochberg([t["p_value"] for t in tested], hypotheses)
     for row, q in zip(tested, q_values):
         row["q_value"] = q
     found = [t for t in tested if t["q_value"] <= query.false_discovery_rate and t["rate_ratio"] > 1]
     # Ties (nested groups with the same failures) in a fixed order, whatever order the rows came in.
     found.sort(key=lambda t: (t["q_value"], -t["rate_ratio"], sorted(t["group"].items())))
     for cluster in found:
+        cluster["also"] = {column: value for column, named in aliases.items() for value, target in named.items()
+                           if target in cluster["group"].items()}
         _evidence(cluster, failures)
     return found
 
@@ -115,9 +125,31 @@ def _dependencies(exposure: pd.DataFrame, columns: list[str]) -> set[tuple[str, 
             if a != b and exposure.groupby(a, observed=True)[b].nunique().max() <= 1}
 
 
+def _aliases(failures: pd.DataFrame, columns: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
+    """Per failure column, the values whose failures are exactly those of a value of an earlier
+    column (every ELU failure a seal and every seal failure ELU), with that earlier name: the same
+    groups under another name, so they are not tested again.
+
+    >>> failures = pd.DataFrame({"failure_mode": ["ELU", "ELU", "VIB", "BRD", "BRD"],
+    ...                          "maintainable_item": ["seal", "seal", "bearing", "shaft", "casing"]})
+    >>> _aliases(failures, ["failure_mode", "maintainable_item"])["maintainable_item"]
+    {'bearing': ('failure_mode', 'VIB'), 'seal': ('failure_mode', 'ELU')}
+    """
+    seen: dict[frozenset[Any], tuple[str, str]] = {}
+    aliases: dict[str, dict[str, tuple[str, str]]] = {}
+    for column in columns:
+        members = {str(value): frozenset(index) for value, index in failures.groupby(column, observed=True).groups.items()}
+        aliases[column] = {value: seen[index] for value, index in sorted(members.items()) if index in seen}
+        for value, index in members.items():
+            seen.setdefault(index, (column, value))
+    return aliases
+
+
 def _test(failures: pd.DataFrame, days: pd.Series, total_days: float, dims: list[str], failure_dim: str | None,
-          query: ClusterQuery) -> list[dict[str, Any]]:
+          skip: set[str], query: ClusterQuery) -> list[dict[str, Any]]:
     keys = dims + ([failure_dim] if failure_dim else [])
+    if skip:
+        failures = failures[~failures[failure_dim].astype(str).isin(skip)]
     counts = failures.groupby(keys, observed=True).size()
     counts = counts[counts >= query.min_failures]
     if counts.empty:

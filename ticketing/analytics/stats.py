@@ -63,8 +63,17 @@ def rate_ratio(failures: int, exposure: float, rest_failures: int, rest_exposure
     return RateRatio(float(ratio[0]), float(low[0]), float(high[0]), float(p_value[0]))
 
 
-def benjamini_hochberg(p_values: list[float]) -> list[float]:
-    """Adjusted p-values (q-values): rejecting those ≤ α keeps the false-discovery rate at α."""
+def benjamini_hochberg(p_values: list[float], hypotheses: int | None = None) -> list[float]:
+    """Adjusted p-values (q-values): rejecting those ≤ α keeps the false-discovery rate at α.
+
+    ``hypotheses``: how many were looked at, when only some were worth computing (the others count
+    with p = 1): leaving them out would let a search over many small groups pass off its luck.
+
+    >>> [round(q, 3) for q in benjamini_hochberg([0.01, 0.04], hypotheses=4)]
+    [0.04, 0.08]
+    """
     if not p_values:
         return []
-    return [float(q) for q in stats.false_discovery_control(np.asarray(p_values, dtype=float), method="bh")]
+    padded = np.ones(max(len(p_values), hypotheses or 0))
+    padded[:len(p_values)] = p_values
+    return [float(q) for q in stats.false_discovery_control(padded, method="bh")[:len(p_values)]]
