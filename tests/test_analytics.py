@@ -102,6 +102,12 @@ def test_a_planted_cluster_is_found_and_a_null_history_has_none(tmp_path: Path) 
     # 25 planted assets x 300 days x 0.002 x 3: about 45 failures where 15 would be usual.
     service, _ = history(tmp_path / "planted", HistoryPlan(days=300, clusters=[planted], seed=1), assets)
     facts = work_order_facts(service.engine, assets.values(), operating=True)
+    # A narrower view is read narrower from the database, and is the same rows.
+    some = [a.id for a in assets.values() if a.model == "P-200"]
+    narrow = work_order_facts(service.engine, assets.values(), operating=True, devices=some, failure_mode="ELU")
+    wide = facts[facts["device_id"].isin(some) & (facts["failure_mode"] == "ELU")]
+    assert len(narrow) > 20
+    pd.testing.assert_frame_equal(narrow.reset_index(drop=True), wide.reset_index(drop=True))
     found = fault_clusters(facts, every_day(assets, 300), ClusterQuery(cuts={"humidity_pct": [80]}))
     top = found[0]
     # Every failure recorded its operating context; the group's is set against the rest's.

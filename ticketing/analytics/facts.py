@@ -8,7 +8,7 @@ columns the analysis needs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import orjson
@@ -61,21 +61,28 @@ OPERATING_PREFIX = "op_"
 
 
 def work_order_facts(engine: Engine, assets: Iterable[Asset], since: float | None = None,
-                     until: float | None = None, sla: bool = False, operating: bool = False) -> pd.DataFrame:
+                     until: float | None = None, sla: bool = False, operating: bool = False,
+                     devices: Collection[str] | None = None, failure_mode: str | None = None) -> pd.DataFrame:
     """Every work order opened in [since, until), joined with its asset; ``failed`` marks the ones
     closed with a real failure (not cancelled, merged or no-fault-found); ``sla``: also the SLA
     clocks (what the KPIs need, not the clusters); ``operating``: also the operating context each
-    order recorded, every metric's mean before its finding, as ``op_<metric>`` columns."""
-    query = select(*COLUMNS, *(SLA_COLUMNS if sla else ()), *((OPERATING,) if operating else ()))
+    order recorded, every metric's mean before its finding, as ``op_<metric>`` columns.
+    ``devices``, ``failure_mode``: only those orders are read (the database filters, not pandas)."""
+    conditions = []
     if since is not None:
-        query = query.where(WorkOrder.created_at >= since)
+        conditions.append(WorkOrder.created_at >= since)
     if until is not None:
-        query = query.where(WorkOrder.created_at < until)
+        conditions.append(WorkOrder.created_at < until)
+    if devices is not None:
+        conditions.append(WorkOrder.device_id.in_(sorted(devices)))
+    if failure_mode is not None:
+        conditions.append(WorkOrder.failure_mode == failure_mode)
+    query = select(*COLUMNS, *(SLA_COLUMNS if sla else ()), *((OPERATING,) if operating else ())).where(*conditions)
     query = query.order_by(WorkOrder.created_at, WorkOrder.id)  # the same table from either database
     with engine.connect() as connection:
         chunks = list(pd.read_sql(query, connection, chunksize=CHUNK))
         facts = pd.concat(chunks, ignore_index=True) if chunks else pd.read_sql(query.limit(0), connection)
-    facts = _first_times(engine, facts)
+    facts = _first_times(engine, facts, conditions)
     if operating:
         facts = _spread_operating(facts)
     facts = facts.merge(asset_table(assets), on="device_id", how="left")
@@ -96,11 +103,14 @@ def _seconds(column: pd.Series) -> pd.Series:
     return pd.to_numeric(column, errors="coerce").astype(float)
 
 
-def _first_times(engine: Engine, facts: pd.DataFrame) -> pd.DataFrame:
+def _first_times(engine: Engine, facts: pd.DataFrame, conditions: list[Any]) -> pd.DataFrame:
     """``dispatched_at`` and ``acknowledged_at``: the first dispatch and the first acceptance, from the
-    events (the order's own ``offered_at``/``accepted_at`` are the latest, reset by a re-dispatch)."""
-    query = (select(Event.work_order_id, Event.kind, func.min(Event.at))
-             .where(Event.kind.in_(("dispatched", "accepted"))).group_by(Event.work_order_id, Event.kind))
+    events (the order's own ``offered_at``/``accepted_at`` are the latest, reset by a re-dispatch);
+    only of the orders ``conditions`` chose."""
+    query = select(Event.work_order_id, Event.kind, func.min(Event.at)).where(Event.kind.in_(("dispatched", "accepted")))
+    if conditions:
+        query = query.where(Event.work_order_id.in_(select(WorkOrder.id).where(*conditions)))
+    query = query.group_by(Event.work_order_id, Event.kind)
     with engine.connect() as connection:
         firsts = pd.DataFrame(connection.execute(query).all(), columns=["id", "kind", "at"])
     wide = firsts.pivot(index="id", columns="kind", values="at") if not firsts.empty else pd.DataFrame()
