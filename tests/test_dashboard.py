@@ -170,6 +170,7 @@ def test_walk_from_a_flagged_pump_to_a_closed_work_order(running_plant: Any, tmp
 
         # Dora's board moved the card without a reload (the stream).
         expect(page.locator(f'[data-state="DONE"] [data-code="{code}"]')).to_be_visible(timeout=10_000)
+        expect(page.locator(f'[data-code="{code}"]')).to_have_count(1)  # and only there
         shoot(page, tmp_path, "board-after")
         browser.close()
     closed = gw.get(f"/work-orders/{code}")

@@ -113,6 +113,13 @@ export async function render(main, _params, context) {
     const readAt = Date.now() / 1000;
     const pages = await Promise.all(columns.map((state) => api.get("/work-orders", { ...filters, state, limit: PER_COLUMN })));
     if (mine !== generation) return;
+    // The columns are read one request each: an order that moved while they were read comes back
+    // in both, so only its newest state is drawn (the move's own event reloads the counts).
+    const newest = new Map();
+    for (const page of pages) for (const order of page.items) {
+      if (!newest.has(order.code) || order.updated_at > newest.get(order.code).updated_at) newest.set(order.code, order);
+    }
+    for (const page of pages) page.items = page.items.filter((order) => newest.get(order.code) === order);
     const total = pages.reduce((sum, page) => sum + page.total, 0);
     summary.textContent = `${total} work order${total === 1 ? "" : "s"} on the board`;
     replace(content, h("div", { class: "board" }, columns.map((state, index) => {
