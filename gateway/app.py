@@ -98,7 +98,7 @@ class Gateway:
         self._stop.set()
 
     async def run(self) -> None:
-        """Run until :meth:`request_stop` or SIGINT/SIGTERM; then drain and close."""
+        """Run until :meth:`request_stop` or SIGINT/SIGTERM/SIGHUP; then drain and close."""
         from gateway.api import create_api  # the API module imports this one
 
         pipeline = self.pipeline = Pipeline(
@@ -111,7 +111,9 @@ class Gateway:
         )
         pipeline.start()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP (a closed terminal, a service manager's reload) used to kill the process outright,
+        # skipping the drain and the detector checkpoint; until rules reload at run time it stops cleanly.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
                 loop.add_signal_handler(sig, self.request_stop)
             except (NotImplementedError, RuntimeError):

@@ -45,7 +45,8 @@ class FleetConfig:
     interval_s: float = 1.0
     acceleration: float = 1.0
     seed: int = 1
-    qos: int = 0
+    # QoS 1: at 0 a gateway restart loses whatever the broker got meanwhile (about 2,300 messages in 5 s of the demo).
+    qos: int = 1
     ground_truth: Path | None = None
     faults: list[Fault] = field(default_factory=list)
     # Stop after this much simulated time (None: run until stopped).

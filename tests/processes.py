@@ -103,9 +103,10 @@ class GatewayProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
 
-    def terminate(self) -> None:
+    def terminate(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop it with ``sig``; it must exit 0 (a clean stop) within a minute."""
         assert self.process is not None
-        self.process.terminate()
+        self.process.send_signal(sig)
         assert self.process.wait(60) == 0, self.log.read_text()[-3000:]
 
     def __enter__(self) -> "GatewayProcess":

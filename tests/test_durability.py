@@ -8,6 +8,7 @@ in the embedded store.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -89,3 +90,19 @@ def test_broker_restart_while_the_gateway_is_away_loses_no_acknowledged_message(
         if restarted is not None:
             restarted.stop()
     assert "Permission denied" not in (mosquitto.directory / "mosquitto.log").read_text()
+
+
+def test_sighup_stops_the_gateway_cleanly_with_its_checkpoint(mosquitto: Mosquitto, tmp_path: Path,
+                                                              gateway_process) -> None:
+    """SIGHUP used to kill the gateway outright: no drain, no detector checkpoint, exit -1."""
+    document = gateway_document(mosquitto.port, tmp_path)
+    gateway = gateway_process(document, tmp_path).start()
+    publisher = CountingPublisher(mosquitto, rate_per_s=100, t0=time.time() - 3600)
+    publisher.start()
+    try:
+        time.sleep(2)
+    finally:
+        publisher.stop()
+    gateway.terminate(signal.SIGHUP)  # exit status 0, not killed by the signal
+    assert (tmp_path / "detectors.ckpt").exists()
+    assert publisher.acknowledged and stored_sequences(tmp_path / "telemetry.db")

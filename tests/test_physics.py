@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from typing import Any
 from pathlib import Path
 
 import orjson
@@ -117,8 +118,14 @@ def test_the_fleet_repairs_a_device_on_its_control_topic(mosquitto: Mosquitto, t
                          faults=[Fault("pump-01", "bearing_wear", onset=0.0, duration=300.0)])
     simulator = FleetSimulator(config)
     vibration: list[float] = []
+    qos: set[int] = set()
+
+    def received(_client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        vibration.append(orjson.loads(message.payload)["metrics"]["vibration"])
+        qos.add(message.qos)
+
     listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="physics-test")
-    listener.on_message = lambda _c, _u, message: vibration.append(orjson.loads(message.payload)["metrics"]["vibration"])
+    listener.on_message = received
     listener.connect("127.0.0.1", mosquitto.port)
     listener.subscribe("plant/north/pump-01/telemetry", qos=1)
     listener.loop_start()
@@ -135,6 +142,7 @@ def test_the_fleet_repairs_a_device_on_its_control_topic(mosquitto: Mosquitto, t
         seen = len(vibration)
         wait_until(lambda: len(vibration) > seen + 5, timeout=10, what="telemetry after the repair")
         assert max(vibration[seen + 1:]) < 4.0
+        assert qos == {1}  # published at QoS 1 by default (a QoS 1 subscription gets the lower of the two)
     finally:
         simulator.stop()
         thread.join(timeout=10)
