@@ -21,8 +21,18 @@ app.add_typer(auth_cli.keys, name="keys")
 _FAULT_SPEC = re.compile(r"^(?P<device>[^:]+):(?P<kind>[a-z_]+)(?::at=(?P<at>[\d.]+))?(?::duration=(?P<duration>[\d.]+))?$")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+OWN_LOGGERS = ("gateway", "connectors", "detectors", "ticketing", "edge", "simulators")
+
+
+def setup_logging(level: str, library_level: str = "WARNING", library_levels: dict[str, str] | None = None) -> None:
+    """Our packages at ``level``; every other logger (asyncua, pymodbus, paho, alembic…) at
+    ``library_level`` unless ``library_levels`` names it."""
+    logging.basicConfig(level=library_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger().setLevel(library_level)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    for name, chosen in (library_levels or {}).items():
+        logging.getLogger(name).setLevel(chosen)
 
 
 def _load_or_exit(path: Path) -> GatewayConfig:
@@ -39,7 +49,7 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="YAML config
     from gateway.app import Gateway
 
     settings = _load_or_exit(config)
-    _setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.library_log_level, settings.library_log_levels)
     asyncio.run(Gateway(settings).run())
 
 
@@ -73,7 +83,7 @@ def simulate(
     from simulators.physics import Fault
 
     settings = _load_or_exit(config)
-    _setup_logging("INFO")
+    setup_logging("INFO")
     if not 0 <= source < len(settings.sources):
         typer.echo(f"--source {source}: the config has {len(settings.sources)} source(s)", err=True)
         raise typer.Exit(2)
@@ -134,7 +144,7 @@ def demo(
     """Broker + simulated fleet + gateway + API; injects a fault and shows the work order."""
     from gateway.demo import run_demo
 
-    _setup_logging("INFO")
+    setup_logging("INFO")
     try:
         run_demo(data_dir, port, acceleration, healthy, duration, seed)
     except RuntimeError as error:

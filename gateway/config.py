@@ -111,10 +111,16 @@ class PipelineConfig(BaseModel):
     max_batch_readings: int = Field(20_000, ge=1, description="queued batches are merged up to this size")
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: LogLevel = "INFO"
+    # Third-party libraries (asyncua logs every publish at INFO) get their own level, and per logger.
+    library_log_level: LogLevel = "WARNING"
+    library_log_levels: dict[str, LogLevel] = Field(default_factory=dict)
     sites: list[SiteConfig] = Field(min_length=1)
     assets: list[AssetConfig] = Field(min_length=1)
     sources: list[SourceConfig] = Field(min_length=1)
