@@ -288,7 +288,7 @@ class DetectorEngine:
         mode = self._failure_mode(state.device_type, reading.metric, rule.last_direction)
         return self._finding(reading.device_id, reading.timestamp, reading.metric, state, RULE_DETECTOR,
                              rule.config.severity, rule.config.failure_mode, mode, rule.describe(reading.value),
-                             reading.value)
+                             reading.value, limit=rule.config.high if rule.last_direction == "up" else rule.config.low)
 
     def _stream_checks(self, reading: Reading, state: DeviceState, checks: MetricChecks) -> list[Anomaly]:
         """Per-signal checks: a stuck sensor, a metric moving too fast."""
@@ -328,19 +328,20 @@ class DetectorEngine:
             Severity.MEDIUM if hours < 24 else Severity.LOW, rule.config.failure_mode,
             self._failure_mode(state.device_type, reading.metric, direction),
             f"{reading.metric} trending {direction} at {forecast.slope * 3600:+.3g}/h: "
-            f"will cross {forecast.limit:g} in {hours:.1f} h", forecast.slope, due_at=due)
+            f"will cross {forecast.limit:g} in {hours:.1f} h", forecast.slope, due_at=due, limit=forecast.limit)
 
     @staticmethod
     def _finding(device_id: str, at: float, metric: str, state: DeviceState, detector: str, severity: Severity,
                  failure_mode: str, coding: FailureModeConfig | tuple[str, str] | None, message: str,
-                 score: float, due_at: float | None = None) -> Anomaly:
+                 score: float, due_at: float | None = None, limit: float | None = None) -> Anomaly:
         """A one-metric anomaly; ``coding`` gives mechanism and maintainable item (a mapping, or the pair)."""
         if isinstance(coding, FailureModeConfig):
             coding = (coding.mechanism, coding.maintainable_item)
         mechanism, item = coding or ("", "")
         return Anomaly(device_id=device_id, detected_at=at, detector=detector, score=score, severity=severity,
                        failure_mode=failure_mode, failure_mechanism=mechanism, maintainable_item=item,
-                       metrics=[metric], message=message, evidence=state.evidence.readings(device_id), due_at=due_at)
+                       metrics=[metric], message=message, evidence=state.evidence.readings(device_id), due_at=due_at,
+                       limit=limit)
 
     def _failure_mode(self, device_type: str, metric: str, direction: str) -> FailureModeConfig | None:
         return self._modes.get((device_type, metric, direction)) or self._modes.get(

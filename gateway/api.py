@@ -30,6 +30,7 @@ from gateway.health import problems as health_problems
 from gateway.exports import EXPORT_LIMIT, work_orders_csv
 from gateway.limits import BodyLimit
 from gateway.pagination import Page, PageQuery
+from gateway.reports import add_report_routes
 from gateway import schemas
 from gateway.problems import API_PREFIX, document_problems, install_problem_responses, reject_unknown_parameters
 from gateway.web import secure_headers, serve_documentation
@@ -221,6 +222,8 @@ def create_api(gateway: "Gateway") -> FastAPI:
     def technician_assigned(order: dict[str, Any], principal: Principal) -> None:
         if principal.role == "technician" and order.get("assigned_engineer_id") != principal.engineer_id:
             raise HTTPException(403, f"work order {order['code']} is not assigned to you")
+
+    add_report_routes(api, gateway, API_PREFIX, require, order_or_404, technician_assigned)
 
     @api.get("/health", include_in_schema=False)  # where load balancers and monitors look
     @api.get(f"{API_PREFIX}/health", tags=["gateway"], response_model=schemas.Health)

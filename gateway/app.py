@@ -67,6 +67,8 @@ class Gateway:
         self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish,
                                           telemetry_seen=self._last_reading_at, signer=self.keyring, anchors=self.audit,
                                           operating_means=self.store.operating_means)
+        # Service reports whose evidence chart the history store could not fill.
+        self.report_errors = 0
         self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
         self.identities = IdentityStore(config.identity_database_url(),
                                         config.auth.lockout_attempts, config.auth.lockout_s,
@@ -193,6 +195,6 @@ class Gateway:
             "pipeline": self.pipeline.diagnostics() if self.pipeline else None,
             "sinks": [sink.diagnostics() for sink in (self.store, *self.remote_sinks)],
             "detectors": self.detectors.diagnostics(),
-            "ticketing": self.ticketing.diagnostics(),
+            "ticketing": self.ticketing.diagnostics() | {"report_evidence_errors": self.report_errors},
             "events_published": self.events.published,
         }

@@ -81,6 +81,10 @@ class ApiConfig(BaseModel):
                                 description="a request body larger than this is refused with 413, unread")
     cors_origins: list[str] = Field(default_factory=list, max_length=100,
                                     description="browser origins allowed to call the API (none: CORS closed)")
+    public_url: str | None = Field(
+        None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=300,
+        description="the address people reach the gateway at, e.g. https://pm.plant.example: the QR code of a "
+                    "service report points there (none: the address the signing request came to)")
 
 
 class PlantConfig(BaseModel):

@@ -105,6 +105,9 @@ class Anomaly:
     maintainable_item: str = ""
     # A forecast: when the metric is expected to cross its limit (a preventive work order's due date).
     due_at: float | None = None
+    # The limit the first metric crossed (or will cross) when a fixed limit raised it: the line a
+    # report draws through the evidence.
+    limit: float | None = None
 
 
 @dataclass(slots=True)

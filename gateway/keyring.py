@@ -1,7 +1,8 @@
 """The gateway's secret keys, kept in a file outside every database.
 
 One key per line, ``<id> <hex>``, the first line the current one. Everything
-keyed (access tokens, the audit log, work-order chains, pseudonyms) uses a key
+keyed (access tokens, the audit log, work-order chains, pseudonyms, sign-off
+signature keys) uses a key
 derived from it for that one purpose, and records the key id beside what it
 signed, so after a rotation (``pmgw keys rotate-secret``: a new first line, the
 old ones kept) old entries still verify and new ones use the new key. A database
@@ -17,6 +18,17 @@ writer without this file cannot produce a MAC that verifies.
 >>> ring = Keyring.rotate(path)
 >>> ring.current_id != old_id, ring.verify("audit", key_id, b"entry", tag)
 (True, True)
+
+Each signer of a work order gets an Ed25519 key of their own, derived from the
+keyring and their identity, so a signature names who signed and no one else's
+key verifies it:
+
+>>> key_id, key = ring.signing_key("alice")
+>>> signature = key.sign(b"content")
+>>> ring.public_key("alice", key_id).verify(signature, b"content") is None
+True
+>>> ring.public_key("bob", key_id) == ring.public_key("alice", key_id)
+False
 """
 
 from __future__ import annotations
@@ -26,6 +38,8 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 
 class Keyring:
@@ -90,6 +104,21 @@ class Keyring:
             return False
         expected = hmac.new(self.derived(purpose, key_id), data, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected, tag)
+
+
+    def signing_key(self, identity: str) -> tuple[str, Ed25519PrivateKey]:
+        """(key id, the Ed25519 key) ``identity`` signs with now."""
+        return self.current_id, self._ed25519(identity, self.current_id)
+
+    def public_key(self, identity: str, key_id: str) -> Ed25519PublicKey | None:
+        """The public half of ``identity``'s key under ``key_id``; None for a key this ring does not hold."""
+        if key_id not in self._keys:
+            return None
+        return self._ed25519(identity, key_id).public_key()
+
+    def _ed25519(self, identity: str, key_id: str) -> Ed25519PrivateKey:
+        # An HMAC output is 32 uniformly random bytes: exactly an Ed25519 seed.
+        return Ed25519PrivateKey.from_private_bytes(self.derived(f"signature key of {identity}", key_id))
 
 
 def _key_id(key: bytes) -> str:

@@ -185,6 +185,35 @@ class ChainVerdict(Answer):
     reason: str | None
 
 
+class SignatureDate(Answer):
+    statement: str = Field(description="engineer, supervisor or customer")
+    signed_at: float
+
+
+class SignatureVerdict(Answer):
+    """What anyone may learn from a report's QR code: code, asset, dates and the verdict, nothing else."""
+
+    code: str
+    verdict: str = Field(description="valid; changed (reasons say what); unknown (no such signature here)")
+    asset: str | None
+    created_at: float | None
+    closed_at: float | None
+    head: str | None = Field(description="the signature event checked")
+    signatures: list[SignatureDate]
+    reasons: list[str]
+    document: str | None = Field(None, description="for an uploaded PDF: 'issued' (the very report the gateway "
+                                                   "issued) or 'not_issued'")
+    sha256: str | None = Field(None, description="for an uploaded PDF: its digest")
+
+
+class SignedOff(Answer):
+    code: str
+    head: str = Field(description="the signature event: the head the service report is issued for")
+    report_url: str
+    report_sha256: str
+    verify_url: str
+
+
 class EngineerLocation(Answer):
     latitude: float
     longitude: float

@@ -14,6 +14,9 @@ command -v python3 >/dev/null 2>&1 && { python3 -c "import venv, ensurepip" >/de
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 # Debian's Chromium for the browser tests (Playwright drives it; its own browser download is not used).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The service-report tests read the PDF as a plant manager's tools would: its text, its page, its QR code.
+command -v pdftotext >/dev/null 2>&1 || need_apt+=(poppler-utils)
+command -v zbarimg >/dev/null 2>&1 || need_apt+=(zbar-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: please install as root: apt-get install ${need_apt[*]}" >&2

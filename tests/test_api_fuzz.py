@@ -12,12 +12,16 @@ from typing import Any
 import paho.mqtt.publish as publish
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from gateway.broker import Mosquitto
 from tests.conftest import gateway_document, wait_until
 
 EXAMPLES = 20  # per operation: the whole run stays around a minute
+# Uploaded service reports (POST /verify/{code}/report): any bytes, a PDF header now and then.
+schemathesis.openapi.media_type("application/pdf", st.one_of(st.binary(max_size=4096),
+                                                             st.binary(max_size=4096).map(b"%PDF-1.4\n".__add__)))
 
 
 def test_every_operation_answers_as_documented(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
@@ -59,7 +63,9 @@ def test_every_operation_answers_as_documented(mosquitto: Mosquitto, tmp_path: P
     gw.http.put(f"/engineers/{engineer}/location", json={"latitude": 53.6, "longitude": 10.0})
     known = {"asset_id": "pump-01", "device_id": "pump-01", "code": code, "engineer_id": engineer,
              "username": "admin", "key_id": "none"}
-    queries = {"/api/v1/devices/{device_id}/readings": [{}, {"metric": "vibration_rms", "resolution": "rollup"}]}
+    queries = {"/api/v1/devices/{device_id}/readings": [{}, {"metric": "vibration_rms", "resolution": "rollup"}],
+               # Not signed: no report issued yet, but a copy renders (tests/test_service_report.py signs one).
+               "/api/v1/work-orders/{code}/report.pdf": [{"copy": "true"}]}
     checked = []
     for operation in operations:
         if operation.method.upper() != "GET":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -168,3 +168,31 @@ class AssetState(Base):
     actor: Mapped[str] = mapped_column(String(100))
     until: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class ServiceReport(Base):
+    """A service report as issued at sign-off: the PDF itself, kept so a later download is the same document.
+
+    Its digest is also sealed into the order's chain (a ``report_issued`` event), so editing the stored
+    file, or its digest here, shows at verification.
+    """
+
+    __tablename__ = "service_reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    work_order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id"), index=True)
+    # The chain head the report was issued for: the hash of the signature event its QR code names.
+    head: Mapped[str] = mapped_column(String(64), index=True)
+    issued_at: Mapped[float] = mapped_column(Float)
+    sha256: Mapped[str] = mapped_column(String(64))
+    pdf: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SignatureDrawing(Base):
+    """A signature drawn on the dashboard (PNG); a signature's content names it by digest."""
+
+    __tablename__ = "signature_drawings"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    work_order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id"), index=True)
+    png: Mapped[bytes] = mapped_column(LargeBinary)

@@ -10,12 +10,13 @@ Alarm hygiene kept here (ISA-18.2):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -26,13 +27,14 @@ from gateway.core import (
 )
 from ticketing.coding import check_closure
 from ticketing.config import EngineerConfig, TicketingConfig
-from ticketing import chain, queries
+from ticketing import chain, queries, signoff
 from ticketing import sla as clocks
 from ticketing.dispatch import Decision, Fleet, Job, assign_batch, choose_engineer, grade
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
 from ticketing.database import make_engine, migrate
 from ticketing.hygiene import ChatterTracker
-from ticketing.models import AlarmOutcome, AlarmRecord, AnomalyRecord, AssetState, CodeCounter, EngineerLocation, Event, Origin, WorkOrder
+from ticketing.models import (AlarmOutcome, AlarmRecord, AnomalyRecord, AssetState, CodeCounter, EngineerLocation,
+                              Event, Origin, ServiceReport, SignatureDrawing, WorkOrder)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,10 @@ class Intake:
     actor: str = SYSTEM_ACTOR
 
 
+class GatewayKeys(chain.ChainSigner, signoff.SignatureKeys, Protocol):
+    """The keyring as ticketing uses it: chain MACs and signers' keys."""
+
+
 class TicketingService:
     def __init__(
         self,
@@ -106,7 +112,7 @@ class TicketingService:
         clock: Callable[[], float] = time.time,
         telemetry_seen: Callable[[str], float | None] | None = None,
         *,
-        signer: chain.ChainSigner,
+        signer: GatewayKeys,
         anchors: chain.ChainAnchors,
         operating_means: Callable[[str, float, float], dict[str, float]] | None = None,
     ) -> None:
@@ -146,6 +152,8 @@ class TicketingService:
                     "metrics": anomaly.metrics, "severity": anomaly.severity.value}
         if anomaly.due_at is not None:
             detector["due_at"] = anomaly.due_at
+        if anomaly.limit is not None:
+            detector["limit"] = anomaly.limit
         code = self._raise(Intake(
             asset=asset, failure_mode=anomaly.failure_mode, mechanism=anomaly.failure_mechanism,
             item=anomaly.maintainable_item, severity=anomaly.severity,
@@ -423,8 +431,10 @@ class TicketingService:
         )
         session.add(order)
         session.flush()
+        # The suggested coding, kept apart from the order's (which the engineer confirms or corrects at DONE).
         created = {"origin": intake.origin.value, "failure_mode": failure_mode, "priority": priority,
-                   "detected_at": intake.at}
+                   "detected_at": intake.at, "failure_mechanism": intake.mechanism,
+                   "maintainable_item": intake.item}
         if repeat_of:
             created["repeat_of"] = repeat_of
         if intake.due_at is not None:
@@ -831,6 +841,98 @@ class TicketingService:
         if target is State.DONE:
             sla = clocks.met(sla, "restore", float(fields.get("restored_at") or now))
         order.sla = sla
+
+    # -- sign-off and the service report ---------------------------------------------------
+
+    def sign_off(self, code: str, statement: str, identity: str, name: str, role: str,
+                 drawing_png: bytes | None = None) -> dict[str, Any] | None:
+        """``identity`` signs ``statement`` (see :data:`ticketing.signoff.STATEMENTS`) over the order as it
+        is now; None if there is no such order. Raises :class:`TransitionRefused` when it is not time to."""
+        with self._transaction() as session:
+            order = self._locked(session, code)
+            if order is None:
+                return None
+            events = session.scalars(select(Event).where(Event.work_order_id == order.id).order_by(Event.id)).all()
+            entered = max((i for i, e in enumerate(events) if e.data.get("to") == order.state), default=-1)
+            already = {e.data["content"]["statement"] for e in events[entered + 1:] if e.kind == signoff.SIGNED}
+            refused = signoff.refusal(order.state, statement, already)
+            if refused:
+                raise TransitionRefused(refused)
+            drawing = None
+            if drawing_png:
+                drawing = hashlib.sha256(drawing_png).hexdigest()
+                if session.get(SignatureDrawing, drawing) is None:
+                    session.add(SignatureDrawing(sha256=drawing, work_order_id=order.id, png=drawing_png))
+            content = {
+                "statement": statement, "vouches": signoff.STATEMENTS[statement][1], "code": order.code,
+                "order": signoff.order_content(order), "head": events[-1].hash if events else None,
+                "length": len(events), "signed_at": self.clock(), "drawing_sha256": drawing,
+                "signer": {"identity": identity, "name": name, "role": role},
+            }
+            self._append_event(session, order, signoff.SIGNED, identity, signoff.sign(self.signer, content))
+        return self.get_work_order(code)
+
+    def latest_signature(self, code: str) -> str | None:
+        """The hash of the order's latest signature event: the head its service report is issued for."""
+        with self.sessions() as session:
+            return session.scalar(select(Event.hash).join(WorkOrder).where(
+                WorkOrder.code == code, Event.kind == signoff.SIGNED).order_by(Event.id.desc()).limit(1))
+
+    def stored_report(self, code: str, head: str) -> bytes | None:
+        with self.sessions() as session:
+            return session.scalar(select(ServiceReport.pdf).join(WorkOrder, ServiceReport.work_order_id == WorkOrder.id)
+                                  .where(WorkOrder.code == code, ServiceReport.head == head)
+                                  .order_by(ServiceReport.id.desc()).limit(1))
+
+    def store_report(self, code: str, head: str, pdf: bytes) -> bytes:
+        """Keep the report issued for signature ``head`` and seal its digest into the chain; if one was
+        issued meanwhile (two downloads at once), that one is the report and is returned."""
+        with self._transaction() as session:
+            order = self._locked(session, code)
+            if order is None:
+                raise KeyError(code)
+            issued = session.scalar(select(ServiceReport.pdf).where(
+                ServiceReport.work_order_id == order.id, ServiceReport.head == head).limit(1))
+            if issued is not None:
+                return issued
+            digest = hashlib.sha256(pdf).hexdigest()
+            session.add(ServiceReport(work_order_id=order.id, head=head, issued_at=self.clock(), sha256=digest,
+                                      pdf=pdf))
+            self._append_event(session, order, signoff.REPORT_ISSUED, SYSTEM_ACTOR,
+                               {"head": head, "sha256": digest, "bytes": len(pdf)})
+        return pdf
+
+    def signature_verdict(self, code: str, head: str | None) -> dict[str, Any]:
+        """Whether what was signed still holds (:func:`ticketing.signoff.verdict`): for anyone, no sign-in."""
+        # Read before the session opens: on SQLite the audit log may share the database file, and a
+        # second write-locking transaction on it would wait for this one.
+        anchor = self.anchors.latest_anchor(code)
+        with self.sessions() as session:
+            order = session.scalar(select(WorkOrder).where(WorkOrder.code == code))
+            if order is None:
+                return signoff.verdict(code, None, [], head, self.signer, None, {})
+            events = session.scalars(select(Event).where(Event.work_order_id == order.id).order_by(Event.id)).all()
+            digests: dict[str, list[str]] = {}
+            for report_head, pdf in session.execute(select(ServiceReport.head, ServiceReport.pdf)
+                                                    .where(ServiceReport.work_order_id == order.id)):
+                digests.setdefault(report_head, []).append(hashlib.sha256(pdf).hexdigest())
+            checked = chain.verify_chain(session, self.signer, code, anchor)
+            return signoff.verdict(code, order, list(events), head, self.signer, checked, digests)
+
+    def issued_report_head(self, code: str, pdf: bytes) -> str | None:
+        """The signature head a PDF was issued for, if it is a report this gateway issued for ``code``."""
+        digest = hashlib.sha256(pdf).hexdigest()
+        with self.sessions() as session:
+            for event in session.scalars(select(Event).join(WorkOrder).where(
+                    WorkOrder.code == code, Event.kind == signoff.REPORT_ISSUED)):
+                if event.data.get("sha256") == digest:
+                    return str(event.data["head"])
+        return None
+
+    def drawing(self, code: str, digest: str) -> bytes | None:
+        with self.sessions() as session:
+            return session.scalar(select(SignatureDrawing.png).join(WorkOrder).where(
+                WorkOrder.code == code, SignatureDrawing.sha256 == digest))
 
     def verify_chain(self, code: str) -> dict[str, Any] | None:
         """Recompute the event hash chain; any row changed, removed or inserted behind our back breaks it."""

@@ -28,6 +28,9 @@ ACTIONS = {
     "workorders.create": "open a work order by hand",
     "workorders.transition": "move a work order through its lifecycle",
     "workorders.verify": "check a work order's chain",
+    "workorders.sign": "sign a work order off (the assigned engineer at DONE; a supervisor or the customer at "
+                       "VERIFIED)",
+    "workorders.report": "download a work order's service report (it names the people involved)",
     "dispatch.answer": "accept or decline an offered work order",
     "dispatch.reoptimise": "re-assign every unstarted work order",
     "engineers.read": "the roster (contact data and live locations masked for most roles)",
@@ -41,14 +44,18 @@ ACTIONS = {
 
 _READ = {"assets.read", "telemetry.read", "anomalies.read", "workorders.read", "workorders.verify",
          "engineers.read", "gateway.events", "gateway.metrics", "auth.self"}
+# The service report names engineers and customers: not for the roles that see engineers pseudonymously.
+_NAMED = {"workorders.report"}
 
 MATRIX: dict[str, frozenset[str]] = {
-    "viewer": frozenset(_READ),
-    "technician": frozenset(_READ | {"workorders.transition", "dispatch.answer", "engineers.locate"}),
-    "dispatcher": frozenset(_READ | {"workorders.create", "workorders.transition", "dispatch.answer",
-                                     "dispatch.reoptimise", "engineers.locate", "assets.set_state"}),
+    "viewer": frozenset(_READ | _NAMED),
+    "technician": frozenset(_READ | _NAMED | {"workorders.transition", "workorders.sign", "dispatch.answer",
+                                              "engineers.locate"}),
+    "dispatcher": frozenset(_READ | _NAMED | {"workorders.create", "workorders.transition", "workorders.sign",
+                                              "dispatch.answer", "dispatch.reoptimise", "engineers.locate",
+                                              "assets.set_state"}),
     "reliability_engineer": frozenset(_READ | {"analytics.read"}),
-    "integrator": frozenset(_READ | {"workorders.create", "workorders.transition"}),
+    "integrator": frozenset(_READ | _NAMED | {"workorders.create", "workorders.transition"}),
     "admin": frozenset(ACTIONS),
 }
 
@@ -62,3 +69,7 @@ def allowed(role: str, action: str) -> bool:
     if action not in ACTIONS:
         raise KeyError(f"unknown action {action!r}")
     return action in MATRIX.get(role, frozenset())
+
+
+# Who may sign a work order off as its supervisor (the field team's dispatcher, or an admin).
+SUPERVISORS = frozenset({"dispatcher", "admin"})
