@@ -27,7 +27,7 @@ from gateway import schemas
 from gateway.auth.rbac import SUPERVISORS
 from gateway.auth.ratelimit import AttemptLimiter
 from gateway.auth.store import Principal
-from ticketing.report import ReportInput, render, when
+from ticketing.report import CHART_METRICS, ReportInput, render, when
 from ticketing.service import TransitionRefused
 
 if TYPE_CHECKING:
@@ -35,11 +35,11 @@ if TYPE_CHECKING:
 
 HEAD = r"^[0-9a-f]{64}$"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# Around the finding, when the order carries no readings of its own (device alarms, manual orders).
-EVIDENCE_BEFORE_S, EVIDENCE_AFTER_S, EVIDENCE_READINGS = 1800.0, 300.0, 3000
+# The evidence charted: each metric's history around the finding (the newest readings of the window
+# when there are more).
+EVIDENCE_BEFORE_S, EVIDENCE_AFTER_S, EVIDENCE_READINGS = 1800.0, 300.0, 2000
 # Verification is open to anyone: slow down whoever tries codes and digests in bulk.
 VERIFICATIONS_PER_MINUTE = 60
-MAX_PDF_BYTES = 20_000_000
 
 
 class SignOffRequest(BaseModel):
@@ -81,19 +81,26 @@ def add_report_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
             drawings=drawings, copy_note=copy_note, gateway_name=gateway.config.plant.name or "pm-gateway"))
 
     def evidence(order: dict[str, Any]) -> list[dict[str, Any]]:
-        readings = order["context"].get("triggering_readings") or []
-        if readings:
-            return readings
+        """The charted metrics' stored history around the finding (the order's own triggering readings
+        cover seconds; the trend that led there is what a reader wants), else those readings."""
+        triggering = order["context"].get("triggering_readings") or []
+        finding = order["context"].get("finding") or {}
         created = next((e for e in order["events"] if e["kind"] == "created"), None)
         at = (created or {}).get("data", {}).get("detected_at") or order["created_at"]
+        metrics = list(dict.fromkeys([*(finding.get("metrics") or []), *(r["metric"] for r in triggering)]))
         try:
-            stored = gateway.history.history(order["device_id"], None, at - EVIDENCE_BEFORE_S, at + EVIDENCE_AFTER_S,
-                                             EVIDENCE_READINGS)
-        except Exception:  # the report is the record of the repair: a history store that is down costs the chart only
+            if metrics:
+                stored = [reading for metric in metrics[:CHART_METRICS] for reading in gateway.history.history(
+                    order["device_id"], metric, at - EVIDENCE_BEFORE_S, at + EVIDENCE_AFTER_S, EVIDENCE_READINGS)]
+            else:  # an alarm or a manual order: whatever the device reported then
+                stored = gateway.history.history(order["device_id"], None, at - EVIDENCE_BEFORE_S,
+                                                 at + EVIDENCE_AFTER_S, EVIDENCE_READINGS)
+        except Exception:  # the report is the record of the repair: a history store that is down costs the chart
             gateway.report_errors += 1
-            return []
-        return [{"metric": r.metric, "value": r.value, "timestamp": r.timestamp} for r in stored
-                if r.value == r.value]
+            stored = []
+        readings = [{"metric": r.metric, "value": r.value, "timestamp": r.timestamp} for r in stored
+                    if r.value == r.value]
+        return readings or triggering
 
     def issued(code: str, head: str, base: str) -> bytes:
         return ticketing.stored_report(code, head) or ticketing.store_report(code, head, compose(code, head, base, None))
@@ -196,7 +203,7 @@ def add_report_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
     @api.post(f"{prefix}/verify/{{code}}/report", tags=["verification"], response_model=schemas.SignatureVerdict,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/pdf": {"schema": {"type": "string", "format": "binary"}}}}},
-              responses={413: {"description": "larger than any report"},
+              responses={413: {"description": "larger than api.max_body_bytes"},
                          429: {"description": "too many verifications from this address"}})
     async def verify_uploaded(code: str, request: Request) -> dict[str, Any]:
         """Open to anyone: is this PDF (the request body) the service report the gateway issued for the
@@ -212,11 +219,8 @@ def add_report_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
     @api.post("/verify/{code}", include_in_schema=False, response_class=HTMLResponse)
     def verify_page_upload(code: str, request: Request,
                            report: Annotated[UploadFile, File(description="the PDF to check")]) -> HTMLResponse:
-        limited(request)
-        pdf = report.file.read(MAX_PDF_BYTES + 1)
-        if len(pdf) > MAX_PDF_BYTES:
-            raise HTTPException(413, "larger than any service report")
-        return HTMLResponse(verdict_page(uploaded_verdict(code, pdf), code))
+        limited(request)  # the upload is bounded by api.max_body_bytes like every request body
+        return HTMLResponse(verdict_page(uploaded_verdict(code, report.file.read()), code))
 
 
 VERDICT_WORDS = {"valid": ("Valid", "#15803d", "The work order is as it was signed."),

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import math
 import time
 from datetime import datetime
 from pathlib import Path
@@ -168,6 +169,25 @@ def test_walk_from_a_flagged_pump_to_a_closed_work_order(running_plant: Any, tmp
         expect(anna.locator(".state")).to_have_text("DONE")
         expect(anna.locator('[data-chain="valid"]')).to_be_visible()
 
+        # She signs it off with a signature drawn on the pad; the issued report downloads, the very bytes stored.
+        sign = anna.locator("form.sign-off")
+        expect(sign.get_by_label("Sign as")).to_have_value("engineer")
+        box = sign.locator("canvas.signature-pad").bounding_box()
+        anna.mouse.move(box["x"] + 20, box["y"] + box["height"] / 2)
+        anna.mouse.down()
+        for step in range(1, 30):
+            anna.mouse.move(box["x"] + 20 + step * 12, box["y"] + box["height"] / 2 + 25 * math.sin(step / 3))
+        anna.mouse.up()
+        shoot(anna, tmp_path, "sign-off", sign)
+        sign.get_by_role("button", name="Sign", exact=True).click()
+        expect(anna.locator('.timeline [data-kind="signed"]')).to_contain_text("engineer sign-off by Anna")
+        expect(anna.locator("form.sign-off")).to_have_count(0)  # signed once
+        with anna.expect_download() as download:
+            anna.locator('[data-report="issued"]').click()
+        issued = Path(download.value.path()).read_bytes()
+        assert issued.startswith(b"%PDF") and issued == gw.http.get(f"/work-orders/{code}/report.pdf").content
+        shoot(anna, tmp_path, "work-order-signed")
+
         # Dora's board moved the card without a reload (the stream).
         expect(page.locator(f'[data-state="DONE"] [data-code="{code}"]')).to_be_visible(timeout=10_000)
         expect(page.locator(f'[data-code="{code}"]')).to_have_count(1)  # and only there
@@ -176,7 +196,9 @@ def test_walk_from_a_flagged_pump_to_a_closed_work_order(running_plant: Any, tmp
     closed = gw.get(f"/work-orders/{code}")
     assert closed["state"] == "DONE" and closed["maintainable_item"] == "bearing"
     assert closed["closure"]["parts"] == ["bearing 6309-2Z", "grease"] and closed["closure"]["labour_hours"] == 2.5
-    assert [e["actor"] for e in closed["events"] if e["kind"] in ("en_route", "done")] == ["anna", "anna"]
+    assert [e["actor"] for e in closed["events"] if e["kind"] in ("en_route", "done", "signed")] == ["anna"] * 3
+    [signature] = [e["data"]["content"] for e in closed["events"] if e["kind"] == "signed"]
+    assert signature["statement"] == "engineer" and signature["drawing_sha256"]
     assert errors == []
 
 

@@ -86,6 +86,9 @@ def test_signed_report_holds_the_repair_and_its_qr_code_verifies_until_something
     document = gateway_document(mosquitto.port, tmp_path)
     document["detectors"]["rules"] = [{"device_type": "pump", "metric": "vibration", "high": 7.1,
                                        "on_delay": 2, "failure_mode": "VIB"}]
+    # Where people reach the gateway (not the address the test's requests use): the QR code says this.
+    public = f"http://localhost:{document['api']['port']}"
+    document["api"]["public_url"] = public
     gw = start_gateway(document)
     identities = gw.gateway.identities
     identities.add_user("anna", PASSWORD, "technician", engineer_id="eng-mechanical")
@@ -148,7 +151,7 @@ def test_signed_report_holds_the_repair_and_its_qr_code_verifies_until_something
     assert "COPY" not in flat
 
     [scanned] = qr_codes(pdf.content, tmp_path / "scan")
-    assert scanned == issued["verify_url"] == f"{gw.url}/verify/{code}?head={head}"
+    assert scanned == issued["verify_url"] == f"{public}/verify/{code}?head={head}"
 
     # The page the QR code opens, and its JSON: no sign-in, nothing beyond code, asset, dates, verdict.
     page = httpx.get(scanned, timeout=10)
@@ -235,6 +238,14 @@ def test_signed_report_holds_the_repair_and_its_qr_code_verifies_until_something
     db.close()
     for session in (anna, sam, rita):
         session.close()
+
+    # Open to anyone, so bounded per address: codes and digests cannot be tried in bulk.
+    for _ in range(70):
+        answer = httpx.get(f"{gw.api}/verify/{code}", timeout=10)
+        if answer.status_code == 429:
+            break
+    assert answer.status_code == 429 and int(answer.headers["Retry-After"]) > 0
+    assert answer.headers["content-type"] == "application/problem+json"
 
 
 def test_a_signature_from_another_key_is_rejected(tmp_path: Path) -> None:

@@ -59,6 +59,14 @@ def duration(seconds: float | None) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
+def _downtime(detected_at: float | None, created_at: float | None, restored_at: float | None) -> str:
+    """From the finding (or the order, if earlier: a device clock may run ahead) to restoration."""
+    starts = [at for at in (detected_at, created_at) if at is not None]
+    if restored_at is None or not starts or restored_at < min(starts):
+        return "-"
+    return duration(restored_at - min(starts))
+
+
 def _styles() -> dict[str, ParagraphStyle]:
     base = getSampleStyleSheet()
     body = ParagraphStyle("body", parent=base["BodyText"], fontSize=8.5, leading=10.5)
@@ -113,10 +121,17 @@ def _qr(url: str, size: float) -> Drawing:
     drawing = Drawing(size, size)
     drawing.add(Rect(0, 0, size, size, fillColor=colors.white, strokeColor=None))
     for y, row in enumerate(matrix):
-        for x, dark in enumerate(row):
-            if dark:
-                drawing.add(Rect(x * module, size - (y + 1) * module, module, module,
-                                 fillColor=colors.black, strokeColor=None))
+        x = 0
+        while x < len(row):  # one rectangle per run of dark modules: no hairline seams between them
+            if not row[x]:
+                x += 1
+                continue
+            run = x
+            while run < len(row) and row[run]:
+                run += 1
+            drawing.add(Rect(x * module, size - (y + 1) * module, (run - x) * module, module * 1.02,
+                             fillColor=colors.black, strokeColor=None))
+            x = run
     return drawing
 
 
@@ -130,8 +145,9 @@ def _time_axis(span_s: float) -> tuple[float, str]:
 
 
 def _chart(evidence: list[dict[str, Any]], metric: str, colour: Any, limit: float | None, start: float,
-           end: float) -> Drawing | None:
-    """One metric over time on its own scale; its limit, if it has one, as a red line through it."""
+           end: float, found_at: float | None) -> Drawing | None:
+    """One metric over time on its own scale; its limit, if it has one, as a red line through it, and
+    the moment of the finding as a grey one."""
     points = [(r["timestamp"], r["value"]) for r in evidence if r["metric"] == metric and r["value"] is not None]
     if len(points) < 2:
         return None
@@ -155,6 +171,12 @@ def _chart(evidence: list[dict[str, Any]], metric: str, colour: Any, limit: floa
     drawing.add(plot)
     drawing.add(String(plot.x, height - 9, metric, fontSize=7.5, fontName="Helvetica-Bold", fillColor=colour))
     drawing.add(String(plot.x + plot.width, 4, f"{unit} after {when(start)}", fontSize=6, textAnchor="end"))
+    if found_at is not None and start <= found_at <= end:
+        x = plot.x + (found_at - start) / scale / plot.xValueAxis.valueMax * plot.width
+        drawing.add(Line(x, plot.y, x, plot.y + plot.height, strokeColor=colors.HexColor("#64748b"),
+                         strokeDashArray=[2, 2]))
+        drawing.add(String(x - 2, plot.y + plot.height + 2, "finding", fontSize=6, textAnchor="end",
+                           fillColor=colors.HexColor("#64748b")))
     if limit is not None:
         y = plot.y + (limit - plot.yValueAxis.valueMin) / (plot.yValueAxis.valueMax - plot.yValueAxis.valueMin) \
             * plot.height
@@ -163,7 +185,8 @@ def _chart(evidence: list[dict[str, Any]], metric: str, colour: Any, limit: floa
     return drawing
 
 
-def _charts(evidence: list[dict[str, Any]], contributing: list[str], limit: float | None) -> list[Drawing]:
+def _charts(evidence: list[dict[str, Any]], contributing: list[str], limit: float | None, found_at: float | None
+            ) -> list[Drawing]:
     """The contributing metrics first (the limit belongs to the first), then the others, on one time axis."""
     present = {r["metric"] for r in evidence}
     metrics = ([m for m in contributing if m in present] + sorted(present - set(contributing)))[:CHART_METRICS]
@@ -172,7 +195,7 @@ def _charts(evidence: list[dict[str, Any]], contributing: list[str], limit: floa
     times = [r["timestamp"] for r in evidence if r["metric"] in metrics]
     start, end = min(times), max(times)
     charts = [_chart(evidence, metric, SERIES_COLOURS[index], limit if contributing[:1] == [metric] else None,
-                     start, end) for index, metric in enumerate(metrics)]
+                     start, end, found_at) for index, metric in enumerate(metrics)]
     return [chart for chart in charts if chart is not None]
 
 
@@ -249,7 +272,7 @@ def _story(report: ReportInput, style: dict[str, ParagraphStyle]) -> list[Any]:
         ("Confirmed coding", f"{order.get('failure_mode')} / {order.get('failure_mechanism') or '-'} / "
                              f"cause {order.get('failure_cause') or '-'} / item {order.get('maintainable_item') or '-'}"),
     ], style))
-    charts = _charts(report.evidence, list(finding.get("metrics") or []), finding.get("limit"))
+    charts = _charts(report.evidence, list(finding.get("metrics") or []), finding.get("limit"), detected_at)
     if charts:
         story.append(Spacer(1, 3))
         story.append(KeepTogether([_p("Evidence: the readings around the finding", style["small"]), *charts]))
@@ -282,7 +305,7 @@ def _story(report: ReportInput, style: dict[str, ParagraphStyle]) -> list[Any]:
     story.append(_pairs([
         ("Resolution", closure.get("resolution")), ("Parts", ", ".join(closure.get("parts") or []) or "none"),
         ("Labour", f"{closure['labour_hours']:g} h" if closure.get("labour_hours") is not None else "-"),
-        ("Downtime", duration(restored - detected_at) if restored and detected_at else "-"),
+        ("Downtime", _downtime(detected_at, order.get("created_at"), restored)),
         ("Verified by", closure.get("verified_by")), ("Engineer's note", closure.get("note")),
     ], style))
     sla = order.get("sla")

@@ -61,13 +61,13 @@ async function refresh() {
   return refreshing;
 }
 
-async function send(method, path, body, retried = false) {
+async function request(method, path, body, retried = false) {
   const current = session();
   const headers = { Accept: "application/json" };
   if (current) headers.Authorization = `Bearer ${current.access_token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(BASE + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  if (response.status === 401 && !retried && (await refresh())) return send(method, path, body, true);
+  if (response.status === 401 && !retried && (await refresh())) return request(method, path, body, true);
   if (response.status === 401) {
     sessionStorage.removeItem(KEY);
     window.dispatchEvent(new Event("pmgw:signed-out"));
@@ -76,8 +76,18 @@ async function send(method, path, body, retried = false) {
     const problem = await response.json().catch(() => ({}));
     throw new ApiError(response.status, problem.detail || problem.error_description || response.statusText);
   }
+  return response;
+}
+
+async function send(method, path, body) {
+  const response = await request(method, path, body);
   const type = response.headers.get("content-type") || "";
   return type.includes("json") ? response.json() : response.text();
+}
+
+// A file (a PDF) fetched signed in: links cannot carry the Authorization header.
+export async function blob(path, params) {
+  return (await request("GET", params ? `${path}?${query(params)}` : path)).blob();
 }
 
 export const get = (path, params) => send("GET", params ? `${path}?${query(params)}` : path);

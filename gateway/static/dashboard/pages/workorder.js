@@ -1,5 +1,6 @@
 // One work order: context snapshot, evidence chart, timeline, chain verdict, dispatch explanation,
-// and the lifecycle steps legal from its state as forms with their guard fields.
+// the lifecycle steps legal from its state as forms with their guard fields, sign-off (with a drawn
+// signature) and the service report.
 import * as api from "../api.js";
 import { trendChart } from "../chart.js";
 import { field, h, message, priorityBadge, replace, section, select, slaClass, table, when } from "../ui.js";
@@ -34,6 +35,8 @@ export async function render(main, [code], context) {
     section("Dispatch", dispatch(order, engineers.items)),
     offer(order, context, me, code),
     mayMove ? section("Next steps", actions(order, lifecycle, coding, engineers.items, code)) : null,
+    signOff(order, me, context, code),
+    context.can("workorders.report") ? section("Service report", report(order, code)) : null,
     section("Timeline", timeline(order)),
     section("Chain of custody", chain(verdict)));
 
@@ -190,8 +193,137 @@ function actions(order, lifecycle, coding, engineers, code) {
   return h("div", { class: "steps" }, forms);
 }
 
+const SUPERVISORS = ["dispatcher", "admin"];
+const SIGNERS = {
+  engineer: "Engineer: the work described here was done",
+  supervisor: "Supervisor: the repair was verified",
+  customer: "Customer: the repair was verified and accepted",
+};
+
+// Who the signed-in person may sign as now (the API decides; this only offers what it would accept).
+function signers(order, me, context) {
+  if (!context.can("workorders.sign")) return [];
+  const entered = order.events.map((e) => e.data.to).lastIndexOf(order.state);
+  const signed = new Set(order.events.slice(entered + 1).filter((e) => e.kind === "signed")
+    .map((e) => e.data.content.statement));
+  const mine = me.engineer_id && order.assigned_engineer_id === me.engineer_id;
+  const offered = [];
+  if (order.state === "DONE" && mine) offered.push("engineer");
+  if (order.state === "VERIFIED" && SUPERVISORS.includes(me.role)) offered.push("supervisor");
+  if (order.state === "VERIFIED" && (me.role !== "technician" || mine)) offered.push("customer");
+  return offered.filter((statement) => !signed.has(statement));
+}
+
+function signaturePad() {
+  const canvas = h("canvas", { class: "signature-pad", width: 480, height: 140, "aria-label": "Signature (draw here)" });
+  const pen = canvas.getContext("2d");
+  let drawing = false;
+  canvas.drawn = false;
+  const clear = () => {
+    pen.fillStyle = "#fff";
+    pen.fillRect(0, 0, canvas.width, canvas.height);
+    canvas.drawn = false;
+  };
+  const at = (event) => {
+    const box = canvas.getBoundingClientRect();
+    return [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
+  };
+  canvas.addEventListener("pointerdown", (event) => {
+    drawing = true;
+    canvas.setPointerCapture(event.pointerId);
+    pen.beginPath();
+    pen.moveTo(...at(event));
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!drawing) return;
+    pen.lineWidth = 2.5;
+    pen.lineCap = pen.lineJoin = "round";
+    pen.strokeStyle = "#0f172a";
+    pen.lineTo(...at(event));
+    pen.stroke();
+    canvas.drawn = true;
+  });
+  for (const end of ["pointerup", "pointercancel"]) canvas.addEventListener(end, () => { drawing = false; });
+  clear();
+  canvas.clear = clear;
+  return canvas;
+}
+
+function signOff(order, me, context, code) {
+  const offered = signers(order, me, context);
+  if (!offered.length) return null;
+  const who = select("signer", offered.map((s) => [s, SIGNERS[s]]), offered[0], { required: true });
+  const name = h("input", { name: "name", maxlength: 200, placeholder: "as it should be printed" });
+  const pad = signaturePad();
+  const form = h("form", { class: "sign-off", "aria-label": "Sign off" },
+    h("p", {}, "Your signature covers the work order as it is now; any later change to it shows at verification."),
+    field("Sign as", who), field("Name", name, "optional, needed for the customer"),
+    field("Signature", pad, "optional: draw with a finger, pen or mouse"),
+    h("div", { class: "inline" },
+      h("button", { type: "button", class: "secondary", onclick: () => pad.clear() }, "Clear signature"),
+      h("button", { type: "submit" }, "Sign")));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { signer: who.value };
+    if (name.value.trim()) body.name = name.value.trim();
+    if (pad.drawn) body.drawing = pad.toDataURL("image/png");
+    try {
+      await api.post(`/work-orders/${encodeURIComponent(code)}/sign-off`, body);
+      message(`${code} signed off as ${who.value}; the service report is issued.`, "info");
+      window.dispatchEvent(new HashChangeEvent("hashchange"));
+    } catch (failure) {
+      message(failure.message);
+    }
+  });
+  return section("Sign off", form);
+}
+
+function report(order, code) {
+  const signed = order.events.filter((e) => e.kind === "signed");
+  const head = signed.length ? signed[signed.length - 1].hash : null;
+  const path = `/work-orders/${encodeURIComponent(code)}/report.pdf`;
+  const download = async (copy) => {
+    try {
+      const file = await api.blob(path, copy ? { copy: true } : undefined);
+      const url = URL.createObjectURL(file);
+      const link = h("a", { href: url, download: `${code}${copy ? "-copy" : ""}.pdf` });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch (failure) {
+      message(failure.message);
+    }
+  };
+  if (!head) {
+    return [h("p", {}, "Not signed yet: the report is issued at sign-off."),
+      h("button", { type: "button", class: "secondary", onclick: () => download(true) }, "Draft (unsigned copy, PDF)")];
+  }
+  return [
+    h("p", {}, `Issued at the last sign-off (${signed.length} signature${signed.length > 1 ? "s" : ""}).`),
+    h("div", { class: "inline" },
+      h("button", { type: "button", onclick: () => download(false), "data-report": "issued" }, "Service report (PDF)"),
+      h("a", { href: `/verify/${encodeURIComponent(code)}?head=${head}`, target: "_blank", rel: "noopener" },
+        "Verification page")),
+  ];
+}
+
+function describe(event) {
+  if (event.kind === "signed") {
+    const { statement, signer } = event.data.content;
+    return `${statement} sign-off by ${signer.name} (${signer.role})${event.data.content.drawing_sha256 ? ", drawn signature" : ""}`;
+  }
+  if (event.kind === "report_issued") return `service report issued (sha256 ${event.data.sha256.slice(0, 16)}…)`;
+  return null;
+}
+
 function timeline(order) {
   return h("ol", { class: "timeline" }, order.events.map((event) => {
+    const described = describe(event);
+    if (described) {
+      return h("li", { "data-kind": event.kind }, h("time", {}, when(event.at)), " ",
+        h("strong", {}, event.kind.replace("_", " ")), ` by ${event.actor}`, h("div", { class: "changes" }, described));
+    }
     const changes = Object.entries(event.data).filter(([k]) => !["from", "to"].includes(k))
       .map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`);
     return h("li", {},
