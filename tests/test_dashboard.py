@@ -182,6 +182,7 @@ def test_walk_from_a_flagged_pump_to_a_closed_work_order(running_plant: Any, tmp
         sign.get_by_role("button", name="Sign", exact=True).click()
         expect(anna.locator('.timeline [data-kind="signed"]')).to_contain_text("engineer sign-off by Anna")
         expect(anna.locator("form.sign-off")).to_have_count(0)  # signed once
+        expect(anna.locator('[data-signatures="valid"]')).to_contain_text("1 signature")
         with anna.expect_download() as download:
             anna.locator('[data-report="issued"]').click()
         issued = Path(download.value.path()).read_bytes()

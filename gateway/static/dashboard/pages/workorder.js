@@ -14,9 +14,11 @@ const LABELS = {
 
 export async function render(main, [code], context) {
   const path = `/work-orders/${encodeURIComponent(code)}`;
-  const [order, verdict, lifecycle, coding, engineers] = await Promise.all([
+  const [order, verdict, lifecycle, coding, engineers, signatures] = await Promise.all([
     api.get(path), api.get(`${path}/verify`), api.get("/lifecycle"), api.get("/coding"),
-    api.get("/engineers", { limit: 1000 })]);
+    api.get("/engineers", { limit: 1000 }), 
+    // Open to anyone and so rate-limited per address: a refusal must not cost the page.
+    api.get(`/verify/${encodeURIComponent(code)}`).catch((failure) => ({ verdict: "unchecked", reasons: [failure.message] }))]);
   const me = context.me;
   const mine = me.engineer_id && order.assigned_engineer_id === me.engineer_id;
   const mayMove = context.can("workorders.transition") && (me.role !== "technician" || mine);
@@ -36,7 +38,7 @@ export async function render(main, [code], context) {
     offer(order, context, me, code),
     mayMove ? section("Next steps", actions(order, lifecycle, coding, engineers.items, code)) : null,
     signOff(order, me, context, code),
-    context.can("workorders.report") ? section("Service report", report(order, code)) : null,
+    context.can("workorders.report") ? section("Service report", report(order, code, signatures)) : null,
     section("Timeline", timeline(order)),
     section("Chain of custody", chain(verdict)));
 
@@ -278,7 +280,7 @@ function signOff(order, me, context, code) {
   return section("Sign off", form);
 }
 
-function report(order, code) {
+function report(order, code, signatures) {
   const signed = order.events.filter((e) => e.kind === "signed");
   const head = signed.length ? signed[signed.length - 1].hash : null;
   const path = `/work-orders/${encodeURIComponent(code)}/report.pdf`;
@@ -299,8 +301,13 @@ function report(order, code) {
     return [h("p", {}, "Not signed yet: the report is issued at sign-off."),
       h("button", { type: "button", class: "secondary", onclick: () => download(true) }, "Draft (unsigned copy, PDF)")];
   }
+  const holds = signatures.verdict === "valid";
+  const state = holds ? `✓ ${signed.length} signature${signed.length > 1 ? "s" : ""}, each still matching what it signed.`
+    : signatures.verdict === "unchecked" ? `Signatures not checked just now: ${signatures.reasons.join("; ")}`
+      : `✗ Changed since signing: ${signatures.reasons.join("; ")}`;
   return [
-    h("p", {}, `Issued at the last sign-off (${signed.length} signature${signed.length > 1 ? "s" : ""}).`),
+    h("p", { class: holds ? "ok" : "error", "data-signatures": signatures.verdict }, state),
+    h("p", {}, "The report was issued at the last sign-off."),
     h("div", { class: "inline" },
       h("button", { type: "button", onclick: () => download(false), "data-report": "issued" }, "Service report (PDF)"),
       h("a", { href: `/verify/${encodeURIComponent(code)}?head=${head}`, target: "_blank", rel: "noopener" },
