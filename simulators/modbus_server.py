@@ -187,6 +187,8 @@ class ModbusSimulator:
         self.images = {unit.unit_id: _Image() for unit in units}
         self.unresponsive: set[int] = set()
         self.busy: set[int] = set()
+        # Units that answer every request, but only after this many seconds (a slow serial gateway).
+        self.slow: dict[int, float] = {}
         self.sim_time = 0.0
         self.requests = 0
         self._server: ModbusTcpServer | None = None
@@ -235,6 +237,8 @@ class ModbusSimulator:
         self.requests += 1
         if unit_id in self.unresponsive:
             await asyncio.sleep(3600)  # never answers; the client times out
+        if unit_id in self.slow:
+            await asyncio.sleep(self.slow[unit_id])
         if unit_id in self.busy:
             return ExcCodes.DEVICE_BUSY
         table = _FUNCTION_TABLE.get(function_code)

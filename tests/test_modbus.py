@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -289,3 +290,129 @@ def test_register_map_errors_name_the_place(device: dict[str, Any], message: str
     with pytest.raises(ConfigError) as error:
         parse_config(_document([device]))
     assert message in error.value.problems
+
+
+class Arrivals(Collect):
+    """Also notes when each reading arrived, to compare with the time it carries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lags: list[float] = []
+
+    async def put(self, readings: list[Reading], on_stored: Done | None = None) -> None:
+        now = time.time()
+        self.lags += [now - reading.timestamp for reading in readings]
+        await super().put(readings, on_stored)
+
+
+async def test_a_slow_device_is_stamped_at_request_time_stays_online_and_its_overruns_are_counted() -> None:
+    port = free_port()
+    unit = ModbusUnit(DeviceSpec("pump-01", "pump", "north"), unit_id=1,
+                      registers=[RegisterSpec("vibration", "holding", 0, "float32")])
+    simulator = ModbusSimulator([unit], port=port)
+    simulator.slow[1] = 0.8  # answers every request, 0.8 s late
+    await simulator.start()
+    config = source(port, [{"device": "pump-01", "registers": [{"metric": "vibration", "address": 0, "type": "float32"}]}],
+                    interval_s=0.2, timeout_s=3.0, offline_after_intervals=3)
+    connector = ModbusConnector(config, {"pump-01"})
+    sink = Arrivals()
+    task = await run_connector(connector, sink)
+    try:
+        await until(lambda: sink.count("pump-01") >= 5, 15, "five slow readings")
+        # The value was asked for 0.8 s before it arrived: it carries the request's time.
+        assert min(sink.lags) >= 0.75, sink.lags
+        # Three intervals (0.6 s) pass between answers, yet not one poll failed: never offline.
+        assert [a for a in sink.alarms if a.code == DEVICE_OFFLINE_CODE] == []
+        group = connector.diagnostics()["devices"][0]["poll_groups"]["default"]
+        assert group["overruns"] >= 4 and group["skipped_ticks"] >= 3 * group["overruns"], group
+        assert 1.0 <= group["achieved_per_s"] <= 1.3, group  # 1 / 0.8 s, against the 5/s configured
+    finally:
+        await stop(task)
+        await simulator.stop()
+
+
+async def test_a_refused_range_is_isolated_once_and_a_timeout_never_splits_the_plan() -> None:
+    port = free_port()
+    simulator = ModbusSimulator([ModbusUnit(DeviceSpec("pump-01", "pump", "north"), unit_id=1)], port=port)
+    await simulator.start()
+    simulator.images[1].put("holding", 2041, [0b0110_0101])
+    points = conformance_map(0)[:3]
+    points += [
+        {"metric": "ghost", "address": 2046, "type": "float64"},  # runs past the table: refused
+        {"metric": "tail", "address": 2040, "type": "uint16"},
+        # Two fields of one register: a mode in bits 4-7 and a flag in bit 0.
+        {"metric": "mode", "address": 2041, "bit": 4, "bit_length": 4},
+        {"metric": "flag", "address": 2041, "bit": 0},
+    ]
+    config = source(port, [{"device": "pump-01", "registers": points}], max_gap=125, offline_after_intervals=50)
+    connector = ModbusConnector(config, {"pump-01"})
+    sink = Collect()
+    task = await run_connector(connector, sink)
+
+    def device() -> dict[str, Any]:
+        return connector.diagnostics()["devices"][0]
+
+    try:
+        await until(lambda: {"tail", "mode", "int16_ABCD"} <= set(sink.latest("pump-01")), 10, "the good registers")
+        assert sink.latest("pump-01")["mode"] == 6 and sink.latest("pump-01")["flag"] == 1
+        # The conformance registers in one request, 2040-2041 in another, the refused range alone.
+        assert device()["read_plan"] == {"default": 3}
+        assert device()["refused_points"] == ["holding[2046] 'ghost' (float64, 0-based)"]
+
+        # Silence (timeouts) says nothing about which point is wrong: the plan stays as it is.
+        simulator.unresponsive.add(1)
+        await until(lambda: device()["errors"].get("timeout", 0) >= 3, 10, "three timeouts")
+        simulator.unresponsive.discard(1)
+        before = sink.count("pump-01")
+        await until(lambda: sink.count("pump-01") > before + 10, 10, "readings after the silence")
+        assert device()["read_plan"] == {"default": 3}
+        polls, requests = device()["poll_groups"]["default"]["polls"], simulator.requests
+        await until(lambda: device()["poll_groups"]["default"]["polls"] >= polls + 10, 10, "ten more polls")
+        per_poll = (simulator.requests - requests) / (device()["poll_groups"]["default"]["polls"] - polls)
+        assert per_poll <= 3.2, per_poll  # three requests a poll (one poll may be mid-way)
+    finally:
+        await stop(task)
+        await simulator.stop()
+
+
+async def test_an_info_point_that_reads_again_loses_its_old_error() -> None:
+    port = free_port()
+    unit = ModbusUnit(DeviceSpec("pump-01", "pump", "north"), unit_id=1,
+                      registers=[RegisterSpec("vibration", "holding", 0, "float32")],
+                      texts=[TextSpec("SN-4711", "holding", 100, 4)])
+    simulator = ModbusSimulator([unit], port=port)
+    simulator.busy.add(1)
+    await simulator.start()
+    config = source(port, [{"device": "pump-01", "registers": [{"metric": "vibration", "address": 0, "type": "float32"}],
+                            "info": [{"name": "ident", "address": 100, "type": "string", "length": 4}]}])
+    connector = ModbusConnector(config, {"pump-01"})
+    sink = Collect()
+    task = await run_connector(connector, sink)
+
+    def errors() -> dict[str, str]:
+        return connector.diagnostics()["devices"][0]["point_errors"]
+
+    try:
+        await until(lambda: "holding[100] 'ident' (string, 0-based)" in errors(), 10, "the busy ident read")
+        simulator.busy.clear()
+        await simulator.stop()  # the gateway reconnects and reads its info again
+        simulator = ModbusSimulator([unit], port=port)
+        await simulator.start()
+        await until(lambda: connector.diagnostics()["devices"][0]["attributes"].get("ident") == "SN-4711", 15,
+                    "ident read after the reconnect")
+        await until(lambda: errors() == {}, 5, "every old error cleared")
+    finally:
+        await stop(task)
+        await simulator.stop()
+
+
+def test_coils_and_discrete_inputs_are_bool_unless_told_and_bit_fields_are_checked() -> None:
+    config = source(502, [{"device": "pump-01", "registers": [
+        {"metric": "running", "table": "coil", "address": 5}, {"metric": "tripped", "table": "discrete", "address": 1},
+        {"metric": "speed", "address": 0}]}])
+    assert [r.type for r in config.devices[0].registers] == ["bool", "bool", "uint16"]
+    for register, message in [({"metric": "m", "address": 0, "bit": 14, "bit_length": 4}, "bits 14-17 are outside a uint16"),
+                              ({"metric": "m", "address": 0, "bit_length": 4}, "'bit_length' needs 'bit'")]:
+        with pytest.raises(ConfigError) as error:
+            parse_config(_document([{"device": "pump-01", "registers": [register]}]))
+        assert message in str(error.value), str(error.value)

@@ -15,6 +15,8 @@ each register, ``CDAB`` registers swapped (common for floats).
 'PMGW'
 >>> decode_registers([0b1010_0000], "uint16", "ABCD", bit=5)
 1
+>>> decode_registers([0b0110_0101], "uint16", "ABCD", bit=4, bit_length=4)  # a mode in bits 4-7
+6
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def registers_to_bytes(registers: list[int], byte_order: str) -> bytes:
     return bytes(byte for word in words for byte in word)
 
 
-def decode_registers(registers: list[int], value_type: str, byte_order: str, bit: int | None = None) -> int | float | str:
+def decode_registers(registers: list[int], value_type: str, byte_order: str, bit: int | None = None,
+                     bit_length: int = 1) -> int | float | str:
     """One value from the registers it occupies (raw: before scale and offset)."""
     if value_type == "string":
         # Strings are stored in reading order; only a byte swap inside registers is common.
@@ -62,7 +65,9 @@ def decode_registers(registers: list[int], value_type: str, byte_order: str, bit
         raise DecodeError(f"{value_type} needs {struct.calcsize(fmt) // 2} registers, got {len(registers)}")
     (value,) = struct.unpack(">" + fmt, raw)
     if bit is not None:
-        return (int(value) >> bit) & 1
+        # Fields are read from the register's bit pattern: a signed type's sign bit is just a bit.
+        unsigned = int(value) & ((1 << (8 * struct.calcsize(fmt))) - 1)
+        return (unsigned >> bit) & ((1 << bit_length) - 1)
     return value
 
 

@@ -1,4 +1,8 @@
-"""The Modbus TCP connector: one hub per device, plus the 'device offline' watchdog."""
+"""The Modbus TCP connector: one hub per device, plus the 'device offline' watchdog.
+
+A device is offline after ``offline_after_intervals`` failed polls in a row (see
+:mod:`connectors.modbus.hub`), and back online at its first answered poll.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,10 @@ from collections import Counter
 from typing import Any
 
 from connectors.base import check_devices
-from connectors.liveness import OfflineTracker
 from connectors.modbus import const
 from connectors.modbus.hub import DeviceHub
 from connectors.modbus.schema import ModbusSourceConfig
-from gateway.core import Alarm, AlarmSink, Reading, ReadingSink
+from gateway.core import DEVICE_OFFLINE_CODE, Alarm, AlarmSink, ReadingSink, Severity
 
 WATCHDOG_INTERVAL_S = 0.5
 
@@ -23,10 +26,7 @@ class ModbusConnector:
         self.config = config
         self.name = config.name
         self.hubs = [DeviceHub(config, device) for device in config.devices]
-        self.trackers = {
-            hub.device_id: OfflineTracker(config.offline_after_intervals * hub.shortest_interval_s, config.name)
-            for hub in self.hubs
-        }
+        self.offline: set[str] = set()
         self.alarms = 0
 
     async def run(self, readings: ReadingSink, alarms: AlarmSink) -> None:
@@ -34,28 +34,13 @@ class ModbusConnector:
             self.alarms += 1
             await alarms.put_alarm(alarm)
 
-        def readings_of(hub: DeviceHub) -> Any:
-            tracker = self.trackers[hub.device_id]
-
-            async def put(batch: list[Reading]) -> None:
-                back = tracker.seen(hub.device_id, time.time())
-                await readings.put(batch)
-                if back is not None:
-                    await put_alarm(back)
-
-            return put
-
-        now = time.time()
-        for device_id, tracker in self.trackers.items():
-            tracker.expect(device_id, now)
-        tasks = [asyncio.create_task(hub.run(readings_of(hub), put_alarm), name=f"modbus-{hub.device_id}")
+        tasks = [asyncio.create_task(hub.run(readings.put, put_alarm), name=f"modbus-{hub.device_id}")
                  for hub in self.hubs]
         try:
             while True:
                 await asyncio.sleep(WATCHDOG_INTERVAL_S)
-                for tracker in self.trackers.values():
-                    for alarm in tracker.overdue(time.time()):
-                        await put_alarm(alarm)
+                for alarm in self.offline_edges(time.time()):
+                    await put_alarm(alarm)
                 for task in tasks:
                     if task.done() and not task.cancelled() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
@@ -64,13 +49,32 @@ class ModbusConnector:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def offline_edges(self, now: float) -> list[Alarm]:
+        """'Device offline' alarms of devices that just failed enough polls in a row, and clears of
+        those that answered again."""
+        edges = []
+        limit = self.config.offline_after_intervals
+        for hub in self.hubs:
+            missed = hub.missed_polls(now)
+            if hub.device_id not in self.offline and missed >= limit:
+                self.offline.add(hub.device_id)
+                why = hub.last_failure if hub.down_since is None else "not connected"
+                edges.append(Alarm(hub.device_id, now, DEVICE_OFFLINE_CODE, Severity.MEDIUM,
+                                   f"{missed} polls in a row failed ({why or 'no answer'}; source {self.name})",
+                                   active=True, source=self.name))
+            elif hub.device_id in self.offline and missed == 0:
+                self.offline.discard(hub.device_id)
+                edges.append(Alarm(hub.device_id, now, DEVICE_OFFLINE_CODE, Severity.MEDIUM,
+                                   f"device back online (source {self.name})", active=False, source=self.name))
+        return edges
+
     def diagnostics(self) -> dict[str, Any]:
         devices = [hub.diagnostics() for hub in self.hubs]
         errors: Counter[str] = Counter()
         for device in devices:
             errors.update(device["errors"])
         last = [d["last_reading_at"] for d in devices if d["last_reading_at"] is not None]
-        offline = sorted(device for tracker in self.trackers.values() for device in tracker.offline)
+        offline = sorted(self.offline)
         return {
             "type": const.CONNECTOR_TYPE,
             "name": self.name,

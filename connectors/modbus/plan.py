@@ -11,6 +11,12 @@ the current request and the request stays within the protocol's limit.
 [(0, 3, ['a', 'b']), (10, 1, ['c']), (200, 1, ['d'])]
 >>> [(b.start, b.count) for b in plan_reads(points, 0, 125, 7)]
 [(0, 11), (200, 1)]
+
+A range the device refuses (``avoid``) is never read as part of a gap, so the points
+around it stay coalesced on either side:
+
+>>> [(b.start, b.count) for b in plan_reads(points, 0, 125, 7, avoid=[("holding", 5, 6)])]
+[(0, 3), (10, 1), (200, 1)]
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ class Block:
         return point.address - address_base - self.start
 
 
-def plan_reads(points: Sequence[_Point], address_base: int, max_registers: int, max_gap: int) -> list[Block]:
+def plan_reads(points: Sequence[_Point], address_base: int, max_registers: int, max_gap: int,
+               avoid: Sequence[tuple[str, int, int]] = ()) -> list[Block]:
+    """The fewest requests reading ``points``; none spans a ``(table, start, end)`` range of ``avoid``."""
     by_key: dict[tuple[str, str], list[_Point]] = {}
     for point in points:
         by_key.setdefault((point.group, point.table), []).append(point)
@@ -49,7 +57,9 @@ def plan_reads(points: Sequence[_Point], address_base: int, max_registers: int, 
         for point in members:
             address = point.address - address_base
             point_end = address + point.width
-            if current and address <= end + max_gap and max(end, point_end) - start <= limit:
+            joined_end = max(end, point_end)
+            crosses = any(t == table and a_start < joined_end and start < a_end for t, a_start, a_end in avoid)
+            if current and address <= end + max_gap and joined_end - start <= limit and not crosses:
                 current.append(point)
                 end = max(end, point_end)
                 continue
@@ -62,8 +72,10 @@ def plan_reads(points: Sequence[_Point], address_base: int, max_registers: int, 
 
 
 def split(block: Block, address_base: int) -> list[Block]:
-    """One request per point: isolates the point a device refuses (e.g. an illegal address)."""
-    return [
-        Block(block.group, block.table, point.address - address_base, point.width, (point,))
-        for point in block.points
-    ]
+    """One request per register range (points on the same registers stay together): isolates the
+    range a device refuses, e.g. an illegal address."""
+    ranges: dict[tuple[int, int], list[_Point]] = {}
+    for point in block.points:
+        ranges.setdefault((point.address - address_base, point.width), []).append(point)
+    return [Block(block.group, block.table, start, width, tuple(points))
+            for (start, width), points in sorted(ranges.items())]

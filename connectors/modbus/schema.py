@@ -31,9 +31,11 @@ class _Point(BaseModel):
 
     table: Table = "holding"
     address: int = Field(ge=0, le=65535)
-    type: ValueType = "uint16"
+    type: ValueType | None = Field(None, description="default: bool for coils and discrete inputs, else uint16")
     byte_order: ByteOrder = "ABCD"
     bit: int | None = Field(None, ge=0, le=63, description="read one bit of an integer register as 0/1")
+    bit_length: int = Field(1, ge=1, le=64, description="with 'bit': a field of this many bits from it "
+                                                        "(e.g. a mode in bits 4-7: bit 4, bit_length 4)")
     length: int | None = Field(None, ge=1, le=MAX_REGISTERS_PER_READ, description="registers of a string")
     group: str = DEFAULT_GROUP
 
@@ -48,6 +50,8 @@ class _Point(BaseModel):
 
     @model_validator(mode="after")
     def _check_type(self) -> "_Point":
+        if self.type is None:
+            self.type = "bool" if self.table in BIT_TABLES else "uint16"
         if self.table in BIT_TABLES and self.type != "bool":
             raise ValueError(f"a {self.table} holds one bit: its type must be bool, not {self.type}")
         if self.type == "string" and self.length is None:
@@ -57,8 +61,12 @@ class _Point(BaseModel):
         if self.bit is not None:
             if self.table in BIT_TABLES or self.type in ("string", "float32", "float64"):
                 raise ValueError("'bit' picks a bit of an integer register")
-            if self.bit >= 16 * TYPE_WIDTH[self.type]:
-                raise ValueError(f"bit {self.bit} is outside a {self.type}")
+            if self.bit + self.bit_length > 16 * TYPE_WIDTH[self.type]:
+                last = f"bits {self.bit}-{self.bit + self.bit_length - 1}" if self.bit_length > 1 else f"bit {self.bit}"
+                raise ValueError(f"{last} are outside a {self.type}" if self.bit_length > 1
+                                 else f"{last} is outside a {self.type}")
+        elif self.bit_length != 1:
+            raise ValueError("'bit_length' needs 'bit', the field's lowest bit")
         return self
 
 
