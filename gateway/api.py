@@ -133,6 +133,29 @@ class WorkOrderFilters:
     sort: Literal[SORT_KEYS] = Query("-created_at", description="a leading '-' sorts descending")  # type: ignore[valid-type]
 
 
+def history_page(readings: list[Reading], limit: int) -> tuple[list[Reading], float | None]:
+    """The newest ``limit`` of ``readings`` (ascending, up to one more than the limit) and the ``until``
+    (inclusive) of the next, older page, None when there is nothing older. A page never splits the
+    readings of one instant, so no reading is given twice or skipped.
+
+    >>> page = lambda times, limit: history_page([Reading("p", "v", 1.0, t) for t in times], limit)
+    >>> [r.timestamp for r in page([1, 2, 3, 4], 3)[0]], [r.timestamp for r in page([2, 2, 3, 4], 3)[0]]
+    ([2, 3, 4], [3, 4])
+    >>> page([1, 2, 3, 4], 3)[1], page([2, 2, 3, 4], 3)[1], page([1], 3)[1]
+    (1, 2, None)
+    """
+    if len(readings) <= limit:
+        return readings, None
+    older, page = readings[-limit - 1], readings[-limit:]
+    if older.timestamp < page[0].timestamp:
+        return page, older.timestamp
+    boundary = page[0].timestamp  # the instant straddles the cut: all of it goes to the next page
+    whole = [reading for reading in page if reading.timestamp != boundary]
+    if not whole:
+        raise ValueError(f"more than {limit} readings at one instant ({boundary}): ask with a larger 'limit'")
+    return whole, boundary
+
+
 def create_api(gateway: "Gateway") -> FastAPI:
     api = FastAPI(
         title="pm-gateway",
@@ -282,8 +305,13 @@ def create_api(gateway: "Gateway") -> FastAPI:
                 raise HTTPException(422, "resolution=rollup needs a 'metric'")
             buckets = gateway.store.rollups(device_id, metric, start, end)
             return {"device_id": device_id, "metric": metric, "since": start, "until": end, "rollups": buckets}
-        readings = gateway.history.history(device_id, metric, start, end, limit)
-        return {"device_id": device_id, "since": start, "until": end, "readings": [_reading_json(r) for r in readings]}
+        try:
+            readings, next_until = history_page(gateway.history.history(device_id, metric, start, end, limit + 1),
+                                                limit)
+        except ValueError as crowded:
+            raise HTTPException(422, str(crowded)) from None
+        return {"device_id": device_id, "since": start, "until": end, "readings": [_reading_json(r) for r in readings],
+                "truncated": next_until is not None, "next_until": next_until}
 
     def site_devices(principal: Principal) -> list[str] | None:
         return None if not principal.sites else [

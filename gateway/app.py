@@ -26,7 +26,7 @@ from gateway.auth.tokens import TokenSigner
 from gateway.config import GatewayConfig
 from gateway.audit import AuditLog
 from gateway.keyring import Keyring
-from gateway.core import Alarm, Anomaly, Asset, WorkOrderEvent
+from gateway.core import Alarm, Anomaly, Asset, Reading, WorkOrderEvent
 from gateway.events import EventBus
 from gateway.ingest import IngestGuard
 from gateway.pipeline import Finding, Pipeline
@@ -34,6 +34,8 @@ from gateway.supervision import TaskHealth, supervise
 from ticketing.service import TicketingService
 
 log = logging.getLogger(__name__)
+# How far back a work order without readings of its own (a device alarm, a manual order) looks for them.
+RECENT_READINGS_S = 3600.0
 
 
 class Gateway:
@@ -66,7 +68,8 @@ class Gateway:
         self.audit = AuditLog(config.identity_database_url(), self.keyring, config.audit_witness_path())
         self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish,
                                           telemetry_seen=self._last_reading_at, signer=self.keyring, anchors=self.audit,
-                                          operating_means=self.store.operating_means)
+                                          operating_means=self.store.operating_means,
+                                          recent_readings=self._recent_readings)
         # Service reports whose evidence chart the history store could not fill.
         self.report_errors = 0
         self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
@@ -78,6 +81,10 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.api_server: uvicorn.Server | None = None
         self._stop = asyncio.Event()
+
+    def _recent_readings(self, device_id: str, until: float, count: int) -> list[Reading]:
+        """The device's newest readings up to ``until`` (an hour back at most), from the embedded store."""
+        return self.store.history(device_id, None, until - RECENT_READINGS_S, until, count)
 
     def _last_reading_at(self, device_id: str) -> float | None:
         return max((reading.timestamp for reading in self.store.latest(device_id)), default=None)

@@ -78,6 +78,9 @@ class ReadingHistory(Answer):
     since: float
     until: float
     readings: list[ReadingOut]
+    truncated: bool = Field(description="more readings matched than 'limit': these are the newest")
+    next_until: float | None = Field(description="when truncated: ask again with until=this for the older "
+                                                 "ones (no reading is in both answers)")
 
 
 class RollupHistory(Answer):

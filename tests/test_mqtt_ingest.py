@@ -38,6 +38,12 @@ def test_good_readings_are_stored_and_served(mosquitto: Mosquitto, tmp_path: Pat
     assert latest[0]["timestamp"] == now - 1
     history = gw.get("/devices/pump-01/readings", metric="vibration", since=now - 60)
     assert [r["value"] for r in history["readings"]] == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert history["truncated"] is False and history["next_until"] is None
+    # More than 'limit': the newest, said to be truncated, and the rest one page further, none twice.
+    page = gw.get("/devices/pump-01/readings", metric="vibration", since=now - 60, limit=3)
+    assert [r["value"] for r in page["readings"]] == [4.0, 5.0, 6.0] and page["truncated"] is True
+    rest = gw.get("/devices/pump-01/readings", metric="vibration", since=now - 60, until=page["next_until"], limit=3)
+    assert [r["value"] for r in rest["readings"]] == [2.0, 3.0] and rest["truncated"] is False
     assert gw.get("/health")["connectors"][0]["errors"] == {}
     gw.gateway.store.flush()
     buckets = gw.get("/devices/pump-01/readings", metric="vibration", since=now - 120,
@@ -92,6 +98,13 @@ def test_malformed_payloads_are_rejected_counted_and_the_rest_flows(
 def test_device_alarm_opens_a_work_order(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
     gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
     client = publisher(mosquitto)
+    # What the motor reported before its alarm: the work order's evidence, though the alarm carries none.
+    now = time.time()
+    for i in range(3):
+        publish(client, "plant/north/motor-01/telemetry",
+                orjson.dumps({"ts": now - 3 + i, "metrics": {"motor_current": 38.0 + i}}))
+    wait_until(lambda: len(gw.get("/devices/motor-01/readings", since=now - 10)["readings"]) == 3, timeout=10,
+               what="the motor's readings stored")
     alarm = {"code": "ohe", "severity": "high", "message": "winding over temperature", "active": True}
     publish(client, "plant/north/motor-01/alarm", orjson.dumps(alarm))
     publish(client, "plant/north/motor-01/alarm", orjson.dumps(alarm))  # repeat: an occurrence, not a ticket
@@ -113,6 +126,8 @@ def test_device_alarm_opens_a_work_order(mosquitto: Mosquitto, tmp_path: Path, s
     assert order["state"] == "DISPATCHED"
     assert order["assigned_engineer_id"] == "eng-mechanical"
     assert order["priority"] == "P2"  # high severity x medium criticality
+    assert [(r["metric"], r["value"]) for r in order["context"]["triggering_readings"]] == [
+        ("motor_current", 38.0), ("motor_current", 39.0), ("motor_current", 40.0)]
     client.loop_stop()
 
     # The lifecycle over REST: legal steps are events, illegal ones a 409 with the reason.

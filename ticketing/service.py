@@ -115,6 +115,7 @@ class TicketingService:
         signer: GatewayKeys,
         anchors: chain.ChainAnchors,
         operating_means: Callable[[str, float, float], dict[str, float]] | None = None,
+        recent_readings: Callable[[str, float, int], list[Reading]] | None = None,
     ) -> None:
         self.config = config
         # Keyed event chains: MACs from the gateway's keyring, heads anchored in its audit log.
@@ -124,6 +125,9 @@ class TicketingService:
         self.telemetry_seen = telemetry_seen
         # (device, since, until) -> each metric's mean: the operating context a new order records.
         self.operating_means = operating_means
+        # (device, until, how many) -> its newest readings: the evidence of an order a device alarm (or a
+        # person) raised, which comes without readings of its own.
+        self.recent_readings = recent_readings
         self.context_errors = 0
         self.assets = assets
         self.engineers = engineers
@@ -246,6 +250,17 @@ class TicketingService:
             finding={"alarm_code": alarm.code, "message": message, "source": alarm.source},
             at=alarm.raised_at, group=False,
         ))
+
+    def _evidence(self, intake: Intake) -> list[Reading]:
+        wanted = self.config.evidence_readings
+        if intake.evidence or self.recent_readings is None or wanted <= 0:
+            return intake.evidence[-wanted:] if wanted > 0 else []
+        try:
+            return self.recent_readings(intake.asset.id, intake.at, wanted)
+        except Exception as error:  # a store that cannot answer must not cost the work order
+            self.context_errors += 1
+            log.warning("ticketing: no recent readings for %s: %s", intake.asset.id, error)
+            return []
 
     def _operating_context(self, device_id: str, at: float) -> dict[str, Any] | None:
         hours = self.config.operating_context_h
@@ -410,7 +425,7 @@ class TicketingService:
         context = {
             "asset": asset.as_dict(),
             "finding": intake.finding,
-            "triggering_readings": [_reading_dict(r) for r in intake.evidence[-self.config.evidence_readings:]],
+            "triggering_readings": [_reading_dict(r) for r in self._evidence(intake)],
         }
         operating = self._operating_context(asset.id, intake.at)
         if operating is not None:
