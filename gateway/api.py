@@ -25,7 +25,7 @@ from gateway.auth.masking import mask_engineer, pseudonymize_engineers
 from gateway.auth.rbac import PSEUDONYMOUS_ENGINEERS
 from gateway.auth.store import Principal
 from gateway.dashboard import add_dashboard
-from gateway.core import Asset, Reading, Severity
+from gateway.core import Asset, Quality, Reading, Severity
 from gateway.health import problems as health_problems
 from gateway.exports import EXPORT_LIMIT, work_orders_csv
 from gateway.limits import BodyLimit
@@ -279,8 +279,14 @@ def create_api(gateway: "Gateway") -> FastAPI:
     @api.get(f"{API_PREFIX}/devices/{{device_id}}/readings/latest", tags=["telemetry"],
              response_model=schemas.LatestReadings)
     def latest_readings(device_id: str, principal: Principal = Depends(require("telemetry.read"))) -> dict[str, Any]:
+        """The latest value of every metric. When the device is offline (Sparkplug: after its DDEATH or its
+        node's NDEATH) they are its last values, marked stale, as the Sparkplug specification asks."""
         asset_or_404(device_id, principal)
-        return {"device_id": device_id, "readings": [_reading_json(r) for r in gateway.store.latest(device_id)]}
+        readings = [_reading_json(r) for r in gateway.store.latest(device_id)]
+        stale = device_id in gateway.offline_devices()
+        if stale:
+            readings = [reading | {"quality": Quality.STALE.value} for reading in readings]
+        return {"device_id": device_id, "readings": readings, "stale": stale}
 
     @api.get(f"{API_PREFIX}/devices/{{device_id}}/readings", tags=["telemetry"], 
              response_model=schemas.ReadingHistory | schemas.RollupHistory)

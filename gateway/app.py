@@ -194,6 +194,10 @@ class Gateway:
             found += self.pipeline.guard.problems(now)
         return found
 
+    def offline_devices(self) -> set[str]:
+        """Devices a connector reports offline now (silent, failing, or dead by their own protocol)."""
+        return {device for connector in self.connectors for device in connector.diagnostics().get("offline_devices", [])}
+
     def diagnostics(self) -> dict[str, Any]:
         return {
             "uptime_s": round(time.time() - self.started_at, 1),

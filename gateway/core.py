@@ -21,6 +21,8 @@ class Quality(str, enum.Enum):
     GOOD = "good"
     UNCERTAIN = "uncertain"
     BAD = "bad"
+    # A last value of a device that is offline now (never stored: the API marks it so when it shows it).
+    STALE = "stale"
 
 
 # Alarm code of the "device offline" event every connector raises for a silent device.

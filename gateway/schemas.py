@@ -61,6 +61,8 @@ class ReadingOut(Answer):
 class LatestReadings(Answer):
     device_id: str
     readings: list[ReadingOut]
+    stale: bool = Field(description="the device is offline (e.g. a Sparkplug DDEATH/NDEATH): these are its last "
+                                    "values, each with quality 'stale', not what it measures now")
 
 
 class Rollup(Answer):

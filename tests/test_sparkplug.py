@@ -113,6 +113,10 @@ def test_births_aliases_deaths_and_rebirth_on_a_sequence_gap(
     orders = wait_until(lambda: gw.items("/work-orders", device_id="pump-01"), timeout=20, what="offline work order")
     assert orders[0]["failure_mode"] == "AIR" and orders[0]["origin"] == "device_alarm"
     assert gw.get("/health")["connectors"][0]["offline_devices"] == ["pump-01"]
+    # Its last values are still shown, but as what they are: stale (Sparkplug's host rule for a death).
+    latest = gw.get("/devices/pump-01/readings/latest")
+    assert latest["stale"] is True and latest["readings"]
+    assert {r["quality"] for r in latest["readings"]} == {"stale"}
 
     # Back: births clear the condition on the ticket (it stays open).
     edge = EdgeNode(mosquitto, "plant", "edge-1")
@@ -121,6 +125,8 @@ def test_births_aliases_deaths_and_rebirth_on_a_sequence_gap(
                            for e in gw.get(f"/work-orders/{orders[0]['code']}")["events"]),
                timeout=10, what="device back online")
     assert gw.get("/health")["connectors"][0]["offline_devices"] == []
+    latest = gw.get("/devices/pump-01/readings/latest")
+    assert latest["stale"] is False and "stale" not in {r["quality"] for r in latest["readings"]}
     edge.client.loop_stop()
 
 

@@ -51,8 +51,7 @@ def fleet_entries(gateway: "Gateway") -> tuple[list[dict[str, Any]], float]:
     open_orders = gateway.ticketing.open_by_device()
     states = gateway.ticketing.asset_states()
     detector = gateway.detectors.summaries()
-    reported_offline = {device for connector in gateway.connectors
-                        for device in connector.diagnostics().get("offline_devices", [])}
+    reported_offline = gateway.offline_devices()
     limit = gateway.config.plant.offline_after_s
     started_long_ago = time.time() - gateway.started_at > limit
     entries = []
