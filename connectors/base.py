@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from gateway.core import AlarmSink, ReadingSink
@@ -45,3 +46,8 @@ def worth_logging(count: int, first: int = 5, every: int = 1000) -> bool:
     [1, 2, 3, 4, 5, 1000, 2000, 3000]
     """
     return count <= first or count % every == 0
+
+
+def connection_failure(reason: str) -> dict[str, Any]:
+    """What a connector's diagnostics show as ``last_connection_error``: when, and why in words."""
+    return {"at": time.time(), "reason": reason}

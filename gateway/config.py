@@ -245,12 +245,14 @@ def _non_finite(node: Any, location: str = "") -> list[str]:
     return []
 
 
-def parse_config(document: Any, source: str = "<config>") -> GatewayConfig:
+def parse_config(document: Any, source: str = "<config>", config_dir: Path | None = None) -> GatewayConfig:
+    """Validate a configuration; ``config_dir`` is the folder files named in it are relative to
+    (certificates; None: the working directory)."""
     if not isinstance(document, dict):
         raise ConfigError(source, ["(top level): expected a mapping of sections (sites, assets, sources, ...)"])
     problems = _non_finite(document)
     try:
-        config = GatewayConfig.model_validate(document)
+        config = GatewayConfig.model_validate(document, context={"config_dir": config_dir})
     except ValidationError as error:
         problems += [
             f"{_format_location(detail['loc'], document)}: {_lower_first(detail['msg'])}"
@@ -332,7 +334,7 @@ def load_config(path: Path) -> GatewayConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         reason = getattr(error, "problem", None) or str(error)
         raise ConfigError(source, [f"YAML syntax error at {where}: {reason}"]) from None
-    config = parse_config(document, source)
+    config = parse_config(document, source, path.resolve().parent)
     problems = _writable_problems(config)
     if problems:
         raise ConfigError(source, problems)

@@ -14,7 +14,9 @@ RECENT_S = 600.0
 
 
 def problems(diagnostics: dict[str, Any], extra: list[str], now: float) -> list[str]:
-    found = [f"connector {c['name']} is not connected" for c in diagnostics["connectors"] if not c["connected"]]
+    found = [f"connector {c['name']} is not connected" + (f": {c['last_connection_error']['reason']}"
+                                                          if c.get("last_connection_error") else "")
+             for c in diagnostics["connectors"] if not c["connected"]]
     found += [f"device {device} is offline (connector {c['name']})"
               for c in diagnostics["connectors"] for device in c.get("offline_devices", [])]
     found += extra

@@ -193,3 +193,29 @@ def test_broken_config_files_fail_check_config_with_path_and_reason(tmp_path: Pa
     result = run_cli("check-config", str(tmp_path / "latin-1.yaml"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "line 1: not UTF-8 text" in result.stderr
+
+
+def test_certificates_are_found_beside_the_config_file_and_must_exist(tmp_path: Path) -> None:
+    folder = tmp_path / "plant"
+    (folder / "pki").mkdir(parents=True)
+    document = minimal()
+    document["storage"] = {"telemetry": {"path": str(tmp_path / "data" / "telemetry.db")}}
+    document["sources"] = [{"type": "opcua", "url": "opc.tcp://127.0.0.1:4840", "security": {
+        "mode": "SignAndEncrypt", "certificate": "pki/client.der", "private_key": "pki/client.pem",
+        "server_certificate": "pki/server.der"},
+        "devices": [{"device": "pump-01", "nodes": [{"metric": "vibration", "node_id": "ns=2;s=v"}]}]}]
+    path = folder / "gateway.yaml"
+    path.write_text(yaml.safe_dump(document))
+    (folder / "pki" / "client.der").write_bytes(b"client")
+    (folder / "pki" / "client.pem").write_bytes(b"key")
+
+    # Started from elsewhere: the files are looked for beside the configuration, and the server's must be there.
+    missing = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(path)], capture_output=True,
+                             text=True, timeout=60, cwd=tmp_path)
+    assert missing.returncode == 2, missing.stdout
+    assert f"server_certificate {folder / 'pki' / 'server.der'} not found" in missing.stderr
+    (folder / "pki" / "server.der").write_bytes(b"server")
+    found = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(path)], capture_output=True,
+                           text=True, timeout=60, cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert load_config(path).sources[0].security.server_certificate == folder / "pki" / "server.der"

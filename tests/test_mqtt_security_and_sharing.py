@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from connectors.mqtt import MqttConnector, MqttSourceConfig
+from gateway.health import problems as health_problems
 from gateway.broker import Mosquitto, free_port, wait_for_port
 from tests.test_modbus import Collect, stop, until
 from tests.test_mqtt_ingest import publish, publisher
@@ -87,6 +88,11 @@ async def test_tls_with_client_certificate_and_password(tls_broker) -> None:
     wrong = MqttConnector(_source(tls_port, client_id="wrong", username="gateway", password="guess", tls=tls),
                           {"pump-01"})
     await _run_until(wrong, Collect(), lambda: wrong.errors.get("connect_refused"), "the wrong password refused")
+    # Health shows why, not only "not connected" (the problem line reads the same field).
+    assert wrong.diagnostics()["last_connection_error"]["reason"] in (
+        "broker refused the connection: Not authorized", "broker refused the connection: Bad user name or password")
+    assert health_problems({"connectors": [wrong.diagnostics() | {"connected": False}], "pipeline": None,
+                            "sinks": []}, [], 0.0)[0].startswith("connector mqtt is not connected: broker refused")
     no_certificate = MqttConnector(
         _source(tls_port, client_id="nocert", username="gateway", password="s3cret",
                 tls={"ca_file": str(pki / "ca.pem")}), {"pump-01"})

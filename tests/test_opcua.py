@@ -131,6 +131,10 @@ async def test_sign_and_encrypt_with_generated_certificate_and_password(tmp_path
         assert (tmp_path / "client" / "cert.der").exists()
         assert good.diagnostics()["security"] == "SignAndEncrypt" and good.diagnostics()["errors"] == {}
         await until(lambda: wrong.diagnostics()["errors"].get("connect"), 10, "the wrong password refused")
+        # The reason is kept where health shows it, with the status code by name.
+        failure = wrong.diagnostics()["last_connection_error"]
+        assert failure["reason"].startswith("BadUserAccessDenied: "), failure
+        assert "StatusCode(" not in failure["reason"] and good.diagnostics()["last_connection_error"] is None
         await until(lambda: plain.diagnostics()["errors"].get("connect"), 10, "no security refused")
         assert sinks[1].readings == [] and sinks[2].readings == []
     finally:

@@ -80,6 +80,8 @@ class ModbusConnector:
             "name": self.name,
             # Connected while any device is: one dead device shows under 'devices' and 'offline_devices'.
             "connected": any(d["connected"] for d in devices),
+            "last_connection_error": max((d["last_connection_error"] for d in devices if d["last_connection_error"]),
+                                         key=lambda failure: failure["at"], default=None),
             "last_message_at": max(last, default=None),
             "readings": sum(d["readings"] for d in devices),
             "alarms": self.alarms,

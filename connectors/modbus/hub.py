@@ -29,7 +29,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from connectors.backoff import Backoff
-from connectors.base import worth_logging
+from connectors.base import connection_failure, worth_logging
 from connectors.modbus import const
 from connectors.modbus.codec import DecodeError, decode_registers, scaled
 from connectors.modbus.plan import Block, plan_reads, split
@@ -92,6 +92,7 @@ class DeviceHub:
         self.failed_polls = 0
         self.down_since: float | None = time.time()
         self.last_failure = ""
+        self.last_connection_error: dict[str, Any] | None = None
         self.connected = False
         self.ever_connected = False
         self.reconnects = 0
@@ -138,6 +139,7 @@ class DeviceHub:
                     await self._read_info()
                     await self._poll_forever(put_readings, put_alarm)
                 except (ConnectionException, OSError) as error:
+                    self.last_connection_error = connection_failure(f"{self.host}:{self.port}: {error}")
                     self._count(const.ERR_CONNECT, f"{self.device_id} at {self.host}:{self.port}: {error}")
                 self._close()
                 await asyncio.sleep(backoff.next_delay())
@@ -364,6 +366,7 @@ class DeviceHub:
             "endpoint": f"{self.host}:{self.port}",
             "unit_id": self.device.unit_id,
             "connected": self.connected,
+            "last_connection_error": self.last_connection_error,
             "reconnects": self.reconnects,
             "last_reading_at": self.last_reading_at,
             "readings": self.readings,

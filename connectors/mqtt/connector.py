@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from connectors.backoff import Backoff
-from connectors.base import worth_logging
+from connectors.base import connection_failure, worth_logging
 from connectors.liveness import OfflineTracker
 from connectors.mqtt import const
 from connectors.mqtt.decode import (
@@ -89,6 +89,8 @@ class MqttConnector:
         self.readings = 0
         self.alarms = 0
         self.reconnects = 0
+        self.last_connection_error: dict[str, Any] | None = None
+        self._refused = False  # the broker refused the last connection attempt (CONNACK with a failure)
         self.errors: Counter[str] = Counter()
         self._pending: list[Reading] = []
         self._pending_since = 0.0
@@ -140,6 +142,7 @@ class MqttConnector:
             "broker": f"{self.config.host}:{self.config.port}",
             "subscriptions": self._subscriptions(),
             "connected": self.connected,
+            "last_connection_error": self.last_connection_error,
             "last_message_at": self.last_message_at,
             "messages": self.messages,
             "readings": self.readings,
@@ -207,6 +210,8 @@ class MqttConnector:
                     socket_open = True
                 except OSError as error:
                     self.errors["connect"] += 1
+                    self.last_connection_error = connection_failure(
+                        f"cannot reach {self.config.host}:{self.config.port}: {error}")
                     delay = backoff.next_delay()
                     log.warning("mqtt %s: cannot reach %s:%s: %s; retrying in %.1fs",
                                 self.name, self.config.host, self.config.port, error, delay)
@@ -216,6 +221,9 @@ class MqttConnector:
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 # Also how a broker refusing our TLS client certificate shows (after the handshake).
                 self.errors["connection_lost"] += 1
+                if not self._refused:  # a refusal closes the connection too; its reason is the one to keep
+                    self.last_connection_error = connection_failure(f"connection lost: {mqtt.error_string(rc)}")
+                self._refused = False
                 if worth_logging(self.errors["connection_lost"]):
                     log.warning("mqtt %s: connection to %s:%s lost: %s", self.name, self.config.host,
                                 self.config.port, mqtt.error_string(rc))
@@ -250,6 +258,8 @@ class MqttConnector:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             self.errors["connect_refused"] += 1
+            self._refused = True
+            self.last_connection_error = connection_failure(f"broker refused the connection: {reason_code}")
             log.error("mqtt %s: broker refused the connection: %s", self.name, reason_code)
             return
         if self._ever_connected:

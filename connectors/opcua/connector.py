@@ -30,6 +30,7 @@ class OpcUaConnector:
             "security": self.config.security.mode,
             "mode": self.config.mode,
             "connected": hub.connected,
+            "last_connection_error": hub.last_connection_error,
             "last_message_at": hub.last_reading_at,
             "readings": hub.readings,
             "alarms": hub.alarms,

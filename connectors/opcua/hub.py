@@ -23,7 +23,7 @@ from asyncua import Client, Node, ua
 from asyncua.common.subscription import Subscription
 
 from connectors.backoff import Backoff
-from connectors.base import worth_logging
+from connectors.base import connection_failure, worth_logging
 from connectors.liveness import OfflineTracker
 from connectors.opcua import const
 from connectors.opcua.schema import NodeConfig, OpcUaDeviceConfig, OpcUaSourceConfig
@@ -39,6 +39,27 @@ def quality_of(status: ua.StatusCode) -> Quality:
     """Good, Uncertain or Bad from the two top bits of an OPC UA status code."""
     severity = status.value >> 30
     return Quality.GOOD if severity == 0 else Quality.UNCERTAIN if severity == 1 else Quality.BAD
+
+
+def status_name(code: int) -> str:
+    """``BadUserAccessDenied``, not ``StatusCode(value=2149515264)``."""
+    return ua.StatusCode(code).name
+
+
+def connect_reason(error: BaseException, timeout_s: float) -> str:
+    """Why a session could not be had, in words an engineer can act on.
+
+    >>> connect_reason(ua.UaStatusCodeError(ua.StatusCodes.BadUserAccessDenied), 5.0)[:44]
+    'BadUserAccessDenied: User does not have perm'
+    >>> connect_reason(asyncio.TimeoutError(), 5.0)
+    'TimeoutError: no answer within 5 s'
+    """
+    if isinstance(error, ua.UaStatusCodeError):
+        text = str(error).removesuffix(f"({status_name(error.code)})")
+        return f"{status_name(error.code)}: {text}"
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)) and not str(error):
+        return f"TimeoutError: no answer within {timeout_s:g} s"
+    return f"{type(error).__name__}: {error}"
 
 
 def severity_of(opc_severity: int | None) -> Severity:
@@ -73,6 +94,7 @@ class OpcUaHub:
         self.events_subscribed = False
         self.server_limits: dict[str, int] = {}
         self.service_calls: Counter[str] = Counter()
+        self.last_connection_error: dict[str, Any] | None = None
         self.tracker = OfflineTracker(config.offline_after_s, config.name)
         self._by_handle: dict[int, tuple[OpcUaDeviceConfig, NodeConfig]] = {}
         self._by_node: dict[str, tuple[OpcUaDeviceConfig, NodeConfig]] = {}
@@ -98,7 +120,9 @@ class OpcUaHub:
                 try:
                     await self._session(client, backoff)
                 except (OSError, asyncio.TimeoutError, ua.UaError, ConnectionError) as error:
-                    self._count(const.ERR_CONNECT, f"{self.config.url}: {type(error).__name__}: {error}")
+                    reason = connect_reason(error, self.config.timeout_s)
+                    self.last_connection_error = connection_failure(reason)
+                    self._count(const.ERR_CONNECT, f"{self.config.url}: {reason}")
                 finally:
                     self.connected = False
                     try:
@@ -253,7 +277,9 @@ class OpcUaHub:
         ))
 
     def status_change_notification(self, status: Any) -> None:
-        log.warning("opcua %s: subscription status %s", self.config.name, status)
+        code = getattr(getattr(status, "Status", None), "value", None)
+        log.warning("opcua %s: subscription status %s", self.config.name,
+                    status_name(code) if isinstance(code, int) else status)
 
     def _reading(self, device: OpcUaDeviceConfig, spec: NodeConfig, value: ua.DataValue) -> None:
         label = f"{device.device}.{spec.metric}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from connectors.base import listed_twice
 
@@ -51,6 +51,15 @@ class SecurityConfig(BaseModel):
     application_uri: str = Field("urn:pm-gateway:client", description="must match the certificate's URI")
     server_certificate: Path | None = Field(None, description="the server's certificate, trusted explicitly")
 
+    @field_validator("certificate", "private_key", "server_certificate")
+    @classmethod
+    def _from_the_config_folder(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        # A relative path is relative to the configuration file, wherever the gateway is started from.
+        folder = (info.context or {}).get("config_dir")
+        if path is not None and folder is not None and not path.is_absolute():
+            return Path(folder) / path
+        return path
+
     @model_validator(mode="after")
     def _files_for_security(self) -> "SecurityConfig":
         if self.mode == "None":
@@ -62,6 +71,9 @@ class SecurityConfig(BaseModel):
             absent = [str(path) for path in (self.certificate, self.private_key) if path and not path.exists()]
             if absent:
                 raise ValueError(f"{', '.join(absent)} not found (set generate_certificate: true to create them)")
+        if self.server_certificate is not None and not self.server_certificate.is_file():
+            raise ValueError(f"server_certificate {self.server_certificate} not found: the server's certificate "
+                             "is trusted from this file, so it must exist")
         return self
 
 
