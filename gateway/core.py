@@ -123,6 +123,9 @@ class Alarm:
     message: str
     active: bool = True
     source: str = ""
+    # Which condition instance raised or cleared it, where the protocol says (OPC UA: the ConditionId);
+    # empty: the device and code identify it.
+    condition_id: str = ""
 
 
 @dataclass(slots=True)

@@ -19,6 +19,8 @@ def problems(diagnostics: dict[str, Any], extra: list[str], now: float) -> list[
              for c in diagnostics["connectors"] if not c["connected"]]
     found += [f"device {device} is offline (connector {c['name']})"
               for c in diagnostics["connectors"] for device in c.get("offline_devices", [])]
+    found += [f"connector {c['name']}: {count} event(s) from {where}, which no device is mapped to"
+              for c in diagnostics["connectors"] for where, count in sorted(c.get("unmatched_event_sources", {}).items())]
     found += extra
     pipeline = diagnostics["pipeline"] or {}
     last = pipeline.get("last_reading_at")

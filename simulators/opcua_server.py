@@ -3,8 +3,10 @@
 Objects/Plant/<device>/<metric> holds each device's physics (NodeId
 ``ns=<simulator namespace>;s=<device>.<metric>``), with source timestamps of
 simulated time. When a device's protection relay trips, an AlarmConditionType
-event fires with the device as SourceName, the fault code as ConditionName and
-ActiveState/Id true; it fires again with false when the condition clears.
+event fires with the device as SourceName and SourceNode, the fault code as
+ConditionName, ActiveState/Id true and Retain set, under a ConditionId of its own
+(each activation is a new condition instance); it fires again with false when the
+condition clears. ConditionRefresh sends the active ones again to a subscriber.
 
 It can run with Basic256Sha256 SignAndEncrypt (a server certificate is created
 on request) and with username/password identities.
@@ -17,6 +19,7 @@ import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from asyncua import Node, Server, ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
@@ -80,7 +83,9 @@ class OpcUaSimulator:
         self._server: Server | None = None
         self._variables: dict[str, dict[str, Node]] = {}
         self._alarm_active: dict[str, str | None] = {}
-        self._events = None
+        self._events: dict[str, Any] = {}
+        # Every activation gets a condition instance of its own (as a server with condition branches does).
+        self._condition_serial = 0
 
     def inject(self, fault: Fault) -> None:
         if fault.device_id not in self.models:
@@ -89,6 +94,8 @@ class OpcUaSimulator:
 
     async def start(self) -> None:
         server = Server(user_manager=PasswordUsers(self.users) if self.users else None)
+        # ConditionRefresh: a client that subscribes late is sent the conditions active now.
+        server.iserver.bind_condition_methods = True
         await server.init()
         server.set_endpoint(self.url)
         server.set_server_name("pm-gateway simulator")
@@ -117,7 +124,8 @@ class OpcUaSimulator:
                 for metric, value in metrics.items()
             }
             self._alarm_active[device_id] = None
-        self._events = await server.get_event_generator(ua.ObjectIds.AlarmConditionType)
+            # One generator per device: the server keeps the event object of each retained condition.
+            self._events[device_id] = await server.get_event_generator(ua.ObjectIds.AlarmConditionType)
         if self.max_items_per_call:
             for limit in (ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
                           ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead):
@@ -157,8 +165,10 @@ class OpcUaSimulator:
             return
         code, message = tripped if tripped else (active_code or "", "condition cleared")
         self._alarm_active[device_id] = code if tripped else None
-        assert self._events is not None
-        event = self._events.event
+        if tripped:
+            self._condition_serial += 1
+        generator = self._events[device_id]
+        event = generator.event
         event.SourceName = device_id
         event.SourceNode = ua.NodeId(device_id, self.namespace)
         event.ConditionName = code
@@ -167,7 +177,23 @@ class OpcUaSimulator:
         event.Time = stamp
         event.ActiveState = ua.LocalizedText("Active" if tripped else "Inactive")
         event.add_property("ActiveState/Id", tripped is not None, ua.VariantType.Boolean)
-        await self._events.trigger(time_attr=stamp)
+        # Retained while active: what ConditionRefresh sends again. The ConditionId names the instance.
+        event.Retain = tripped is not None
+        event.add_property("NodeId", ua.NodeId(f"{device_id}.{code}.{self._condition_serial}", self.namespace),
+                           ua.VariantType.NodeId)
+        await generator.trigger(time_attr=stamp)
+
+    async def trip(self, device_id: str, code: str, message: str) -> None:
+        """Raise a condition on a device now, whatever its physics say (until they next disagree)."""
+        await self._alarm(device_id, (code, message), datetime.fromtimestamp(self.start_wall + self.sim_time,
+                                                                               timezone.utc))
+
+    async def clear(self, device_id: str) -> None:
+        await self._alarm(device_id, None, datetime.fromtimestamp(self.start_wall + self.sim_time, timezone.utc))
+
+    def active_conditions(self) -> dict[str, str]:
+        """Device -> code of each condition active now."""
+        return {device: code for device, code in self._alarm_active.items() if code is not None}
 
     async def run(self, duration_s: float | None = None) -> None:
         """Serve and tick in simulated time until cancelled or ``duration_s`` simulated seconds passed."""

@@ -60,8 +60,8 @@ async def test_subscriptions_source_timestamps_alarms_and_bad_nodes() -> None:
         assert set(diagnostics["node_errors"]) == {"pump-02.ghost"}
         assert "BadNodeIdUnknown" in diagnostics["node_errors"]["pump-02.ghost"]
 
-        # The protection relay trips: an Alarms & Conditions event becomes an alarm, once. (Only once the
-        # event subscription is live: an alarm already active before it is the connectors issue's item 1.)
+        # The protection relay trips: an Alarms & Conditions event becomes an alarm, once. (Conditions
+        # already active when the subscription is made: the ConditionRefresh test below.)
         await until(lambda: connector.diagnostics()["events_subscribed"], 10, "the event subscription")
         for kind in ("overheating", "bearing_wear"):
             simulator.inject(Fault("pump-01", kind, onset=simulator.sim_time, duration=60))
@@ -223,10 +223,59 @@ async def test_requests_are_batched_to_the_servers_operation_limits(mode: str) -
         assert diagnostics["server_limits"]["max_monitored_items_per_call"] == 2
         if mode == "subscription":  # 4 nodes, at most 2 per call
             assert diagnostics["monitored_items"] == 4
-            assert diagnostics["service_calls"] == {"create_monitored_items": 2}
+            assert diagnostics["service_calls"]["create_monitored_items"] == 2
         else:
             assert diagnostics["service_calls"]["read"] % 2 == 0 and "create_monitored_items" not in diagnostics[
                 "service_calls"]
+    finally:
+        await stop(task)
+        await simulator.stop()
+
+
+async def test_active_conditions_are_refreshed_on_every_subscription_and_events_match_by_source_node() -> None:
+    from gateway.health import problems
+
+    simulator = OpcUaSimulator(PUMPS, port=free_port())
+    await simulator.start()
+    # Both trip before the gateway ever connects: only a ConditionRefresh tells it.
+    await simulator.trip("pump-01", "OHE", "bearing temperature protection tripped")
+    await simulator.trip("pump-02", "OHE", "bearing temperature protection tripped")
+    devices = [
+        # pump-01's events are looked for under a SourceName its server does not use: unmatched, and said so.
+        {"device": "pump-01", "event_source": "P-1", "nodes": [{"metric": "vibration", "node_id": "ns=2;s=pump-01.vibration"}]},
+        # pump-02's under another name too, but its source node is given: matched by that.
+        {"device": "pump-02", "event_source": "Pump Two", "event_source_node": f"ns={simulator.namespace};s=pump-02",
+         "nodes": [{"metric": "vibration", "node_id": "ns=2;s=pump-02.vibration"}]},
+    ]
+    config = source(simulator.url, devices=devices)
+
+    def raised(sink: Collect) -> list[Any]:
+        return [a for a in sink.alarms if a.device_id == "pump-02" and a.code == "OHE" and a.active]
+
+    connector = OpcUaConnector(config, {"pump-01", "pump-02"})
+    sink = Collect()
+    task = await run_connector(connector, sink)
+    try:
+        [first] = await until(lambda: raised(sink), 15, "the condition active before connecting")
+        assert first.condition_id.startswith(f"ns={simulator.namespace};s=pump-02.OHE.")
+        assert connector.diagnostics()["service_calls"]["condition_refresh"] == 1
+        unmatched = await until(lambda: connector.diagnostics()["unmatched_event_sources"], 10, "the unmatched event")
+        assert unmatched == {f"'pump-01' (ns={simulator.namespace};s=pump-01)": 1}
+        found = problems({"connectors": [connector.diagnostics()], "pipeline": None, "sinks": []}, [], 0.0)
+        assert f"connector scada: 1 event(s) from 'pump-01' (ns={simulator.namespace};s=pump-01), which no device is " \
+               "mapped to" in found
+    finally:
+        await stop(task)
+
+    # While the gateway is away, pump-02's condition clears and trips again: a new condition instance.
+    await simulator.clear("pump-02")
+    await simulator.trip("pump-02", "OHE", "bearing temperature protection tripped again")
+    connector = OpcUaConnector(config, {"pump-01", "pump-02"})
+    sink = Collect()
+    task = await run_connector(connector, sink)
+    try:
+        [again] = await until(lambda: raised(sink), 15, "the condition raised while away")
+        assert again.condition_id != first.condition_id and "again" in again.message
     finally:
         await stop(task)
         await simulator.stop()

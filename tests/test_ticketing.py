@@ -124,6 +124,23 @@ def test_cleared_alarm_is_recorded_and_never_closes(service: TicketingService) -
     assert order["events"][-1]["kind"] == "condition_cleared"
 
 
+def test_a_clear_goes_only_to_the_order_its_condition_raised(service: TicketingService) -> None:
+    # Condition c-2 raised the open order; the clear of c-1 (an older activation the gateway never saw
+    # raised, e.g. during a reconnect) must not be taken for c-2's.
+    code = service.handle_alarm(Alarm("pump-01", NOW, "OHE", Severity.HIGH, "hot", condition_id="ns=2;s=c-2"))
+    assert service.get_work_order(code)["context"]["finding"]["condition_id"] == "ns=2;s=c-2"
+    service.handle_alarm(Alarm("pump-01", NOW + 100, "OHE", Severity.HIGH, "cleared", active=False,
+                               condition_id="ns=2;s=c-1"))
+    assert "condition_cleared" not in [e["kind"] for e in service.get_work_order(code)["events"]]
+    assert service.diagnostics()["ignored"]["clear_of_another_condition"] == 1
+    [journal] = [a for a in service.alarm_page(device_id="pump-01")[1] if not a["active"]]
+    assert journal["outcome"] == "cleared" and journal["work_order_code"] is None
+    service.handle_alarm(Alarm("pump-01", NOW + 200, "OHE", Severity.HIGH, "cleared", active=False,
+                               condition_id="ns=2;s=c-2"))
+    cleared = service.get_work_order(code)["events"][-1]
+    assert cleared["kind"] == "condition_cleared" and cleared["data"]["condition_id"] == "ns=2;s=c-2"
+
+
 def test_unknown_device_is_counted_not_ticketed(service: TicketingService) -> None:
     assert service.handle_anomaly(anomaly(device="ghost")) is None
     assert service.diagnostics()["ignored"] == {"unknown_device": 1}

@@ -206,6 +206,8 @@ class TicketingService:
             return AlarmOutcome.CLEARED, self._record_cleared(alarm, failure_mode)
         finding = {"alarm_code": alarm.code, "message": alarm.message, "severity": alarm.severity.value,
                    "source": alarm.source}
+        if alarm.condition_id:
+            finding["condition_id"] = alarm.condition_id
         code = self._raise(Intake(
             asset=asset, failure_mode=failure_mode, mechanism=mechanism, origin=Origin.DEVICE_ALARM,
             severity=alarm.severity, title=f"{alarm.code} alarm on {asset.id}: {alarm.message}",
@@ -703,16 +705,33 @@ class TicketingService:
             self._assign(session, order, decision, why="SLA breach re-dispatch")
 
     def _record_cleared(self, alarm: Alarm, failure_mode: str) -> str | None:
-        """The open order the alarm had raised learns that its condition cleared; its code."""
+        """The open order the alarm had raised learns that its condition cleared; its code. A clear that
+        names its condition (OPC UA's ConditionId) goes only to the order that condition raised: never
+        to an unrelated open order of the same code (whose own condition may still be active)."""
         with self._transaction() as session:
             order = session.scalar(
                 select(WorkOrder).where(WorkOrder.open_dedup_key == f"{alarm.device_id}:{failure_mode}")
             )
             if order is None:
                 return None
+            if alarm.condition_id and alarm.condition_id not in self._conditions_of(session, order):
+                self._ignore("clear_of_another_condition",
+                             f"{alarm.device_id}: {alarm.code} cleared for condition {alarm.condition_id}, which did "
+                             f"not raise the open {order.code}; not attached to it")
+                return None
             self._append_event(session, order, "condition_cleared", alarm.source or SYSTEM_ACTOR,
-                               {"alarm_code": alarm.code, "cleared_at": alarm.raised_at})
+                               {"alarm_code": alarm.code, "cleared_at": alarm.raised_at,
+                                **({"condition_id": alarm.condition_id} if alarm.condition_id else {})})
             return order.code
+
+    @staticmethod
+    def _conditions_of(session: Session, order: WorkOrder) -> set[str]:
+        """The condition ids of the alarms that raised the order or were counted on it."""
+        found = {(order.context or {}).get("finding", {}).get("condition_id")}
+        for data in session.scalars(select(Event.data).where(
+                Event.work_order_id == order.id, Event.kind.in_(("occurrence", "related_finding", "reopened")))):
+            found.add((data.get("finding") or {}).get("condition_id"))
+        return {condition for condition in found if condition}
 
     def _append_event(self, session: Session, order: WorkOrder, kind: str, actor: str, data: dict[str, Any]) -> None:
         """Add an event; its MAC is computed when the transaction seals (``_seal``), over the order's

@@ -41,5 +41,6 @@ class OpcUaConnector:
             "service_calls": dict(hub.service_calls),
             "errors": dict(hub.errors),
             "node_errors": dict(hub.node_errors),
+            "unmatched_event_sources": dict(hub.unmatched_event_sources),
             "offline_devices": sorted(hub.tracker.offline),
         }

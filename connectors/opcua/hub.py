@@ -41,6 +41,9 @@ def quality_of(status: ua.StatusCode) -> Quality:
     return Quality.GOOD if severity == 0 else Quality.UNCERTAIN if severity == 1 else Quality.BAD
 
 
+_REFRESH_EVENT_TYPES = (ua.NodeId(ua.ObjectIds.RefreshStartEventType), ua.NodeId(ua.ObjectIds.RefreshEndEventType))
+
+
 def status_name(code: int) -> str:
     """``BadUserAccessDenied``, not ``StatusCode(value=2149515264)``."""
     return ua.StatusCode(code).name
@@ -99,6 +102,9 @@ class OpcUaHub:
         self._by_handle: dict[int, tuple[OpcUaDeviceConfig, NodeConfig]] = {}
         self._by_node: dict[str, tuple[OpcUaDeviceConfig, NodeConfig]] = {}
         self._event_sources = {device.event_source or device.device: device for device in config.devices}
+        self._event_nodes = {device.event_source_node: device for device in config.devices if device.event_source_node}
+        # Events no device is mapped to, by where they came from (SourceName and SourceNode): /health shows them.
+        self.unmatched_event_sources: Counter[str] = Counter()
         self._statuses: dict[str, dict[str, Quality]] = {device.device: {} for device in config.devices}
         self._pending: list[Reading] = []
         self._pending_alarms: list[Alarm] = []
@@ -155,9 +161,8 @@ class OpcUaHub:
         if self.config.events.enabled:
             events = await client.create_subscription(self.config.publishing_interval_ms, self)
             await events.subscribe_events(client.get_node(self.config.events.notifier), ua.ObjectIds.AlarmConditionType)
-            # Alarm events raised before this point are not delivered (no ConditionRefresh yet): shown
-            # in diagnostics so a caller can tell the alarm feed is live.
             self.events_subscribed = True
+            await self._refresh_conditions(client, events.subscription_id)
         next_poll = 0.0
         while True:
             await client.check_connection()
@@ -167,6 +172,18 @@ class OpcUaHub:
                 await self._poll(client, nodes)
             await asyncio.sleep(min(const.CHECK_INTERVAL_S, self.config.poll_interval_s)
                                 if self.config.mode == "polling" else const.CHECK_INTERVAL_S)
+
+    async def _refresh_conditions(self, client: Client, subscription_id: int) -> None:
+        """Ask the server for the conditions active now (ConditionRefresh): an alarm raised while we were
+        not subscribed (before the first connect, during a reconnect) is ticketed all the same."""
+        try:
+            await client.get_node(ua.ObjectIds.ConditionType).call_method(
+                ua.NodeId(ua.ObjectIds.ConditionType_ConditionRefresh),
+                ua.Variant(subscription_id, ua.VariantType.UInt32))
+            self.service_calls["condition_refresh"] += 1
+        except ua.UaStatusCodeError as error:
+            # A server without Alarms & Conditions refresh: events from now on still arrive.
+            self._count(const.ERR_CONDITION_REFRESH, f"ConditionRefresh refused: {status_name(error.code)}")
 
     async def _read_limits(self, client: Client) -> None:
         limits = {
@@ -261,19 +278,26 @@ class OpcUaHub:
             variant = fields.get(name)
             return variant.Value if variant is not None else None
 
-        source = field("SourceName")
-        device = self._event_sources.get(str(source))
+        if field("EventType") in _REFRESH_EVENT_TYPES:
+            return  # the brackets around a ConditionRefresh's replay
+        source, source_node = field("SourceName"), field("SourceNode")
+        node_text = source_node.to_string() if isinstance(source_node, ua.NodeId) else None
+        device = (self._event_nodes.get(node_text) if node_text else None) or self._event_sources.get(str(source))
         if device is None:
-            self._count(const.ERR_UNKNOWN_EVENT_SOURCE, f"event from {source!r}: no device has this event_source")
+            where = f"{source!r}" + (f" ({node_text})" if node_text else "")
+            self.unmatched_event_sources[where] += 1
+            self._count(const.ERR_UNKNOWN_EVENT_SOURCE, f"event from {where}: no device has this event_source "
+                                                        "or event_source_node")
             return
         name = str(field("ConditionName") or "")
         message = field("Message")
         active = field("ActiveState/Id")
+        condition = field("NodeId")
         at = _epoch(field("Time")) or time.time()
         self._pending_alarms.append(Alarm(
             device.device, at, name if _CODE.match(name) else device.alarm_code, severity_of(field("Severity")),
             getattr(message, "Text", None) or str(message or name), active=True if active is None else bool(active),
-            source=self.config.name,
+            source=self.config.name, condition_id=condition.to_string() if isinstance(condition, ua.NodeId) else "",
         ))
 
     def status_change_notification(self, status: Any) -> None:

@@ -36,6 +36,8 @@ class OpcUaDeviceConfig(BaseModel):
 
     device: str = Field(min_length=1, description="asset id")
     event_source: str | None = Field(None, description="SourceName of this device's events; default: the device id")
+    event_source_node: str | None = Field(None, description="NodeId of the object its events come from "
+                                                            "(SourceNode, e.g. ns=2;s=Pump7): matched first")
     alarm_code: str = Field("ALM", pattern=r"^[A-Z0-9_]+$", description="code of an event whose ConditionName is no code")
     nodes: list[NodeConfig] = Field(min_length=1)
 
