@@ -279,3 +279,38 @@ async def test_active_conditions_are_refreshed_on_every_subscription_and_events_
     finally:
         await stop(task)
         await simulator.stop()
+
+
+async def test_node_ids_by_namespace_uri_are_resolved_and_a_bad_one_stalls_nothing() -> None:
+    simulator = OpcUaSimulator(PUMPS, port=free_port())
+    await simulator.start()
+    devices = [{"device": "pump-01", "nodes": [
+        {"metric": "vibration", "node_id": f"nsu={NAMESPACE_URI};s=pump-01.vibration"},
+        {"metric": "ghost", "node_id": "nsu=urn:nobody:here;s=pump-01.vibration"},
+        {"metric": "bearing_temp", "node_id": "ns=2;s=pump-01.bearing_temp"},
+    ]}]
+    connector = OpcUaConnector(source(simulator.url, devices=devices), {"pump-01"})
+    sink = Collect()
+    task = await run_connector(connector, sink)
+    try:
+        simulator.sim_time = 5.0
+        served = await simulator.tick()
+        await until(lambda: sink.latest("pump-01").get("vibration") == served["pump-01"]["vibration"]
+                    and "bearing_temp" in sink.latest("pump-01"), 15, "readings by namespace URI and index")
+        errors = connector.diagnostics()["node_errors"]
+        assert list(errors) == ["pump-01.ghost"] and "namespace 'urn:nobody:here' is not on this server" in errors[
+            "pump-01.ghost"]
+    finally:
+        await stop(task)
+        await simulator.stop()
+
+
+@pytest.mark.parametrize("node_id, message", [
+    ("ns=2;x=1", "node_id 'ns=2;x=1' is not a NodeId"),
+    ("pump-01.vibration", "node_id 'pump-01.vibration' is not a NodeId"),
+    ("srv=1;nsu=urn:a;s=b", "names another server (srv=): not supported"),
+])
+def test_check_config_refuses_what_no_server_can_take(node_id: str, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        source("opc.tcp://127.0.0.1:4840", devices=[{"device": "pump-01", "nodes": [{"metric": "v", "node_id": node_id}]}])
+    assert message in str(error.value)

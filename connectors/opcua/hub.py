@@ -49,6 +49,25 @@ def status_name(code: int) -> str:
     return ua.StatusCode(code).name
 
 
+def node_id_on(text: str, namespaces: list[str]) -> ua.NodeId:
+    """The NodeId ``text`` names on a server with ``namespaces``: ``nsu=<uri>;…`` becomes ``ns=<its index>;…``
+    (a server cannot decode a NodeId that still carries its namespace URI).
+
+    >>> node_id_on("nsu=urn:plant;s=Pump7.Speed", ["http://opcfoundation.org/UA/", "urn:other", "urn:plant"])
+    NodeId(Identifier='Pump7.Speed', NamespaceIndex=2, NodeIdType=<NodeIdType.String: 3>)
+    >>> node_id_on("nsu=urn:gone;i=5", ["http://opcfoundation.org/UA/"])
+    Traceback (most recent call last):
+    ValueError: namespace 'urn:gone' is not on this server (it has: http://opcfoundation.org/UA/)
+    """
+    parsed = ua.NodeId.from_string(text)
+    uri = getattr(parsed, "NamespaceUri", None)
+    if not uri:
+        return ua.NodeId(parsed.Identifier, parsed.NamespaceIndex, parsed.NodeIdType)
+    if uri not in namespaces:
+        raise ValueError(f"namespace {uri!r} is not on this server (it has: {', '.join(namespaces)})")
+    return ua.NodeId(parsed.Identifier, namespaces.index(uri), parsed.NodeIdType)
+
+
 def connect_reason(error: BaseException, timeout_s: float) -> str:
     """Why a session could not be had, in words an engineer can act on.
 
@@ -202,12 +221,14 @@ class OpcUaHub:
         namespace = await client.get_namespace_index(self.config.namespace_uri) if self.config.namespace_uri else 0
         resolved = []
         self._by_node.clear()
+        # Read on every session: a restarted server may have put its namespaces in another order.
+        namespaces = await client.get_namespace_array()
         for device in self.config.devices:
             for spec in device.nodes:
                 label = f"{device.device}.{spec.metric}"
                 try:
                     if spec.node_id is not None:
-                        node = client.get_node(ua.NodeId.from_string(spec.node_id))
+                        node = client.get_node(node_id_on(spec.node_id, namespaces))
                     else:
                         path = [part if ":" in part else f"{namespace}:{part}"
                                 for part in (spec.browse_path or "").strip("/").split("/")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from asyncua import ua
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from connectors.base import listed_twice
@@ -28,6 +29,14 @@ class NodeConfig(BaseModel):
     def _one_address(self) -> "NodeConfig":
         if (self.node_id is None) == (self.browse_path is None):
             raise ValueError("give exactly one of 'node_id' and 'browse_path'")
+        if self.node_id is not None:
+            try:
+                parsed = ua.NodeId.from_string(self.node_id)
+            except ua.UaStringParsingError:
+                raise ValueError(f"node_id {self.node_id!r} is not a NodeId (e.g. ns=2;s=Pump7.Speed, "
+                                 "nsu=urn:plant:scada;i=1001)") from None
+            if getattr(parsed, "ServerIndex", None):
+                raise ValueError(f"node_id {self.node_id!r} names another server (srv=): not supported")
         return self
 
 
