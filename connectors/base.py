@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from gateway.core import AlarmSink, ReadingSink
+from gateway.core import AlarmSink, ReadingSink, SeriesInfo
 
 
 class Connector(Protocol):
@@ -21,6 +21,10 @@ class Connector(Protocol):
     async def run(self, readings: ReadingSink, alarms: AlarmSink) -> None: ...
 
     def diagnostics(self) -> dict[str, Any]: ...
+
+    def series(self) -> dict[tuple[str, str], SeriesInfo]:
+        """(device, metric) -> unit and source data type, as far as configured or learnt so far."""
+        ...
 
 
 def check_devices(source: str, devices: list[str], known_devices: set[str]) -> None:

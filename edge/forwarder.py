@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from edge.base import RejectedWriteError, TransientWriteError, UnreachableError
 from edge.buffer import Batch, DurableBuffer
 from edge.line_protocol import to_line
-from gateway.core import Reading
+from gateway.core import Reading, SeriesInfo
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class BufferedSink:
         writer: LineWriter,
         buffer: DurableBuffer,
         series_tags: dict[str, dict[str, str]],
+        series_info: dict[tuple[str, str], SeriesInfo] | None = None,
         batch_readings: int = 5000,
         retry_min_s: float = 0.5,
         retry_max_s: float = 30.0,
@@ -50,6 +51,8 @@ class BufferedSink:
         self.writer = writer
         self.buffer = buffer
         self.series_tags = series_tags
+        # Unit and data type per series, kept up to date by the gateway (read, never copied, here).
+        self.series_info = series_info if series_info is not None else {}
         self.batch_readings = batch_readings
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
@@ -67,7 +70,8 @@ class BufferedSink:
     def write(self, readings: list[Reading]) -> None:
         for start in range(0, len(readings), self.batch_readings):
             chunk = readings[start:start + self.batch_readings]
-            lines = [to_line(r, self.series_tags.get(r.device_id, {})) for r in chunk]
+            lines = [to_line(r, self.series_tags.get(r.device_id, {}), self.series_info.get((r.device_id, r.metric)))
+                     for r in chunk]
             self.buffer.append(lines, min(r.timestamp for r in chunk))
 
     def write_line(self, line: str, timestamp: float) -> None:

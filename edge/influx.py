@@ -24,7 +24,7 @@ from edge.base import RejectedWriteError, TransientWriteError, UnreachableError
 from edge.buffer import DurableBuffer
 from edge.forwarder import BufferedSink
 from edge.line_protocol import MEASUREMENT
-from gateway.core import Quality, Reading
+from gateway.core import Quality, Reading, SeriesInfo
 
 _QUALITIES = {quality.value: quality for quality in Quality}
 
@@ -199,11 +199,12 @@ class InfluxQLReader:
         self.http.close()
 
 
-def buffered_influx_sink(config: InfluxSinkConfig, series_tags: dict[str, dict[str, str]]) -> BufferedSink:
+def buffered_influx_sink(config: InfluxSinkConfig, series_tags: dict[str, dict[str, str]],
+                         series_info: dict[tuple[str, str], SeriesInfo] | None = None) -> BufferedSink:
     """The configured writer behind its own durable buffer."""
     buffer = DurableBuffer(config.buffer.path, config.buffer.max_bytes, config.buffer.max_age_s,
                            config.buffer.when_full)
-    return BufferedSink(config.name, make_writer(config), buffer, series_tags,
+    return BufferedSink(config.name, make_writer(config), buffer, series_tags, series_info,
                         batch_readings=config.buffer.batch_readings,
                         retry_min_s=config.buffer.retry_min_s, retry_max_s=config.buffer.retry_max_s,
                         probe_interval_s=config.buffer.probe_interval_s)

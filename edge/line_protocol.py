@@ -4,13 +4,16 @@ Schema (one measurement, bounded tag cardinality):
 
     telemetry,device=pump-01,metric=vibration,source=plant-broker,site=hamburg,model=Etanorm,type=pump value=2.1,quality="good" 1764064800250000000
 
-Tags identify the series (device, metric, source connector, site, model, type); fields carry the
-value and its quality. A BAD reading without a value keeps only its quality.
+Tags identify the series (device, metric, source connector, site, model, type, and where known its
+``unit`` and source ``data_type``); fields carry the value and its quality. A BAD reading without a
+value keeps only its quality.
 Timestamps are nanoseconds, from the source.
 
 >>> from gateway.core import Reading
 >>> to_line(Reading("pump 1", "vibration", 2.5, 1764064800.25), {"site": "north"})
 'telemetry,device=pump\\\\ 1,metric=vibration,site=north value=2.5,quality="good" 1764064800250000000'
+>>> to_line(Reading("p1", "speed", 1450.0, 1764064800.25), {}, SeriesInfo("rpm", "uint32"))
+'telemetry,device=p1,metric=speed,unit=rpm,data_type=uint32 value=1450.0,quality="good" 1764064800250000000'
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import math
 
 import orjson
 
-from gateway.core import Anomaly, Reading, WorkOrderEvent
+from gateway.core import Anomaly, Reading, SeriesInfo, WorkOrderEvent
 
 MEASUREMENT = "telemetry"
 ANOMALIES = "anomalies"
@@ -42,10 +45,15 @@ def nanoseconds(timestamp: float) -> int:
     return round(timestamp * 1_000_000) * 1000
 
 
-def to_line(reading: Reading, series_tags: dict[str, str]) -> str:
+def to_line(reading: Reading, series_tags: dict[str, str], info: SeriesInfo | None = None) -> str:
     tags = f"device={escape_tag(reading.device_id)},metric={escape_tag(reading.metric)}"
     if reading.source:
         tags += f",source={escape_tag(reading.source)}"
+    if info is not None:
+        if info.unit:
+            tags += f",unit={escape_tag(info.unit)}"
+        if info.data_type:
+            tags += f",data_type={escape_tag(info.data_type)}"
     for key, value in series_tags.items():
         if value:
             tags += f",{key}={escape_tag(value)}"

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.core import Quality, Reading
+from gateway.core import Quality, Reading, SeriesInfo
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,14 @@ CREATE TABLE IF NOT EXISTS rollups (
     min REAL,
     max REAL,
     PRIMARY KEY (device_id, metric, ts)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series (
+    device_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (device_id, metric)
 ) WITHOUT ROWID;
 """
 
@@ -151,6 +159,25 @@ class SqliteStore:
                 self._roll_up()
             if time.monotonic() - self._last_prune > self.PRUNE_INTERVAL_S:
                 self._prune()
+
+    def put_series(self, series: dict[tuple[str, str], SeriesInfo]) -> None:
+        """Record what each series is (unit, source data type): kept once per series, not per reading."""
+        rows = [(device, metric, info.unit, info.data_type, time.time()) for (device, metric), info in series.items()]
+        with self._write_lock:
+            try:
+                with self._writer:
+                    self._writer.executemany("INSERT OR REPLACE INTO series VALUES (?, ?, ?, ?, ?)", rows)
+            except sqlite3.Error as error:
+                self._failed("series", error)
+                raise
+
+    def series(self, device_id: str | None = None) -> dict[tuple[str, str], SeriesInfo]:
+        query, params = "SELECT device_id, metric, unit, data_type FROM series", ()
+        if device_id is not None:
+            query, params = query + " WHERE device_id = ?", (device_id,)
+        with self._reader() as connection:
+            return {(device, metric): SeriesInfo(unit, data_type)
+                    for device, metric, unit, data_type in connection.execute(query, params)}
 
     def _failed(self, what: str, error: Exception) -> None:
         self.errors += 1

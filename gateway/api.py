@@ -25,7 +25,7 @@ from gateway.auth.masking import mask_engineer, pseudonymize_engineers
 from gateway.auth.rbac import PSEUDONYMOUS_ENGINEERS
 from gateway.auth.store import Principal
 from gateway.dashboard import add_dashboard
-from gateway.core import Asset, Quality, Reading, Severity
+from gateway.core import Asset, Quality, Reading, SeriesInfo, Severity
 from gateway.health import problems as health_problems
 from gateway.exports import EXPORT_LIMIT, work_orders_csv
 from gateway.limits import BodyLimit
@@ -282,7 +282,9 @@ def create_api(gateway: "Gateway") -> FastAPI:
         """The latest value of every metric. When the device is offline (Sparkplug: after its DDEATH or its
         node's NDEATH) they are its last values, marked stale, as the Sparkplug specification asks."""
         asset_or_404(device_id, principal)
-        readings = [_reading_json(r) for r in gateway.store.latest(device_id)]
+        blank = SeriesInfo()
+        readings = [_reading_json(r) | {"unit": (info := gateway.series_info.get((device_id, r.metric), blank)).unit,
+                                        "data_type": info.data_type} for r in gateway.store.latest(device_id)]
         stale = device_id in gateway.offline_devices()
         if stale:
             readings = [reading | {"quality": Quality.STALE.value} for reading in readings]

@@ -26,7 +26,7 @@ from gateway.auth.tokens import TokenSigner
 from gateway.config import GatewayConfig
 from gateway.audit import AuditLog
 from gateway.keyring import Keyring
-from gateway.core import Alarm, Anomaly, Asset, Reading, WorkOrderEvent
+from gateway.core import Alarm, Anomaly, Asset, Reading, SeriesInfo, WorkOrderEvent
 from gateway.events import EventBus
 from gateway.ingest import IngestGuard
 from gateway.pipeline import Finding, Pipeline
@@ -36,6 +36,8 @@ from ticketing.service import TicketingService
 log = logging.getLogger(__name__)
 # How far back a work order without readings of its own (a device alarm, a manual order) looks for them.
 RECENT_READINGS_S = 3600.0
+# How often the connectors' knowledge of units and data types is recorded.
+SERIES_SYNC_S = 2.0
 
 
 class Gateway:
@@ -49,8 +51,10 @@ class Gateway:
             asset.id: {"site": asset.site.id, "model": asset.model, "type": asset.type}
             for asset in self.assets.values()
         }
+        # Unit and source data type of every series the connectors know of, kept in the embedded store.
+        self.series_info: dict[tuple[str, str], SeriesInfo] = self.store.series()
         self.remote_sinks: list[BufferedSink] = [
-            buffered_influx_sink(sink, self.series_tags) for sink in config.storage.sinks
+            buffered_influx_sink(sink, self.series_tags, self.series_info) for sink in config.storage.sinks
         ]
         self.history: HistoryReader = self.store
         for sink in config.storage.sinks:
@@ -78,6 +82,8 @@ class Gateway:
                                         tuple(config.auth.two_factor_roles))
         self.auth = Authenticator(config.auth, self.identities, TokenSigner(self.keyring), self.audit)
         self.connector_health = {c.name: TaskHealth(f"connector {c.name}") for c in self.connectors}
+        # What the configuration says already (Modbus and OPC UA units and types): known before the first reading.
+        self.store.put_series(self.learn_series())
         self.pipeline: Pipeline | None = None
         self.api_server: uvicorn.Server | None = None
         self._stop = asyncio.Event()
@@ -148,6 +154,7 @@ class Gateway:
                  len(self.assets), len(self.connectors),
                  f"http://{self.config.api.host}:{self.config.api.port}" if self.config.api.enabled else "off")
         tasks.append(asyncio.create_task(self._ticketing_clock(), name="ticketing-clock"))
+        tasks.append(asyncio.create_task(self._series_sync(), name="series-sync"))
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -164,12 +171,35 @@ class Gateway:
             except Exception:  # a failed round is logged; the next one runs as usual
                 log.exception("ticketing clock failed")
 
+    async def _series_sync(self) -> None:
+        """Every few seconds, what the connectors know of their series (units, data types) into the store."""
+        while True:
+            try:
+                changed = self.learn_series()
+                if changed:
+                    await asyncio.to_thread(self.store.put_series, changed)
+            except Exception:  # kept for the next round; readings do not depend on it
+                log.exception("recording series units and types failed")
+            await asyncio.sleep(SERIES_SYNC_S)
+
+    def learn_series(self) -> dict[tuple[str, str], SeriesInfo]:
+        """Merge the connectors' series into ``series_info`` (a blank never erases what is known); the changes."""
+        changed = {}
+        for connector in self.connectors:
+            for key, info in connector.series().items():
+                known = self.series_info.get(key, SeriesInfo())
+                merged = SeriesInfo(info.unit or known.unit, info.data_type or known.data_type)
+                if merged != known:
+                    changed[key] = merged
+        self.series_info.update(changed)
+        return changed
+
     async def _shutdown(self, tasks: list[asyncio.Task[Any]], stop_wait: asyncio.Task[Any]) -> None:
         log.info("pm-gateway stopping")
         if self.api_server is not None:
             self.api_server.should_exit = True
         for task in tasks:
-            if task.get_name().startswith(("connector-", "ticketing-clock")):
+            if task.get_name().startswith(("connector-", "ticketing-clock", "series-sync")):
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         stop_wait.cancel()

@@ -90,6 +90,15 @@ class Asset:
         return fields
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    """What a series (device x metric) is beyond its values, kept once per series, not per reading:
+    its unit and the data type its source sends (``uint32``, ``Int16``, ``Double``…)."""
+
+    unit: str = ""
+    data_type: str = ""
+
+
 @dataclass(slots=True)
 class Anomaly:
     """A detector's judgement that a device is not behaving normally."""

@@ -58,9 +58,15 @@ class ReadingOut(Answer):
     source: str
 
 
+class LatestReading(ReadingOut):
+    unit: str = Field(description="the series' unit, as configured or as its source says (engUnit); '' unknown")
+    data_type: str = Field(description="the data type the source sends (uint32, Int16, Double…); '' unknown. "
+                                       "Values are numbers either way: an integer type is exact up to 2^53")
+
+
 class LatestReadings(Answer):
     device_id: str
-    readings: list[ReadingOut]
+    readings: list[LatestReading]
     stale: bool = Field(description="the device is offline (e.g. a Sparkplug DDEATH/NDEATH): these are its last "
                                     "values, each with quality 'stale', not what it measures now")
 

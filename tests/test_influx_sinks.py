@@ -245,6 +245,7 @@ def test_gateway_writes_telemetry_anomalies_and_events_to_influxdb_and_reads_his
     # A low limit so the one reading below opens a work order (an anomaly and its events).
     document["detectors"]["rules"] = [{"device_type": "pump", "metric": "vibration", "high": 7.1,
                                        "on_delay": 1, "failure_mode": "VIB"}]
+    document["sources"][0]["payload"]["metrics"] = {"vibration": {"unit": "mm/s"}}
     gw = start_gateway(document)
     client = publisher(mosquitto)
     now = time.time()
@@ -256,6 +257,8 @@ def test_gateway_writes_telemetry_anomalies_and_events_to_influxdb_and_reads_his
     history = wait_until(lambda: gw.get("/devices/pump-01/readings", metric="vibration", since=now - 10)["readings"],
                          timeout=30, what="history served from InfluxDB")
     assert [r["value"] for r in history] == [2.0, 5.0, 8.0]
+    # The series' unit is a tag by convention (none where unknown: flow has no configured unit).
+    assert influxd.query(DB, 'SHOW TAG VALUES FROM "telemetry" WITH KEY = "unit"') == [["unit", "mm/s"]]
     wait_until(lambda: influxd.query(DB, 'SELECT * FROM "work_order_events"'), timeout=30, what="events in InfluxDB")
     [anomaly] = influxd.query(DB, 'SELECT "failure_mode", "score", "site" FROM "anomalies"')
     assert anomaly[1:] == ["VIB", 8.0, "north"]

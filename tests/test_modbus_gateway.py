@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from gateway.core import SeriesInfo
 from gateway.broker import free_port, stop_process, wait_for_port
 from tests.conftest import wait_until
 
@@ -49,6 +50,11 @@ def test_gateway_reads_the_simulated_register_map_of_its_own_example(tmp_path: P
         assert 0.5 < latest["vibration"]["value"] < 10 and 15 < latest["bearing_temp"]["value"] < 100
         assert 0 < latest["pressure"]["value"] < 10 and 10 < latest["motor_current"]["value"] < 60
         assert {r["source"] for r in latest.values()} == {"line-1-plc"}
+        # The unit and register type are the series' metadata (kept once, not per reading) and shown with it.
+        assert (latest["vibration"]["unit"], latest["vibration"]["data_type"]) == ("mm/s", "float32")
+        assert (latest["motor_current"]["unit"], latest["motor_current"]["data_type"]) == ("A", "uint32")
+        assert (latest["running"]["unit"], latest["running"]["data_type"]) == ("", "uint16")
+        assert gw.gateway.store.series("pump-01")[("pump-01", "bearing_temp")] == SeriesInfo("degC", "int16")
 
         metrics = gw.http.get("/metrics").text
         assert 'pmgw_connector_device_connected{connector="line-1-plc",device="pump-02"} 1.0' in metrics

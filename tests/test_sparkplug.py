@@ -155,3 +155,44 @@ def test_data_before_birth_is_rejected_not_stored_and_a_rebirth_requested(
     assert gw.get("/health")["connectors"][0]["errors"]["data_before_birth"] == 3
     assert gw.get("/devices/pump-02/readings/latest")["readings"] == []
     edge.client.loop_stop()
+
+
+def test_device_and_metric_names_are_mapped_and_units_come_from_the_birth(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway
+) -> None:
+    document = gateway_document(mosquitto.port, tmp_path)
+    document["sources"] = [{"type": "mqtt", "name": "spb", "port": mosquitto.port, "client_id": "pmgw-spb-map",
+                            "sparkplug": {"group_id": "plant",
+                                          "devices": {"Pump A": "pump-02"},
+                                          "metrics": {"Vib RMS": {"name": "vibration"},
+                                                      "Bearing T": {"name": "bearing_temp", "unit": "degC"}}}}]
+    gw = start_gateway(document)
+    edge = EdgeNode(mosquitto, "plant", "edge-9")
+    edge.send("NBIRTH", [])
+    birth = Payload(timestamp=int(time.time() * 1000), seq=1)
+    for name, alias, datatype, field, value, unit in [("Vib RMS", 1, DOUBLE, "double_value", 2.25, "mm/s"),
+                                                      ("Bearing T", 2, INT16, "int_value", 131, "degF")]:
+        metric = birth.metrics.add(name=name, alias=alias, datatype=datatype)
+        setattr(metric, field, value)
+        metric.properties.keys.append("engUnit")
+        metric.properties.values.add(type=12, string_value=unit)
+    edge.seq = 1
+    edge.client.publish("spBv1.0/plant/DBIRTH/edge-9/Pump A", birth.SerializeToString(), qos=1).wait_for_publish(5)
+
+    def latest() -> dict[str, dict]:
+        return {r["metric"]: r for r in gw.get("/devices/pump-02/readings/latest")["readings"]}
+
+    shown = wait_until(lambda: (found := latest()).get("vibration", {}).get("unit") and found, timeout=15,
+                       what="pump-02's renamed metrics with their units")
+    assert (shown["vibration"]["value"], shown["vibration"]["unit"], shown["vibration"]["data_type"]) == (
+        2.25, "mm/s", "Double")
+    # The config's unit wins over the birth's engUnit; the type is the one the edge node sends.
+    assert (shown["bearing_temp"]["unit"], shown["bearing_temp"]["data_type"]) == ("degC", "Int16")
+    assert gw.get("/health")["connectors"][0]["errors"].get("unknown_device") is None
+
+    # The mapped device dies: the asset it stands for is offline (and its last values stale).
+    edge.send("DDEATH", [], device="Pump A")
+    wait_until(lambda: gw.get("/health")["connectors"][0]["offline_devices"] == ["pump-02"], timeout=10,
+               what="pump-02 offline after its DDEATH")
+    assert gw.get("/devices/pump-02/readings/latest")["stale"] is True
+    edge.client.loop_stop()

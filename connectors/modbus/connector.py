@@ -15,7 +15,7 @@ from connectors.base import check_devices
 from connectors.modbus import const
 from connectors.modbus.hub import DeviceHub
 from connectors.modbus.schema import ModbusSourceConfig
-from gateway.core import DEVICE_OFFLINE_CODE, Alarm, AlarmSink, ReadingSink, Severity
+from gateway.core import DEVICE_OFFLINE_CODE, Alarm, AlarmSink, ReadingSink, SeriesInfo, Severity
 
 WATCHDOG_INTERVAL_S = 0.5
 
@@ -67,6 +67,11 @@ class ModbusConnector:
                 edges.append(Alarm(hub.device_id, now, DEVICE_OFFLINE_CODE, Severity.MEDIUM,
                                    f"device back online (source {self.name})", active=False, source=self.name))
         return edges
+
+    def series(self) -> dict[tuple[str, str], SeriesInfo]:
+        """From the register map: each metric's unit and register type (``uint32``, ``int16``, ``bool``…)."""
+        return {(device.device, register.metric): SeriesInfo(register.unit, register.type or "")
+                for device in self.config.devices for register in device.registers}
 
     def diagnostics(self) -> dict[str, Any]:
         devices = [hub.diagnostics() for hub in self.hubs]

@@ -31,7 +31,7 @@ from connectors.mqtt.decode import (
 from connectors.mqtt.schema import MqttSourceConfig
 from connectors.mqtt.sparkplug.session import NAMESPACE as SPARKPLUG_NAMESPACE
 from connectors.mqtt.sparkplug.session import EdgeNode, handle as handle_sparkplug, rebirth_request
-from gateway.core import Alarm, AlarmSink, Reading, ReadingSink
+from gateway.core import Alarm, AlarmSink, Reading, ReadingSink, SeriesInfo
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,8 @@ class MqttConnector:
             "errors": dict(self.errors),
             "offline_devices": sorted(
                 (set(self.offline.offline) if self.offline else set())
-                | {device for node in self.sparkplug_nodes.values() for device in node.offline
-                   if device in self.known_devices}),
+                | {asset for node in self.sparkplug_nodes.values() for device in node.offline
+                   if (asset := self._sparkplug_asset(device)) in self.known_devices}),
             "rebirth_requests": self.rebirth_requests,
         }
 
@@ -366,18 +366,49 @@ class MqttConnector:
             self._reject(reason, topic, f"Sparkplug B: {reason.replace('_', ' ')}")
         readings = []
         for reading in outcome.readings:
+            reading.device_id = self._sparkplug_asset(reading.device_id)
+            reading.metric = self._sparkplug_metric(reading.metric)
             if reading.device_id in self.known_devices:
                 readings.append(reading)
             else:
                 self._reject(const.ERR_UNKNOWN_DEVICE, topic, f"device {reading.device_id!r} is not a configured asset")
         self._accept(readings, now)
         for alarm in outcome.alarms:
+            alarm.device_id = self._sparkplug_asset(alarm.device_id)
             # An edge node that is no asset of ours has no work order to raise.
             if alarm.device_id in self.known_devices:
                 self.alarms += 1
                 self._hand_over_alarm(alarm)
         if outcome.rebirth and outcome.edge_node is not None:
             self._request_rebirth(client, *outcome.edge_node, now)
+
+    def _sparkplug_asset(self, name: str) -> str:
+        """The asset a Sparkplug device (or edge node) name stands for."""
+        settings = self.config.sparkplug
+        return settings.devices.get(name, name) if settings else name
+
+    def _sparkplug_metric(self, name: str) -> str:
+        settings = self.config.sparkplug
+        mapping = settings.metrics.get(name) if settings else None
+        return mapping.name or name if mapping is not None else name
+
+    def series(self) -> dict[tuple[str, str], SeriesInfo]:
+        """Units and types: of Sparkplug metrics from their births (engUnit, datatype) and the config; of
+        JSON payloads from ``payload.metrics`` units (JSON numbers have no finer type)."""
+        found: dict[tuple[str, str], SeriesInfo] = {}
+        mapped = {(m.name or name): m.unit for name, m in self.config.payload.metrics.items() if m.unit}
+        for device in self.known_devices:
+            for metric, unit in mapped.items():
+                found[(device, metric)] = SeriesInfo(unit, "")
+        settings = self.config.sparkplug
+        for node in list(self.sparkplug_nodes.values()):
+            for (device, metric), (eng_unit, data_type) in list(node.series.items()):
+                mapping = settings.metrics.get(metric) if settings else None
+                unit = mapping.unit if mapping is not None and mapping.unit is not None else eng_unit
+                asset = self._sparkplug_asset(device)
+                if asset in self.known_devices:
+                    found[(asset, self._sparkplug_metric(metric))] = SeriesInfo(unit, data_type)
+        return found
 
     def _request_rebirth(self, client: mqtt.Client, group: str, edge_node: str, now: float) -> None:
         settings = self.config.sparkplug

@@ -45,10 +45,23 @@ class PayloadConfig(BaseModel):
     ignore: list[str] = Field(default_factory=lambda: ["seq"])
 
 
-class SparkplugConfig(BaseModel):
-    """Sparkplug B: device ids are asset ids (an edge node's own metrics belong to the asset named like the node)."""
+class SparkplugMetric(BaseModel):
+    """A Sparkplug metric as the gateway stores it: another name, a unit (over the birth's engUnit)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1)
+    unit: str | None = Field(None, description="none: the engUnit property of the metric's birth")
+
+
+class SparkplugConfig(BaseModel):
+    """Sparkplug B: a device (or an edge node's own metrics) is the asset of the same name unless
+    ``devices`` maps it to another; metrics keep their Sparkplug names unless ``metrics`` renames them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    devices: dict[str, str] = Field(default_factory=dict, description="Sparkplug device or edge node name -> asset id")
+    metrics: dict[str, SparkplugMetric] = Field(default_factory=dict, description="Sparkplug metric name -> mapping")
 
     group_id: str = Field("+", pattern=r"^(\+|[^/#+]+)$", description="one group, or + for all")
     rebirth: bool = Field(True, description="ask an edge node to publish its births again after a gap")

@@ -8,7 +8,7 @@ from connectors.base import check_devices
 from connectors.opcua import const
 from connectors.opcua.hub import OpcUaHub
 from connectors.opcua.schema import OpcUaSourceConfig
-from gateway.core import AlarmSink, ReadingSink
+from gateway.core import AlarmSink, ReadingSink, SeriesInfo
 
 
 class OpcUaConnector:
@@ -20,6 +20,11 @@ class OpcUaConnector:
 
     async def run(self, readings: ReadingSink, alarms: AlarmSink) -> None:
         await self.hub.run(readings, alarms)
+
+    def series(self) -> dict[tuple[str, str], SeriesInfo]:
+        """Units from the config; each variable's data type as its values arrive (``UInt32``, ``Double``…)."""
+        return {(device.device, node.metric): SeriesInfo(node.unit, self.hub.data_types.get((device.device, node.metric), ""))
+                for device in self.config.devices for node in device.nodes}
 
     def diagnostics(self) -> dict[str, Any]:
         hub = self.hub

@@ -117,6 +117,8 @@ class OpcUaHub:
         self.server_limits: dict[str, int] = {}
         self.service_calls: Counter[str] = Counter()
         self.last_connection_error: dict[str, Any] | None = None
+        # (device, metric) -> the variant type its values come as (UInt32, Int16, Double…).
+        self.data_types: dict[tuple[str, str], str] = {}
         self.tracker = OfflineTracker(config.offline_after_s, config.name)
         self._by_handle: dict[int, tuple[OpcUaDeviceConfig, NodeConfig]] = {}
         self._by_node: dict[str, tuple[OpcUaDeviceConfig, NodeConfig]] = {}
@@ -331,6 +333,8 @@ class OpcUaHub:
         status = value.StatusCode or ua.StatusCode()
         quality = quality_of(status)
         raw = value.Value.Value if value.Value is not None else None
+        if value.Value is not None and raw is not None:
+            self.data_types[(device.device, spec.metric)] = value.Value.VariantType.name
         number = _number(raw)
         if number is None and quality is not Quality.BAD:
             self._node_failed(label, f"value {raw!r:.40} is a {type(raw).__name__}, not a number", const.ERR_WRONG_TYPE)

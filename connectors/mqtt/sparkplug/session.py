@@ -55,6 +55,10 @@ REBIRTH_METRIC = "Node Control/Rebirth"
 _CONTROL_PREFIXES = ("Node Control/", "Device Control/", BD_SEQ)
 # Ignition-style OPC quality in a metric's "Quality" property: 192 good, 64..191 uncertain.
 _GOOD_QUALITY = 192
+# Sparkplug B 3.0 data types, by the number a metric carries.
+DATA_TYPES = {1: "Int8", 2: "Int16", 3: "Int32", 4: "Int64", 5: "UInt8", 6: "UInt16", 7: "UInt32", 8: "UInt64",
+              9: "Float", 10: "Double", 11: "Boolean", 12: "String", 13: "DateTime", 14: "Text"}
+ENG_UNIT = "engUnit"  # the metric property with its engineering unit
 
 _FROM_EDGE_NODES = {"NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA"}
 
@@ -75,6 +79,8 @@ class EdgeNode:
     aliases: dict[str | None, dict[int, str]] = field(default_factory=dict)  # device (None: the node) -> alias -> name
     devices: set[str] = field(default_factory=set)  # born and alive
     offline: set[str] = field(default_factory=set)  # died, not born again yet
+    # (device or node, metric) -> (engineering unit, data type name), from the births.
+    series: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,6 +124,14 @@ def _quality(metric: Payload.Metric) -> Quality:
             code = int(getattr(value, value.WhichOneof("value")))
             return Quality.GOOD if code >= _GOOD_QUALITY else Quality.UNCERTAIN if code >= 64 else Quality.BAD
     return Quality.GOOD
+
+
+def _eng_unit(metric: Payload.Metric) -> str:
+    properties = metric.properties
+    for key, value in zip(properties.keys, properties.values):
+        if key == ENG_UNIT and value.WhichOneof("value") == "string_value":
+            return value.string_value
+    return ""
 
 
 def _offline(device: str, at: float, active: bool, why: str, source: str) -> Alarm:
@@ -211,6 +225,8 @@ def handle(nodes: dict[tuple[str, str], EdgeNode], topic: str, raw: bytes, recei
                 continue
         if name is None or name.startswith(_CONTROL_PREFIXES):
             continue
+        if birth:
+            node.series[(asset, name)] = (_eng_unit(metric), DATA_TYPES.get(metric.datatype, ""))
         value = _value(metric)
         if value is None and not metric.is_null:
             outcome.errors.append(ERR_NON_NUMERIC)
