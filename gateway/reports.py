@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import time
 from html import escape
@@ -133,7 +134,10 @@ def add_report_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
             name, role = body.name, "customer"
         drawing = None
         if body.drawing is not None:
-            drawing = base64.b64decode(body.drawing.split(",", 1)[1], validate=True)
+            try:
+                drawing = base64.b64decode(body.drawing.split(",", 1)[1], validate=True)
+            except binascii.Error:
+                raise HTTPException(422, "the drawn signature is not valid base64") from None
             if not drawing.startswith(PNG_MAGIC):
                 raise HTTPException(422, "the drawn signature is not a PNG image")
         try:

@@ -118,6 +118,8 @@ def test_signed_report_holds_the_repair_and_its_qr_code_verifies_until_something
     assert anna.post(f"{url}/sign-off", json={"signer": "customer", "name": CUSTOMER}).status_code == 409
     bad_drawing = anna.post(f"{url}/sign-off", json={"signer": "engineer", "drawing": "data:image/png;base64,AAAA"})
     assert bad_drawing.status_code == 422 and "not a PNG" in bad_drawing.text
+    unpadded = anna.post(f"{url}/sign-off", json={"signer": "engineer", "drawing": "data:image/png;base64,AAA"})
+    assert unpadded.status_code == 422 and "not valid base64" in unpadded.text
     engineer = anna.post(f"{url}/sign-off", json={"signer": "engineer", "drawing": drawn_signature()})
     assert engineer.status_code == 200, engineer.text
     assert anna.post(f"{url}/sign-off", json={"signer": "engineer"}).status_code == 409  # once
