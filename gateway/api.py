@@ -31,6 +31,7 @@ from gateway.exports import EXPORT_LIMIT, work_orders_csv
 from gateway.limits import BodyLimit
 from gateway.pagination import Page, PageQuery
 from gateway.reports import add_report_routes
+from gateway.webhooks_api import add_webhook_routes
 from gateway import schemas
 from gateway.problems import API_PREFIX, document_problems, install_problem_responses, reject_unknown_parameters
 from gateway.web import secure_headers, serve_documentation
@@ -247,6 +248,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
             raise HTTPException(403, f"work order {order['code']} is not assigned to you")
 
     add_report_routes(api, gateway, API_PREFIX, require, order_or_404, technician_assigned)
+    add_webhook_routes(api, gateway, API_PREFIX, require)
 
     @api.get("/health", include_in_schema=False)  # where load balancers and monitors look
     @api.get(f"{API_PREFIX}/health", tags=["gateway"], response_model=schemas.Health)

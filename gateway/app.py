@@ -26,6 +26,7 @@ from gateway.auth.tokens import TokenSigner
 from gateway.config import GatewayConfig
 from gateway.audit import AuditLog
 from gateway.keyring import Keyring
+from gateway.webhooks import WebhookDeliverer
 from gateway.core import Alarm, Anomaly, Asset, Reading, SeriesInfo, WorkOrderEvent
 from gateway.events import EventBus
 from gateway.ingest import IngestGuard
@@ -38,6 +39,12 @@ log = logging.getLogger(__name__)
 RECENT_READINGS_S = 3600.0
 # How often the connectors' knowledge of units and data types is recorded.
 SERIES_SYNC_S = 2.0
+
+
+def event_source(config: GatewayConfig) -> str:
+    """The CloudEvents ``source`` of this gateway's events: its plant's name, as a URN."""
+    name = "".join(c if c.isalnum() or c in "-._" else "-" for c in config.plant.name.strip().lower()) or "gateway"
+    return f"urn:pm-gateway:{name}"
 
 
 class Gateway:
@@ -73,7 +80,9 @@ class Gateway:
         self.ticketing = TicketingService(config.ticketing, self.assets, config.engineers, publish=self.events.publish,
                                           telemetry_seen=self._last_reading_at, signer=self.keyring, anchors=self.audit,
                                           operating_means=self.store.operating_means,
-                                          recent_readings=self._recent_readings)
+                                          recent_readings=self._recent_readings,
+                                          event_source=event_source(config))
+        self.webhooks = WebhookDeliverer(self.ticketing.webhooks, config.webhooks)
         # Service reports whose evidence chart the history store could not fill.
         self.report_errors = 0
         self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
@@ -155,6 +164,8 @@ class Gateway:
                  f"http://{self.config.api.host}:{self.config.api.port}" if self.config.api.enabled else "off")
         tasks.append(asyncio.create_task(self._ticketing_clock(), name="ticketing-clock"))
         tasks.append(asyncio.create_task(self._series_sync(), name="series-sync"))
+        if self.config.webhooks.enabled:
+            tasks.append(asyncio.create_task(self.webhooks.run(), name="webhooks"))
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -199,7 +210,7 @@ class Gateway:
         if self.api_server is not None:
             self.api_server.should_exit = True
         for task in tasks:
-            if task.get_name().startswith(("connector-", "ticketing-clock", "series-sync")):
+            if task.get_name().startswith(("connector-", "ticketing-clock", "series-sync", "webhooks")):
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         stop_wait.cancel()
@@ -238,4 +249,5 @@ class Gateway:
             "detectors": self.detectors.diagnostics(),
             "ticketing": self.ticketing.diagnostics() | {"report_evidence_errors": self.report_errors},
             "events_published": self.events.published,
+            "webhooks": self.webhooks.diagnostics(),
         }

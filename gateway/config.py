@@ -22,6 +22,7 @@ from connectors.registry import SourceConfig
 from detectors.config import DetectorConfig
 from edge.influx import InfluxSinkConfig
 from edge.sqlite_store import SqliteStoreConfig
+from gateway.webhooks import WebhooksConfig
 from gateway.auth.config import AuthConfig
 from gateway.core import Asset, Criticality, Site
 from gateway.ingest import IngestConfig
@@ -137,6 +138,7 @@ class GatewayConfig(BaseModel):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     plant: PlantConfig = Field(default_factory=PlantConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
 
     def keyring_path(self) -> Path:
         return self.auth.keyring_file or self.storage.telemetry.path.parent / "gateway.key"

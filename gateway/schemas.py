@@ -280,3 +280,4 @@ class Health(Answer):
     detectors: dict[str, Any]
     ticketing: dict[str, Any]
     events_published: int
+    webhooks: dict[str, Any] = Field(description="outbox deliveries: attempts, delivered, failed, last error")

@@ -61,8 +61,10 @@ def test_every_operation_answers_as_documented(mosquitto: Mosquitto, tmp_path: P
     engineer = order.json()["assigned_engineer_id"] or "eng-mechanical"
     gw.http.post(f"/work-orders/{code}/accept", json={"engineer_id": engineer})
     gw.http.put(f"/engineers/{engineer}/location", json={"latitude": 53.6, "longitude": 10.0})
+    subscription = gw.http.post("/webhooks", json={"url": "http://127.0.0.1:9/hook"}).json()["id"]
     known = {"asset_id": "pump-01", "device_id": "pump-01", "code": code, "engineer_id": engineer,
-             "username": "admin", "key_id": "none"}
+             "username": "admin", "key_id": "none", "subscription_id": subscription,
+             "event_type": "pmgw.workorder.created"}
     queries = {"/api/v1/devices/{device_id}/readings": [{}, {"metric": "vibration_rms", "resolution": "rollup"}],
                # Not signed: no report issued yet, but a copy renders (tests/test_service_report.py signs one).
                "/api/v1/work-orders/{code}/report.pdf": [{"copy": "true"}]}

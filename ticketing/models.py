@@ -196,3 +196,46 @@ class SignatureDrawing(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     work_order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id"), index=True)
     png: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class WebhookSubscription(Base):
+    """Where events go: a receiver's URL, the event types and sites it wants, the secret it verifies with."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # Event types (pmgw.workorder.*, exact names or a trailing '*'); empty: every type.
+    types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sites: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every site
+    # Standard Webhooks signing secret (whsec_...): needed to sign, so kept; shown once, never listed.
+    secret: Mapped[str] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[float] = mapped_column(Float)
+    # Since when every delivery has failed (None: the last one succeeded): a long failure disables it.
+    failing_since: Mapped[float | None] = mapped_column(Float)
+
+
+class OutboxMessage(Base):
+    """One event for one subscription, written in the transaction that made the event: delivered from here
+    (and retried, and kept as the delivery log), so nothing committed is lost to a crash."""
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id"), index=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    event_type: Mapped[str] = mapped_column(String(80))
+    # Deliveries with one key go out in order (a work order's events); empty: no order to keep.
+    ordering_key: Mapped[str] = mapped_column(String(100), index=True)
+    body: Mapped[str] = mapped_column(Text)  # the CloudEvent, structured JSON: the very bytes signed
+    created_at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(12), index=True)  # pending, delivered, dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float, index=True)
+    delivered_at: Mapped[float | None] = mapped_column(Float)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_latency_ms: Mapped[float | None] = mapped_column(Float)

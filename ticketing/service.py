@@ -27,7 +27,9 @@ from gateway.core import (
 )
 from ticketing.coding import check_closure
 from ticketing.config import EngineerConfig, TicketingConfig
-from ticketing import chain, queries, signoff
+from ticketing import chain, outbox, queries, signoff
+from ticketing.cloudevents import alarm_envelope, anomaly_envelope, work_order_envelope
+from ticketing.webhooks import WebhookStore
 from ticketing import sla as clocks
 from ticketing.dispatch import Decision, Fleet, Job, assign_batch, choose_engineer, grade
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
@@ -116,6 +118,7 @@ class TicketingService:
         anchors: chain.ChainAnchors,
         operating_means: Callable[[str, float, float], dict[str, float]] | None = None,
         recent_readings: Callable[[str, float, int], list[Reading]] | None = None,
+        event_source: str = "urn:pm-gateway",
     ) -> None:
         self.config = config
         # Keyed event chains: MACs from the gateway's keyring, heads anchored in its audit log.
@@ -136,6 +139,9 @@ class TicketingService:
         self.engine = make_engine(config.database_url)
         self.schema_revision = migrate(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # CloudEvents 'source' of what this gateway publishes; webhook subscriptions and their outbox.
+        self.event_source = event_source
+        self.webhooks = WebhookStore(self.sessions, self.clock, event_source)
         self.created = 0
         self.occurrences = 0
         self.ignored: dict[str, int] = {}
@@ -166,11 +172,16 @@ class TicketingService:
             evidence=anomaly.evidence, finding=detector, at=anomaly.detected_at, due_at=anomaly.due_at,
         ))
         with self.sessions.begin() as session:
-            session.add(AnomalyRecord(
+            record = AnomalyRecord(
                 device_id=anomaly.device_id, detected_at=anomaly.detected_at, detector=anomaly.detector,
                 score=anomaly.score, severity=anomaly.severity.value, failure_mode=anomaly.failure_mode,
                 metrics=anomaly.metrics, message=anomaly.message, work_order_code=code,
-            ))
+            )
+            session.add(record)
+            session.flush()
+            outbox.enqueue(session, [anomaly_envelope(
+                self.event_source, record.id, record.device_id, asset.site.id, record.detected_at, record.detector,
+                record.score, record.severity, record.failure_mode, record.metrics, record.message, code)], self.clock())
         return code
 
     def handle_alarm(self, alarm: Alarm) -> str | None:
@@ -179,11 +190,17 @@ class TicketingService:
             return None
         outcome, code = self._ticket_alarm(asset, alarm)
         with self.sessions.begin() as session:
-            session.add(AlarmRecord(
+            record = AlarmRecord(
                 device_id=alarm.device_id, at=alarm.raised_at, code=alarm.code[:40], active=alarm.active,
                 severity=alarm.severity.value, message=alarm.message, source=alarm.source[:200],
                 outcome=outcome.value, work_order_code=code,
-            ))
+            )
+            session.add(record)
+            session.flush()
+            outbox.enqueue(session, [alarm_envelope(
+                self.event_source, record.id, record.device_id, asset.site.id, record.at, record.code, record.active,
+                record.severity, record.message, record.source, record.outcome, code, DEVICE_OFFLINE_CODE)],
+                self.clock())
         # A clear is recorded against the order it cleared, but opens nothing: callers get no code for it.
         return None if outcome is AlarmOutcome.CLEARED else code
 
@@ -781,6 +798,11 @@ class TicketingService:
             session.info["chains"] = {}
             yield session
             heads = self._seal(session)
+            # In the same commit as the events: the outbox has an event exactly when the chain does.
+            outbox.enqueue(session, [
+                work_order_envelope(self.event_source, event.hash, order.code, order.device_id, order.site_id,
+                                    event.kind, event.at, event.actor, event.data)
+                for order, _, _, events in session.info["chains"].values() for event in events], self.clock())
         for code, head, length, actor in heads:
             self.anchors.anchor(code, head, length, actor)
         for event in session.info.pop("events"):

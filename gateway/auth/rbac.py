@@ -39,6 +39,7 @@ ACTIONS = {
     "auth.keys": "create, list, revoke API keys",
     "auth.self": "one's own identity",
     "audit.read": "read and verify the audit log",
+    "webhooks.manage": "subscribe receivers to events, read their delivery log, redeliver",
     "analytics.read": "fault clusters, KPIs and the work-order facts table (engineers pseudonymous)",
 }
 
@@ -55,7 +56,7 @@ MATRIX: dict[str, frozenset[str]] = {
                                               "dispatch.answer", "dispatch.reoptimise", "engineers.locate",
                                               "assets.set_state"}),
     "reliability_engineer": frozenset(_READ | {"analytics.read"}),
-    "integrator": frozenset(_READ | _NAMED | {"workorders.create", "workorders.transition"}),
+    "integrator": frozenset(_READ | _NAMED | {"workorders.create", "workorders.transition", "webhooks.manage"}),
     "admin": frozenset(ACTIONS),
 }
 

@@ -1,0 +1,102 @@
+"""Delivering the outbox: each due message POSTed to its subscriber, signed per Standard Webhooks.
+
+Headers ``webhook-id`` (the event's id: the same at every retry, so a receiver drops duplicates),
+``webhook-timestamp`` and ``webhook-signature`` (``v1,<base64 HMAC-SHA256>`` over
+``id.timestamp.body``), made by the ``standardwebhooks`` library that receivers verify with. The body
+is the CloudEvent in structured JSON. A 2xx answer is a delivery; anything else, or no answer, is
+tried again on ``webhooks.retry_schedule_s`` (with jitter), then kept as a dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+from standardwebhooks import Webhook
+
+from ticketing.webhooks import WebhookStore
+
+log = logging.getLogger(__name__)
+
+# About 31 hours in all, as receivers of Svix-style webhooks expect: a receiver down over a night and a
+# day still gets everything.
+DEFAULT_SCHEDULE_S = [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 28800.0, 28800.0]
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+class WebhooksConfig(BaseModel):
+    """How the outbox is delivered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="deliver the outbox (off: events are still queued)")
+    retry_schedule_s: list[float] = Field(default_factory=lambda: list(DEFAULT_SCHEDULE_S), min_length=1,
+                                          description="wait before each retry; after the last, a dead letter")
+    disable_after_s: float = Field(5 * 86400.0, gt=0, description="a subscription failing this long is disabled")
+    timeout_s: float = Field(10.0, gt=0, le=300, description="a receiver's answer must come within this")
+    poll_interval_s: float = Field(0.2, gt=0, le=60, description="how often the outbox is looked at when idle")
+    concurrency: int = Field(16, ge=1, le=256, description="deliveries in flight at once")
+
+
+def signed_headers(secret: str, message_id: str, body: str, now: float) -> dict[str, str]:
+    timestamp = datetime.fromtimestamp(int(now), timezone.utc)
+    return {"webhook-id": message_id, "webhook-timestamp": str(int(now)),
+            "webhook-signature": Webhook(secret).sign(message_id, timestamp, body), "content-type": CONTENT_TYPE}
+
+
+class WebhookDeliverer:
+    def __init__(self, store: WebhookStore, config: WebhooksConfig) -> None:
+        self.store = store
+        self.config = config
+        self.attempts = 0
+        self.delivered = 0
+        self.failed = 0
+        self.last_error: str | None = None
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=self.config.timeout_s, follow_redirects=False) as client:
+            while True:
+                try:
+                    due = await asyncio.to_thread(self.store.due)
+                except Exception:  # the database may be away a moment: the outbox keeps everything
+                    log.exception("webhooks: reading the outbox failed")
+                    due = []
+                if not due:
+                    await asyncio.sleep(self.config.poll_interval_s)
+                    continue
+                for start in range(0, len(due), self.config.concurrency):
+                    await asyncio.gather(*(self._send(client, message)
+                                           for message in due[start:start + self.config.concurrency]))
+
+    async def _send(self, client: httpx.AsyncClient, message: dict[str, Any]) -> None:
+        headers = signed_headers(message["secret"], message["event_id"], message["body"], time.time())
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            response = await client.post(message["url"], content=message["body"].encode(), headers=headers)
+            status = response.status_code
+            ok = 200 <= status < 300
+            error = None if ok else f"HTTP {status}"
+        except Exception as failure:  # noqa: BLE001 - any failure to send (a URL no client can use, too) is a failed attempt
+            ok, error = False, f"{type(failure).__name__}: {failure}"[:500]
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.attempts += 1
+        if ok:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            self.last_error = error
+        try:
+            await asyncio.to_thread(self.store.record, message["id"], ok, status, error, latency_ms,
+                                    self.config.retry_schedule_s, self.config.disable_after_s)
+        except Exception:  # not recorded: it stays pending and is sent again (receivers dedupe by webhook-id)
+            log.exception("webhooks: recording delivery %s failed", message["id"])
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {"attempts": self.attempts, "delivered": self.delivered, "failed": self.failed,
+                "last_error": self.last_error}

@@ -1,0 +1,95 @@
+"""The webhook outbox: events queued for each subscription in the transaction that made them.
+
+An event exists exactly when its outbox rows do (one commit), so a crash, a restart or a kill -9
+loses nothing that was committed; delivery reads from here, retries from here and logs here.
+Plain functions over a session the caller opens.
+
+>>> wants(["pmgw.workorder.*"], [], "pmgw.workorder.created", "north"), wants(["pmgw.sla.breach"], [], "pmgw.sla.warning", "")
+(True, False)
+>>> wants([], ["south"], "pmgw.anomaly.detected", "north"), wants([], ["south"], "pmgw.webhook.disabled", "")
+(False, True)
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ticketing.cloudevents import Envelope, to_json
+from ticketing.models import OutboxMessage, WebhookSubscription
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+# How many undelivered messages one look at the outbox considers (the oldest first).
+SCAN_LIMIT = 2000
+
+
+def wants(types: list[str], sites: list[str], event_type: str, site: str) -> bool:
+    """Whether a subscription to ``types`` (exact, or ``prefix.*``) at ``sites`` takes this event. An event
+    of no site (a webhook's own) goes to every subscription of its type."""
+    typed = not types or any(event_type == t or (t.endswith("*") and event_type.startswith(t[:-1])) for t in types)
+    return typed and (not sites or not site or site in sites)
+
+
+def enqueue(session: Session, envelopes: list[Envelope], now: float) -> int:
+    """Queue each event for every enabled subscription that wants it; how many messages were queued."""
+    if not envelopes:
+        return 0
+    subscriptions = session.scalars(select(WebhookSubscription).where(WebhookSubscription.enabled.is_(True))).all()
+    queued = 0
+    for envelope in envelopes:
+        body: str | None = None
+        for subscription in subscriptions:
+            if not wants(subscription.types, subscription.sites, envelope.type, envelope.site):
+                continue
+            body = body or to_json(envelope).decode()
+            session.add(OutboxMessage(
+                subscription_id=subscription.id, event_id=envelope.id, event_type=envelope.type,
+                ordering_key=envelope.ordering_key, body=body, created_at=now, state=PENDING, attempts=0,
+                next_attempt_at=now))
+            queued += 1
+    return queued
+
+
+def deliverable(session: Session, now: float) -> list[OutboxMessage]:
+    """The messages to send now: due, and the oldest undelivered one of their subscription and ordering key
+    (a work order's events arrive in the order they happened, a retry holding back the later ones)."""
+    rows = session.scalars(select(OutboxMessage).where(OutboxMessage.state == PENDING)
+                           .order_by(OutboxMessage.id).limit(SCAN_LIMIT)).all()
+    heads: set[tuple[int, str]] = set()
+    due = []
+    for row in rows:
+        key = (row.subscription_id, row.ordering_key)
+        if key in heads:
+            continue
+        heads.add(key)
+        if row.next_attempt_at <= now:
+            due.append(row)
+    return due
+
+
+def next_attempt(attempts: int, schedule: list[float], now: float, jitter: float = 0.2) -> float | None:
+    """When to try again after ``attempts`` failures (the schedule's step, +-``jitter``); None: give up.
+
+    >>> next_attempt(1, [5.0, 60.0], 100.0, jitter=0) , next_attempt(3, [5.0, 60.0], 100.0)
+    (105.0, None)
+    """
+    if attempts > len(schedule):
+        return None
+    step = schedule[attempts - 1]
+    return now + step * (1 + random.uniform(-jitter, jitter))
+
+
+def counts(session: Session, subscription_id: int) -> dict[str, int]:
+    rows = session.execute(select(OutboxMessage.state, func.count()).where(
+        OutboxMessage.subscription_id == subscription_id).group_by(OutboxMessage.state))
+    return {PENDING: 0, DELIVERED: 0, DEAD: 0} | {state: count for state, count in rows}
+
+
+def delivery(row: OutboxMessage) -> dict[str, Any]:
+    return {"id": row.id, "event_id": row.event_id, "event_type": row.event_type, "state": row.state,
+            "attempts": row.attempts, "created_at": row.created_at, "next_attempt_at": row.next_attempt_at,
+            "delivered_at": row.delivered_at, "last_status": row.last_status, "last_error": row.last_error,
+            "last_latency_ms": row.last_latency_ms}

@@ -1,0 +1,145 @@
+"""Webhook subscriptions and their delivery log, over the work-order database (the outbox lives there).
+
+The deliverer (``gateway.webhooks``) asks for what is due and reports each attempt back; the API
+manages subscriptions and reads the log. Nothing here sends anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import Any, Callable
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ticketing import outbox
+from ticketing.cloudevents import webhook_disabled_envelope
+from ticketing.models import OutboxMessage, WebhookSubscription
+
+
+def new_secret() -> str:
+    """A Standard Webhooks signing secret: ``whsec_`` and 32 random bytes in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _subscription(row: WebhookSubscription, session: Session) -> dict[str, Any]:
+    return {"id": row.id, "url": row.url, "types": row.types, "sites": row.sites, "enabled": row.enabled,
+            "disabled_reason": row.disabled_reason, "created_by": row.created_by, "created_at": row.created_at,
+            "failing_since": row.failing_since, "deliveries": outbox.counts(session, row.id)}
+
+
+class WebhookStore:
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], float], source: str) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.source = source
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    def create(self, url: str, types: list[str], sites: list[str], actor: str) -> dict[str, Any]:
+        """A new subscription; the answer carries its secret, the only time it is shown."""
+        secret = new_secret()
+        with self.sessions.begin() as session:
+            row = WebhookSubscription(url=url, types=types, sites=sites, secret=secret, enabled=True,
+                                      created_by=actor, created_at=self.clock())
+            session.add(row)
+            session.flush()
+            return _subscription(row, session) | {"secret": secret}
+
+    def page(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+        with self.sessions() as session:
+            total = session.scalar(select(func.count()).select_from(WebhookSubscription)) or 0
+            rows = session.scalars(select(WebhookSubscription).order_by(WebhookSubscription.id)
+                                   .limit(limit).offset(offset)).all()
+            return total, [_subscription(row, session) for row in rows]
+
+    def get(self, subscription_id: int) -> dict[str, Any] | None:
+        with self.sessions() as session:
+            row = session.get(WebhookSubscription, subscription_id)
+            return _subscription(row, session) if row is not None else None
+
+    def delete(self, subscription_id: int) -> bool:
+        with self.sessions.begin() as session:
+            row = session.get(WebhookSubscription, subscription_id)
+            if row is None:
+                return False
+            session.execute(delete(OutboxMessage).where(OutboxMessage.subscription_id == subscription_id))
+            session.delete(row)
+            return True
+
+    def enable(self, subscription_id: int) -> dict[str, Any] | None:
+        with self.sessions.begin() as session:
+            row = session.get(WebhookSubscription, subscription_id)
+            if row is None:
+                return None
+            row.enabled, row.disabled_reason, row.failing_since = True, None, None
+            return _subscription(row, session)
+
+    # -- the delivery log ----------------------------------------------------------------
+
+    def deliveries(self, subscription_id: int, state: str | None, limit: int, offset: int
+                   ) -> tuple[int, list[dict[str, Any]]]:
+        """Newest first: every message of the subscription with its attempts, status and latency."""
+        with self.sessions() as session:
+            query = select(OutboxMessage).where(OutboxMessage.subscription_id == subscription_id)
+            if state is not None:
+                query = query.where(OutboxMessage.state == state)
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.scalars(query.order_by(OutboxMessage.id.desc()).limit(limit).offset(offset)).all()
+            return total, [outbox.delivery(row) for row in rows]
+
+    def redeliver(self, subscription_id: int, delivery_id: int) -> dict[str, Any] | None:
+        """Send a message again now (a dead one, or a delivered one the receiver lost)."""
+        with self.sessions.begin() as session:
+            row = session.get(OutboxMessage, delivery_id)
+            if row is None or row.subscription_id != subscription_id:
+                return None
+            row.state, row.next_attempt_at = outbox.PENDING, self.clock()
+            return outbox.delivery(row)
+
+    # -- for the deliverer ------------------------------------------------------------------
+
+    def due(self) -> list[dict[str, Any]]:
+        """What to send now: message id, subscription, URL, secret, event id, body, attempts so far."""
+        with self.sessions() as session:
+            rows = outbox.deliverable(session, self.clock())
+            subscriptions = {s.id: s for s in session.scalars(select(WebhookSubscription).where(
+                WebhookSubscription.id.in_({row.subscription_id for row in rows})))}
+            return [{"id": row.id, "subscription_id": row.subscription_id, "url": subscriptions[row.subscription_id].url,
+                     "secret": subscriptions[row.subscription_id].secret, "event_id": row.event_id, "body": row.body,
+                     "attempts": row.attempts}
+                    for row in rows if subscriptions[row.subscription_id].enabled]
+
+    def record(self, delivery_id: int, ok: bool, status: int | None, error: str | None, latency_ms: float,
+               schedule: list[float], disable_after_s: float) -> None:
+        """One attempt's outcome: delivered; or the next try on the schedule, a dead letter after its last
+        step, and a subscription failing for ``disable_after_s`` disabled (an event says so)."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            row = session.get(OutboxMessage, delivery_id, with_for_update=True)
+            if row is None or row.state != outbox.PENDING:
+                return
+            subscription = session.get(WebhookSubscription, row.subscription_id)
+            row.attempts += 1
+            row.last_status, row.last_error, row.last_latency_ms = status, error, round(latency_ms, 1)
+            if ok:
+                row.state, row.delivered_at = outbox.DELIVERED, now
+                if subscription is not None:
+                    subscription.failing_since = None
+                return
+            retry_at = outbox.next_attempt(row.attempts, schedule, now)
+            if retry_at is None:
+                row.state = outbox.DEAD
+            else:
+                row.next_attempt_at = retry_at
+            if subscription is None:
+                return
+            subscription.failing_since = subscription.failing_since or now
+            if subscription.enabled and now - subscription.failing_since >= disable_after_s:
+                reason = (f"every delivery failed for {(now - subscription.failing_since) / 3600:.1f} h "
+                          f"(last: {error or status})")
+                subscription.enabled, subscription.disabled_reason = False, reason
+                session.flush()
+                outbox.enqueue(session, [webhook_disabled_envelope(self.source, subscription.id, subscription.url,
+                                                                    now, reason)], now)
