@@ -22,7 +22,7 @@ from ticketing.cloudevents import Envelope, to_json
 from ticketing.models import OutboxMessage, WebhookSubscription
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
-# How many undelivered messages one look at the outbox considers (the oldest first).
+# How many undelivered messages of one subscription one look at the outbox considers (the oldest first).
 SCAN_LIMIT = 2000
 
 
@@ -56,8 +56,12 @@ def enqueue(session: Session, envelopes: list[Envelope], now: float) -> int:
 def deliverable(session: Session, now: float) -> list[OutboxMessage]:
     """The messages to send now: due, and the oldest undelivered one of their subscription and ordering key
     (a work order's events arrive in the order they happened, a retry holding back the later ones)."""
-    rows = session.scalars(select(OutboxMessage).where(OutboxMessage.state == PENDING)
-                           .order_by(OutboxMessage.id).limit(SCAN_LIMIT)).all()
+    # Per subscription, so a receiver that has been down for long (a deep backlog) never hides the others'.
+    subscriptions = session.scalars(select(OutboxMessage.subscription_id).where(OutboxMessage.state == PENDING)
+                                    .distinct()).all()
+    rows = [row for subscription in subscriptions for row in session.scalars(
+        select(OutboxMessage).where(OutboxMessage.state == PENDING, OutboxMessage.subscription_id == subscription)
+        .order_by(OutboxMessage.id).limit(SCAN_LIMIT))]
     heads: set[tuple[int, str]] = set()
     due = []
     for row in rows:
