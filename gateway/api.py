@@ -28,6 +28,7 @@ from gateway.dashboard import add_dashboard
 from gateway.core import Asset, Quality, Reading, SeriesInfo, Severity
 from gateway.health import problems as health_problems
 from gateway.exports import EXPORT_LIMIT, work_orders_csv
+from gateway.idempotency import IdempotencyKeys
 from gateway.limits import BodyLimit
 from gateway.pagination import Page, PageQuery
 from gateway.reports import add_report_routes
@@ -170,8 +171,10 @@ def create_api(gateway: "Gateway") -> FastAPI:
         dependencies=[Depends(reject_unknown_parameters)],
     )
     serve_documentation(api)
-    api.add_middleware(BodyLimit, max_bytes=gateway.config.api.max_body_bytes)
     auth = gateway.auth
+    # Inside the body limit: a replayed write is answered from what the first one got.
+    api.add_middleware(IdempotencyKeys, store=gateway.idempotency, authenticate=auth.principal, prefix=API_PREFIX)
+    api.add_middleware(BodyLimit, max_bytes=gateway.config.api.max_body_bytes)
 
     @api.middleware("http")
     async def audit_writes(request: StarletteRequest, call_next: Callable[..., Any]) -> Any:

@@ -25,6 +25,7 @@ from gateway.auth.store import IdentityStore
 from gateway.auth.tokens import TokenSigner
 from gateway.config import GatewayConfig
 from gateway.audit import AuditLog
+from gateway.idempotency import AnswerStore
 from gateway.keyring import Keyring
 from gateway.webhooks import WebhookDeliverer
 from gateway.core import Alarm, Anomaly, Asset, Reading, SeriesInfo, WorkOrderEvent
@@ -90,6 +91,7 @@ class Gateway:
                                         config.auth.lockout_attempts, config.auth.lockout_s,
                                         tuple(config.auth.two_factor_roles))
         self.auth = Authenticator(config.auth, self.identities, TokenSigner(self.keyring), self.audit)
+        self.idempotency = AnswerStore(self.identities.engine)
         self.connector_health = {c.name: TaskHealth(f"connector {c.name}") for c in self.connectors}
         # What the configuration says already (Modbus and OPC UA units and types): known before the first reading.
         self.store.put_series(self.learn_series())
