@@ -27,6 +27,7 @@ from gateway.config import GatewayConfig
 from gateway.audit import AuditLog
 from gateway.idempotency import AnswerStore
 from gateway.keyring import Keyring
+from gateway.mqtt_out import EventPublisher
 from gateway.webhooks import WebhookDeliverer
 from gateway.core import Alarm, Anomaly, Asset, Reading, SeriesInfo, WorkOrderEvent
 from gateway.events import EventBus
@@ -83,7 +84,11 @@ class Gateway:
                                           operating_means=self.store.operating_means,
                                           recent_readings=self._recent_readings,
                                           event_source=event_source(config))
-        self.webhooks = WebhookDeliverer(self.ticketing.webhooks, config.webhooks)
+        self.event_publisher: EventPublisher | None = None
+        if config.mqtt_out is not None:
+            self.event_publisher = EventPublisher(config.mqtt_out, self.ticketing.get_work_order)
+            self.ticketing.webhooks.ensure(config.mqtt_out.url(), config.mqtt_out.types, "config")
+        self.webhooks = WebhookDeliverer(self.ticketing.webhooks, config.webhooks, self.event_publisher)
         # Service reports whose evidence chart the history store could not fill.
         self.report_errors = 0
         self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
@@ -219,6 +224,8 @@ class Gateway:
         if self.pipeline is not None:
             await self.pipeline.stop()
         self.detectors.close()
+        if self.event_publisher is not None:
+            self.event_publisher.close()
         self.store.close()
         for sink in self.remote_sinks:
             sink.close()

@@ -22,6 +22,7 @@ from connectors.registry import SourceConfig
 from detectors.config import DetectorConfig
 from edge.influx import InfluxSinkConfig
 from edge.sqlite_store import SqliteStoreConfig
+from gateway.mqtt_out import MqttOutConfig
 from gateway.webhooks import WebhooksConfig
 from gateway.auth.config import AuthConfig
 from gateway.core import Asset, Criticality, Site
@@ -139,6 +140,7 @@ class GatewayConfig(BaseModel):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     plant: PlantConfig = Field(default_factory=PlantConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    mqtt_out: MqttOutConfig | None = Field(None, description="publish events on MQTT (none: only webhooks)")
 
     def keyring_path(self) -> Path:
         return self.auth.keyring_file or self.storage.telemetry.path.parent / "gateway.key"

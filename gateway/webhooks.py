@@ -19,6 +19,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 from standardwebhooks import Webhook
 
+from gateway.mqtt_out import EventPublisher
 from ticketing.webhooks import WebhookStore
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,10 @@ def signed_headers(secret: str, message_id: str, body: str, now: float) -> dict[
 
 
 class WebhookDeliverer:
-    def __init__(self, store: WebhookStore, config: WebhooksConfig) -> None:
+    def __init__(self, store: WebhookStore, config: WebhooksConfig, mqtt: EventPublisher | None = None) -> None:
         self.store = store
         self.config = config
+        self.mqtt = mqtt  # the events broker, for the outbox's mqtt:// subscription
         self.attempts = 0
         self.delivered = 0
         self.failed = 0
@@ -74,14 +76,19 @@ class WebhookDeliverer:
                                            for message in due[start:start + self.config.concurrency]))
 
     async def _send(self, client: httpx.AsyncClient, message: dict[str, Any]) -> None:
-        headers = signed_headers(message["secret"], message["event_id"], message["body"], time.time())
         started = time.perf_counter()
         status: int | None = None
         try:
-            response = await client.post(message["url"], content=message["body"].encode(), headers=headers)
-            status = response.status_code
-            ok = 200 <= status < 300
-            error = None if ok else f"HTTP {status}"
+            if message["url"].startswith("mqtt://"):
+                if self.mqtt is None:
+                    raise RuntimeError("no mqtt_out configured for this subscription")
+                ok, error = await self.mqtt.publish_async(message["body"])
+            else:
+                headers = signed_headers(message["secret"], message["event_id"], message["body"], time.time())
+                response = await client.post(message["url"], content=message["body"].encode(), headers=headers)
+                status = response.status_code
+                ok = 200 <= status < 300
+                error = None if ok else f"HTTP {status}"
         except Exception as failure:  # noqa: BLE001 - any failure to send (a URL no client can use, too) is a failed attempt
             ok, error = False, f"{type(failure).__name__}: {failure}"[:500]
         latency_ms = (time.perf_counter() - started) * 1000

@@ -202,3 +202,47 @@ def test_a_delivery_that_never_succeeds_becomes_a_dead_letter(tmp_path: Path) ->
     store.redeliver(subscription, message["id"])
     assert message["id"] in [m["id"] for m in store.due()]
     assert json.loads(message["body"])["type"].startswith("pmgw.workorder.")
+
+
+def test_events_and_retained_work_order_states_on_mqtt(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    def subscriber(name: str) -> tuple[Any, list[tuple[str, bytes, bool]]]:
+        got: list[tuple[str, bytes, bool]] = []
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name)
+        client.on_message = lambda c, u, m: got.append((m.topic, m.payload, bool(m.retain)))
+        client.connect("127.0.0.1", mosquitto.port)
+        client.subscribe("pmgw/#", qos=1)
+        client.loop_start()
+        return client, got
+
+    live, seen = subscriber("events-watcher")
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path, webhooks=SCHEDULE,
+                                        mqtt_out={"port": mosquitto.port, "types": ["pmgw.workorder.*"]}))
+    order = gw.http.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "noise"}).json()
+    code = order["code"]
+    gw.http.post(f"/work-orders/{code}/accept", json={"engineer_id": order["assigned_engineer_id"]})
+    assert gw.http.post(f"/work-orders/{code}/transitions", json={"to": "EN_ROUTE"}).status_code == 200
+    chain = [e["hash"] for e in gw.get(f"/work-orders/{code}")["events"]]
+
+    def events() -> list[dict[str, Any]]:
+        return [orjson.loads(payload) for topic, payload, _ in seen if "/events/" in topic]
+
+    wait_until(lambda: [e["id"] for e in events()] == chain, timeout=15, what="every event on MQTT, in order")
+    for topic, payload, _ in seen:
+        if "/events/" in topic:
+            event = orjson.loads(payload)
+            assert topic == f"pmgw/north/pump-01/events/{event['type']}"
+            jsonschema.validate(event, gw.get(f"/event-types/{event['type']}/schema"))
+    # A subscriber that comes later gets each order's current state, retained, as the API has it.
+    late, retained = subscriber("late-watcher")
+    state = wait_until(lambda: [orjson.loads(p) for t, p, r in retained if r and t.endswith(f"/workorders/{code}")],
+                       timeout=10, what="the retained state")
+    assert state[-1]["state"] == gw.get(f"/work-orders/{code}")["state"] == "EN_ROUTE"
+    assert state[-1]["event_id"] == chain[-1]
+    mqtt_subscription = next(s for s in gw.items("/webhooks") if s["url"].startswith("mqtt://"))
+    assert mqtt_subscription["deliveries"]["delivered"] == len(chain)
+    for client in (live, late):
+        client.loop_stop()
+        client.disconnect()

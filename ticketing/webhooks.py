@@ -47,6 +47,19 @@ class WebhookStore:
             session.flush()
             return _subscription(row, session) | {"secret": secret}
 
+    def ensure(self, url: str, types: list[str], actor: str) -> int:
+        """The subscription to ``url`` (made if missing, its types brought to ``types``): for a configured
+        consumer such as the MQTT events broker, which needs no secret."""
+        with self.sessions.begin() as session:
+            row = session.scalar(select(WebhookSubscription).where(WebhookSubscription.url == url))
+            if row is None:
+                row = WebhookSubscription(url=url, types=types, sites=[], secret="", enabled=True, created_by=actor,
+                                          created_at=self.clock())
+                session.add(row)
+            row.types, row.enabled = types, True
+            session.flush()
+            return row.id
+
     def page(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         with self.sessions() as session:
             total = session.scalar(select(func.count()).select_from(WebhookSubscription)) or 0
