@@ -27,6 +27,7 @@ from gateway.config import GatewayConfig
 from gateway.audit import AuditLog
 from gateway.idempotency import AnswerStore
 from gateway.keyring import Keyring
+from gateway.mailer import Mailer
 from gateway.mqtt_out import EventPublisher
 from gateway.webhooks import WebhookDeliverer
 from gateway.core import Alarm, Anomaly, Asset, Reading, SeriesInfo, WorkOrderEvent
@@ -88,7 +89,11 @@ class Gateway:
         if config.mqtt_out is not None:
             self.event_publisher = EventPublisher(config.mqtt_out, self.ticketing.get_work_order)
             self.ticketing.webhooks.ensure(config.mqtt_out.url(), config.mqtt_out.types, "config")
-        self.webhooks = WebhookDeliverer(self.ticketing.webhooks, config.webhooks, self.event_publisher)
+        self.mailer: Mailer | None = None
+        if config.smtp is not None:
+            self.mailer = Mailer(config.smtp)
+            self.ticketing.webhooks.ensure(config.smtp.url(), ["pmgw.notice.*"], "config")
+        self.webhooks = WebhookDeliverer(self.ticketing.webhooks, config.webhooks, self.event_publisher, self.mailer)
         # Service reports whose evidence chart the history store could not fill.
         self.report_errors = 0
         self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]

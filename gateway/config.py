@@ -22,6 +22,7 @@ from connectors.registry import SourceConfig
 from detectors.config import DetectorConfig
 from edge.influx import InfluxSinkConfig
 from edge.sqlite_store import SqliteStoreConfig
+from gateway.mailer import SmtpConfig
 from gateway.mqtt_out import MqttOutConfig
 from gateway.webhooks import WebhooksConfig
 from gateway.auth.config import AuthConfig
@@ -141,6 +142,7 @@ class GatewayConfig(BaseModel):
     plant: PlantConfig = Field(default_factory=PlantConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     mqtt_out: MqttOutConfig | None = Field(None, description="publish events on MQTT (none: only webhooks)")
+    smtp: SmtpConfig | None = Field(None, description="send escalation notices by e-mail (none: not by e-mail)")
 
     def keyring_path(self) -> Path:
         return self.auth.keyring_file or self.storage.telemetry.path.parent / "gateway.key"

@@ -19,6 +19,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 from standardwebhooks import Webhook
 
+from gateway.mailer import Mailer
 from gateway.mqtt_out import EventPublisher
 from ticketing.webhooks import WebhookStore
 
@@ -51,10 +52,12 @@ def signed_headers(secret: str, message_id: str, body: str, now: float) -> dict[
 
 
 class WebhookDeliverer:
-    def __init__(self, store: WebhookStore, config: WebhooksConfig, mqtt: EventPublisher | None = None) -> None:
+    def __init__(self, store: WebhookStore, config: WebhooksConfig, mqtt: EventPublisher | None = None,
+                 mailer: Mailer | None = None) -> None:
         self.store = store
         self.config = config
         self.mqtt = mqtt  # the events broker, for the outbox's mqtt:// subscription
+        self.mailer = mailer  # the mail server, for its smtp:// one
         self.attempts = 0
         self.delivered = 0
         self.failed = 0
@@ -83,6 +86,10 @@ class WebhookDeliverer:
                 if self.mqtt is None:
                     raise RuntimeError("no mqtt_out configured for this subscription")
                 ok, error = await self.mqtt.publish_async(message["body"])
+            elif message["url"].startswith("smtp://"):
+                if self.mailer is None:
+                    raise RuntimeError("no smtp configured for this subscription")
+                ok, error = await asyncio.to_thread(self.mailer.send, message["body"])
             else:
                 headers = signed_headers(message["secret"], message["event_id"], message["body"], time.time())
                 response = await client.post(message["url"], content=message["body"].encode(), headers=headers)

@@ -246,3 +246,54 @@ def test_events_and_retained_work_order_states_on_mqtt(mosquitto: Mosquitto, tmp
     for client in (live, late):
         client.loop_stop()
         client.disconnect()
+
+
+def test_an_sla_breach_is_mailed_to_the_people_configured_and_goes_out_as_a_notice(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway, receivers
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    class Inbox:
+        def __init__(self) -> None:
+            self.mails: list[tuple[list[str], str]] = []
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+            self.mails.append((list(envelope.rcpt_tos), envelope.content.decode()))
+            return "250 OK"
+
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    try:
+        document = gateway_document(mosquitto.port, tmp_path, webhooks=SCHEDULE,
+                                    smtp={"port": smtp.port, "sender": "pmgw@plant.example"})
+        document["engineers"][1]["email"] = "anna@plant.example"
+        document["ticketing"] |= {
+            # Seconds, not hours: the breach comes while the test waits.
+            "sla": {"monitor_interval_s": 0.2, "policies": [
+                {"priority": p, "respond_s": 1.0, "on_site_s": 60, "restore_s": 600} for p in ("P1", "P2", "P3", "P4")]},
+            "notices": {
+                "contacts": [{"id": "sam", "name": "Sam Supervisor", "email": "sam@plant.example",
+                              "roles": ["supervisor"], "sites": ["north"]},
+                             {"id": "sol", "name": "South Supervisor", "email": "sol@plant.example",
+                              "roles": ["supervisor"], "sites": ["south"]}],
+                "rules": [{"events": ["sla_breach"], "to": ["role:supervisor", "assigned_engineer"]}]}}
+        receiver = receivers()
+        gw = start_gateway(document)
+        secret = gw.http.post("/webhooks", json={"url": receiver.url, "types": ["pmgw.notice.*"]}).json()["secret"]
+        order = gw.http.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI",
+                                                   "title": "noise"}).json()
+        # Nobody accepts within a second: the respond clock breaches.
+        mails = wait_until(lambda: len(inbox.mails) >= 2 and inbox.mails, timeout=20, what="the breach mailed")
+        to = sorted(address for rcpt, _ in mails for address in rcpt)
+        assert to == ["anna@plant.example", "sam@plant.example"]  # the south supervisor is not told
+        text = mails[0][1]
+        assert f"Subject: [{order['priority']}] {order['code']} on pump-01: SLA breached (respond)" in text
+        notices = wait_until(lambda: verified(receiver, secret), timeout=10, what="the notice by webhook")
+        notice = notices[0]
+        assert notice["type"] == "pmgw.notice.sla_breach" and notice["subject"] == order["code"]
+        assert sorted(r["id"] for r in notice["data"]["recipients"]) == ["eng-mechanical", "sam"]
+        jsonschema.validate(notice, gw.get(f"/event-types/{notice['type']}/schema"))
+        assert len(inbox.mails) == 2  # once, not at every round of the SLA monitor
+    finally:
+        smtp.stop()

@@ -3,7 +3,8 @@
 Types: ``pmgw.workorder.<kind>`` for every event of a work order's chain (``created``,
 ``dispatched`` (the offer), ``accepted``, ``en_route`` … ``signed``), ``pmgw.sla.warning`` and
 ``pmgw.sla.breach``, ``pmgw.anomaly.detected``, ``pmgw.alarm.raised`` and ``pmgw.alarm.cleared``,
-``pmgw.device.offline`` and ``pmgw.device.online``, ``pmgw.webhook.disabled``. Each event has a stable
+``pmgw.device.offline`` and ``pmgw.device.online``, ``pmgw.webhook.disabled``, and the escalation
+notices ``pmgw.notice.<kind>`` addressed to people (:mod:`ticketing.notices`). Each event has a stable
 ``id`` (a work-order event's is its chain MAC: the same at every redelivery), ``source`` (the gateway),
 ``subject`` (the work order code, or the device), ``time`` and versioned ``data`` described by the JSON
 Schema its ``dataschema`` names (:data:`SCHEMAS`, served by the API).
@@ -80,6 +81,15 @@ def alarm_envelope(source: str, record_id: int, device_id: str, site_id: str, at
     return Envelope(_id(source, "alarm", record_id), kind, source, device_id, at, data, site_id, f"device:{device_id}")
 
 
+def notice_envelope(source: str, event_hash: str, index: int, code: str, device_id: str, site_id: str, kind: str,
+                    priority: str, at: float, subject: str, text: str, recipients: list[dict[str, Any]]) -> Envelope:
+    data = {"version": DATA_VERSION, "code": code, "device_id": device_id, "site_id": site_id, "kind": kind,
+            "priority": priority, "at": at, "subject": subject, "text": text, "recipients": recipients,
+            "event_id": event_hash}
+    return Envelope(_id(source, "notice", f"{event_hash}:{index}"), f"pmgw.notice.{kind}", source, code, at, data,
+                    site_id, f"workorder:{code}")
+
+
 def webhook_disabled_envelope(source: str, subscription_id: int, url: str, at: float, reason: str) -> Envelope:
     data = {"version": DATA_VERSION, "subscription_id": subscription_id, "url": url, "at": at, "reason": reason}
     return Envelope(_id(source, "webhook-disabled", f"{subscription_id}:{at}"), "pmgw.webhook.disabled", source,
@@ -122,6 +132,11 @@ _DATA = {
               "severity": _STRING, "message": _STRING, "source": _STRING, "outcome": _STRING,
               "work_order_code": _NULLABLE_STRING},
     "webhook": {"subscription_id": {"type": "integer"}, "url": _STRING, "at": _NUMBER, "reason": _STRING},
+    "notice": {"code": _STRING, "device_id": _STRING, "site_id": _STRING, "kind": _STRING, "priority": _STRING,
+               "at": _NUMBER, "subject": _STRING, "text": _STRING, "event_id": _STRING,
+               "recipients": {"type": "array", "items": {
+                   "type": "object", "required": ["id", "name", "email", "as"],
+                   "properties": {"id": _STRING, "name": _STRING, "email": _NULLABLE_STRING, "as": _STRING}}}},
 }
 # Every type there is, with its family (the schema its data follows).
 TYPES: dict[str, str] = {
@@ -135,6 +150,7 @@ TYPES: dict[str, str] = {
     "pmgw.alarm.raised": "alarm", "pmgw.alarm.cleared": "alarm", "pmgw.device.offline": "alarm",
     "pmgw.device.online": "alarm",
     "pmgw.webhook.disabled": "webhook",
+    **{f"pmgw.notice.{kind}": "notice" for kind in ("sla_warning", "sla_breach", "escalation", "escalated")},
 }
 
 

@@ -262,6 +262,37 @@ def _check_database_url(url: str) -> str:
     return url
 
 
+class ContactConfig(BaseModel):
+    """Someone notices are addressed to by role: a site's dispatcher, the on-call supervisor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=100)
+    name: str = ""
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
+    roles: list[str] = Field(default_factory=list, description="e.g. dispatcher, supervisor, on_call_supervisor")
+    sites: list[str] = Field(default_factory=list, description="the sites they answer for (none: all)")
+
+
+class NoticeRule(BaseModel):
+    """Which work-order events become a notice, and to whom."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[str] = Field(default_factory=lambda: ["sla_breach", "escalation"],
+                              description="work-order event kinds: sla_warning, sla_breach, escalation, escalated…")
+    priorities: list[str] = Field(default_factory=list, description="only orders of these priorities (none: all)")
+    to: list[str] = Field(min_length=1, description="role:<role> (contacts with it at the order's site), "
+                                                     "contact:<id>, or assigned_engineer")
+
+
+class NoticesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    contacts: list[ContactConfig] = Field(default_factory=list)
+    rules: list[NoticeRule] = Field(default_factory=list)
+
+
 class TicketingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -286,6 +317,7 @@ class TicketingConfig(BaseModel):
     hygiene: HygieneConfig = Field(default_factory=HygieneConfig)
     device_offline: DeviceOfflineConfig = Field(default_factory=DeviceOfflineConfig)
     coding: CodingConfig = Field(default_factory=CodingConfig, description="ISO 14224 lists a closure chooses from")
+    notices: NoticesConfig = Field(default_factory=NoticesConfig, description="escalation notices to people")
 
     @field_validator("database_url")
     @classmethod

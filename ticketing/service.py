@@ -28,7 +28,8 @@ from gateway.core import (
 from ticketing.coding import check_closure
 from ticketing.config import EngineerConfig, TicketingConfig
 from ticketing import chain, outbox, queries, signoff
-from ticketing.cloudevents import alarm_envelope, anomaly_envelope, work_order_envelope
+from ticketing import notices
+from ticketing.cloudevents import Envelope, alarm_envelope, anomaly_envelope, notice_envelope, work_order_envelope
 from ticketing.webhooks import WebhookStore
 from ticketing import sla as clocks
 from ticketing.dispatch import Decision, Fleet, Job, assign_batch, choose_engineer, grade
@@ -134,6 +135,7 @@ class TicketingService:
         self.context_errors = 0
         self.assets = assets
         self.engineers = engineers
+        self._engineers_by_id = {engineer.id: engineer for engineer in engineers}
         self.publish = publish or (lambda event: None)
         self.clock = clock
         self.engine = make_engine(config.database_url)
@@ -800,13 +802,23 @@ class TicketingService:
             heads = self._seal(session)
             # In the same commit as the events: the outbox has an event exactly when the chain does.
             outbox.enqueue(session, [
-                work_order_envelope(self.event_source, event.hash, order.code, order.device_id, order.site_id,
-                                    event.kind, event.at, event.actor, event.data)
-                for order, _, _, events in session.info["chains"].values() for event in events], self.clock())
+                envelope for order, _, _, events in session.info["chains"].values() for event in events
+                for envelope in self._envelopes(order, event)], self.clock())
         for code, head, length, actor in heads:
             self.anchors.anchor(code, head, length, actor)
         for event in session.info.pop("events"):
             self.publish(event)
+
+    def _envelopes(self, order: WorkOrder, event: Event) -> list[Envelope]:
+        """The event for other systems, then the notices it makes for people (same order: they follow it)."""
+        made = [work_order_envelope(self.event_source, event.hash, order.code, order.device_id, order.site_id,
+                                    event.kind, event.at, event.actor, event.data)]
+        for index, people in enumerate(notices.notices(self.config.notices, event.kind, order.priority, order.site_id,
+                                                       order.assigned_engineer_id, self._engineers_by_id)):
+            subject, text = notices.wording(event.kind, order.code, order.device_id, order.priority, event.data)
+            made.append(notice_envelope(self.event_source, event.hash, index, order.code, order.device_id,
+                                        order.site_id, event.kind, order.priority, event.at, subject, text, people))
+        return made
 
     # -- lifecycle ---------------------------------------------------------------------
 
