@@ -105,6 +105,9 @@ class ManualWorkOrder(Request):
     severity: Severity = Severity.MEDIUM
     title: str = Field(min_length=3, max_length=300)
     description: LongText = ""
+    external_ref: str | None = Field(None, min_length=1, max_length=100, pattern=r"^\S(.*\S)?$",
+                                     description="your system's reference: a second POST with it finds this order "
+                                                 "(200) instead of adding to it")
 
 
 class OfferAnswer(Request):
@@ -131,6 +134,7 @@ class WorkOrderFilters:
     created_since: float | None = Query(None, description="opened at or after (epoch seconds)", **EPOCH_QUERY)
     created_until: float | None = Query(None, description="opened before (epoch seconds)", **EPOCH_QUERY)
     code: str | None = Query(None, max_length=40, description="any part of the code")
+    external_ref: str | None = Query(None, max_length=100, description="the external system's reference, exactly")
     open: bool = Query(False, description="only work orders in an open state")
     sort: Literal[SORT_KEYS] = Query("-created_at", description="a leading '-' sorts descending")  # type: ignore[valid-type]
 
@@ -376,14 +380,25 @@ def create_api(gateway: "Gateway") -> FastAPI:
                         headers={"Content-Disposition": 'attachment; filename="work-orders.csv"'})
 
     @api.post(f"{API_PREFIX}/work-orders", tags=["work orders"], status_code=201, response_model=schemas.WorkOrderDetail,
-              responses={404: {"description": "no such asset"},
-                         409: {"description": "the asset's state suppresses tickets"}})
-    def create_work_order(request: ManualWorkOrder,
+              responses={200: {"description": "an order with this external_ref exists already: that one",
+                               "model": schemas.WorkOrderDetail},
+                         404: {"description": "no such asset"},
+                         409: {"description": "the asset's state suppresses tickets, or the open order it joins "
+                                              "carries another external_ref"}})
+    def create_work_order(request: ManualWorkOrder, response: Response,
                           principal: Principal = Depends(require("workorders.create"))) -> dict[str, Any]:
-        """Open a work order by hand (origin ``manual``); dedup, grouping and dispatch apply as usual."""
+        """Open a work order by hand or from another system (origin ``manual``); dedup, grouping and dispatch
+        apply as usual. With ``external_ref`` the order carries your reference and is found by it."""
         asset_or_404(request.device_id, principal)
-        code = gateway.ticketing.create_manual(request.device_id, request.failure_mode, request.severity,
-                                               request.title, principal.name, request.description)
+        if request.external_ref and (known := gateway.ticketing.code_of_reference(request.external_ref)):
+            response.status_code = 200
+            return order_or_404(known, principal)
+        try:
+            code = gateway.ticketing.create_manual(request.device_id, request.failure_mode, request.severity,
+                                                   request.title, principal.name, request.description,
+                                                   request.external_ref)
+        except TransitionRefused as refused:
+            raise HTTPException(409, str(refused)) from None
         if code is None:
             state = gateway.ticketing.asset_state(request.device_id)
             raise HTTPException(409, f"{request.device_id} is in {state['state']}: no tickets until it operates")

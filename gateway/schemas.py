@@ -164,6 +164,7 @@ class WorkOrderSummary(Answer):
     scope: str | None
     due_at: float | None
     closed_at: float | None
+    external_ref: str | None = Field(description="the reference an external system (CMMS, ERP) knows it by")
     sla: SlaOut | None = Field(description="the respond, on-site and restore clocks now")
 
 

@@ -32,6 +32,8 @@ class SubscriptionRequest(BaseModel):
     url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2000)
     types: list[str] = Field(default_factory=list, max_length=100)
     sites: list[str] = Field(default_factory=list, max_length=100)
+    exclude_own: bool = Field(False, description="leave out the events you caused yourself (an integration that "
+                                                 "writes work orders hears only of changes it did not make)")
 
 
 class DeliveryCounts(BaseModel):
@@ -54,6 +56,7 @@ class SubscriptionOut(BaseModel):
     created_by: str
     created_at: float
     failing_since: float | None
+    exclude_own: bool
     deliveries: DeliveryCounts
 
 
@@ -140,7 +143,7 @@ def add_webhook_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: C
             if outside:
                 raise HTTPException(403, f"site(s) {', '.join(outside)} are not yours")
             chosen = chosen or list(principal.sites)
-        return store.create(request.url, request.types, chosen, principal.name)
+        return store.create(request.url, request.types, chosen, principal.name, request.exclude_own)
 
     @api.get(f"{prefix}/webhooks", tags=["events"], response_model=Page[SubscriptionOut])
     def list_subscriptions(page: PageQuery = Depends(),

@@ -297,3 +297,38 @@ def test_an_sla_breach_is_mailed_to_the_people_configured_and_goes_out_as_a_noti
         assert len(inbox.mails) == 2  # once, not at every round of the SLA monitor
     finally:
         smtp.stop()
+
+
+def test_an_external_system_creates_by_its_reference_and_hears_only_of_changes_it_did_not_make(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway, receivers
+) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path, webhooks=SCHEDULE))
+    _, key = gw.gateway.identities.create_key("erp", "integrator", "tests")
+    erp = httpx.Client(base_url=gw.api, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    receiver = receivers()
+    secret = erp.post("/webhooks", json={"url": receiver.url, "types": ["pmgw.workorder.*"],
+                                         "exclude_own": True}).json()["secret"]
+    request = {"device_id": "pump-01", "failure_mode": "NOI", "title": "noise reported in SAP",
+               "external_ref": "SAP-4711"}
+    created = erp.post("/work-orders", json=request)
+    assert created.status_code == 201 and created.json()["external_ref"] == "SAP-4711"
+    again = erp.post("/work-orders", json=request)
+    assert again.status_code == 200 and again.json()["code"] == created.json()["code"]
+    code = created.json()["code"]
+    assert [o["code"] for o in gw.items("/work-orders", external_ref="SAP-4711")] == [code]
+    assert gw.get(f"/work-orders/{code}")["occurrences"] == 1
+    # Another reference for the same open asset and failure mode cannot be the same order too.
+    clash = erp.post("/work-orders", json=request | {"external_ref": "SAP-4712"})
+    assert clash.status_code == 409 and "SAP-4711" in clash.json()["detail"]
+
+    # The plant works the order; the ERP hears of that, not of its own writes.
+    gw.http.post(f"/work-orders/{code}/accept", json={"engineer_id": created.json()["assigned_engineer_id"]})
+    assert gw.http.post(f"/work-orders/{code}/transitions", json={"to": "EN_ROUTE"}).status_code == 200
+    wait_until(lambda: any(e["type"] == "pmgw.workorder.en_route" for e in verified(receiver, secret)), timeout=15,
+               what="the plant's step at the ERP")
+    heard = verified(receiver, secret)
+    assert {e["data"]["actor"] for e in heard}.isdisjoint({f"key:{key.split('_')[1]}"})
+    assert {e["type"] for e in heard} >= {"pmgw.workorder.dispatched", "pmgw.workorder.en_route"}
+    assert "pmgw.workorder.created" not in {e["type"] for e in heard}
+    assert {e["data"]["external_ref"] for e in heard} == {"SAP-4711"}
+    erp.close()

@@ -44,6 +44,7 @@ class Envelope:
     data: dict[str, Any]
     site: str  # for subscriptions limited to sites
     ordering_key: str  # deliveries with one key keep their order
+    actor: str = ""  # who caused it, for subscriptions that leave out their own changes
 
 
 def _schema_uri(family: str) -> str:
@@ -51,11 +52,11 @@ def _schema_uri(family: str) -> str:
 
 
 def work_order_envelope(source: str, event_hash: str, code: str, device_id: str, site_id: str, kind: str,
-                        at: float, actor: str, details: dict[str, Any]) -> Envelope:
+                        at: float, actor: str, details: dict[str, Any], external_ref: str | None = None) -> Envelope:
     kind_type = {"sla_warning": "pmgw.sla.warning", "sla_breach": "pmgw.sla.breach"}.get(kind, f"pmgw.workorder.{kind}")
     data = {"version": DATA_VERSION, "code": code, "device_id": device_id, "site_id": site_id, "kind": kind,
-            "actor": actor, "at": at, "details": details}
-    return Envelope(event_hash[:64], kind_type, source, code, at, data, site_id, f"workorder:{code}")
+            "actor": actor, "at": at, "details": details, "external_ref": external_ref}
+    return Envelope(event_hash[:64], kind_type, source, code, at, data, site_id, f"workorder:{code}", actor)
 
 
 def anomaly_envelope(source: str, record_id: int, device_id: str, site_id: str, detected_at: float, detector: str,
@@ -123,7 +124,7 @@ def digest(body: bytes) -> str:
 _STRING, _NUMBER, _NULLABLE_STRING = {"type": "string"}, {"type": "number"}, {"type": ["string", "null"]}
 _DATA = {
     "workorder": {"code": _STRING, "device_id": _STRING, "site_id": _STRING, "kind": _STRING, "actor": _STRING,
-                  "at": _NUMBER, "details": {"type": "object"}},
+                  "at": _NUMBER, "details": {"type": "object"}, "external_ref": _NULLABLE_STRING},
     "anomaly": {"device_id": _STRING, "site_id": _STRING, "detected_at": _NUMBER, "detector": _STRING,
                 "score": _NUMBER, "severity": _STRING, "failure_mode": _STRING,
                 "metrics": {"type": "array", "items": _STRING}, "message": _STRING,
@@ -144,7 +145,7 @@ TYPES: dict[str, str] = {
         "created", "dispatched", "reassigned", "escalated", "accepted", "declined", "acceptance_timeout", "occurrence",
         "related_finding", "condition_cleared", "reopened", "amended", "signed", "report_issued", "escalation",
         "diagnosed", "en_route", "on_site", "in_progress", "on_hold", "done", "verified", "archived", "cancelled",
-        "merged", "site_flood_finding")},
+        "merged", "site_flood_finding", "external_reference")},
     "pmgw.sla.warning": "workorder", "pmgw.sla.breach": "workorder",
     "pmgw.anomaly.detected": "anomaly",
     "pmgw.alarm.raised": "alarm", "pmgw.alarm.cleared": "alarm", "pmgw.device.offline": "alarm",

@@ -68,6 +68,8 @@ class WorkOrder(Base):
     # Predictive work: when the forecast says the limit will be crossed.
     due_at: Mapped[float | None] = mapped_column(Float)
     closed_at: Mapped[float | None] = mapped_column(Float)
+    # The reference an external system (CMMS, ERP) knows this order by: unique, found by it.
+    external_ref: Mapped[str | None] = mapped_column(String(100), unique=True)
 
     events: Mapped[list["Event"]] = relationship(
         back_populates="work_order", order_by="Event.id", cascade="all, delete-orphan"
@@ -216,6 +218,8 @@ class WebhookSubscription(Base):
     created_at: Mapped[float] = mapped_column(Float)
     # Since when every delivery has failed (None: the last one succeeded): a long failure disables it.
     failing_since: Mapped[float | None] = mapped_column(Float)
+    # Leave out the events its own creator caused: an integration hears only of changes it did not make.
+    exclude_own: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class OutboxMessage(Base):

@@ -44,6 +44,8 @@ def enqueue(session: Session, envelopes: list[Envelope], now: float) -> int:
         for subscription in subscriptions:
             if not wants(subscription.types, subscription.sites, envelope.type, envelope.site):
                 continue
+            if subscription.exclude_own and envelope.actor and envelope.actor == subscription.created_by:
+                continue
             body = body or to_json(envelope).decode()
             session.add(OutboxMessage(
                 subscription_id=subscription.id, event_id=envelope.id, event_type=envelope.type,

@@ -47,6 +47,7 @@ def summary(order: WorkOrder, now: float) -> dict[str, Any]:
         "impact": order.impact, "escalation_level": order.escalation_level,
         "equipment_class": (order.context or {}).get("asset", {}).get("type"),
         "repeat_of": order.repeat_of, "scope": order.scope, "due_at": order.due_at, "closed_at": order.closed_at,
+        "external_ref": order.external_ref,
         "sla": clocks.summary(order.sla, now),
     }
 
@@ -61,6 +62,7 @@ def list_work_orders(
     priority: str | None = None, engineer_id: str | None = None, failure_mode: str | None = None,
     origin: str | None = None, created_since: float | None = None, created_until: float | None = None,
     code: str | None = None, open_only: bool = False, sort: str = "-created_at", limit: int = 100, offset: int = 0,
+    external_ref: str | None = None,
     site_ids: list[str] | None = None, now: float = 0.0,
 ) -> tuple[int, list[dict[str, Any]]]:
     """(how many match, one page of them in ``sort`` order); ``site_ids`` limits to those sites (a caller's);
@@ -69,7 +71,7 @@ def list_work_orders(
     filters = {
         WorkOrder.device_id: device_id, WorkOrder.site_id: site_id, WorkOrder.state: state,
         WorkOrder.priority: priority, WorkOrder.assigned_engineer_id: engineer_id,
-        WorkOrder.failure_mode: failure_mode, WorkOrder.origin: origin,
+        WorkOrder.failure_mode: failure_mode, WorkOrder.origin: origin, WorkOrder.external_ref: external_ref,
     }
     for column, value in filters.items():
         if value is not None:

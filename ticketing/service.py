@@ -99,6 +99,8 @@ class Intake:
     group: bool = True
     # Who raised it: the gateway itself, or the signed-in person or system of a manual order.
     actor: str = SYSTEM_ACTOR
+    # The external system's reference of a manual order: a new order carries it from its first event.
+    external_ref: str | None = None
 
 
 class GatewayKeys(chain.ChainSigner, signoff.SignatureKeys, Protocol):
@@ -236,15 +238,49 @@ class TicketingService:
         return (AlarmOutcome.WORK_ORDER, code) if code is not None else (AlarmOutcome.NOT_OPERATING, None)
 
     def create_manual(self, device_id: str, failure_mode: str, severity: Severity, title: str, actor: str,
-                      description: str = "") -> str | None:
-        """A work order a person opens (an operator's observation, a planned repair)."""
+                      description: str = "", external_ref: str | None = None) -> str | None:
+        """A work order a person or an external system opens. With ``external_ref`` (the other system's own
+        reference) a second request with the same reference finds the first order instead of adding to it,
+        and the order raised (or joined: an open one of the same asset and failure mode) carries it."""
+        if external_ref:
+            known = self.code_of_reference(external_ref)
+            if known is not None:
+                return known
         asset = self._asset(device_id)
         if asset is None:
             return None
-        return self._raise(Intake(
+        code = self._raise(Intake(
             asset=asset, failure_mode=failure_mode, origin=Origin.MANUAL, severity=severity, title=title,
-            finding={"opened_by": actor, "description": description}, at=self.clock(), actor=actor,
+            finding={"opened_by": actor, "description": description,
+                     **({"external_ref": external_ref} if external_ref else {})}, at=self.clock(), actor=actor,
+            external_ref=external_ref,
         ))
+        if code is not None and external_ref:
+            return self._attach_reference(code, external_ref, actor)
+        return code
+
+    def code_of_reference(self, external_ref: str) -> str | None:
+        with self.sessions() as session:
+            return session.scalar(select(WorkOrder.code).where(WorkOrder.external_ref == external_ref))
+
+    def _attach_reference(self, code: str, external_ref: str, actor: str) -> str:
+        try:
+            with self._transaction() as session:
+                order = self._locked(session, code)
+                assert order is not None
+                if order.external_ref == external_ref:
+                    return code
+                if order.external_ref is not None:
+                    raise TransitionRefused(f"the open {code} (same asset and failure mode) already carries the "
+                                            f"reference {order.external_ref!r}; it cannot also be {external_ref!r}")
+                order.external_ref = external_ref
+                self._append_event(session, order, "external_reference", actor, {"external_ref": external_ref})
+        except IntegrityError:  # another request with this reference got there first
+            known = self.code_of_reference(external_ref)
+            if known is None:
+                raise
+            return known
+        return code
 
     def _chattering(self, asset: Asset, alarm: Alarm) -> str | None:
         """A chattering alarm is an instrument problem: one AIR ticket, the signal shelved."""
@@ -463,7 +499,7 @@ class TicketingService:
             context=context, created_at=now, updated_at=now, last_occurrence_at=intake.at,
             impact=_IMPACT[intake.severity], required_level=self.config.required_skill_levels.get(failure_mode, 1),
             required_certifications=self.config.required_certifications.get(failure_mode, []), declined=[],
-            sla=sla, repeat_of=repeat_of, due_at=intake.due_at, scope="asset",
+            sla=sla, repeat_of=repeat_of, due_at=intake.due_at, scope="asset", external_ref=intake.external_ref,
         )
         session.add(order)
         session.flush()
@@ -812,7 +848,7 @@ class TicketingService:
     def _envelopes(self, order: WorkOrder, event: Event) -> list[Envelope]:
         """The event for other systems, then the notices it makes for people (same order: they follow it)."""
         made = [work_order_envelope(self.event_source, event.hash, order.code, order.device_id, order.site_id,
-                                    event.kind, event.at, event.actor, event.data)]
+                                    event.kind, event.at, event.actor, event.data, order.external_ref)]
         for index, people in enumerate(notices.notices(self.config.notices, event.kind, order.priority, order.site_id,
                                                        order.assigned_engineer_id, self._engineers_by_id)):
             subject, text = notices.wording(event.kind, order.code, order.device_id, order.priority, event.data)

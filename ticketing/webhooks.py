@@ -26,7 +26,8 @@ def new_secret() -> str:
 def _subscription(row: WebhookSubscription, session: Session) -> dict[str, Any]:
     return {"id": row.id, "url": row.url, "types": row.types, "sites": row.sites, "enabled": row.enabled,
             "disabled_reason": row.disabled_reason, "created_by": row.created_by, "created_at": row.created_at,
-            "failing_since": row.failing_since, "deliveries": outbox.counts(session, row.id)}
+            "failing_since": row.failing_since, "exclude_own": row.exclude_own,
+            "deliveries": outbox.counts(session, row.id)}
 
 
 class WebhookStore:
@@ -37,12 +38,13 @@ class WebhookStore:
 
     # -- subscriptions ------------------------------------------------------------------
 
-    def create(self, url: str, types: list[str], sites: list[str], actor: str) -> dict[str, Any]:
+    def create(self, url: str, types: list[str], sites: list[str], actor: str, exclude_own: bool = False
+               ) -> dict[str, Any]:
         """A new subscription; the answer carries its secret, the only time it is shown."""
         secret = new_secret()
         with self.sessions.begin() as session:
             row = WebhookSubscription(url=url, types=types, sites=sites, secret=secret, enabled=True,
-                                      created_by=actor, created_at=self.clock())
+                                      created_by=actor, created_at=self.clock(), exclude_own=exclude_own)
             session.add(row)
             session.flush()
             return _subscription(row, session) | {"secret": secret}
@@ -54,7 +56,7 @@ class WebhookStore:
             row = session.scalar(select(WebhookSubscription).where(WebhookSubscription.url == url))
             if row is None:
                 row = WebhookSubscription(url=url, types=types, sites=[], secret="", enabled=True, created_by=actor,
-                                          created_at=self.clock())
+                                          created_at=self.clock(), exclude_own=False)
                 session.add(row)
             row.types, row.enabled = types, True
             session.flush()
