@@ -41,7 +41,8 @@ class WebhooksConfig(BaseModel):
                                           description="wait before each retry; after the last, a dead letter")
     disable_after_s: float = Field(5 * 86400.0, gt=0, description="a subscription failing this long is disabled")
     timeout_s: float = Field(10.0, gt=0, le=300, description="a receiver's answer must come within this")
-    poll_interval_s: float = Field(0.2, gt=0, le=60, description="how often the outbox is looked at when idle")
+    poll_interval_s: float = Field(1.0, gt=0, le=60, description="how often the outbox is looked at when no commit "
+                                   "woke the deliverer (retries fall due)")
     concurrency: int = Field(16, ge=1, le=256, description="deliveries in flight at once")
 
 
@@ -64,21 +65,51 @@ class WebhookDeliverer:
         self.last_error: str | None = None
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(timeout=self.config.timeout_s, follow_redirects=False) as client:
-            while True:
-                try:
-                    due = await asyncio.to_thread(self.store.due)
-                except Exception:  # the database may be away a moment: the outbox keeps everything
-                    log.exception("webhooks: reading the outbox failed")
-                    due = []
-                if not due:
-                    await asyncio.sleep(self.config.poll_interval_s)
-                    continue
-                for start in range(0, len(due), self.config.concurrency):
-                    await asyncio.gather(*(self._send(client, message)
-                                           for message in due[start:start + self.config.concurrency]))
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
 
-    async def _send(self, client: httpx.AsyncClient, message: dict[str, Any]) -> None:
+        def wake() -> None:  # from the thread that committed
+            loop.call_soon_threadsafe(woken.set)
+
+        self.store.listeners.append(wake)
+        try:
+            async with httpx.AsyncClient(timeout=self.config.timeout_s, follow_redirects=False) as client:
+                await self._deliver_forever(client, woken)
+        finally:
+            self.store.listeners.remove(wake)
+
+    async def _deliver_forever(self, client: httpx.AsyncClient, woken: asyncio.Event) -> None:
+        while True:
+            woken.clear()
+            try:
+                due = await asyncio.to_thread(self.store.due)
+            except Exception:  # the database may be away a moment: the outbox keeps everything
+                log.exception("webhooks: reading the outbox failed")
+                due = []
+            if not due:
+                # Until a commit queues something, or the next retry may be due.
+                try:
+                    await asyncio.wait_for(woken.wait(), self.config.poll_interval_s)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            # Every due message at once, ``concurrency`` in flight (a slow receiver holds only its own slots).
+            slots = asyncio.Semaphore(self.config.concurrency)
+
+            async def send(message: dict[str, Any]) -> tuple[int, bool, int | None, str | None, float]:
+                async with slots:
+                    return await self._send(client, message)
+
+            outcomes = await asyncio.gather(*(send(message) for message in due))
+            try:  # one commit for the round: the receivers' speed, not the disk's, sets the pace
+                await asyncio.to_thread(self.store.record_many, list(outcomes), self.config.retry_schedule_s,
+                                        self.config.disable_after_s)
+            except Exception:  # not recorded: they stay pending and go again (receivers dedupe by webhook-id)
+                log.exception("webhooks: recording %d deliveries failed", len(outcomes))
+
+    async def _send(self, client: httpx.AsyncClient, message: dict[str, Any]
+                    ) -> tuple[int, bool, int | None, str | None, float]:
+        """One attempt: (message id, delivered, HTTP status, error, latency in ms)."""
         started = time.perf_counter()
         status: int | None = None
         try:
@@ -105,11 +136,7 @@ class WebhookDeliverer:
         else:
             self.failed += 1
             self.last_error = error
-        try:
-            await asyncio.to_thread(self.store.record, message["id"], ok, status, error, latency_ms,
-                                    self.config.retry_schedule_s, self.config.disable_after_s)
-        except Exception:  # not recorded: it stays pending and is sent again (receivers dedupe by webhook-id)
-            log.exception("webhooks: recording delivery %s failed", message["id"])
+        return message["id"], ok, status, error, latency_ms
 
     def diagnostics(self) -> dict[str, Any]:
         return {"attempts": self.attempts, "delivered": self.delivered, "failed": self.failed,

@@ -58,22 +58,25 @@ def enqueue(session: Session, envelopes: list[Envelope], now: float) -> int:
 def deliverable(session: Session, now: float) -> list[OutboxMessage]:
     """The messages to send now: due, and the oldest undelivered one of their subscription and ordering key
     (a work order's events arrive in the order they happened, a retry holding back the later ones)."""
-    # Per subscription, so a receiver that has been down for long (a deep backlog) never hides the others'.
+    # Per subscription, so a receiver that has been down for long (a deep backlog) never hides the others';
+    # the bodies are loaded only for what goes out.
     subscriptions = session.scalars(select(OutboxMessage.subscription_id).where(OutboxMessage.state == PENDING)
                                     .distinct()).all()
-    rows = [row for subscription in subscriptions for row in session.scalars(
-        select(OutboxMessage).where(OutboxMessage.state == PENDING, OutboxMessage.subscription_id == subscription)
-        .order_by(OutboxMessage.id).limit(SCAN_LIMIT))]
     heads: set[tuple[int, str]] = set()
-    due = []
-    for row in rows:
-        key = (row.subscription_id, row.ordering_key)
-        if key in heads:
-            continue
-        heads.add(key)
-        if row.next_attempt_at <= now:
-            due.append(row)
-    return due
+    due: list[int] = []
+    for subscription in subscriptions:
+        for row_id, key, next_at in session.execute(
+                select(OutboxMessage.id, OutboxMessage.ordering_key, OutboxMessage.next_attempt_at)
+                .where(OutboxMessage.state == PENDING, OutboxMessage.subscription_id == subscription)
+                .order_by(OutboxMessage.id).limit(SCAN_LIMIT)):
+            if (subscription, key) in heads:
+                continue
+            heads.add((subscription, key))
+            if next_at <= now:
+                due.append(row_id)
+    if not due:
+        return []
+    return list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(due)).order_by(OutboxMessage.id)))
 
 
 def next_attempt(attempts: int, schedule: list[float], now: float, jitter: float = 0.2) -> float | None:

@@ -183,9 +183,11 @@ class TicketingService:
             )
             session.add(record)
             session.flush()
-            outbox.enqueue(session, [anomaly_envelope(
+            queued = outbox.enqueue(session, [anomaly_envelope(
                 self.event_source, record.id, record.device_id, asset.site.id, record.detected_at, record.detector,
                 record.score, record.severity, record.failure_mode, record.metrics, record.message, code)], self.clock())
+        if queued:
+            self.webhooks.wake()
         return code
 
     def handle_alarm(self, alarm: Alarm) -> str | None:
@@ -201,10 +203,12 @@ class TicketingService:
             )
             session.add(record)
             session.flush()
-            outbox.enqueue(session, [alarm_envelope(
+            queued = outbox.enqueue(session, [alarm_envelope(
                 self.event_source, record.id, record.device_id, asset.site.id, record.at, record.code, record.active,
                 record.severity, record.message, record.source, record.outcome, code, DEVICE_OFFLINE_CODE)],
                 self.clock())
+        if queued:
+            self.webhooks.wake()
         # A clear is recorded against the order it cleared, but opens nothing: callers get no code for it.
         return None if outcome is AlarmOutcome.CLEARED else code
 
@@ -837,9 +841,11 @@ class TicketingService:
             yield session
             heads = self._seal(session)
             # In the same commit as the events: the outbox has an event exactly when the chain does.
-            outbox.enqueue(session, [
+            queued = outbox.enqueue(session, [
                 envelope for order, _, _, events in session.info["chains"].values() for event in events
                 for envelope in self._envelopes(order, event)], self.clock())
+        if queued:
+            self.webhooks.wake()
         for code, head, length, actor in heads:
             self.anchors.anchor(code, head, length, actor)
         for event in session.info.pop("events"):

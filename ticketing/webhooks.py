@@ -35,6 +35,12 @@ class WebhookStore:
         self.sessions = sessions
         self.clock = clock
         self.source = source
+        # Told after a commit queued something: the deliverer sends at once instead of at its next look.
+        self.listeners: list[Callable[[], None]] = []
+
+    def wake(self) -> None:
+        for listener in list(self.listeners):
+            listener()
 
     # -- subscriptions ------------------------------------------------------------------
 
@@ -128,33 +134,55 @@ class WebhookStore:
 
     def record(self, delivery_id: int, ok: bool, status: int | None, error: str | None, latency_ms: float,
                schedule: list[float], disable_after_s: float) -> None:
-        """One attempt's outcome: delivered; or the next try on the schedule, a dead letter after its last
-        step, and a subscription failing for ``disable_after_s`` disabled (an event says so)."""
-        now = self.clock()
+        """One attempt's outcome (see :meth:`record_many`)."""
+        self.record_many([(delivery_id, ok, status, error, latency_ms)], schedule, disable_after_s)
+
+    def record_many(self, outcomes: list[tuple[int, bool, int | None, str | None, float]], schedule: list[float],
+                    disable_after_s: float) -> None:
+        """Attempts' outcomes, in one commit: delivered; or the next try on the schedule, a dead letter
+        after its last step, and a subscription failing for ``disable_after_s`` disabled (an event says so)."""
+        disabled = False
         with self.sessions.begin() as session:
-            row = session.get(OutboxMessage, delivery_id, with_for_update=True)
-            if row is None or row.state != outbox.PENDING:
-                return
-            subscription = session.get(WebhookSubscription, row.subscription_id)
-            row.attempts += 1
-            row.last_status, row.last_error, row.last_latency_ms = status, error, round(latency_ms, 1)
-            if ok:
-                row.state, row.delivered_at = outbox.DELIVERED, now
-                if subscription is not None:
-                    subscription.failing_since = None
-                return
-            retry_at = outbox.next_attempt(row.attempts, schedule, now)
-            if retry_at is None:
-                row.state = outbox.DEAD
-            else:
-                row.next_attempt_at = retry_at
-            if subscription is None:
-                return
-            subscription.failing_since = subscription.failing_since or now
-            if subscription.enabled and now - subscription.failing_since >= disable_after_s:
-                reason = (f"every delivery failed for {(now - subscription.failing_since) / 3600:.1f} h "
-                          f"(last: {error or status})")
-                subscription.enabled, subscription.disabled_reason = False, reason
-                session.flush()
-                outbox.enqueue(session, [webhook_disabled_envelope(self.source, subscription.id, subscription.url,
-                                                                    now, reason)], now)
+            # Loaded at once (one query each), then worked on in the session's identity map.
+            rows = {row.id: row for row in session.scalars(select(OutboxMessage).where(
+                OutboxMessage.id.in_([outcome[0] for outcome in outcomes])).with_for_update())}
+            list(session.scalars(select(WebhookSubscription).where(
+                WebhookSubscription.id.in_({row.subscription_id for row in rows.values()}))))
+            for delivery_id, ok, status, error, latency_ms in outcomes:
+                if delivery_id in rows:
+                    disabled |= self._record(session, delivery_id, ok, status, error, latency_ms, schedule,
+                                             disable_after_s)
+        if disabled:
+            self.wake()
+
+    def _record(self, session: Session, delivery_id: int, ok: bool, status: int | None, error: str | None,
+                latency_ms: float, schedule: list[float], disable_after_s: float) -> bool:
+        now = self.clock()
+        row = session.get(OutboxMessage, delivery_id, with_for_update=True)
+        if row is None or row.state != outbox.PENDING:
+            return False
+        subscription = session.get(WebhookSubscription, row.subscription_id)
+        row.attempts += 1
+        row.last_status, row.last_error, row.last_latency_ms = status, error, round(latency_ms, 1)
+        if ok:
+            row.state, row.delivered_at = outbox.DELIVERED, now
+            if subscription is not None:
+                subscription.failing_since = None
+            return False
+        retry_at = outbox.next_attempt(row.attempts, schedule, now)
+        if retry_at is None:
+            row.state = outbox.DEAD
+        else:
+            row.next_attempt_at = retry_at
+        if subscription is None:
+            return False
+        subscription.failing_since = subscription.failing_since or now
+        if subscription.enabled and now - subscription.failing_since >= disable_after_s:
+            reason = (f"every delivery failed for {(now - subscription.failing_since) / 3600:.1f} h "
+                      f"(last: {error or status})")
+            subscription.enabled, subscription.disabled_reason = False, reason
+            session.flush()
+            outbox.enqueue(session, [webhook_disabled_envelope(self.source, subscription.id, subscription.url,
+                                                                now, reason)], now)
+            return True
+        return False

@@ -1,0 +1,134 @@
+"""Webhook fan-out: events/s delivered to N receivers, and latency from a work-order event to its receipt.
+
+A gateway (in-process, SQLite, its own Mosquitto) with N subscriptions to real HTTP receivers on
+loopback; work-order events are made at a steady rate through the ticketing service (manual orders,
+each created and dispatched, then cancelled: three events). Latency is the receiver's clock at
+receipt minus the event's own time (one machine, one clock). Baseline, in the same run: the same
+bodies POSTed straight to the same receivers by one httpx client as the events are made (no
+outbox, no signature): what the network and the receivers cost by themselves.
+
+    python -m bench.webhooks --receivers 10 --rate 100 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.broker import Mosquitto, free_port
+from gateway.config import parse_config
+from gateway.core import Severity
+from gateway.threaded import GatewayThread
+from tests.conftest import gateway_document, wait_until
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.ids: set[str] = set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                now = time.time()
+                event = orjson.loads(body)
+                receiver.ids.add(event["id"])
+                receiver.latencies.append(now - event["data"]["at"])
+                self.send_response(204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+def run(receivers: int, rate: float, seconds: float, directory: Path) -> None:
+    broker = Mosquitto.start(directory=directory / "mosquitto")
+    document = gateway_document(broker.port, directory, webhooks={"concurrency": 64})
+    thread = GatewayThread(parse_config(document, "bench"))
+    gateway = thread.gateway
+    ticketing = gateway.ticketing
+    sinks = [Receiver() for _ in range(receivers)]
+    for sink in sinks:
+        ticketing.webhooks.create(sink.url, ["pmgw.workorder.*"], [], "bench")
+    thread.start()
+    try:
+        # Three events per order (created, dispatched, cancelled): orders at rate / 3 a second.
+        made = 0
+        started = time.time()
+        devices = ["pump-01", "pump-02", "motor-01"]
+        while time.time() - started < seconds:
+            code = ticketing.create_manual(devices[made % 3], "NOI", Severity.LOW, f"bench {made}", "bench")
+            from ticketing.lifecycle import State
+            ticketing.transition(code, State.CANCELLED, "bench", {"reason": "bench"})
+            made += 1
+            next_at = started + made * 3 / rate
+            time.sleep(max(0.0, next_at - time.time()))
+        events = made * 3
+        wait_until(lambda: all(len(sink.ids) >= events for sink in sinks), timeout=120, what="every delivery")
+        elapsed = time.time() - started
+        latencies = [latency for sink in sinks for latency in sink.latencies]
+        ours = (len(latencies) / elapsed, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000)
+    finally:
+        thread.stop()
+        broker.stop()
+
+    # Baseline: the same number of bodies to fresh receivers of the same kind, straight from one client.
+    bare = [Receiver() for _ in range(receivers)]
+    body = {"id": "", "data": {"at": 0.0}}
+
+    async def post_all() -> None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            start = time.time()
+            for index in range(events):
+                body["id"], body["data"]["at"] = str(index), time.time()
+                payload = orjson.dumps(body)
+                await asyncio.gather(*(client.post(sink.url, content=payload) for sink in bare))
+                await asyncio.sleep(max(0.0, start + (index + 1) / rate - time.time()))
+
+    started = time.time()
+    asyncio.run(post_all())
+    elapsed = time.time() - started
+    latencies = [latency for sink in bare for latency in sink.latencies]
+    base = (len(latencies) / elapsed, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000)
+    print(f"{events} work-order events at {rate:g}/s to {receivers} receivers ({events * receivers} deliveries)")
+    print(f"  gateway (outbox, signed): {ours[0]:.0f} deliveries/s, latency p50 {ours[1]:.1f} ms, p99 {ours[2]:.1f} ms")
+    print(f"  bare POSTs (baseline):    {base[0]:.0f} deliveries/s, latency p50 {base[1]:.1f} ms, p99 {base[2]:.1f} ms")
+    print(f"  p99 ratio gateway/bare: {ours[2] / base[2]:.1f}; target p99 < 200 ms: "
+          f"{'met' if ours[2] < 200 else 'NOT met'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--receivers", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=100.0, help="work-order events per second")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        run(args.receivers, args.rate, args.seconds, Path(directory))
+
+
+if __name__ == "__main__":
+    main()
