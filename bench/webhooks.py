@@ -7,13 +7,14 @@ receipt minus the event's own time (one machine, one clock). Baseline, in the sa
 bodies POSTed straight to the same receivers by one httpx client as the events are made (no
 outbox, no signature): what the network and the receivers cost by themselves.
 
-    python -m bench.webhooks --receivers 10 --rate 100 --seconds 20
+    python -m bench.webhooks --receivers 10 --rate 100 --seconds 20 [--postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import statistics
 import tempfile
 import threading
@@ -25,7 +26,7 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.broker import Mosquitto, free_port
+from gateway.broker import Mosquitto
 from gateway.config import parse_config
 from gateway.core import Severity
 from gateway.threaded import GatewayThread
@@ -54,9 +55,43 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _serve(count: int, urls: Any, commands: Any, results: Any) -> None:
+    """In a process of its own (the receivers must not share the gateway's interpreter and its lock):
+    ``count`` receivers; "counts" answers how many ids each has, "stop" their latencies."""
+    sinks = [Receiver() for _ in range(count)]
+    urls.put([sink.url for sink in sinks])
+    while True:
+        command = commands.get()
+        if command == "counts":
+            results.put([len(sink.ids) for sink in sinks])
+        else:
+            results.put([latency for sink in sinks for latency in sink.latencies])
+            return
+
+
+class ReceiverProcess:
+    def __init__(self, count: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.urls_queue, self.commands, self.results = context.Queue(), context.Queue(), context.Queue()
+        self.process = context.Process(target=_serve, args=(count, self.urls_queue, self.commands, self.results),
+                                       daemon=True)
+        self.process.start()
+        self.urls: list[str] = self.urls_queue.get(timeout=60)
+
+    def counts(self) -> list[int]:
+        self.commands.put("counts")
+        return self.results.get(timeout=30)
+
+    def stop(self) -> list[float]:
+        self.commands.put("stop")
+        latencies = self.results.get(timeout=30)
+        self.process.join(10)
+        return latencies
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -64,15 +99,17 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
-def run(receivers: int, rate: float, seconds: float, directory: Path) -> None:
+def run(receivers: int, rate: float, seconds: float, directory: Path, database_url: str | None) -> None:
     broker = Mosquitto.start(directory=directory / "mosquitto")
     document = gateway_document(broker.port, directory, webhooks={"concurrency": 64})
+    if database_url:
+        document["ticketing"]["database_url"] = database_url
     thread = GatewayThread(parse_config(document, "bench"))
     gateway = thread.gateway
     ticketing = gateway.ticketing
-    sinks = [Receiver() for _ in range(receivers)]
-    for sink in sinks:
-        ticketing.webhooks.create(sink.url, ["pmgw.workorder.*"], [], "bench")
+    sinks = ReceiverProcess(receivers)
+    for url in sinks.urls:
+        ticketing.webhooks.create(url, ["pmgw.workorder.*"], [], "bench")
     thread.start()
     try:
         # Three events per order (created, dispatched, cancelled): orders at rate / 3 a second.
@@ -87,16 +124,17 @@ def run(receivers: int, rate: float, seconds: float, directory: Path) -> None:
             next_at = started + made * 3 / rate
             time.sleep(max(0.0, next_at - time.time()))
         events = made * 3
-        wait_until(lambda: all(len(sink.ids) >= events for sink in sinks), timeout=120, what="every delivery")
+        wait_until(lambda: all(count >= events for count in sinks.counts()), timeout=180, what="every delivery",
+                   interval=0.5)
         elapsed = time.time() - started
-        latencies = [latency for sink in sinks for latency in sink.latencies]
+        latencies = sinks.stop()
         ours = (len(latencies) / elapsed, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000)
     finally:
         thread.stop()
         broker.stop()
 
     # Baseline: the same number of bodies to fresh receivers of the same kind, straight from one client.
-    bare = [Receiver() for _ in range(receivers)]
+    bare = ReceiverProcess(receivers)
     body = {"id": "", "data": {"at": 0.0}}
 
     async def post_all() -> None:
@@ -105,15 +143,16 @@ def run(receivers: int, rate: float, seconds: float, directory: Path) -> None:
             for index in range(events):
                 body["id"], body["data"]["at"] = str(index), time.time()
                 payload = orjson.dumps(body)
-                await asyncio.gather(*(client.post(sink.url, content=payload) for sink in bare))
+                await asyncio.gather(*(client.post(url, content=payload) for url in bare.urls))
                 await asyncio.sleep(max(0.0, start + (index + 1) / rate - time.time()))
 
     started = time.time()
     asyncio.run(post_all())
     elapsed = time.time() - started
-    latencies = [latency for sink in bare for latency in sink.latencies]
+    latencies = bare.stop()
     base = (len(latencies) / elapsed, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000)
-    print(f"{events} work-order events at {rate:g}/s to {receivers} receivers ({events * receivers} deliveries)")
+    print(f"{events} work-order events at {rate:g}/s to {receivers} receivers ({events * receivers} deliveries), "
+          f"work orders on {'PostgreSQL (fsync on)' if database_url else 'SQLite'}")
     print(f"  gateway (outbox, signed): {ours[0]:.0f} deliveries/s, latency p50 {ours[1]:.1f} ms, p99 {ours[2]:.1f} ms")
     print(f"  bare POSTs (baseline):    {base[0]:.0f} deliveries/s, latency p50 {base[1]:.1f} ms, p99 {base[2]:.1f} ms")
     print(f"  p99 ratio gateway/bare: {ours[2] / base[2]:.1f}; target p99 < 200 ms: "
@@ -125,9 +164,20 @@ def main() -> None:
     parser.add_argument("--receivers", type=int, default=10)
     parser.add_argument("--rate", type=float, default=100.0, help="work-order events per second")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--postgres", action="store_true",
+                        help="work orders (and so the outbox) on a throw-away PostgreSQL, fsync on")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
-        run(args.receivers, args.rate, args.seconds, Path(directory))
+        if not args.postgres:
+            run(args.receivers, args.rate, args.seconds, Path(directory), None)
+            return
+        from tests.servers import PostgreSQL
+
+        server = PostgreSQL(fsync=True).start()
+        try:
+            run(args.receivers, args.rate, args.seconds, Path(directory), server.url)
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":
