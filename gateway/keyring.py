@@ -33,12 +33,14 @@ False
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
 import secrets
 from pathlib import Path
 
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 
@@ -105,6 +107,23 @@ class Keyring:
         expected = hmac.new(self.derived(purpose, key_id), data, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected, tag)
 
+
+    def seal(self, purpose: str, text: str) -> str:
+        """``text`` encrypted (Fernet) under the current key, naming the key: for secrets a database holds
+        but must not show, e.g. webhook signing secrets.
+
+        >>> import tempfile, pathlib
+        >>> ring = Keyring.load(pathlib.Path(tempfile.mkdtemp()) / "k")
+        >>> sealed = ring.seal("webhook secrets", "whsec_abc")
+        >>> sealed.startswith("sealed:") and "whsec_abc" not in sealed, ring.unseal("webhook secrets", sealed)
+        (True, 'whsec_abc')
+        """
+        token = Fernet(base64.urlsafe_b64encode(self.derived(purpose))).encrypt(text.encode()).decode()
+        return f"sealed:{self.current_id}:{token}"
+
+    def unseal(self, purpose: str, sealed: str) -> str:
+        _, key_id, token = sealed.split(":", 2)
+        return Fernet(base64.urlsafe_b64encode(self.derived(purpose, key_id))).decrypt(token.encode()).decode()
 
     def signing_key(self, identity: str) -> tuple[str, Ed25519PrivateKey]:
         """(key id, the Ed25519 key) ``identity`` signs with now."""

@@ -94,6 +94,11 @@ def test_events_reach_a_receiver_signed_once_each_in_order_through_an_outage(
     assert created.status_code == 201, created.text
     secret, subscription = created.json()["secret"], created.json()["id"]
     assert secret.startswith("whsec_") and "secret" not in gw.get(f"/webhooks/{subscription}")
+    # Kept sealed with a key of the keyring: the database alone does not give the secret away.
+    import sqlite3
+    with sqlite3.connect(tmp_path / "workorders.db") as db:
+        [(stored,)] = db.execute("SELECT secret FROM webhook_subscriptions WHERE id = ?", (subscription,)).fetchall()
+    assert stored.startswith("sealed:") and secret not in stored and secret.removeprefix("whsec_") not in stored
     assert gw.http.post("/webhooks", json={"url": main.url, "types": ["pmgw.nothing"]}).status_code == 422
     failing = gw.http.post("/webhooks", json={"url": broken.url, "types": ["pmgw.workorder.*"]}).json()["id"]
 

@@ -210,8 +210,9 @@ class WebhookSubscription(Base):
     # Event types (pmgw.workorder.*, exact names or a trailing '*'); empty: every type.
     types: Mapped[list[str]] = mapped_column(JSON, default=list)
     sites: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every site
-    # Standard Webhooks signing secret (whsec_...): needed to sign, so kept; shown once, never listed.
-    secret: Mapped[str] = mapped_column(String(100))
+    # Standard Webhooks signing secret (whsec_...): needed to sign, so kept, but sealed with a key from the
+    # gateway's keyring (a copy of the database alone does not give it away); shown once, never listed.
+    secret: Mapped[str] = mapped_column(String(500))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(100))

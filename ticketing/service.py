@@ -30,7 +30,7 @@ from ticketing.config import EngineerConfig, TicketingConfig
 from ticketing import chain, outbox, queries, signoff
 from ticketing import notices
 from ticketing.cloudevents import Envelope, alarm_envelope, anomaly_envelope, notice_envelope, work_order_envelope
-from ticketing.webhooks import WebhookStore
+from ticketing.webhooks import SecretVault, WebhookStore
 from ticketing import sla as clocks
 from ticketing.dispatch import Decision, Fleet, Job, assign_batch, choose_engineer, grade
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
@@ -103,8 +103,8 @@ class Intake:
     external_ref: str | None = None
 
 
-class GatewayKeys(chain.ChainSigner, signoff.SignatureKeys, Protocol):
-    """The keyring as ticketing uses it: chain MACs and signers' keys."""
+class GatewayKeys(chain.ChainSigner, signoff.SignatureKeys, SecretVault, Protocol):
+    """The keyring as ticketing uses it: chain MACs, signers' keys, sealed webhook secrets."""
 
 
 class TicketingService:
@@ -145,7 +145,7 @@ class TicketingService:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # CloudEvents 'source' of what this gateway publishes; webhook subscriptions and their outbox.
         self.event_source = event_source
-        self.webhooks = WebhookStore(self.sessions, self.clock, event_source)
+        self.webhooks = WebhookStore(self.sessions, self.clock, event_source, signer)
         self.created = 0
         self.occurrences = 0
         self.ignored: dict[str, int] = {}

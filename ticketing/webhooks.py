@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +16,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from ticketing import outbox
 from ticketing.cloudevents import webhook_disabled_envelope
 from ticketing.models import OutboxMessage, WebhookSubscription
+
+
+PURPOSE = "webhook secrets"
+
+
+class SecretVault(Protocol):
+    """Encrypts what a database must keep but not show (the gateway's keyring)."""
+
+    def seal(self, purpose: str, text: str) -> str: ...
+
+    def unseal(self, purpose: str, sealed: str) -> str: ...
 
 
 def new_secret() -> str:
@@ -31,8 +42,10 @@ def _subscription(row: WebhookSubscription, session: Session) -> dict[str, Any]:
 
 
 class WebhookStore:
-    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], float], source: str) -> None:
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], float], source: str,
+                 vault: SecretVault) -> None:
         self.sessions = sessions
+        self.vault = vault
         self.clock = clock
         self.source = source
         # Told after a commit queued something: the deliverer sends at once instead of at its next look.
@@ -49,7 +62,8 @@ class WebhookStore:
         """A new subscription; the answer carries its secret, the only time it is shown."""
         secret = new_secret()
         with self.sessions.begin() as session:
-            row = WebhookSubscription(url=url, types=types, sites=sites, secret=secret, enabled=True,
+            row = WebhookSubscription(url=url, types=types, sites=sites, secret=self.vault.seal(PURPOSE, secret),
+                                      enabled=True,
                                       created_by=actor, created_at=self.clock(), exclude_own=exclude_own)
             session.add(row)
             session.flush()
@@ -127,10 +141,15 @@ class WebhookStore:
             rows = outbox.deliverable(session, self.clock())
             subscriptions = {s.id: s for s in session.scalars(select(WebhookSubscription).where(
                 WebhookSubscription.id.in_({row.subscription_id for row in rows})))}
+            secrets_of = {s.id: self._unsealed(s.secret) for s in subscriptions.values()}
             return [{"id": row.id, "subscription_id": row.subscription_id, "url": subscriptions[row.subscription_id].url,
-                     "secret": subscriptions[row.subscription_id].secret, "event_id": row.event_id, "body": row.body,
+                     "secret": secrets_of[row.subscription_id], "event_id": row.event_id, "body": row.body,
                      "attempts": row.attempts}
                     for row in rows if subscriptions[row.subscription_id].enabled]
+
+    def _unsealed(self, stored: str) -> str:
+        # "" for consumers that sign nothing (MQTT, e-mail).
+        return self.vault.unseal(PURPOSE, stored) if stored.startswith("sealed:") else stored
 
     def record(self, delivery_id: int, ok: bool, status: int | None, error: str | None, latency_ms: float,
                schedule: list[float], disable_after_s: float) -> None:
