@@ -202,9 +202,11 @@ class OpcUaHub:
                 ua.NodeId(ua.ObjectIds.ConditionType_ConditionRefresh),
                 ua.Variant(subscription_id, ua.VariantType.UInt32))
             self.service_calls["condition_refresh"] += 1
-        except ua.UaStatusCodeError as error:
-            # A server without Alarms & Conditions refresh: events from now on still arrive.
-            self._count(const.ERR_CONDITION_REFRESH, f"ConditionRefresh refused: {status_name(error.code)}")
+        except (ua.UaError, asyncio.TimeoutError) as error:
+            # A server without Alarms & Conditions refresh (or one that does not answer it): events from
+            # now on still arrive, and the session stays up.
+            self._count(const.ERR_CONDITION_REFRESH,
+                        f"ConditionRefresh failed: {connect_reason(error, self.config.timeout_s)}")
 
     async def _read_limits(self, client: Client) -> None:
         limits = {
