@@ -9,7 +9,6 @@ delivered when the broker acknowledged it (PUBACK).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any, Callable
 
@@ -106,6 +105,3 @@ class EventPublisher:
                     return False, f"no PUBACK for {topic} within {PUBACK_WAIT_S:g} s"
         self.published += 1
         return True, None
-
-    async def publish_async(self, body: str) -> tuple[bool, str | None]:
-        return await asyncio.to_thread(self.publish, body)

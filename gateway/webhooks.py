@@ -116,7 +116,7 @@ class WebhookDeliverer:
             if message["url"].startswith("mqtt://"):
                 if self.mqtt is None:
                     raise RuntimeError("no mqtt_out configured for this subscription")
-                ok, error = await self.mqtt.publish_async(message["body"])
+                ok, error = await asyncio.to_thread(self.mqtt.publish, message["body"])
             elif message["url"].startswith("smtp://"):
                 if self.mailer is None:
                     raise RuntimeError("no smtp configured for this subscription")

@@ -5,6 +5,7 @@ once by id and in order per work order, through a receiver outage and a kill -9 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -95,7 +96,6 @@ def test_events_reach_a_receiver_signed_once_each_in_order_through_an_outage(
     secret, subscription = created.json()["secret"], created.json()["id"]
     assert secret.startswith("whsec_") and "secret" not in gw.get(f"/webhooks/{subscription}")
     # Kept sealed with a key of the keyring: the database alone does not give the secret away.
-    import sqlite3
     with sqlite3.connect(tmp_path / "workorders.db") as db:
         [(stored,)] = db.execute("SELECT secret FROM webhook_subscriptions WHERE id = ?", (subscription,)).fetchall()
     assert stored.startswith("sealed:") and secret not in stored and secret.removeprefix("whsec_") not in stored
@@ -199,7 +199,7 @@ def test_a_delivery_that_never_succeeds_becomes_a_dead_letter(tmp_path: Path) ->
     service.create_manual("pump-01", "NOI", Severity.LOW, "noise", "tests")
     [message] = store.due()[:1]
     for attempt in range(3):
-        store.record(message["id"], False, 500, "HTTP 500", 3.0, [1.0, 2.0], disable_after_s=1e9)
+        store.record_many([(message["id"], False, 500, "HTTP 500", 3.0)], [1.0, 2.0], disable_after_s=1e9)
         clock[0] += 10
     [dead] = [d for d in store.deliveries(subscription, DEAD, 10, 0)[1] if d["id"] == message["id"]]
     assert dead["attempts"] == 3 and dead["last_error"] == "HTTP 500"

@@ -151,11 +151,6 @@ class WebhookStore:
         # "" for consumers that sign nothing (MQTT, e-mail).
         return self.vault.unseal(PURPOSE, stored) if stored.startswith("sealed:") else stored
 
-    def record(self, delivery_id: int, ok: bool, status: int | None, error: str | None, latency_ms: float,
-               schedule: list[float], disable_after_s: float) -> None:
-        """One attempt's outcome (see :meth:`record_many`)."""
-        self.record_many([(delivery_id, ok, status, error, latency_ms)], schedule, disable_after_s)
-
     def record_many(self, outcomes: list[tuple[int, bool, int | None, str | None, float]], schedule: list[float],
                     disable_after_s: float) -> None:
         """Attempts' outcomes, in one commit: delivered; or the next try on the schedule, a dead letter

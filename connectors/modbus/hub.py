@@ -116,8 +116,9 @@ class DeviceHub:
         refused = [p for p in self.points[group] if id(p) in self.refused[group]]
         avoid = [(p.table, p.address - base, p.address - base + p.width) for p in refused]
         readable = [p for p in self.points[group] if id(p) not in self.refused[group]]
-        alone = [piece for point in refused for piece in split(
-            Block(group, point.table, point.address - base, point.width, (point,)), base)]
+        tables = sorted({point.table for point in refused})
+        alone = [piece for table in tables for piece in split(
+            Block(group, table, 0, 0, tuple(p for p in refused if p.table == table)), base)]
         coalesced = plan_reads(readable, base, self.source.max_registers_per_read, self.source.max_gap, avoid)
         return sorted([*coalesced, *alone], key=lambda block: (block.table, block.start))
 
