@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -14,7 +15,37 @@ from pathlib import Path
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A loopback port free now and outside the kernel's ephemeral range.
+
+    A port from ``bind(0)`` lies in the ephemeral range, so between picking it and the server
+    binding it, any outgoing connection (a client to Mosquitto, say) may be given it as its local
+    port; CI saw exactly that. Ports below the range are never handed out by the kernel.
+    """
+    low, _ = _ephemeral_range()
+    start, stop = (20000, low) if low > 21000 else (1024, low)
+    for _ in range(200):
+        port = random.randrange(start, stop)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
