@@ -62,12 +62,12 @@ class BareHalfSpaceTrees:
     def _scaled(self, x: dict[str, float]) -> dict[str, float]:
         return {k: (v - self.low[k]) / (self.high[k] - self.low[k] or 1.0) for k, v in x.items() if k in self.low}
 
-    def learn_one(self, x: dict[str, float]) -> None:
+    def learn_one(self, x: dict[str, float], at: float = 0.0) -> None:
         for k, v in x.items():
             self.low[k], self.high[k] = min(self.low.get(k, v), v), max(self.high.get(k, v), v)
         self.model.learn_one(self._scaled(x))
 
-    def score_one(self, x: dict[str, float]) -> float:
+    def score_one(self, x: dict[str, float], at: float = 0.0) -> float:
         return self.model.score_one(self._scaled(x)) if self.low else 0.0
 
     def contributions(self) -> dict[str, float]:
@@ -86,7 +86,7 @@ class RollingZScore:
         self.shift: dict[str, float] = {}
         self.sums: dict[str, list[float]] = {}  # sum, sum of squares
 
-    def learn_one(self, x: dict[str, float]) -> None:
+    def learn_one(self, x: dict[str, float], at: float = 0.0) -> None:
         for k, v in x.items():
             values = self.windows.get(k)
             if values is None:
@@ -100,7 +100,7 @@ class RollingZScore:
                 sums[0] -= old
                 sums[1] -= old * old
 
-    def score_one(self, x: dict[str, float]) -> float:
+    def score_one(self, x: dict[str, float], at: float = 0.0) -> float:
         score = 0.0
         for k, v in x.items():
             values = self.windows.get(k)
@@ -128,12 +128,13 @@ def engine_model(config: DetectorConfig, model: ModelConfig,
 def baseline(make: Callable[[], Detector], config: DetectorConfig,
              warmup: int = FIT_ROWS) -> ModelUnderTest:
     """A naive baseline behind the same gate, without any model's floor."""
-    return make, (lambda: gate_of(config, ModelConfig(min_threshold=0.0), warmup))
+    return make, (lambda: gate_of(config, ModelConfig(type="robust_baseline", min_threshold=0.0), warmup))
 
 
 def models(config: DetectorConfig) -> dict[str, ModelUnderTest]:
     return {
-        "robust baseline (default)": engine_model(config, config.model),
+        "adaptive baseline (default)": engine_model(config, config.model),
+        "robust baseline (old default)": engine_model(config, ModelConfig(type="robust_baseline")),
         "residual regression": engine_model(config, ModelConfig(type="residual_regression")),
         "scaled half-space trees": engine_model(config, ModelConfig(type="half_space_trees")),
         "bare river HalfSpaceTrees": baseline(BareHalfSpaceTrees, config),
@@ -160,11 +161,12 @@ def run_file(make: Callable[[], Detector], make_gate: GateFactory, features: lis
     model = make()
     gate = make_gate()
     predicted = []
-    for x in features:
-        score = model.score_one(x)
-        gate.update(score)
+    for i, x in enumerate(features):
+        at = float(i)  # SKAB samples at 1 Hz
+        score = model.score_one(x, at)
+        gate.update(score, at)
         if gate.is_normal(score):
-            model.learn_one(x)
+            model.learn_one(x, at)
         predicted.append(1 if gate.active else 0)
     return predicted
 

@@ -15,11 +15,17 @@ detectors) so every model and rule gets the same alarm hygiene (ISA-18.2):
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from river import stats
 
 Edge = Literal["raise", "clear"] | None
+
+# A self-calibrated model learns only from samples scoring under this share of its limit: a
+# slow drift scores just under the limit for a long time, and learning it would widen the
+# spreads step by step until the drift is never reported.
+LEARN_LIMIT = 0.85
 
 
 class Persistence:
@@ -71,22 +77,33 @@ class AdaptiveThreshold:
     [None, None, 'raise']
     """
 
-    __slots__ = ("warmup", "margin", "floor", "calibration", "normal_limit", "persistence", "seen")
+    __slots__ = ("warmup", "warmup_s", "margin", "floor", "calibration", "normal_limit", "persistence", "seen",
+                 "first_at", "last_at", "hold")
 
     def __init__(self, warmup: int, quantile: float, margin: float, k: int, m: int, clear_after: int,
-                 floor: float = 0.0) -> None:
+                 floor: float = 0.0, warmup_s: float = math.inf, self_calibrated: bool = False,
+                 hold: float = 1.0) -> None:
         self.warmup = warmup
+        # Hysteresis: an active alert clears only under hold x the threshold.
+        self.hold = hold
+        self.warmup_s = warmup_s
         self.margin = margin
         self.floor = floor
-        self.calibration: stats.Quantile | None = stats.Quantile(quantile)
+        # A self-calibrated model's scores are already in units of its threshold: 1 is the limit.
+        self.calibration: stats.Quantile | None = None if self_calibrated else stats.Quantile(quantile)
         # The calibrated quantile: the highest score still counted normal (none before calibration).
-        self.normal_limit = float("inf")
+        self.normal_limit = LEARN_LIMIT if self_calibrated else float("inf")
+        if self_calibrated:
+            self.margin, self.floor = 1 / LEARN_LIMIT, 1.0
         self.persistence = Persistence(k, m, clear_after)
         self.seen = 0
+        self.first_at = math.nan
+        self.last_at = math.nan
 
     @property
     def warming_up(self) -> bool:
-        return self.seen < self.warmup
+        """Until ``warmup`` samples or ``warmup_s`` seconds, whichever comes first."""
+        return self.seen < self.warmup and not self.last_at - self.first_at >= self.warmup_s
 
     @property
     def threshold(self) -> float:
@@ -96,8 +113,13 @@ class AdaptiveThreshold:
     def active(self) -> bool:
         return self.persistence.active
 
-    def update(self, score: float) -> Edge:
+    def update(self, score: float, at: float = math.nan) -> Edge:
         self.seen += 1
+        if math.isnan(self.first_at):
+            self.first_at = at
+        self.last_at = at
+        if self.calibration is None and self.warming_up:
+            return None
         if self.calibration is not None:
             if self.seen > self.warmup // 2:
                 self.calibration.update(score)
@@ -107,8 +129,8 @@ class AdaptiveThreshold:
                 self.normal_limit = float("inf") if calibrated is None else calibrated
                 self.calibration = None
             return None
-        exceeded = score > self.threshold
-        return self.persistence.update(on=exceeded, clear=not exceeded)
+        threshold = self.threshold
+        return self.persistence.update(on=score > threshold, clear=score <= threshold * self.hold)
 
     def is_normal(self, score: float) -> bool:
         """Whether a model may learn from the sample that produced ``score``."""

@@ -11,11 +11,11 @@ from typing import Protocol
 
 
 class Detector(Protocol):
-    def learn_one(self, x: dict[str, float]) -> None:
-        """Update the model with one normal sample."""
+    def learn_one(self, x: dict[str, float], at: float = 0.0) -> None:
+        """Update the model with one normal sample, taken at ``at`` (epoch seconds)."""
 
-    def score_one(self, x: dict[str, float]) -> float:
-        """Anomaly score of one sample: higher is more anomalous."""
+    def score_one(self, x: dict[str, float], at: float = 0.0) -> float:
+        """Anomaly score of one sample taken at ``at``: higher is more anomalous."""
 
     def contributions(self) -> dict[str, float]:
         """Signed share of each metric in the last score (+: higher than normal); explains an alert."""

@@ -90,7 +90,8 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["robust_baseline", "residual_regression", "half_space_trees"] = "robust_baseline"
+    type: Literal["adaptive_baseline", "robust_baseline", "residual_regression", "half_space_trees"] = (
+        "adaptive_baseline")
     alpha: float = Field(0.003, gt=0, lt=1, description="robust_baseline: how fast each baseline tracks")
     clip: float = Field(1.0, gt=0, description="robust_baseline: largest step towards a sample, in spreads")
     smoothing: float = Field(0.05, gt=0, le=1, description="robust_baseline: EWMA weight of each deviation")
@@ -102,6 +103,14 @@ class ModelConfig(BaseModel):
         None, ge=0, description="alert threshold never below this score (null: the model's own floor)")
     margin: float | None = Field(
         None, ge=1.0, description="the alert gate's margin for this model (null: detectors.margin)")
+    decay: float = Field(
+        0.002, gt=0, lt=1, description="adaptive_baseline: how fast spreads and channel units follow (per sample)")
+    relearn_after_s: float = Field(
+        3600.0, gt=0, description="adaptive_baseline: a deviation lasting this long becomes the new normal")
+    season_period_s: float = Field(86400.0, gt=0, description="adaptive_baseline: the cycle learned (a day)")
+    season_bins: int = Field(
+        48, ge=0, le=1008, description="adaptive_baseline: bins of the cycle's profile (0: no seasonal profile, "
+        "saves 8 bytes a bin per metric)")
     lag_samples: float = Field(120.0, ge=1, description="residual_regression: thermal lag, in samples")
     n_trees: int = Field(10, ge=1, description="half_space_trees only")
     height: int = Field(8, ge=2, description="half_space_trees only")
@@ -172,12 +181,16 @@ class DetectorConfig(BaseModel):
         0, ge=0, le=64,
         description="worker processes the devices are sharded across; 0 scores in the gateway process",
     )
-    warmup_samples: int = Field(1800, ge=10, description="samples per device before any alert")
-    quantile: float = Field(0.995, gt=0.5, lt=1.0)
+    warmup_samples: int = Field(1800, ge=10, description="samples per device before any alert...")
+    warmup_s: float = Field(
+        86400.0, gt=0, description="...or this long, whichever comes first (30 min at 1 Hz, a day at 5 min)")
+    quantile: float = Field(0.995, gt=0.5, lt=1.0, description="quantile-calibrated models: the normal score")
     margin: float = Field(2.0, ge=1.0, description="threshold = quantile of normal scores x margin")
-    persistence_k: int = Field(8, ge=1)
-    persistence_m: int = Field(10, ge=1)
-    clear_after: int = Field(30, ge=1)
+    persistence_k: int | None = Field(
+        None, ge=1, description="on-delay: K of the last M samples over threshold (null: the model's own)")
+    persistence_m: int | None = Field(None, ge=1)
+    clear_after: int | None = Field(
+        None, ge=1, description="off-delay: samples back under threshold (null: the model's own)")
     evidence_samples: int = Field(30, ge=1, le=1000)
     rules: list[LimitRuleConfig] = Field(default_factory=default_rules)
     failure_modes: list[FailureModeConfig] = Field(default_factory=default_failure_modes)
@@ -191,7 +204,9 @@ class DetectorConfig(BaseModel):
 
     @model_validator(mode="after")
     def _k_within_m(self) -> "DetectorConfig":
-        if self.persistence_k > self.persistence_m:
+        if (self.persistence_k is None) != (self.persistence_m is None):
+            raise ValueError("persistence_k and persistence_m go together")
+        if self.persistence_k is not None and self.persistence_k > self.persistence_m:
             raise ValueError("persistence_k must not exceed persistence_m")
         return self
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from detectors import checkpoint
+from detectors.adaptive import AdaptiveBaseline
 from detectors.alerting import AdaptiveThreshold
 from detectors.base import Detector
 from detectors.config import ANY_DEVICE_TYPE, DetectorConfig, FailureModeConfig, ModelConfig, RateRuleConfig
@@ -42,9 +43,18 @@ class ModelEntry:
     min_threshold: float
     # Whether its contributions are residuals against the other metrics (what sensor drift watches).
     residuals: bool = False
+    # Scores already in units of the alert limit (1): no quantile calibration in the warm-up.
+    self_calibrated: bool = False
+    # The gate's on-delay (K of M) and off-delay unless the configuration sets them.
+    persistence: tuple[int, int, int] = (8, 10, 30)
 
 
 MODELS: dict[str, ModelEntry] = {
+    # Spikes alert on the sample itself, so no on-delay; the shift channels are smoothed already.
+    "adaptive_baseline": ModelEntry(
+        "adaptive-baseline-1", lambda cfg: AdaptiveBaseline(
+            cfg.alpha, cfg.clip, cfg.decay, cfg.scale_samples, cfg.relearn_after_s, cfg.season_period_s,
+            cfg.season_bins), 1.0, self_calibrated=True, persistence=(1, 1, 20)),
     "robust_baseline": ModelEntry(
         "robust-baseline-2", lambda cfg: RobustBaseline(cfg.alpha, cfg.clip, cfg.smoothing, cfg.scale_samples,
                                                         cfg.calibration_samples), 3.5),
@@ -103,13 +113,18 @@ def model_config_of(config: DetectorConfig, device_type: str) -> ModelConfig:
 
 def gate_of(config: DetectorConfig, model_config: ModelConfig, warmup: int) -> AdaptiveThreshold:
     """The alert gate of one device: the detectors' settings, with the model's own floor and margin."""
+    entry = MODELS[model_config.type]
     floor = model_config.min_threshold
     if floor is None:
-        floor = MODELS[model_config.type].min_threshold
+        floor = entry.min_threshold
+    k, m, clear_after = entry.persistence
+    if config.persistence_k is not None and config.persistence_m is not None:
+        k, m = config.persistence_k, config.persistence_m
     return AdaptiveThreshold(
         warmup=warmup, quantile=config.quantile,
         margin=config.margin if model_config.margin is None else model_config.margin,
-        k=config.persistence_k, m=config.persistence_m, clear_after=config.clear_after, floor=floor,
+        k=k, m=m, clear_after=clear_after if config.clear_after is None else config.clear_after, floor=floor,
+        warmup_s=config.warmup_s, self_calibrated=entry.self_calibrated,
     )
 
 
@@ -245,11 +260,11 @@ class DetectorEngine:
         state.features.update(values)
         x = dict(state.features)
         self.samples += 1
-        score = state.model.score_one(x)
+        score = state.model.score_one(x, timestamp)
         self.last_scores[device_id] = score
-        edge = state.gate.update(score)
+        edge = state.gate.update(score, timestamp)
         if state.gate.is_normal(score):
-            state.model.learn_one(x)
+            state.model.learn_one(x, timestamp)
         found = [self._model_anomaly(device_id, timestamp, state, x, score)] if edge == "raise" else []
         if state.drift is not None and not state.gate.warming_up:
             drifted = state.drift.update(state.model.contributions())

@@ -69,7 +69,7 @@ class ScaledHalfSpaceTrees:
             name: min(1.0, max(0.0, 0.5 + z / (2 * Z_RANGE))) for name, z in self.z_scores(x).items()
         }
 
-    def learn_one(self, x: dict[str, float]) -> None:
+    def learn_one(self, x: dict[str, float], at: float = 0.0) -> None:
         for name, value in x.items():
             stats = self.stats.get(name)
             if stats is None:
@@ -77,7 +77,7 @@ class ScaledHalfSpaceTrees:
             stats.update(value)
         self.model.learn_one(self._scaled(x))
 
-    def score_one(self, x: dict[str, float]) -> float:
+    def score_one(self, x: dict[str, float], at: float = 0.0) -> float:
         self._last = x
         return self.model.score_one(self._scaled(x))
 

@@ -54,7 +54,7 @@ class ResidualRegression:
     def _inputs(self, target: str) -> dict[str, float]:
         return {name: value for name, value in self._features.items() if name.partition(":")[2] != target}
 
-    def score_one(self, x: dict[str, float]) -> float:
+    def score_one(self, x: dict[str, float], at: float = 0.0) -> float:
         z = self._standardise(x)
         for name, value in z.items():
             previous = self.slow.get(name, value)
@@ -84,7 +84,7 @@ class ResidualRegression:
         """Signed surprise of each metric in the last scored sample (+ means higher than expected)."""
         return {name: self._surprise(name, residual) for name, residual in self._residuals.items()}
 
-    def learn_one(self, x: dict[str, float]) -> None:
+    def learn_one(self, x: dict[str, float], at: float = 0.0) -> None:
         for name, value in x.items():
             scale = self.scales.get(name)
             if scale is None:

@@ -116,7 +116,7 @@ class RobustBaseline:
         # Pairwise correlations while the spreads are learned; let go once the partners are chosen.
         self._correlations: dict[tuple[str, str], stats.PearsonCorr] | None = {}
 
-    def score_one(self, x: dict[str, float]) -> float:
+    def score_one(self, x: dict[str, float], at: float = 0.0) -> float:
         scored = []
         for name, value in x.items():
             track = self.tracks.get(name)
@@ -142,7 +142,7 @@ class RobustBaseline:
         """Net signed deviation of each metric from its baseline, in the unit it is scored in."""
         return {name: track.net / track.unit for name, track in self.tracks.items() if track.count >= 2}
 
-    def learn_one(self, x: dict[str, float]) -> None:
+    def learn_one(self, x: dict[str, float], at: float = 0.0) -> None:
         for name, value in x.items():
             track = self.tracks.get(name)
             if track is None:
