@@ -162,11 +162,11 @@ def run_models_alone(devices: int, days: float, interval_s: float, seed: int, wa
             x = machine.step(t)
             for name, per_device in running.items():
                 detector, gate = per_device[device]
-                score = detector.score_one(x)
-                if gate.update(score) == "raise":
+                score = detector.score_one(x, t)
+                if gate.update(score, t) == "raise":
                     findings[name].append(Finding(device, t, name))
                 if gate.is_normal(score):
-                    detector.learn_one(x)
+                    detector.learn_one(x, t)
     device_days = devices * (days - warmup * interval_s / 86400)
     return {name: judge(found, faults, seed, device_days) for name, found in findings.items()}
 

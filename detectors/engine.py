@@ -74,6 +74,14 @@ SENSOR_DRIFT = ("3.4 out of adjustment", "sensor")
 FALLBACK_FAILURE_MODE = "PDE"
 # A standard score this far out makes a model anomaly HIGH rather than MEDIUM.
 HIGH_SEVERITY_Z = 6.0
+# This many readings in a row older than the device's newest: its clock was set back (or one reading
+# came from the future), so its new timeline is followed rather than every later reading refused.
+RESYNC_AFTER = 10
+# A device whose readings were refused this recently is degraded (in /health and the dashboard).
+DEGRADED_FOR_S = 600.0
+OUT_OF_ORDER = "out_of_order"
+NOT_GOOD_QUALITY = "not_good_quality"
+CLOCK_RESET = "clock_reset"
 
 
 @dataclass(slots=True)
@@ -96,6 +104,8 @@ class DeviceState:
     drift: SensorDrift | None = None
     features: dict[str, float] = field(default_factory=dict)
     last_timestamp: float = float("-inf")
+    # Readings in a row older than last_timestamp: enough of them and the device's clock went back for good.
+    behind: int = 0
 
 
 # What a checkpoint must match to be loaded into this code.
@@ -153,6 +163,8 @@ class DetectorEngine:
         self.checkpoints = 0
         self._last_checkpoint = time.monotonic()
         self.rejected: Counter[str] = Counter()
+        # device -> reason -> [count, wall-clock time of the last, an example]: what /health names.
+        self.rejections: dict[str, dict[str, list[Any]]] = {}
         self.samples = 0
         self.anomalies = 0
         self._modes = {(m.device_type, m.metric, m.direction): m for m in config.failure_modes}
@@ -194,11 +206,17 @@ class DetectorEngine:
                 self.rejected["unknown_device"] += 1
                 continue
             if not reading.is_scorable():
-                self.rejected["not_good_quality"] += 1
+                self._reject(reading.device_id, NOT_GOOD_QUALITY, f"{reading.metric} quality {reading.quality.value}")
                 continue
             if reading.timestamp < state.last_timestamp:
-                self.rejected["out_of_order"] += 1
-                continue
+                state.behind += 1
+                if state.behind < RESYNC_AFTER:
+                    self._reject(reading.device_id, OUT_OF_ORDER,
+                                 f"{reading.metric} at {reading.timestamp:.3f}, newest {state.last_timestamp:.3f}")
+                    continue
+                self._reject(reading.device_id, CLOCK_RESET,
+                             f"followed from {state.last_timestamp:.3f} back to {reading.timestamp:.3f}", refused=False)
+            state.behind = 0
             state.last_timestamp = reading.timestamp
             checks = self._remember(state, reading)
             for rule in checks.rules:
@@ -217,6 +235,21 @@ class DetectorEngine:
         if time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s:
             self.checkpoint()
         return anomalies
+
+    def _reject(self, device_id: str, reason: str, example: str, refused: bool = True) -> None:
+        if refused:
+            self.rejected[reason] += 1
+        entry = self.rejections.setdefault(device_id, {}).get(reason)
+        if entry is None:
+            entry = self.rejections[device_id][reason] = [0, 0.0, ""]
+        entry[0] += 1
+        entry[1] = time.time()
+        entry[2] = example
+
+    def degraded(self, device_id: str, now: float | None = None) -> bool:
+        """Readings of the device were refused (or its clock followed back) in the last DEGRADED_FOR_S."""
+        now = time.time() if now is None else now
+        return any(now - last_at <= DEGRADED_FOR_S for _, last_at, _ in self.rejections.get(device_id, {}).values())
 
     def checkpoint(self) -> None:
         """Save every device's model state (when a checkpoint path is configured)."""
@@ -363,9 +396,11 @@ class DetectorEngine:
             (ANY_DEVICE_TYPE, metric, direction)
         )
 
-    def summaries(self) -> dict[str, tuple[bool, bool]]:
-        """(warming up, alerting) of every device scored so far: what the fleet view shows."""
-        return {device: (state.gate.warming_up, _alerting(state)) for device, state in self.devices.items()}
+    def summaries(self) -> dict[str, tuple[bool, bool, bool]]:
+        """(warming up, alerting, degraded) of every device scored so far: what the fleet view shows."""
+        now = time.time()
+        return {device: (state.gate.warming_up, _alerting(state), self.degraded(device, now))
+                for device, state in self.devices.items()}
 
     def device_status(self, device_id: str) -> dict[str, Any] | None:
         """Warm-up progress, the calibrated threshold, the latest score and each metric's deviation,
@@ -379,6 +414,8 @@ class DetectorEngine:
             "device_id": device_id, "model": MODELS[model_config_of(self.config, device_type).type].version,
             "warming_up": True, "samples": 0, "warmup_samples": self.config.warmup_samples, "threshold": None,
             "score": self.last_scores.get(device_id), "alerting": False, "contributions": {}, "limits": limits,
+            "warmup_s": self.config.warmup_s, "degraded": self.degraded(device_id),
+            "rejected": self._rejections_of(device_id),
         }
         state = self.devices.get(device_id)
         if state is None:
@@ -392,6 +429,10 @@ class DetectorEngine:
                               if math.isfinite(value)},
         }
 
+    def _rejections_of(self, device_id: str) -> dict[str, dict[str, Any]]:
+        return {reason: {"count": count, "last_at": last_at, "example": example}
+                for reason, (count, last_at, example) in self.rejections.get(device_id, {}).items()}
+
     def close(self) -> None:
         """Save the state for the next start."""
         self.checkpoint()
@@ -403,5 +444,6 @@ class DetectorEngine:
             "samples_scored": self.samples,
             "anomalies": self.anomalies,
             "rejected": dict(self.rejected),
+            "rejected_by_device": {device: self._rejections_of(device) for device in sorted(self.rejections)},
             "checkpoints": self.checkpoints,
         }

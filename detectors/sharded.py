@@ -104,8 +104,8 @@ class ShardedDetectorEngine:
             except (EOFError, OSError):
                 return None  # a dead worker is restarted by the next batch
 
-    def summaries(self) -> dict[str, tuple[bool, bool]]:
-        merged: dict[str, tuple[bool, bool]] = {}
+    def summaries(self) -> dict[str, tuple[bool, bool, bool]]:
+        merged: dict[str, tuple[bool, bool, bool]] = {}
         for shard in range(len(self._connections)):
             merged |= self._ask(shard, ("summaries",)) or {}
         return merged
@@ -152,14 +152,18 @@ class ShardedDetectorEngine:
     def diagnostics(self) -> dict[str, Any]:
         totals: dict[str, Any] = {"workers": len(self._processes), "worker_restarts": self.restarts}
         rejected: dict[str, int] = {}
+        by_device: dict[str, Any] = {}
         for part in self._diagnostics:
             for key, value in part.items():
                 if key == "rejected":
                     for reason, count in value.items():
                         rejected[reason] = rejected.get(reason, 0) + count
+                elif key == "rejected_by_device":
+                    by_device |= value  # a device lives in one shard
                 else:
                     totals[key] = totals.get(key, 0) + value
         totals["rejected"] = rejected
+        totals["rejected_by_device"] = dict(sorted(by_device.items()))
         return totals
 
     def close(self) -> None:

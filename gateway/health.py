@@ -31,7 +31,19 @@ def problems(diagnostics: dict[str, Any], extra: list[str], now: float) -> list[
             found.append(f"pipeline stage {stage} failed {pipeline['errors'][stage]} time(s), last {now - at:.0f}s ago")
     for sink in diagnostics["sinks"]:
         found += _sink_problems(sink, now)
+    found += _scoring_problems(diagnostics.get("detectors") or {}, now)
     return found
+
+
+def _scoring_problems(detectors: dict[str, Any], now: float) -> list[str]:
+    """Devices whose readings the detectors refused lately (out of order, bad quality) or whose clock went back."""
+    return [
+        f"device {device}: {entry['count']} reading(s) not scored ({reason.replace('_', ' ')}, "
+        f"last: {entry['example']})" if reason != "clock_reset" else
+        f"device {device}: its clock went back, scoring follows it ({entry['example']})"
+        for device, reasons in sorted(detectors.get("rejected_by_device", {}).items())
+        for reason, entry in sorted(reasons.items()) if now - entry["last_at"] <= RECENT_S
+    ]
 
 
 def _sink_problems(sink: dict[str, Any], now: float) -> list[str]:

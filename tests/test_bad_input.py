@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from detectors.engine import RESYNC_AFTER
 from edge.sqlite_store import SqliteStore, SqliteStoreConfig
 from gateway.broker import Mosquitto
 from gateway.core import Reading
@@ -98,6 +99,33 @@ def test_implausible_timestamps_are_rejected_before_any_sink(
     # Writes and rollups keep working.
     publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": now, "metrics": {"vibration": 5.0}}))
     assert wait_until(lambda: latest(gw, "pump-01").get("vibration") == 5.0, timeout=10, what="a later write")
+    client.loop_stop()
+
+
+def test_a_device_whose_clock_goes_back_is_degraded_in_health_and_the_fleet_view_and_still_scored(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway
+) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path))
+    client = publisher(mosquitto)
+    now = time.time()
+    # Two minutes ahead (within the ingest skew, so stored), then the device's clock is right again.
+    publish(client, "plant/north/pump-01/telemetry", orjson.dumps({"ts": now + 120, "metrics": {"flow": 80.0}}))
+    for i in range(RESYNC_AFTER + 5):
+        publish(client, "plant/north/pump-01/telemetry",
+                orjson.dumps({"ts": now - 30 + i, "metrics": {"flow": 80.0 + i % 3}}))
+
+    def degraded() -> dict:
+        problems = [p for p in gw.get("/health")["problems"] if p.startswith("device pump-01")]
+        return len(problems) == 2 and problems
+
+    problems = wait_until(degraded, timeout=10, what="pump-01 degraded in /health")
+    assert problems[0].startswith("device pump-01: its clock went back, scoring follows it")
+    assert problems[1].startswith(f"device pump-01: {RESYNC_AFTER - 1} reading(s) not scored (out of order")
+    fleet = {entry["id"]: entry["health"] for entry in gw.get("/fleet")["items"]}
+    assert fleet["pump-01"] == "degraded" and fleet["pump-02"] != "degraded"
+    status = gw.get("/devices/pump-01/detector")
+    assert status["degraded"] and status["rejected"]["out_of_order"]["count"] == RESYNC_AFTER - 1
+    assert status["samples"] == 1 + 6  # the reading ahead, then the device's own clock followed
     client.loop_stop()
 
 

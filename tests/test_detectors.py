@@ -7,12 +7,14 @@ import random
 
 import pytest
 
+from detectors.adaptive import AdaptiveBaseline
 from detectors.config import DetectorConfig, LimitRuleConfig
 from detectors import checkpoint
 from detectors.residual import ResidualRegression
 from detectors.robust import RobustBaseline
 from detectors.engine import (
-    FORECAST_DETECTOR, MODELS, RATE_DETECTOR, STATE_LAYOUT, STUCK_DETECTOR, DetectorEngine, models_version,
+    FORECAST_DETECTOR, MODELS, RATE_DETECTOR, RESYNC_AFTER, STATE_LAYOUT, STUCK_DETECTOR, DetectorEngine,
+    models_version,
 )
 from gateway.core import Quality, Reading, Severity
 from simulators.physics import DeviceModel, DeviceSpec, Fault
@@ -60,11 +62,11 @@ def test_each_device_type_gets_the_model_configured_for_it() -> None:
     config = DetectorConfig(device_type_models={"motor": {"type": "residual_regression"}})
     engine = DetectorEngine(config, {"p": "pump", "m": "motor"})
     engine.process([Reading("p", "flow", 80.0, 0.0), Reading("m", "speed", 1480.0, 0.0)])
-    assert isinstance(engine.devices["p"].model, RobustBaseline)
+    assert isinstance(engine.devices["p"].model, AdaptiveBaseline)
     assert isinstance(engine.devices["m"].model, ResidualRegression)
     # A checkpoint written under one assignment of models is not loaded under another.
-    assert models_version(config) == "robust-baseline-2,motor=residual-regression-1"
-    assert models_version(DetectorConfig()) == "robust-baseline-2"
+    assert models_version(config) == "adaptive-baseline-1,motor=residual-regression-1"
+    assert models_version(DetectorConfig()) == "adaptive-baseline-1"
 
 
 def test_a_load_change_moving_coupled_metrics_together_is_not_an_anomaly() -> None:
@@ -112,20 +114,23 @@ def steady_pump_anomalies(model: dict, flow_step: float, seed: int) -> list:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_each_metric_in_its_own_variation_catches_a_small_step_of_a_quiet_metric(seed: int) -> None:
-    # Healthy: the wandering temperature alerts neither way.
-    assert steady_pump_anomalies(STEADY_PROCESS, 0.0, seed) == []
-    assert steady_pump_anomalies({}, 0.0, seed) == []
+    shared = {"type": "robust_baseline"}
+    # Healthy: the wandering temperature alerts no way.
+    for model in (STEADY_PROCESS, shared, {}):
+        assert steady_pump_anomalies(model, 0.0, seed) == []
     # A 3.5-spread step of the flow: the shared threshold (set by the temperature) misses it,
-    # the flow's own unit does not.
-    calibrated = steady_pump_anomalies(STEADY_PROCESS, 0.35, seed)
-    assert [a.metrics[0] for a in calibrated] == ["flow"] and 1500 < calibrated[0].detected_at < 1560
-    assert steady_pump_anomalies({}, 0.35, seed) == []
+    # the flow's own unit does not, nor does the default (every metric and channel in its own unit).
+    assert steady_pump_anomalies(shared, 0.35, seed) == []
+    for model in (STEADY_PROCESS, {}):
+        calibrated = steady_pump_anomalies(model, 0.35, seed)
+        assert [a.metrics[0] for a in calibrated] == ["flow"] and 1500 < calibrated[0].detected_at < 1560
 
 
 def test_a_model_learning_past_the_warm_up_is_refused() -> None:
     with pytest.raises(ValueError, match="device_type_models.loop_pump: scale_samples \\+ calibration_samples "
                                          "\\(2200\\) must fit in warmup_samples \\(1800\\)"):
-        DetectorConfig(device_type_models={"loop_pump": {"scale_samples": 200, "calibration_samples": 2000}})
+        DetectorConfig(device_type_models={"loop_pump": {"type": "robust_baseline", "scale_samples": 200,
+                                                         "calibration_samples": 2000}})
     engine = DetectorEngine(DetectorConfig(device_type_models={"loop_pump": STEADY_PROCESS}), {"d": "loop_pump"})
     engine.process([Reading("d", "flow", 32.0, 0.0)])
     assert engine.devices["d"].gate.margin == 1.5 and engine.devices["d"].gate.floor == 4.0
@@ -152,6 +157,28 @@ def test_bad_values_never_reach_the_model() -> None:
     assert engine.samples == before
     assert engine.devices["d"].features == {"vibration": 2.0}
     assert engine.rejected == {"not_good_quality": 4, "out_of_order": 1, "unknown_device": 1}
+    assert engine.degraded("d") and engine.summaries()["d"][2]
+    assert engine.diagnostics()["rejected_by_device"]["d"]["out_of_order"]["count"] == 1
+
+
+def test_a_reading_from_the_future_or_a_clock_set_back_never_stops_scoring_a_device() -> None:
+    engine = DetectorEngine(DetectorConfig(warmup_samples=100, checkpoint_path=None), {"d": "meter"})
+    rng = random.Random(4)
+    for t in range(300):
+        engine.process([Reading("d", "level", 50 + rng.gauss(0, 1), 1e9 + t)])
+    # One reading stamped an hour ahead (a device clock error within what ingest lets through), then the
+    # device's clock goes on as before: a few readings are refused, then scoring follows the device's clock.
+    engine.process([Reading("d", "level", 50.0, 1e9 + 3900)])
+    scored = engine.samples
+    found = []
+    for t in range(300, 400):
+        value = 56.5 if t == 380 else 50 + rng.gauss(0, 1)
+        found += engine.process([Reading("d", "level", value, 1e9 + t)])
+    assert engine.rejected["out_of_order"] == RESYNC_AFTER - 1
+    assert engine.samples == scored + 100 - (RESYNC_AFTER - 1)
+    assert [a.detected_at for a in found] == [1e9 + 380]  # the spike after the resync is caught
+    status = engine.device_status("d")
+    assert status["degraded"] and set(status["rejected"]) == {"out_of_order", "clock_reset"}
 
 
 def test_chattering_around_a_limit_raises_one_alert() -> None:
@@ -217,7 +244,7 @@ def test_checkpoint_round_trip_continues_without_a_new_warm_up(tmp_path) -> None
         readings = sample(t)
         readings[1].value += 3.0  # vibration jumps at the same load
         found += again.process(readings)
-    assert any(a.detector == MODELS["robust_baseline"].version for a in found)
+    assert any(a.detector == MODELS["adaptive_baseline"].version for a in found), found
 
     # Another format version is set aside, never loaded into code that does not match it.
     checkpoint.save(path, "robust-baseline-0", STATE_LAYOUT, again.devices)

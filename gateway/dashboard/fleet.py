@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 # Worst first: what the fleet view sorts by.
-HEALTH_ORDER = ("maintenance", "offline", "work_order", "anomalous", "warming_up", "healthy")
+HEALTH_ORDER = ("maintenance", "offline", "degraded", "work_order", "anomalous", "warming_up", "healthy")
 NOT_OPERATING = {"maintenance", "standby", "commissioning"}
 
 
@@ -26,17 +26,22 @@ def plant_now(gateway: "Gateway", last_seen: dict[str, float]) -> float:
 
 
 def health_of(*, state: str | None, offline: bool, open_priority: str | None, alerting: bool,
-              warming_up: bool) -> str:
-    """
+              warming_up: bool, degraded: bool = False) -> str:
+    """``degraded``: its readings are being refused (out of order, bad quality), so it is not fully watched.
+
     >>> health_of(state=None, offline=False, open_priority="P2", alerting=True, warming_up=False)
     'work_order'
     >>> health_of(state="standby", offline=True, open_priority=None, alerting=False, warming_up=False)
     'maintenance'
+    >>> health_of(state=None, offline=False, open_priority="P2", alerting=False, warming_up=False, degraded=True)
+    'degraded'
     """
     if state in NOT_OPERATING:
         return "maintenance"
     if offline:
         return "offline"
+    if degraded:
+        return "degraded"
     if open_priority:
         return "work_order"
     if alerting:
@@ -58,13 +63,13 @@ def fleet_entries(gateway: "Gateway") -> tuple[list[dict[str, Any]], float]:
     for asset in gateway.assets.values():
         seen = last_seen.get(asset.id)
         priority, count = open_orders.get(asset.id, (None, 0))
-        warming_up, alerting = detector.get(asset.id, (True, False))
+        warming_up, alerting, degraded = detector.get(asset.id, (True, False, False))
         offline = asset.id in reported_offline or (now - seen > limit if seen is not None else started_long_ago)
         entries.append({
             "id": asset.id, "name": asset.name, "site_id": asset.site.id, "site_name": asset.site.name,
             "type": asset.type, "model": asset.model, "criticality": asset.criticality.value,
             "health": health_of(state=states.get(asset.id), offline=offline, open_priority=priority,
-                                alerting=alerting, warming_up=warming_up),
+                                alerting=alerting, warming_up=warming_up, degraded=degraded),
             "operating_state": states.get(asset.id, "operating"), "open_priority": priority,
             "open_work_orders": count, "last_reading_at": seen,
         })

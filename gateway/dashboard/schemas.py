@@ -24,7 +24,8 @@ class FleetEntry(Answer):
     type: str
     model: str
     criticality: str
-    health: str = Field(description="maintenance, offline, work_order, anomalous, warming_up or healthy")
+    health: str = Field(
+        description="maintenance, offline, degraded, work_order, anomalous, warming_up or healthy")
     operating_state: str
     open_priority: str | None = Field(description="the most urgent open work order's priority")
     open_work_orders: int
@@ -60,17 +61,27 @@ class LimitLine(Answer):
     failure_mode: str
 
 
+class Refusals(Answer):
+    count: int
+    last_at: float = Field(description="epoch seconds, the gateway's clock")
+    example: str
+
+
 class DetectorStatus(Answer):
     device_id: str
     model: str
     warming_up: bool
     samples: int = Field(description="samples scored so far")
     warmup_samples: int
+    warmup_s: float = Field(description="or this long, whichever comes first")
     threshold: float | None = Field(description="the calibrated alert threshold; null while warming up")
     score: float | None = Field(description="the latest score (unknown after a restart until the next sample)")
     alerting: bool
     contributions: dict[str, float] = Field(description="each metric's signed deviation in the latest score")
     limits: list[LimitLine]
+    degraded: bool = Field(description="readings of the device were refused lately (see rejected)")
+    rejected: dict[str, Refusals] = Field(description="readings not scored, by reason (out_of_order, "
+                                          "not_good_quality; clock_reset: its clock went back and was followed)")
 
 
 class Coding(Answer):

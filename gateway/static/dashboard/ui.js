@@ -124,7 +124,7 @@ export function badge(text, kind) {
 
 export const HEALTH_LABELS = {
   healthy: "healthy", warming_up: "warming up", anomalous: "anomalous", work_order: "open work order",
-  offline: "offline", maintenance: "in maintenance",
+  offline: "offline", maintenance: "in maintenance", degraded: "readings refused",
 };
 
 export function healthBadge(entry) {

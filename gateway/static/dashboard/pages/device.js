@@ -105,9 +105,14 @@ export async function render(main, [deviceId], context) {
 
   const detectorPanel = section("Detector",
     h("p", {}, detector.warming_up
-      ? `Warming up: ${detector.samples} of ${detector.warmup_samples} samples learnt; no alerts until then.`
+      ? `Warming up: ${detector.samples} of ${detector.warmup_samples} samples learnt (or ${fmt(detector.warmup_s / 3600)} h, `
+        + "whichever comes first); no alerts until then."
       : `Calibrated: threshold ${fmt(detector.threshold)}, latest score ${fmt(detector.score)}`
         + (detector.alerting ? " — alerting" : "")),
+    Object.keys(detector.rejected).length ? h("ul", { class: "refusals" }, Object.entries(detector.rejected).map(
+      ([reason, r]) => h("li", {}, reason === "clock_reset"
+        ? `Its clock went back; scoring followed it (${ago(r.last_at)}: ${r.example}).`
+        : `${r.count} reading(s) not scored: ${reason.replace(/_/g, " ")} (last ${ago(r.last_at)}: ${r.example}).`))) : null,
     table(["Metric", "Latest value", "Deviation (sd)", "Limits"], metrics.map((metric) => {
       const reading = latest.readings.find((r) => r.metric === metric);
       const limits = detector.limits.filter((l) => l.metric === metric);
