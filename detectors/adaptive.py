@@ -65,6 +65,7 @@ SPIKE_MARGIN = 1.5
 TAIL = 0.999
 TAIL_START = 3.29  # the Gaussian's 0.999 quantile of |z|: where the tracker starts
 TAIL_STEP = 0.05
+TAIL_CALM = 0.8
 # Shifts: EWMA weights of the residual, and the limit in their normal RMS.
 FAST = 0.25
 SLOW = 0.03
@@ -75,9 +76,6 @@ SLOW_CLIP = 3.0
 # The spread learns from residuals within TRIM spreads; a Gaussian's variance within them is
 # TRIMMED_SHARE of the whole, which corrects the trimming.
 TRIM = 3.0
-FAST_TRIM = math.inf
-UNIT_DECAY = 0.25
-SLOW_TRIM = math.inf
 TRIMMED_SHARE = 0.9733
 # Residuals are winsorised at this many spreads before they update the spread.
 WINSOR = 4.0
@@ -159,7 +157,8 @@ class Track:
 
     __slots__ = ("count", "mean", "m2", "level", "var", "step", "last", "moves", "last_at",
                  "z", "fast", "slow", "fast_sq", "slow_sq", "tail", "net_z", "net_fast", "net_slow",
-                 "excursion_since", "excursion_samples", "partner", "coupling", "profile", "expected_profile")
+                 "excursion_since", "excursion_samples", "partner", "coupling", "profile", "expected_profile",
+                 "unit_samples", "seasonal_on")
 
     def __init__(self, profile: Profile | None) -> None:
         self.count = 0  # normal samples learned since the metric first moved
@@ -176,9 +175,14 @@ class Track:
         self.fast_sq = FAST_FLOOR ** 2
         self.slow_sq = SLOW_FLOOR ** 2
         self.tail = TAIL_START
+        self.unit_samples = 0  # samples the channels' units were learned from
+        self.seasonal_on = False
         self.excursion_since = math.nan
         self.excursion_samples = 0
         self.partner: Track | None = None
+        # The partner's move times this is this metric's expected move, both in values (a regression slope):
+        # their spreads (noise about the local mean) differ from their normal ranges, so a correlation alone
+        # would not carry one metric's deviation over to the other's.
         self.coupling = 0.0
         self.profile = profile
         self.expected_profile = 0.0
@@ -194,7 +198,12 @@ class Track:
 
     def seasonal(self, at: float) -> float:
         profile = self.profile
-        return profile.at(at) if profile is not None and profile.active(at) else 0.0
+        active = profile is not None and profile.active(at)
+        if active != self.seasonal_on:
+            # Another expectation, other residuals: the channels' units are learned again.
+            self.seasonal_on = active
+            self.fast_sq, self.slow_sq, self.unit_samples = FAST_FLOOR ** 2, SLOW_FLOOR ** 2, 0
+        return profile.at(at) if active else 0.0
 
     def spike_score(self) -> float:
         return abs(self.net_z) / max(SPIKE_Z, SPIKE_MARGIN * self.tail)
@@ -209,22 +218,15 @@ class Track:
         self.net_z, self.net_fast, self.net_slow = self.z, self.fast, self.slow
         partner = self.partner
         if partner is not None:
-            self.net_z = _unexplained(self.z, self.coupling * partner.z)
-            self.net_fast = _unexplained(self.fast, self.coupling * partner.fast)
-            self.net_slow = _unexplained(self.slow, self.coupling * partner.slow)
+            scale = self.coupling * partner.spread / self.spread
+            self.net_z = _unexplained(self.z, scale * partner.z)
+            self.net_fast = _unexplained(self.fast, scale * partner.fast)
+            self.net_slow = _unexplained(self.slow, scale * partner.slow)
 
     def restart(self) -> None:
         """Forget the statistics (the metric has not really started moving yet)."""
         self.count = 0
         self.mean = self.m2 = 0.0
-
-
-def _trimmed_mean(mean_square: float, value: float, rate: float, trim: float) -> float:
-    """A channel's mean square, learned from values within ``trim`` of its RMS (a lasting offset is not noise)."""
-    square = value * value
-    if square > trim * trim * mean_square:
-        return mean_square
-    return mean_square + rate * (square - mean_square)
 
 
 def _winsorised(residual: float, var: float) -> float:
@@ -239,14 +241,17 @@ def _unexplained(own: float, explained: float) -> float:
 
 
 class AdaptiveBaseline:
-    __slots__ = ("alpha", "clip", "decay", "scale_samples", "relearn_after_s", "period_s", "bins", "tracks",
+    __slots__ = ("alpha", "clip", "decay", "unit_memory_s", "scale_samples", "relearn_after_s", "period_s", "bins",
+                 "tracks",
                  "_correlations", "_correlated")
 
     def __init__(self, alpha: float = 0.003, clip: float = 1.0, decay: float = 0.002, scale_samples: int = 300,
-                 relearn_after_s: float = 3600.0, period_s: float = 86400.0, bins: int = 48) -> None:
+                 relearn_after_s: float = 3600.0, period_s: float = 86400.0, bins: int = 48,
+                 unit_memory_s: float = 7 * 86400.0) -> None:
         self.alpha = alpha
         self.clip = clip
         self.decay = decay
+        self.unit_memory_s = unit_memory_s
         self.scale_samples = scale_samples
         self.relearn_after_s = relearn_after_s
         self.period_s = period_s
@@ -314,6 +319,7 @@ class AdaptiveBaseline:
             track.restart()  # still flat from the start: nothing to learn a spread from
         track.last = value
         track.count += 1
+        step = 0.0 if math.isnan(track.last_at) else max(at - track.last_at, 0.0)
         if track.count <= self.scale_samples:
             # Warm-up: the running mean and variance (Welford); the profile not yet.
             delta = value - track.mean
@@ -333,15 +339,19 @@ class AdaptiveBaseline:
         track.last_at = at
         if not scored:
             return
-        # The channels' own normal RMS: a running mean at first, then decaying.
-        rate = max(self.decay * UNIT_DECAY, 1 / (track.count - MIN_SAMPLES + 1))
-        track.fast_sq = _trimmed_mean(track.fast_sq, track.net_fast, rate, FAST_TRIM)
-        track.slow_sq = _trimmed_mean(track.slow_sq, track.net_slow, rate, SLOW_TRIM)
-        # A stochastic-approximation quantile: at equilibrium a share 1 - TAIL of |z| lies above it.
-        if abs(track.net_z) > track.tail:
-            track.tail += TAIL_STEP * TAIL
-        else:
-            track.tail = max(TAIL_START, track.tail - TAIL_STEP * (1 - TAIL))
+        # The channels' own normal RMS: a running mean at first, then forgetting over unit_memory_s
+        # (by time: a fault that develops over hours must not become the channels' unit).
+        track.unit_samples += 1
+        rate = max(1 / track.unit_samples, min(self.decay, step / self.unit_memory_s))
+        track.fast_sq += rate * (track.net_fast * track.net_fast - track.fast_sq)
+        track.slow_sq += rate * (track.net_slow * track.net_slow - track.slow_sq)
+        # A stochastic-approximation quantile of |z|: at equilibrium a share 1 - TAIL lies above it.
+        # Only while the shift channels are calm: a drifting level is not a heavy tail.
+        if track.shift_score() < TAIL_CALM:
+            if abs(track.net_z) > track.tail:
+                track.tail += TAIL_STEP * TAIL
+            else:
+                track.tail = max(TAIL_START, track.tail - TAIL_STEP * (1 - TAIL))
 
     def contributions(self) -> dict[str, float]:
         """Each metric's net signed deviation, in spreads (the larger of this sample's and the fast shift's)."""
@@ -370,5 +380,8 @@ class AdaptiveBaseline:
                 if name in (a, b) and abs(correlation.get()) > abs(coupling):
                     best, coupling = (b if name == a else a), correlation.get()
             if best is not None and abs(coupling) >= MIN_COUPLING:
-                track.partner, track.coupling = self.tracks[best], coupling
+                partner = self.tracks[best]
+                # The warm-up's variances are the metrics' whole ranges (load changes included).
+                ranges = math.sqrt(track.var / partner.var) if partner.var > 0 else 0.0
+                track.partner, track.coupling = partner, coupling * ranges
         self._correlations = None

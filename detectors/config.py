@@ -105,6 +105,9 @@ class ModelConfig(BaseModel):
         None, ge=1.0, description="the alert gate's margin for this model (null: detectors.margin)")
     decay: float = Field(
         0.002, gt=0, lt=1, description="adaptive_baseline: how fast spreads and channel units follow (per sample)")
+    unit_memory_s: float = Field(
+        7 * 86400.0, gt=0, description="adaptive_baseline: how long the shift channels' units remember (by time, "
+        "so a fault developing over hours does not become normal)")
     relearn_after_s: float = Field(
         3600.0, gt=0, description="adaptive_baseline: a deviation lasting this long becomes the new normal")
     season_period_s: float = Field(86400.0, gt=0, description="adaptive_baseline: the cycle learned (a day)")

@@ -54,7 +54,7 @@ MODELS: dict[str, ModelEntry] = {
     "adaptive_baseline": ModelEntry(
         "adaptive-baseline-1", lambda cfg: AdaptiveBaseline(
             cfg.alpha, cfg.clip, cfg.decay, cfg.scale_samples, cfg.relearn_after_s, cfg.season_period_s,
-            cfg.season_bins), 1.0, self_calibrated=True, persistence=(1, 1, 20)),
+            cfg.season_bins, cfg.unit_memory_s), 1.0, self_calibrated=True, persistence=(1, 1, 20)),
     "robust_baseline": ModelEntry(
         "robust-baseline-2", lambda cfg: RobustBaseline(cfg.alpha, cfg.clip, cfg.smoothing, cfg.scale_samples,
                                                         cfg.calibration_samples), 3.5),

@@ -181,7 +181,7 @@ def irregular(interval_s: float, seed: int = 0, n: int = 5000, at: int = 4000, g
 
 def _seasonal_fault(name: str, interval_s: float, days: int, fault_day: int, seed: int,
                     faulty: Callable[[float], float]) -> Stream:
-    """A daily cycle; on ``fault_day`` the cycle is ``faulty`` instead, labelled over its peak hours."""
+    """A daily cycle; on ``fault_day`` the cycle is ``faulty`` instead, labelled where it is a sigma or more off."""
     n = int(days * DAY / interval_s)
     stream = _base(f"{name}@{interval_s:g}s", interval_s, n, seed, cycle=daily_peak)
     begin, end = START + fault_day * DAY, START + (fault_day + 1) * DAY
@@ -189,7 +189,7 @@ def _seasonal_fault(name: str, interval_s: float, days: int, fault_day: int, see
     for i, t in enumerate(stream.timestamps):
         if begin <= t < end:
             stream.values[i] += faulty(t) - daily_peak(t)
-            if abs(faulty(t) - daily_peak(t)) >= 2 * SIGMA:
+            if abs(faulty(t) - daily_peak(t)) >= SIGMA:
                 labelled.append(i)
     stream.anomalies = [(labelled[0], labelled[-1] + 1)] if labelled else []
     return stream
