@@ -36,8 +36,17 @@ def fleet_batches(devices: int, seconds: int) -> tuple[dict[str, str], list[list
     return {spec.id: spec.type for spec in specs}, batches
 
 
-def ours_readings_per_s(device_types: dict[str, str], batches: list[list[Reading]]) -> float:
-    engine = DetectorEngine(DetectorConfig(checkpoint_path=None), device_types)
+def detector_config(season_bins: int | None, **settings: object) -> DetectorConfig:
+    """The default configuration, optionally with another seasonal profile size (0: none)."""
+    config = DetectorConfig(checkpoint_path=None, **settings)
+    if season_bins is not None:
+        config.model = config.model.model_copy(update={"season_bins": season_bins})
+    return config
+
+
+def ours_readings_per_s(device_types: dict[str, str], batches: list[list[Reading]],
+                        season_bins: int | None = None) -> float:
+    engine = DetectorEngine(detector_config(season_bins), device_types)
     readings = sum(len(batch) for batch in batches)
     started = time.perf_counter()
     for batch in batches:
@@ -64,8 +73,8 @@ def hst_readings_per_s(batches: list[list[Reading]]) -> float:
     return readings / (time.perf_counter() - started)
 
 
-def bytes_per_stream(streams: int, samples: int) -> float:
-    config = DetectorConfig(checkpoint_path=None, warmup_samples=samples // 2)
+def bytes_per_stream(streams: int, samples: int, season_bins: int | None = None) -> float:
+    config = detector_config(season_bins, warmup_samples=samples // 2)
     device_types = {f"s-{i:05d}": "pump" for i in range(streams)}
     gc.collect()
     tracemalloc.start()
@@ -88,17 +97,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=3000, help="samples per device in the speed run")
     parser.add_argument("--streams", type=int, default=2000, help="univariate streams in the memory run")
     parser.add_argument("--samples", type=int, default=400, help="samples per stream in the memory run")
+    parser.add_argument("--season-bins", type=int, default=None,
+                        help="the seasonal profile's bins per metric (0: no profile; default: the model's)")
     args = parser.parse_args()
 
     device_types, batches = fleet_batches(args.devices, args.seconds)
     readings = sum(len(batch) for batch in batches)
     hst = hst_readings_per_s(batches)
-    ours = ours_readings_per_s(device_types, batches)
+    ours = ours_readings_per_s(device_types, batches, args.season_bins)
     print(f"speed: {args.devices} devices x {args.seconds} samples = {readings:,} readings, one core")
     print(f"{'bare river HalfSpaceTrees':<34}{hst:>12,.0f} readings/s")
     print(f"{'default detector set':<34}{ours:>12,.0f} readings/s")
     print(f"{'ratio ours / HST':<34}{ours / hst:>12.2f}")
-    per_stream = bytes_per_stream(args.streams, args.samples)
+    per_stream = bytes_per_stream(args.streams, args.samples, args.season_bins)
     print(f"memory: {args.streams} univariate streams after {args.samples} samples each")
     print(f"{'per monitored stream':<34}{per_stream / 1024:>12.2f} KB")
 
