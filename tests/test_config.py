@@ -38,7 +38,7 @@ def test_every_example_is_valid(path: Path) -> None:
 def test_minimal_config_gets_defaults() -> None:
     config = parse_config(minimal())
     assert config.api.port == 8080
-    assert config.detectors.model.type == "robust_baseline"
+    assert config.detectors.model.type == "adaptive_baseline"
     assert config.core_assets()["pump-01"].site.latitude == 53.5
 
 
