@@ -229,8 +229,9 @@ def skab_table(args: argparse.Namespace) -> None:
              else f"{configured.model.type}, {path.name}"] = engine_model(configured, configured.model)
     files = read_skab(args.skab)
     print(f"SKAB: {len(files)} files, {sum(len(f[2]) - FIT_ROWS for f in files)} scored rows; gate: quantile "
-          f"{config.quantile}, margin {config.margin}, {config.persistence_k} of {config.persistence_m}, "
-          f"clear after {config.clear_after}")
+          f"{config.quantile}, margin {config.margin} (quantile-calibrated models), on/off-delay "
+          + (f"{config.persistence_k} of {config.persistence_m}" if config.persistence_k else "the model's own")
+          + f", clear after {config.clear_after or 'the model' + chr(39) + 's own'}")
     print(f"{'':<40}{'leaderboard (whole files)':>26}{'after fit rows only':>26}")
     print(f"{'model':<40}" + f"{'F1':>8}{'FAR %':>9}{'MAR %':>9}" * 2 + f"{'windowed':>10}{'rows/s':>10}")
     for name, (make, make_gate) in rows.items():
