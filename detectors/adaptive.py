@@ -62,9 +62,8 @@ from __future__ import annotations
 
 import math
 from array import array
-from itertools import combinations
 
-from river import stats
+from detectors import partners
 
 MIN_SPREAD = 1e-9
 # Spikes: never under this many spreads, nor under SPIKE_MARGIN x the TAIL quantile of normal |z|.
@@ -266,7 +265,7 @@ class AdaptiveBaseline:
         self.bins = bins
         self.tracks: dict[str, Track] = {}
         # Pairwise correlations in the warm-up, let go once the partners are chosen.
-        self._correlations: dict[tuple[str, str], stats.PearsonCorr] | None = {}
+        self._correlations: partners.Correlations | None = {}
         self._correlated = 0
 
     def score_one(self, x: dict[str, float], at: float = 0.0) -> float:
@@ -370,11 +369,7 @@ class AdaptiveBaseline:
         return found
 
     def _correlate(self, x: dict[str, float]) -> None:
-        for a, b in combinations(sorted(x), 2):
-            pair = self._correlations.get((a, b))
-            if pair is None:
-                pair = self._correlations[(a, b)] = stats.PearsonCorr()
-            pair.update(x[a], x[b])
+        partners.correlate(self._correlations, x)
         self._correlated += 1
         # Also when a metric never moves: it cannot hold the others' partners back for ever.
         if self._correlated >= 2 * self.scale_samples or all(
@@ -382,14 +377,9 @@ class AdaptiveBaseline:
             self._choose_partners()
 
     def _choose_partners(self) -> None:
-        for name, track in self.tracks.items():
-            best, coupling = None, 0.0
-            for (a, b), correlation in self._correlations.items():
-                if name in (a, b) and abs(correlation.get()) > abs(coupling):
-                    best, coupling = (b if name == a else a), correlation.get()
-            if best is not None and abs(coupling) >= MIN_COUPLING:
-                partner = self.tracks[best]
-                # The warm-up's variances are the metrics' whole ranges (load changes included).
-                ranges = math.sqrt(track.var / partner.var) if partner.var > 0 else 0.0
-                track.partner, track.coupling = partner, coupling * ranges
+        for name, (best, coupling) in partners.strongest(self._correlations, list(self.tracks), MIN_COUPLING).items():
+            track, partner = self.tracks[name], self.tracks[best]
+            # The warm-up's variances are the metrics' whole ranges (load changes included).
+            ranges = math.sqrt(track.var / partner.var) if partner.var > 0 else 0.0
+            track.partner, track.coupling = partner, coupling * ranges
         self._correlations = None

@@ -55,10 +55,8 @@ True
 from __future__ import annotations
 
 import math
-from itertools import combinations
 
-from river import stats
-
+from detectors import partners
 from detectors.hst import RunningStats
 
 MIN_SPREAD = 1e-6
@@ -114,7 +112,7 @@ class RobustBaseline:
         self.calibration_samples = calibration_samples
         self.tracks: dict[str, MetricTrack] = {}
         # Pairwise correlations while the spreads are learned; let go once the partners are chosen.
-        self._correlations: dict[tuple[str, str], stats.PearsonCorr] | None = {}
+        self._correlations: partners.Correlations | None = {}
 
     def score_one(self, x: dict[str, float], at: float = 0.0) -> float:
         scored = []
@@ -154,21 +152,12 @@ class RobustBaseline:
             self._correlate(x)
 
     def _correlate(self, x: dict[str, float]) -> None:
-        for a, b in combinations(sorted(x), 2):
-            pair = self._correlations.get((a, b))
-            if pair is None:
-                pair = self._correlations[(a, b)] = stats.PearsonCorr()
-            pair.update(x[a], x[b])
+        partners.correlate(self._correlations, x)
         if all(track.count >= self.scale_samples for track in self.tracks.values()):
             self._choose_partners()
 
     def _choose_partners(self) -> None:
         """Each metric's partner: the one it correlated with most, if at least ``MIN_COUPLING``."""
-        for name, track in self.tracks.items():
-            best, coupling = None, 0.0
-            for (a, b), correlation in self._correlations.items():
-                if name in (a, b) and abs(correlation.get()) > abs(coupling):
-                    best, coupling = (b if name == a else a), correlation.get()
-            if best is not None and abs(coupling) >= MIN_COUPLING:
-                track.partner, track.coupling = self.tracks[best], coupling
+        for name, (best, coupling) in partners.strongest(self._correlations, list(self.tracks), MIN_COUPLING).items():
+            self.tracks[name].partner, self.tracks[name].coupling = self.tracks[best], coupling
         self._correlations = None
