@@ -78,11 +78,20 @@ def test_first_anomaly_opens_a_coded_dispatched_work_order(
 
 def test_repeats_add_occurrences_and_may_raise_priority(service: TicketingService) -> None:
     first = service.handle_anomaly(anomaly())
+    p2 = service.get_work_order(first)["sla"]
     again = service.handle_anomaly(anomaly(severity=Severity.CRITICAL, at=NOW + 60))
     assert again == first
     order = service.get_work_order(first)
     assert order["occurrences"] == 2 and order["priority"] == "P1"
-    assert order["events"][-1]["data"]["priority_raised"] == {"from": "P2", "to": "P1"}
+    raised = order["events"][-1]["data"]
+    assert raised["priority_raised"] == {"from": "P2", "to": "P1"}
+    # The SLA follows the priority: P1's deadlines, counted from when the order opened.
+    assert raised["sla_policy"]["from"].startswith("P2/") and raised["sla_policy"]["to"].startswith("P1/")
+    assert order["sla"]["policy"] == raised["sla_policy"]["to"]
+    p1 = service.config.sla.policy_for("P1", "high")
+    opened = p2["clocks"]["respond"]["deadline"] - service.config.sla.policy_for("P2", "high").respond_s
+    assert order["sla"]["clocks"]["respond"]["deadline"] == pytest.approx(opened + p1.respond_s)
+    assert order["sla"]["clocks"]["on_site"]["deadline"] < p2["clocks"]["on_site"]["deadline"]
     assert len(service.list_work_orders()) == 1
 
 

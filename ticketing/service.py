@@ -464,6 +464,12 @@ class TicketingService:
         if priority < order.priority:  # "P1" < "P2": a more urgent repeat raises the order
             data["priority_raised"] = {"from": order.priority, "to": priority}
             order.priority = priority
+            if order.sla is not None:
+                asset = self.assets.get(order.device_id)
+                criticality = asset.criticality.value if asset else order.sla["policy"].split("/")[-1]
+                name = f"{priority}/{criticality}"
+                data["sla_policy"] = {"from": order.sla["policy"], "to": name}
+                order.sla = clocks.retarget(order.sla, self.config.sla.policy_for(priority, criticality), name)
         kind = kind or ("occurrence" if failure_mode == order.failure_mode else "related_finding")
         self._append_event(session, order, kind, SYSTEM_ACTOR, data)
         self.occurrences += 1

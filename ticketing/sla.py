@@ -68,6 +68,13 @@ def due_alerts(sla: dict[str, Any], now: float, warn_at: list[float]) -> list[tu
     return due
 
 
+def retarget(sla: dict[str, Any], policy: SlaPolicy, name: str) -> dict[str, Any]:
+    """The same clocks under another policy: a raised priority tightens the deadlines from the original start
+    (a P1 found as a repeat of a P2 is due as a P1 would have been); met clocks stay met, fired alerts stay fired."""
+    budget = {"respond": policy.respond_s, "on_site": policy.on_site_s, "restore": policy.restore_s}
+    return {**sla, "policy": name, "budget_s": budget}
+
+
 def record_alerts(sla: dict[str, Any], alerts: list[tuple[str, float]]) -> dict[str, Any]:
     return {**sla, "alerts": [*sla["alerts"], *(f"{clock}:{threshold}" for clock, threshold in alerts)]}
 
