@@ -233,6 +233,31 @@ def _reference_problems(config: GatewayConfig) -> list[str]:
     for index, name in enumerate(names):
         if names.index(name) != index:
             problems.append(f"sources[{index}].name: duplicate source name {name!r}")
+    return problems + _routing_problems(config, site_ids)
+
+
+def _routing_problems(config: GatewayConfig, site_ids: set[str]) -> list[str]:
+    """Routing rules name sites, device types, templates and skills that exist."""
+    ticketing = config.ticketing
+    device_types = {asset.type for asset in config.assets}
+    skills = {skill for engineer in config.engineers for skill in engineer.skill_levels}
+    problems = []
+    for index, rule in enumerate(ticketing.routing):
+        where = f"ticketing.routing[{index}]"
+        for site in rule.when.sites:
+            if site not in site_ids:
+                problems.append(f"{where}.when.sites: unknown site {site!r} (known: {', '.join(sorted(site_ids))})")
+        for device_type in rule.when.device_types:
+            if device_type not in device_types:
+                problems.append(f"{where}.when.device_types: no asset has type {device_type!r} "
+                                f"(types: {', '.join(sorted(device_types))})")
+        template = rule.then.template
+        if template is not None and template not in ticketing.templates:
+            problems.append(f"{where}.then.template: unknown template {template!r} "
+                            f"(ticketing.templates: {', '.join(sorted(ticketing.templates)) or 'none defined'})")
+        if rule.then.skill is not None and config.engineers and rule.then.skill not in skills:
+            problems.append(f"{where}.then.skill: no engineer has skill {rule.then.skill!r} "
+                            f"(skills: {', '.join(sorted(skills))})")
     return problems
 
 

@@ -145,13 +145,14 @@ TYPES: dict[str, str] = {
         "created", "dispatched", "reassigned", "escalated", "accepted", "declined", "acceptance_timeout", "occurrence",
         "related_finding", "condition_cleared", "reopened", "amended", "signed", "report_issued", "escalation",
         "diagnosed", "en_route", "on_site", "in_progress", "on_hold", "done", "verified", "archived", "cancelled",
-        "merged", "site_flood_finding", "external_reference")},
+        "merged", "site_flood_finding", "external_reference", "routed", "routing_escalation")},
     "pmgw.sla.warning": "workorder", "pmgw.sla.breach": "workorder",
     "pmgw.anomaly.detected": "anomaly",
     "pmgw.alarm.raised": "alarm", "pmgw.alarm.cleared": "alarm", "pmgw.device.offline": "alarm",
     "pmgw.device.online": "alarm",
     "pmgw.webhook.disabled": "webhook",
-    **{f"pmgw.notice.{kind}": "notice" for kind in ("sla_warning", "sla_breach", "escalation", "escalated")},
+    **{f"pmgw.notice.{kind}": "notice" for kind in ("sla_warning", "sla_breach", "escalation", "escalated",
+                                                         "routed", "routing_escalation")},
 }
 
 

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ticketing.coding import CodingConfig
+from ticketing.routing import RoutingRule, WorkOrderTemplate
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
@@ -143,6 +144,9 @@ class DispatchConfig(BaseModel):
     acceptance_timeout_s: float = Field(900.0, gt=0, description="unanswered offers go to the next candidate")
     reoptimise_interval_s: float = Field(300.0, gt=0, description="unstarted assignments re-optimised this often")
     candidates_kept: int = Field(5, ge=1, le=50)
+    max_travel_min: float | None = Field(
+        None, gt=0, description="a hard limit: an engineer further away than this is never sent; when nobody is "
+                                "nearer, the order goes to the dispatcher queue (none: no limit)")
 
     @field_validator("weights")
     @classmethod
@@ -318,6 +322,10 @@ class TicketingConfig(BaseModel):
     device_offline: DeviceOfflineConfig = Field(default_factory=DeviceOfflineConfig)
     coding: CodingConfig = Field(default_factory=CodingConfig, description="ISO 14224 lists a closure chooses from")
     notices: NoticesConfig = Field(default_factory=NoticesConfig, description="escalation notices to people")
+    routing: list[RoutingRule] = Field(default_factory=list, max_length=500,
+                                       description="rules over findings and assets, evaluated in order")
+    templates: dict[str, WorkOrderTemplate] = Field(default_factory=dict, description="work-order templates "
+                                                                                      "routing rules open")
 
     @field_validator("database_url")
     @classmethod

@@ -1,8 +1,8 @@
 """Pick the engineer to send, as field-service schedulers do: hard filters first, then weighted objectives.
 
 Hard filters: not declined, has the skill at the level, holds the certifications (valid
-today), on shift (or on call for urgent work), capacity left, can arrive before the on-site
-deadline. The rest are graded 0..1 on travel time, SLA slack, skill fit (an expert is not
+today), on shift (or on call for urgent work), capacity left, within the travel limit, can
+arrive before the on-site deadline. The rest are graded 0..1 on travel time, SLA slack, skill fit (an expert is not
 burnt on an easy job), load and continuity (fixed this asset before), and the weighted sum
 wins. Every decision keeps the top candidates with their grades: anyone can see why.
 
@@ -149,6 +149,10 @@ def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, conf
     latitude, longitude = fleet.locations.get(engineer.id, (engineer.home.latitude, engineer.home.longitude))
     distance = haversine_km(job.site[0], job.site[1], latitude, longitude)
     travel_s = distance * config.road_factor / config.average_speed_kmh * 3600
+    if config.max_travel_min is not None and travel_s > config.max_travel_min * 60:
+        # A hard limit, kept even when nobody can make the deadline: better the dispatcher queue than a trip
+        # across the continent.
+        return f"{travel_s / 60:.0f} min away: beyond the {config.max_travel_min:g} min travel limit"
     now = when.timestamp()
     wait_s = max(0.0, fleet.busy_until.get(engineer.id, now) - now)
     slack = 1.0

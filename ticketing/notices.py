@@ -60,7 +60,9 @@ def wording(kind: str, code: str, device_id: str, priority: str, details: dict[s
             "sla_warning": f"SLA {float(details.get('threshold', 0)) * 100:.0f} % used "
                            f"({details.get('clock', '?').replace('_', ' ')})",
             "escalation": f"escalated to level {details.get('level')}",
-            "escalated": "no engineer could be sent: in the dispatcher queue"}.get(kind, kind.replace("_", " "))
+            "escalated": "no engineer could be sent: in the dispatcher queue",
+            "routed": f"opened; you are told by routing rule {', '.join(details.get('rules', []))}",
+            "routing_escalation": f"escalated: {details.get('reason', 'not accepted in time')}"}.get(kind, kind.replace("_", " "))
     subject = f"[{priority}] {code} on {device_id}: {what}"
     lines = [subject, ""] + [f"{key.replace('_', ' ')}: {value}" for key, value in sorted(details.items())
                              if not isinstance(value, (dict, list))]

@@ -26,9 +26,9 @@ from gateway.core import (
     DEVICE_OFFLINE_CODE, Alarm, Anomaly, Asset, Criticality, Reading, Severity, WorkOrderEvent,
 )
 from ticketing.coding import check_closure
-from ticketing.config import EngineerConfig, TicketingConfig
+from ticketing.config import EngineerConfig, NoticeRule, TicketingConfig
 from ticketing import chain, outbox, queries, signoff
-from ticketing import notices
+from ticketing import notices, routing
 from ticketing.cloudevents import Envelope, alarm_envelope, anomaly_envelope, notice_envelope, work_order_envelope
 from ticketing.webhooks import SecretVault, WebhookStore
 from ticketing import sla as clocks
@@ -352,6 +352,12 @@ class TicketingService:
         asset = intake.asset
         dedup_key = f"{asset.id}:{intake.failure_mode}"
         priority = priority_for(intake.severity, asset.criticality)
+        routed = self._route(intake, priority)
+        if routed.suppressed_by is not None:
+            self._ignore(f"routing:{routed.suppressed_by}"[:80], f"{asset.id}: {intake.failure_mode} suppressed by "
+                         f"routing rule {routed.suppressed_by!r}")
+            return None
+        priority = routed.priority or priority
         for attempt in range(3):
             try:
                 with self._transaction() as session:
@@ -381,7 +387,7 @@ class TicketingService:
                     if (closed is not None and closed.state in _FIXED
                             and now - closed.closed_at <= self.config.hygiene.repeat_window_s):
                         repeat_of = closed.code
-                    return self._create(session, intake, dedup_key, priority, repeat_of)
+                    return self._create(session, intake, dedup_key, priority, repeat_of, routed)
             except IntegrityError:
                 # Another writer opened the same key (or took the same code) first: retry as a repeat.
                 if attempt == 2:
@@ -485,15 +491,34 @@ class TicketingService:
         session.flush()
         return f"{self.config.code_prefix}-{day}-{counter.last:04d}"
 
-    def _create(self, session: Session, intake: Intake, dedup_key: str, priority: str, repeat_of: str | None) -> str:
+    def _route(self, intake: Intake, priority: str) -> routing.Outcome:
+        """What the routing rules decide about this finding (nothing when none match)."""
+        if not self.config.routing:
+            return routing.Outcome()
+        asset = intake.asset
+        facts = routing.Facts(priority=priority, site=asset.site.id, device_type=asset.type,
+                              failure_mode=intake.failure_mode, criticality=asset.criticality.value,
+                              origin=intake.origin.value, at=self._now())
+        return routing.evaluate(self.config.routing, facts)
+
+    def _create(self, session: Session, intake: Intake, dedup_key: str, priority: str, repeat_of: str | None,
+                routed: routing.Outcome | None = None) -> str:
         now = self.clock()
         asset, failure_mode = intake.asset, intake.failure_mode
-        skill = self.config.required_skills.get(failure_mode, self.config.default_skill)
-        context = {
+        routed = routed or routing.Outcome()
+        template = self.config.templates.get(routed.template) if routed.template else None
+        skill = (routed.skill or (template.skill if template else None)
+                 or self.config.required_skills.get(failure_mode, self.config.default_skill))
+        title = f"{template.title}: {intake.title}" if template and template.title else intake.title
+        context: dict[str, Any] = {
             "asset": asset.as_dict(),
             "finding": intake.finding,
             "triggering_readings": [_reading_dict(r) for r in self._evidence(intake)],
         }
+        if routed.matched:
+            context["routing"] = routed.as_dict()
+        if template is not None:
+            context["template"] = {"name": routed.template, **template.model_dump()}
         operating = self._operating_context(asset.id, intake.at)
         if operating is not None:
             context["operating"] = operating
@@ -505,7 +530,7 @@ class TicketingService:
             code=self._next_code(session, now), open_dedup_key=dedup_key, dedup_key=dedup_key,
             device_id=asset.id, site_id=asset.site.id, origin=intake.origin.value, failure_mode=failure_mode,
             failure_mechanism=intake.mechanism, maintainable_item=intake.item, priority=priority,
-            state=State.RECEIVED.value, title=intake.title[:300], required_skill=skill, occurrences=1,
+            state=State.RECEIVED.value, title=title[:300], required_skill=skill, occurrences=1,
             context=context, created_at=now, updated_at=now, last_occurrence_at=intake.at,
             impact=_IMPACT[intake.severity], required_level=self.config.required_skill_levels.get(failure_mode, 1),
             required_certifications=self.config.required_certifications.get(failure_mode, []), declined=[],
@@ -521,7 +546,12 @@ class TicketingService:
             created["repeat_of"] = repeat_of
         if intake.due_at is not None:
             created["due_at"] = intake.due_at
+        if routed.matched:
+            created["routing"] = routed.as_dict()
         self._append_event(session, order, "created", intake.actor, created)
+        if routed.notify:
+            self._append_event(session, order, "routed", SYSTEM_ACTOR,
+                               {"rules": routed.matched, "notify": routed.notify})
         self._dispatch(session, order)
         self.created += 1
         log.info("work order %s opened for %s (%s, %s)", order.code, asset.id, failure_mode, priority)
@@ -679,6 +709,7 @@ class TicketingService:
                     timed_out.append(order.code)
                 if order.sla is not None and self._sla_alerts(session, order, now):
                     alerted.append(order.code)
+                self._routing_escalation(session, order, now)
         verified = self._auto_verify(now)
         moved: list[str] = []
         if now - self._last_reoptimised >= self.config.dispatch.reoptimise_interval_s:
@@ -757,6 +788,18 @@ class TicketingService:
             self._append_event(session, order, "escalation", SYSTEM_ACTOR, {"level": order.escalation_level})
             self._redispatch_check(session, order)
         return True
+
+    def _routing_escalation(self, session: Session, order: WorkOrder, now: float) -> None:
+        """A routing rule's "escalate after": nobody accepted the order in time, so the people it names are told
+        (once per order)."""
+        routed = (order.context or {}).get("routing") or {}
+        after = routed.get("escalate_after_s")
+        if after is None or order.accepted_at is not None or now - order.created_at < after or routed.get("escalated_at"):
+            return
+        order.context = {**order.context, "routing": {**routed, "escalated_at": now}}
+        self._append_event(session, order, "routing_escalation", SYSTEM_ACTOR, {
+            "rules": routed.get("matched", []), "notify": routed.get("escalate_to", []), "after_s": after,
+            "reason": f"not accepted {after / 60:.0f} min after opening"})
 
     def _redispatch_check(self, session: Session, order: WorkOrder) -> None:
         """At a breach, look again for a closer free engineer while the work has not started."""
@@ -861,8 +904,15 @@ class TicketingService:
         """The event for other systems, then the notices it makes for people (same order: they follow it)."""
         made = [work_order_envelope(self.event_source, event.hash, order.code, order.device_id, order.site_id,
                                     event.kind, event.at, event.actor, event.data, order.external_ref)]
-        for index, people in enumerate(notices.notices(self.config.notices, event.kind, order.priority, order.site_id,
-                                                       order.assigned_engineer_id, self._engineers_by_id)):
+        lists = notices.notices(self.config.notices, event.kind, order.priority, order.site_id,
+                                order.assigned_engineer_id, self._engineers_by_id)
+        if event.kind in ("routed", "routing_escalation"):
+            # Told by a routing rule: the people it names, whatever the notice rules say.
+            rule = NoticeRule(events=[event.kind], to=event.data["notify"])
+            people = notices.recipients(rule, order.site_id, order.assigned_engineer_id,
+                                        self.config.notices.contacts, self._engineers_by_id)
+            lists = [people, *lists] if people else lists
+        for index, people in enumerate(lists):
             subject, text = notices.wording(event.kind, order.code, order.device_id, order.priority, event.data)
             made.append(notice_envelope(self.event_source, event.hash, index, order.code, order.device_id,
                                         order.site_id, event.kind, order.priority, event.at, subject, text, people))
