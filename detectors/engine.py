@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, fields
@@ -138,6 +139,28 @@ def gate_of(config: DetectorConfig, model_config: ModelConfig, warmup: int) -> A
     )
 
 
+# What a device's model and gate are built from, and what only its per-metric checks use: a change of the
+# first starts the device's learning over, a change of the second only rebuilds its checks.
+_CHECK_SETTINGS = ("rules", "rate_rules", "forecast", "stuck")
+_NOT_PER_DEVICE = ("failure_modes", "workers", "checkpoint_path", "checkpoint_interval_s", "device_type_models",
+                   "model")
+
+
+def model_settings(config: DetectorConfig, device_type: str) -> dict[str, Any]:
+    settings = config.model_dump(exclude=set(_CHECK_SETTINGS + _NOT_PER_DEVICE))
+    return settings | {"model": model_config_of(config, device_type).model_dump()}
+
+
+def check_settings(config: DetectorConfig, device_type: str) -> dict[str, Any]:
+    def applies(rule: Any) -> bool:
+        return rule.device_type in (device_type, ANY_DEVICE_TYPE)
+
+    return {"rules": [rule.model_dump() for rule in config.rules if applies(rule)],
+            "rate_rules": [rule.model_dump() for rule in config.rate_rules if applies(rule)],
+            "forecast": config.forecast.model_dump(), "stuck": config.stuck.model_dump(),
+            "warmup_samples": config.warmup_samples}
+
+
 def models_version(config: DetectorConfig) -> str:
     """The versions of every model this configuration uses, as one string a checkpoint must match."""
     default = MODELS[config.model.type].version
@@ -171,6 +194,8 @@ class DetectorEngine:
         # Not checkpointed: shown by the dashboard, known again from the next sample after a restart.
         self.last_scores: dict[str, float] = {}
         self.model_version = models_version(config)
+        # process() and reconfigure() one at a time: a settings change lands between two batches.
+        self._lock = threading.Lock()
         if checkpoint_path is not None:
             restored = checkpoint.load(checkpoint_path, self.model_version, STATE_LAYOUT)
             if restored:
@@ -197,7 +222,33 @@ class DetectorEngine:
         self.devices[device_id] = state
         return state
 
+    def reconfigure(self, config: DetectorConfig, device_types: dict[str, str]) -> dict[str, list[str]]:
+        """New settings, without a restart: a device whose model settings changed (or whose type did, or
+        that is gone) starts learning over; one whose rules changed keeps its learning and gets new
+        checks; every other device keeps its state as it is. Which devices were which."""
+        with self._lock:
+            reset, rechecked = [], []
+            for device_id, state in list(self.devices.items()):
+                device_type = device_types.get(device_id)
+                if device_type is None or device_type != state.device_type or (
+                        model_settings(self.config, state.device_type) != model_settings(config, device_type)):
+                    del self.devices[device_id]
+                    reset.append(device_id)
+                elif check_settings(self.config, device_type) != check_settings(config, device_type):
+                    rechecked.append(device_id)
+            self.config, self.device_types = config, device_types
+            self._modes = {(m.device_type, m.metric, m.direction): m for m in config.failure_modes}
+            self.model_version = models_version(config)
+            for device_id in rechecked:
+                state = self.devices[device_id]
+                state.checks = {metric: self._watch(state, metric) for metric in state.checks}
+            return {"reset": sorted(reset), "rechecked": sorted(rechecked)}
+
     def process(self, readings: list[Reading]) -> list[Anomaly]:
+        with self._lock:
+            return self._process(readings)
+
+    def _process(self, readings: list[Reading]) -> list[Anomaly]:
         anomalies: list[Anomaly] = []
         samples: dict[tuple[str, float], dict[str, float]] = {}
         for reading in readings:

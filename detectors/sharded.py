@@ -49,8 +49,11 @@ def _worker(connection: Connection, config: DetectorConfig, device_types: dict[s
             engine.close()
             connection.send(engine.diagnostics())
             return
-        if isinstance(rows, tuple):  # a question from the API: ("summaries",) or ("status", device_id)
-            connection.send(engine.summaries() if rows[0] == "summaries" else engine.device_status(rows[1]))
+        if isinstance(rows, tuple):  # ("summaries",), ("status", device_id) or ("reconfigure", config, types)
+            if rows[0] == "reconfigure":
+                connection.send(engine.reconfigure(rows[1], rows[2]))  # type: ignore[arg-type]
+            else:
+                connection.send(engine.summaries() if rows[0] == "summaries" else engine.device_status(rows[1]))
             continue
         readings = [Reading(d, m, v, t, _QUALITIES[q], s) for d, m, v, t, q, s in rows]
         connection.send((engine.process(readings), engine.diagnostics()))
@@ -96,13 +99,23 @@ class ShardedDetectorEngine:
         with self._lock:
             return self._process(readings)
 
-    def _ask(self, shard: int, question: tuple[str, ...]) -> Any:
+    def _ask(self, shard: int, question: tuple[Any, ...]) -> Any:
         with self._lock:
             try:
                 self._connections[shard].send(question)
                 return self._connections[shard].recv()
             except (EOFError, OSError):
                 return None  # a dead worker is restarted by the next batch
+
+    def reconfigure(self, config: DetectorConfig, device_types: dict[str, str]) -> dict[str, list[str]]:
+        """As :meth:`DetectorEngine.reconfigure`, in every worker (a worker restarted later starts with these)."""
+        self.config, self.device_types = config, device_types
+        merged: dict[str, list[str]] = {"reset": [], "rechecked": []}
+        for shard in range(len(self._connections)):
+            answer = self._ask(shard, ("reconfigure", config, device_types)) or {}
+            for key in merged:
+                merged[key] += answer.get(key, [])
+        return {key: sorted(value) for key, value in merged.items()}
 
     def summaries(self) -> dict[str, tuple[bool, bool, bool]]:
         merged: dict[str, tuple[bool, bool, bool]] = {}

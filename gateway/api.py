@@ -32,6 +32,7 @@ from gateway.idempotency import IdempotencyKeys
 from gateway.limits import BodyLimit
 from gateway.pagination import Page, PageQuery
 from gateway.reports import add_report_routes
+from gateway.settings.api import add_config_routes
 from gateway.webhooks_api import add_webhook_routes
 from gateway import schemas
 from gateway.problems import API_PREFIX, document_problems, install_problem_responses, reject_unknown_parameters
@@ -256,6 +257,7 @@ def create_api(gateway: "Gateway") -> FastAPI:
 
     add_report_routes(api, gateway, API_PREFIX, require, order_or_404, technician_assigned)
     add_webhook_routes(api, gateway, API_PREFIX, require)
+    add_config_routes(api, gateway, API_PREFIX, require)
 
     @api.get("/health", include_in_schema=False)  # where load balancers and monitors look
     @api.get(f"{API_PREFIX}/health", tags=["gateway"], response_model=schemas.Health)

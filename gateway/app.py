@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -23,7 +25,7 @@ from gateway.auth.api import Authenticator
 from gateway.auth.bootstrap import first_admin
 from gateway.auth.store import IdentityStore
 from gateway.auth.tokens import TokenSigner
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig
 from gateway.audit import AuditLog
 from gateway.idempotency import AnswerStore
 from gateway.keyring import Keyring
@@ -34,6 +36,9 @@ from gateway.core import Alarm, Anomaly, Asset, Reading, SeriesInfo, WorkOrderEv
 from gateway.events import EventBus
 from gateway.ingest import IngestGuard
 from gateway.pipeline import Finding, Pipeline
+from gateway.settings import live
+from gateway.settings.revisions import RevisionStore
+from gateway.settings.service import Settings
 from gateway.supervision import TaskHealth, supervise
 from ticketing.service import TicketingService
 
@@ -51,16 +56,18 @@ def event_source(config: GatewayConfig) -> str:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
-        self.config = config
+    def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
+        # Runtime revisions over the file, while the file is the one they were made over.
+        self.settings = Settings(RevisionStore(config.identity_database_url()), config_path)
+        config = self.config = self.settings.startup(config)
         self.started_at = time.time()
         self.assets: dict[str, Asset] = config.core_assets()
+        # One set every connector reads: a device added at run time is known to all of them at once.
+        self.known_devices = set(self.assets)
         self.events = EventBus()
         self.store = SqliteStore(config.storage.telemetry)
-        self.series_tags = {
-            asset.id: {"site": asset.site.id, "model": asset.model, "type": asset.type}
-            for asset in self.assets.values()
-        }
+        self.series_tags: dict[str, dict[str, str]] = {}
+        self._tag_series()
         # Unit and source data type of every series the connectors know of, kept in the embedded store.
         self.series_info: dict[tuple[str, str], SeriesInfo] = self.store.series()
         self.remote_sinks: list[BufferedSink] = [
@@ -96,7 +103,7 @@ class Gateway:
         self.webhooks = WebhookDeliverer(self.ticketing.webhooks, config.webhooks, self.event_publisher, self.mailer)
         # Service reports whose evidence chart the history store could not fill.
         self.report_errors = 0
-        self.connectors: list[Connector] = [build_connector(source, set(self.assets)) for source in config.sources]
+        self.connectors: list[Connector] = [build_connector(source, self.known_devices) for source in config.sources]
         self.identities = IdentityStore(config.identity_database_url(),
                                         config.auth.lockout_attempts, config.auth.lockout_s,
                                         tuple(config.auth.two_factor_roles))
@@ -108,6 +115,66 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.api_server: uvicorn.Server | None = None
         self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connector_tasks: dict[str, asyncio.Task[Any]] = {}
+        # The problems of the last reload that was refused (none: the file in force is the file on disk).
+        self.reload_error: list[str] = []
+        self.settings.attach(lambda new: live.apply(self, new))
+
+    def _tag_series(self) -> None:
+        # Updated in place: the remote sinks hold this very dict.
+        self.series_tags.clear()
+        self.series_tags.update({asset.id: {"site": asset.site.id, "model": asset.model, "type": asset.type}
+                                 for asset in self.assets.values()})
+
+    def use_registry(self, config: GatewayConfig, assets: dict[str, Asset]) -> None:
+        """A new configuration's registry in force (the API, ingest, sinks and connectors read these)."""
+        self.config, self.assets = config, assets
+        self._tag_series()
+        self.known_devices.intersection_update(assets)
+        self.known_devices.update(assets)
+
+    def replace_connectors(self, sources: list[Any], gone: list[str]) -> None:
+        """Restart the connectors of ``sources`` (changed or new) with their new settings and stop those of
+        ``gone``; the others are not touched. Callable from any thread."""
+        if not sources and not gone:
+            return
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            self._swap_connectors(sources, gone)
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:  # it would wait for itself
+            raise RuntimeError("replace_connectors is called from a worker thread, not the event loop")
+        asyncio.run_coroutine_threadsafe(self._restart_connectors(sources, gone), loop).result(timeout=60)
+
+    def _swap_connectors(self, sources: list[Any], gone: list[str]) -> list[Connector]:
+        names = {source.name for source in sources} | set(gone)
+        fresh = [build_connector(source, self.known_devices) for source in sources]
+        self.connectors = [c for c in self.connectors if c.name not in names] + fresh
+        for name in names:
+            self.connector_health.pop(name, None)
+        self.connector_health |= {c.name: TaskHealth(f"connector {c.name}") for c in fresh}
+        return fresh
+
+    async def _restart_connectors(self, sources: list[Any], gone: list[str]) -> None:
+        stopping = [self._connector_tasks.pop(name) for name in [*(s.name for s in sources), *gone]
+                    if name in self._connector_tasks]
+        for task in stopping:
+            task.cancel()
+        await asyncio.gather(*stopping, return_exceptions=True)
+        for connector in self._swap_connectors(sources, gone):
+            self._start_connector(connector)
+
+    def _start_connector(self, connector: Connector) -> None:
+        assert self.pipeline is not None
+        pipeline = self.pipeline
+        self._connector_tasks[connector.name] = asyncio.create_task(
+            supervise(self.connector_health[connector.name], lambda: connector.run(pipeline, pipeline)),
+            name=f"connector-{connector.name}")
 
     def _recent_readings(self, device_id: str, until: float, count: int) -> list[Reading]:
         """The device's newest readings up to ``until`` (an hour back at most), from the embedded store."""
@@ -146,23 +213,23 @@ class Gateway:
             guard=IngestGuard(self.config.ingest),
         )
         pipeline.start()
-        loop = asyncio.get_running_loop()
-        # SIGHUP (a closed terminal, a service manager's reload) used to kill the process outright,
-        # skipping the drain and the detector checkpoint; until rules reload at run time it stops cleanly.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop = self._loop = asyncio.get_running_loop()
+        # SIGHUP (a service manager's reload, `pmgw reload`) re-reads the file; it never stops the gateway.
+        handlers = {signal.SIGINT: self.request_stop, signal.SIGTERM: self.request_stop,
+                    signal.SIGHUP: lambda: loop.create_task(self.reload())}
+        for sig, handler in handlers.items():
             try:
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests run the gateway in a thread)
+        self._write_pid()
 
         if self.config.auth.enabled and not self.identities.has_users():
             # Printed, never logged: the one time this password is shown.
             print(first_admin(self.identities), flush=True)
-        tasks = [
-            asyncio.create_task(supervise(self.connector_health[c.name], lambda c=c: c.run(pipeline, pipeline)),
-                                name=f"connector-{c.name}")
-            for c in self.connectors
-        ]
+        for connector in self.connectors:
+            self._start_connector(connector)
+        tasks: list[asyncio.Task[Any]] = []
         if self.config.api.enabled:
             api_config = uvicorn.Config(
                 create_api(self), host=self.config.api.host, port=self.config.api.port,
@@ -184,6 +251,34 @@ class Gateway:
             if task is not stop_wait and task.exception() is not None:
                 log.error("%s stopped with an error: %r", task.get_name(), task.exception())
         await self._shutdown(tasks, stop_wait)
+
+    def pid_path(self) -> Path:
+        """Where a running gateway says its process id (``pmgw reload`` signals it)."""
+        return self.config.storage.telemetry.path.parent / "pmgw.pid"
+
+    def _write_pid(self) -> None:
+        try:
+            self.pid_path().write_text(f"{os.getpid()}\n")
+        except OSError as error:
+            log.warning("cannot write %s (pmgw reload will not find this gateway): %s", self.pid_path(), error)
+
+    async def reload(self) -> None:
+        """Re-read the configuration file; a file that does not validate changes nothing and says why."""
+        try:
+            change = await asyncio.to_thread(self.settings.reload)
+        except ConfigError as error:
+            self.reload_error = error.problems
+            log.error("reload refused, the configuration in force is unchanged:\n%s", "\n".join(error.problems))
+            return
+        except Exception:
+            log.exception("reload failed")
+            return
+        self.reload_error = []
+        if change.revision is None:
+            log.info("reload: %s is unchanged", self.settings.config_path)
+        else:
+            log.info("reload: revision %d in force (%s)", change.revision.number, ", ".join(change.sections) or
+                     "no live section changed")
 
     async def _ticketing_clock(self) -> None:
         """Acceptance timeouts, SLA alerts and batch re-optimisation, on the ticketing service's clock."""
@@ -222,9 +317,12 @@ class Gateway:
         if self.api_server is not None:
             self.api_server.should_exit = True
         for task in tasks:
-            if task.get_name().startswith(("connector-", "ticketing-clock", "series-sync", "webhooks")):
+            if task.get_name().startswith(("ticketing-clock", "series-sync", "webhooks")):
                 task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        connectors = list(self._connector_tasks.values())
+        for task in connectors:
+            task.cancel()
+        await asyncio.gather(*tasks, *connectors, return_exceptions=True)
         stop_wait.cancel()
         if self.pipeline is not None:
             await self.pipeline.stop()
@@ -239,6 +337,8 @@ class Gateway:
         self.ticketing.close()
         self.identities.close()
         self.audit.close()
+        self.settings.store.close()
+        self.pid_path().unlink(missing_ok=True)
         log.info("pm-gateway stopped")
 
     def problems(self) -> list[str]:
@@ -247,6 +347,11 @@ class Gateway:
         found = [problem for health in self.connector_health.values() if (problem := health.problem(now))]
         if self.pipeline is not None:
             found += self.pipeline.guard.problems(now)
+        if self.reload_error:
+            found.append(f"the last reload of the configuration file was refused ({len(self.reload_error)} "
+                         f"problem(s), e.g. {self.reload_error[0]}); the configuration in force is unchanged")
+        if self.settings.restart_needed:
+            found.append("configuration changes wait for a restart: " + ", ".join(self.settings.restart_needed))
         return found
 
     def offline_devices(self) -> set[str]:

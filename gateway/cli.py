@@ -50,7 +50,45 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="YAML config
 
     settings = _load_or_exit(config)
     setup_logging(settings.log_level, settings.library_log_level, settings.library_log_levels)
-    asyncio.run(Gateway(settings).run())
+    asyncio.run(Gateway(settings, config).run())
+
+
+@app.command()
+def reload(
+    config: Annotated[Path, typer.Option("--config", "-c", help="the YAML file the gateway runs from")],
+    wait: Annotated[float, typer.Option(help="seconds to wait for the new revision")] = 10.0,
+) -> None:
+    """Check the file, then tell the gateway running from it to re-read it (SIGHUP): the live sections take
+    effect without a restart; what only a restart changes is listed in /health."""
+    import os
+    import signal
+    import time
+
+    from gateway.settings.revisions import RevisionStore
+
+    settings = _load_or_exit(config)
+    pid_file = settings.storage.telemetry.path.parent / "pmgw.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        typer.echo(f"no running gateway found ({pid_file} is missing or unreadable)", err=True)
+        raise typer.Exit(1) from None
+    store = RevisionStore(settings.identity_database_url())
+    before = store.latest()
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        typer.echo(f"the gateway of {pid_file} (pid {pid}) is not running", err=True)
+        raise typer.Exit(1) from None
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        latest = store.latest()
+        if latest is not None and (before is None or latest.number > before.number):
+            typer.echo(f"revision {latest.number} in force: {', '.join(latest.sections) or 'no live section changed'}")
+            return
+        time.sleep(0.2)
+    typer.echo(f"signalled pid {pid}; no new revision within {wait:g} s (the file may be unchanged since it was "
+               "last read; see the gateway's log and /health)")
 
 
 @app.command("check-config")

@@ -202,7 +202,7 @@ def _duplicates(items: list[Any], section: str) -> list[str]:
     return problems
 
 
-def _reference_problems(config: GatewayConfig) -> list[str]:
+def reference_problems(config: GatewayConfig) -> list[str]:
     problems = _duplicates(config.sites, "sites") + _duplicates(config.assets, "assets")
     problems += _duplicates(config.engineers, "engineers")
     site_ids = {site.id for site in config.sites}
@@ -290,7 +290,7 @@ def parse_config(document: Any, source: str = "<config>", config_dir: Path | Non
             for detail in error.errors()
         ]
         raise ConfigError(source, problems) from None
-    problems += _reference_problems(config)
+    problems += reference_problems(config)
     if problems:
         raise ConfigError(source, problems)
     return config
@@ -343,13 +343,8 @@ def _unwritable(path: Path) -> str | None:
     return None
 
 
-def load_config(path: Path) -> GatewayConfig:
-    """Read, parse and validate a configuration file, and check the files it names can be written."""
-    source = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(source, [f"cannot read the file: {error.strerror or error}"]) from None
+def read_document(raw: bytes, source: str) -> Any:
+    """The YAML document in ``raw``: UTF-8, no key given twice, safe types only; else a :class:`ConfigError`."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -357,7 +352,7 @@ def load_config(path: Path) -> GatewayConfig:
         raise ConfigError(source, [f"line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset "
                                    f"{error.start}); save the file as UTF-8"]) from None
     try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as error:
         raise ConfigError(source, [str(error)]) from None
     except yaml.YAMLError as error:
@@ -365,7 +360,16 @@ def load_config(path: Path) -> GatewayConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         reason = getattr(error, "problem", None) or str(error)
         raise ConfigError(source, [f"YAML syntax error at {where}: {reason}"]) from None
-    config = parse_config(document, source, path.resolve().parent)
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read, parse and validate a configuration file, and check the files it names can be written."""
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(source, [f"cannot read the file: {error.strerror or error}"]) from None
+    config = parse_config(read_document(raw, source), source, path.resolve().parent)
     problems = _writable_problems(config)
     if problems:
         raise ConfigError(source, problems)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 from gateway.app import Gateway
 from gateway.config import GatewayConfig
 
 
 class GatewayThread:
-    def __init__(self, config: GatewayConfig) -> None:
-        self.gateway = Gateway(config)
+    def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
+        self.gateway = Gateway(config, config_path)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
         self.error: BaseException | None = None

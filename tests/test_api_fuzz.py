@@ -64,7 +64,7 @@ def test_every_operation_answers_as_documented(mosquitto: Mosquitto, tmp_path: P
     subscription = gw.http.post("/webhooks", json={"url": "http://127.0.0.1:9/hook"}).json()["id"]
     known = {"asset_id": "pump-01", "device_id": "pump-01", "code": code, "engineer_id": engineer,
              "username": "admin", "key_id": "none", "subscription_id": subscription,
-             "event_type": "pmgw.workorder.created"}
+             "event_type": "pmgw.workorder.created", "section": "detectors", "number": 1}
     queries = {"/api/v1/devices/{device_id}/readings": [{}, {"metric": "vibration_rms", "resolution": "rollup"}],
                # Not signed: no report issued yet, but a copy renders (tests/test_service_report.py signs one).
                "/api/v1/work-orders/{code}/report.pdf": [{"copy": "true"}]}

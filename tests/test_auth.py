@@ -30,7 +30,8 @@ OPEN = {"/health", "/metrics", "/api/v1/health", "/api/v1/metrics", "/api/v1/oau
         "/verify/{code}", "/api/v1/verify/{code}", "/api/v1/verify/{code}/report"}
 PATH_VALUES = {"asset_id": "pump-01", "device_id": "pump-01", "code": "WO-19990101-0001",
                "engineer_id": "eng-mechanical", "username": "nobody", "key_id": "deadbeef",
-               "subscription_id": "999", "delivery_id": "999", "event_type": "pmgw.workorder.created"}
+               "subscription_id": "999", "delivery_id": "999", "event_type": "pmgw.workorder.created",
+               "section": "detectors", "number": "999"}
 
 
 def two_sites(port: int, tmp_path: Path) -> dict[str, Any]:

@@ -92,17 +92,21 @@ def test_broker_restart_while_the_gateway_is_away_loses_no_acknowledged_message(
     assert "Permission denied" not in (mosquitto.directory / "mosquitto.log").read_text()
 
 
-def test_sighup_stops_the_gateway_cleanly_with_its_checkpoint(mosquitto: Mosquitto, tmp_path: Path,
-                                                              gateway_process) -> None:
-    """SIGHUP used to kill the gateway outright: no drain, no detector checkpoint, exit -1."""
+def test_sighup_reloads_and_sigterm_stops_cleanly_with_its_checkpoint(mosquitto: Mosquitto, tmp_path: Path,
+                                                                     gateway_process) -> None:
+    """SIGHUP used to kill the gateway outright (no drain, no detector checkpoint, exit -1): now it re-reads
+    the file and the gateway goes on; SIGTERM drains and checkpoints."""
     document = gateway_document(mosquitto.port, tmp_path)
     gateway = gateway_process(document, tmp_path).start()
     publisher = CountingPublisher(mosquitto, rate_per_s=100, t0=time.time() - 3600)
     publisher.start()
     try:
-        time.sleep(2)
+        time.sleep(1)
+        gateway.process.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert gateway.process.poll() is None and gateway.health() is not None  # still running
     finally:
         publisher.stop()
-    gateway.terminate(signal.SIGHUP)  # exit status 0, not killed by the signal
+    gateway.terminate(signal.SIGTERM)  # exit status 0, drained
     assert (tmp_path / "detectors.ckpt").exists()
     assert publisher.acknowledged and stored_sequences(tmp_path / "telemetry.db")

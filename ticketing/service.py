@@ -156,6 +156,20 @@ class TicketingService:
         hygiene = config.hygiene
         self.chatter = ChatterTracker(hygiene.chatter_cycles, hygiene.chatter_window_s, hygiene.shelve_s)
 
+    def reconfigure(self, config: TicketingConfig, assets: dict[str, Asset], engineers: list[EngineerConfig]) -> None:
+        """New rules, registry and roster without a restart: each later finding, tick and decision uses them;
+        open orders keep what they were opened with (their SLA policy, required skill) and are re-dispatched
+        under the new rules at the next re-optimisation. The database stays (``database_url`` needs a restart)."""
+        if config.database_url != self.config.database_url:
+            raise ValueError("ticketing.database_url cannot change while running")
+        hygiene = config.hygiene
+        if (hygiene.chatter_cycles, hygiene.chatter_window_s, hygiene.shelve_s) != (
+                self.config.hygiene.chatter_cycles, self.config.hygiene.chatter_window_s, self.config.hygiene.shelve_s):
+            self.chatter = ChatterTracker(hygiene.chatter_cycles, hygiene.chatter_window_s, hygiene.shelve_s)
+        # One assignment each, so a reader sees the old or the new set, never half of each.
+        self.config, self.assets, self.engineers = config, assets, engineers
+        self._engineers_by_id = {engineer.id: engineer for engineer in engineers}
+
     # -- intake ------------------------------------------------------------------------
 
     def handle_anomaly(self, anomaly: Anomaly) -> str | None:
@@ -1127,6 +1141,19 @@ class TicketingService:
     def anomaly_page(self, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
         with self.sessions() as session:
             return queries.list_anomalies(session, **filters)
+
+    def findings_between(self, since: float, until: float, limit: int) -> tuple[list[Anomaly], list[Alarm]]:
+        """The findings ticketing received in a window, oldest first, as they came (a dry run replays them)."""
+        with self.sessions() as session:
+            anomalies = [Anomaly(r.device_id, r.detected_at, r.detector, r.score, Severity(r.severity), r.failure_mode,
+                                 list(r.metrics), r.message)
+                         for r in session.scalars(select(AnomalyRecord).where(
+                             AnomalyRecord.detected_at >= since, AnomalyRecord.detected_at <= until)
+                             .order_by(AnomalyRecord.detected_at).limit(limit))]
+            alarms = [Alarm(r.device_id, r.at, r.code, Severity(r.severity), r.message, r.active, r.source)
+                      for r in session.scalars(select(AlarmRecord).where(AlarmRecord.at >= since, AlarmRecord.at <= until)
+                                               .order_by(AlarmRecord.at).limit(limit))]
+        return anomalies, alarms
 
     def alarm_page(self, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
         """The alarm journal, newest first; ``filters`` as :func:`ticketing.queries.list_alarms` takes them."""

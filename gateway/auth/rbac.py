@@ -41,6 +41,9 @@ ACTIONS = {
     "audit.read": "read and verify the audit log",
     "webhooks.manage": "subscribe receivers to events, read their delivery log, redeliver",
     "analytics.read": "fault clusters, KPIs and the work-order facts table (engineers pseudonymous)",
+    "config.read": "the configuration in force, its revisions and diffs (secrets masked)",
+    "config.change": "change, try (dry run), restore and import configuration sections the role edits "
+                     "(detectors: reliability engineers; ticketing and the roster: dispatchers; all: admins)",
 }
 
 _READ = {"assets.read", "telemetry.read", "anomalies.read", "workorders.read", "workorders.verify",
@@ -54,8 +57,8 @@ MATRIX: dict[str, frozenset[str]] = {
                                               "engineers.locate"}),
     "dispatcher": frozenset(_READ | _NAMED | {"workorders.create", "workorders.transition", "workorders.sign",
                                               "dispatch.answer", "dispatch.reoptimise", "engineers.locate",
-                                              "assets.set_state"}),
-    "reliability_engineer": frozenset(_READ | {"analytics.read"}),
+                                              "assets.set_state", "config.read", "config.change"}),
+    "reliability_engineer": frozenset(_READ | {"analytics.read", "config.read", "config.change"}),
     "integrator": frozenset(_READ | _NAMED | {"workorders.create", "workorders.transition", "webhooks.manage"}),
     "admin": frozenset(ACTIONS),
 }
