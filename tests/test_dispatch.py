@@ -242,3 +242,16 @@ def test_when_nobody_can_make_the_deadline_the_earliest_still_goes() -> None:
     # Unqualified people are still never sent.
     welder = person("welder", 53.551, 9.991, skills=["welding"])
     assert choose_engineer(job("P1", deadline=NOW + 3600), [welder], Fleet(), WHEN, DispatchConfig()).engineer_id is None
+
+
+def test_a_travel_limit_sends_nobody_further_and_leaves_the_order_to_the_dispatcher() -> None:
+    """Without a limit the only mechanic, half a world away, is sent once the deadline is lost anyway; with one,
+    nobody is: the order waits in the dispatcher queue, and the reason says so."""
+    faraway = person("faraway", -33.87, 151.21)  # Sydney
+    late = job(priority="P1", deadline=NOW + 600)
+    assert choose_engineer(late, [faraway], Fleet(), WHEN, DispatchConfig()).engineer_id == "faraway"
+    limited = choose_engineer(late, [faraway], Fleet(), WHEN, DispatchConfig(max_travel_min=120))
+    assert limited.engineer_id is None
+    assert "beyond the 120 min travel limit" in limited.excluded["faraway"]
+    near = person("near", NORTH.latitude + 0.01, NORTH.longitude)
+    assert choose_engineer(late, [faraway, near], Fleet(), WHEN, DispatchConfig(max_travel_min=120)).engineer_id == "near"

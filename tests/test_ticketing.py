@@ -284,3 +284,57 @@ def test_a_new_order_records_the_operating_context_before_its_finding(tmp_path: 
     other = service.handle_anomaly(anomaly(device="pump-02", at=NOW))
     assert other is not None and "operating" not in service.get_work_order(other)["context"]
     assert service.diagnostics()["operating_context_errors"] == 1
+
+
+def test_routing_rules_set_priority_template_and_skill_suppress_and_escalate(tmp_path: Path) -> None:
+    """Rules as data over a real ticketing service: the first matching rules decide, each outcome is on the
+    order, a suppressed finding is counted, and "escalate after 15 min" tells the people it names once."""
+    import orjson
+    from sqlalchemy import select
+
+    from ticketing.config import ContactConfig, NoticesConfig
+    from ticketing.models import OutboxMessage
+    from ticketing.routing import RoutingRule, WorkOrderTemplate
+
+    now = [NOW]
+    config = TicketingConfig(
+        database_url=f"sqlite:///{tmp_path / 'wo.db'}",
+        notices=NoticesConfig(contacts=[ContactConfig(id="olga", email="olga@plant", roles=["on_call_supervisor"]),
+                                        ContactConfig(id="max", email="max@plant", roles=["plant_manager"])]),
+        templates={"bearing": WorkOrderTemplate(title="Bearing inspection", skill="electrical")},
+        routing=[RoutingRule.model_validate(rule) for rule in (
+            {"name": "VIB is urgent", "when": {"failure_modes": ["VIB"], "criticality": ["high"]},
+             "then": {"set_priority": "P1", "template": "bearing", "notify": ["role:on_call_supervisor"],
+                      "escalate_after_s": 900, "escalate_to": ["role:plant_manager"]}},
+            {"name": "P1 only by day", "when": {"priorities": ["P1"], "hours": "22:00-06:00"}, "then": {"stop": True}},
+            {"name": "quiet low pumps", "when": {"criticality": ["low"]}, "then": {"suppress": True}})])
+    assets = {"pump-01": Asset("pump-01", "pump", "Etanorm", "S1", SITE, Criticality.HIGH, "2.4.1"),
+              "pump-02": Asset("pump-02", "pump", "Etanorm", "S2", SITE, Criticality.LOW)}
+    service = TicketingService(config, assets, [engineer("sparky", ["electrical"], 53.60, 10.05)],
+                               clock=lambda: now[0], **chain_parts(tmp_path))
+    service.webhooks.ensure("http://127.0.0.1:9/hook", ["pmgw.notice.*"], "tests")
+
+    code = service.handle_anomaly(anomaly())
+    order = service.get_work_order(code)
+    assert order["priority"] == "P1" and order["title"].startswith("Bearing inspection: ")
+    assert order["required_skill"] == "electrical" and order["assigned_engineer_id"] == "sparky"
+    assert order["context"]["routing"]["matched"] == ["VIB is urgent"]  # 10:00 is not 22:00-06:00
+    assert service.handle_anomaly(anomaly(device="pump-02")) is None
+    assert service.ignored["routing:quiet low pumps"] == 1
+
+    def notices() -> list[tuple[str, list[str]]]:
+        with service.sessions() as session:
+            rows = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+            return [(row.event_type, [p["id"] for p in orjson.loads(row.body)["data"]["recipients"]]) for row in rows]
+
+    assert notices() == [("pmgw.notice.routed", ["olga"])]
+    now[0] = NOW + 600
+    service.tick()
+    assert len(notices()) == 1  # not yet
+    now[0] = NOW + 901
+    service.tick()
+    service.tick()
+    assert notices() == [("pmgw.notice.routed", ["olga"]), ("pmgw.notice.routing_escalation", ["max"])]
+    kinds = [event["kind"] for event in service.get_work_order(code)["events"]]
+    assert kinds.count("routing_escalation") == 1
+    service.close()

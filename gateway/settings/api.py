@@ -24,7 +24,7 @@ from gateway.problems import problem
 from gateway.settings import dry_run
 from gateway.settings.revisions import Revision, as_yaml, diff
 from gateway.settings.service import Change, NotAllowed
-from gateway.settings.sections import mask, redact_people
+from gateway.settings.sections import mask, redact_people, validate
 from ticketing import routing
 
 if TYPE_CHECKING:
@@ -68,22 +68,34 @@ class SectionOut(BaseModel):
     section: str
     value: Any = Field(description="as written (settings left out have their defaults)")
     effective: Any = Field(description="as in force, every default included: what an editor starts from")
+    yaml: str = Field(description="the section as in force, as YAML text (the editor's starting point)")
     editors: list[str]
     revision: int | None
 
 
-class SectionChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    value: Any = Field(description="the whole section, as in the file (a mapping, or a list for sites, assets, "
-                                   "engineers and sources); ******** keeps a secret in force")
-    reason: str = Field(min_length=3, max_length=500, description="why: kept with the revision")
-
-
 class Proposal(BaseModel):
+    """The new section: ``value`` (JSON) or ``yaml`` (the section's text as in the file), one of them."""
+
     model_config = ConfigDict(extra="forbid")
 
-    value: Any
+    value: Any = Field(None, description="the whole section, as in the file (a mapping, or a list for sites, "
+                                         "assets, engineers and sources); ******** keeps a secret in force")
+    yaml: str | None = Field(None, max_length=2_000_000, description="the same as YAML text, under its section's "
+                                                                    "key as in the file (`detectors:` ...)")
+
+    def section_value(self, section: str) -> Any:
+        if (self.yaml is None) == (self.value is None):
+            raise ConfigError(section, [f"{section}: give the new section as value or as yaml, one of them"])
+        if self.yaml is None:
+            return self.value
+        document = read_document(self.yaml.encode(), section)
+        if not isinstance(document, dict) or list(document) != [section]:
+            raise ConfigError(section, [f"(yaml): expected the one section '{section}:' at the top, as in the file"])
+        return document[section]
+
+
+class SectionChange(Proposal):
+    reason: str = Field(min_length=3, max_length=500, description="why: kept with the revision")
 
 
 class Applied(BaseModel):
@@ -127,11 +139,8 @@ class ImportRequest(BaseModel):
     reason: str = Field(min_length=3, max_length=500)
 
 
-class DryRunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DryRunRequest(Proposal):
     section: Section
-    value: Any
     days: float = Field(7.0, gt=0, le=31, description="how far back the history is replayed")
     max_readings: int = Field(2_000_000, ge=1, le=20_000_000)
 
@@ -230,11 +239,22 @@ def add_config_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
         document = mask(document)
         return redact_people(document) if principal.role in PSEUDONYMOUS_ENGINEERS else document
 
-    def change_out(change: Change, before: dict[str, Any]) -> ChangeOut:
+    def in_force() -> dict[str, Any]:
+        return gateway.config.model_dump(mode="json")
+
+    def effective(document: dict[str, Any]) -> dict[str, Any]:
+        """A stored document with its defaults, as it was in force (as written, if it no longer validates)."""
+        try:
+            return validate(document, "revision", settings.config_dir).model_dump(mode="json")
+        except ConfigError:
+            return document
+
+    def change_out(change: Change, before: dict[str, Any], principal: Principal) -> ChangeOut:
         return ChangeOut(changed=change.revision is not None,
                          revision=_revision_out(change.revision) if change.revision else None,
                          sections=change.sections, applied=Applied(**change.applied),
-                         diff=diff(before, settings.document, "before", "after") if change.revision else "")
+                         diff=diff(shown(before, principal), shown(in_force(), principal), "before", "after")
+                         if change.revision else "")
 
     @api.get(f"{prefix}/config", tags=["configuration"], response_model=ConfigStatus)
     def config_status(principal: Principal = Depends(require("config.read"))) -> ConfigStatus:
@@ -246,7 +266,8 @@ def add_config_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
     def get_section(section: Section, principal: Principal = Depends(require("config.read"))) -> SectionOut:
         value = shown({section: settings.document.get(section)}, principal)[section]
         effective = shown({section: gateway.config.model_dump(mode="json")[section]}, principal)[section]
-        return SectionOut(section=section, value=value, effective=effective, editors=settings.status()["sections"][section],
+        text = as_yaml({section: effective})
+        return SectionOut(section=section, value=value, effective=effective, yaml=text, editors=settings.status()["sections"][section],
                           revision=settings.revision.number if settings.revision else None)
 
     @api.post(f"{prefix}/config/sections/{{section}}/validate", tags=["configuration"], response_model=Validation)
@@ -254,18 +275,20 @@ def add_config_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
                          principal: Principal = Depends(require("config.change"))) -> Validation:
         """Check a section as the file would be checked, without changing anything: every problem at once."""
         try:
-            candidate, _ = settings.propose_section(section, body.value, principal.role)
+            _, proposed = settings.propose_section(section, body.section_value(section), principal.role)
         except ConfigError as error:
             return Validation(valid=False, problems=_problem_list(error.problems), diff="")
-        return Validation(valid=True, problems=[], diff=diff(settings.document, candidate, "in force", "proposed"))
+        return Validation(valid=True, problems=[],
+                          diff=diff(shown(in_force(), principal), shown(proposed.model_dump(mode="json"), principal),
+                                    "in force", "proposed"))
 
     @api.put(f"{prefix}/config/sections/{{section}}", tags=["configuration"], response_model=ChangeOut)
     def change_section(section: Section, body: SectionChange,
                        principal: Principal = Depends(require("config.change"))) -> ChangeOut:
         """Replace one section: validated, put in force without a restart, recorded as a revision."""
-        candidate, config = settings.propose_section(section, body.value, principal.role)
-        before = settings.document
-        return change_out(settings.commit(candidate, config, principal.name, body.reason, "api"), before)
+        candidate, config = settings.propose_section(section, body.section_value(section), principal.role)
+        before = in_force()
+        return change_out(settings.commit(candidate, config, principal.name, body.reason, "api"), before, principal)
 
     @api.get(f"{prefix}/config/revisions", tags=["configuration"], response_model=Page[RevisionOut])
     def list_revisions(page: PageQuery = Depends(),
@@ -280,8 +303,8 @@ def add_config_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
         if revision is None:
             raise HTTPException(404, f"no revision {number}")
         previous = settings.store.get(number - 1) if number > 1 else None
-        before = shown(previous.document, principal) if previous else None
-        after = shown(revision.document, principal)
+        before = shown(effective(previous.document), principal) if previous else None
+        after = shown(effective(revision.document), principal)
         return RevisionDetail(**revision.summary(), document=after,
                               diff=diff(before, after, f"revision {number - 1}", f"revision {number}"))
 
@@ -293,9 +316,9 @@ def add_config_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
         if revision is None:
             raise HTTPException(404, f"no revision {number}")
         candidate, config = settings.propose_document(revision.document, principal.role, f"revision {number}")
-        before = settings.document
+        before = in_force()
         change = settings.commit(candidate, config, principal.name, body.reason, "restore", restored_from=number)
-        return change_out(change, before)
+        return change_out(change, before, principal)
 
     @api.get(f"{prefix}/config/export", tags=["configuration"], response_class=PlainTextResponse,
              responses={200: {"content": {"application/yaml": {}}}})
@@ -311,14 +334,14 @@ def add_config_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
         """A whole file's live sections into force (settings only a restart changes must match what runs)."""
         document = read_document(body.yaml.encode(), "import")
         candidate, config = settings.propose_document(document, principal.role, "import")
-        before = settings.document
-        return change_out(settings.commit(candidate, config, principal.name, body.reason, "import"), before)
+        before = in_force()
+        return change_out(settings.commit(candidate, config, principal.name, body.reason, "import"), before, principal)
 
     @api.post(f"{prefix}/config/dry-run", tags=["configuration"], response_model=DryRunOut)
     def try_on_history(body: DryRunRequest, principal: Principal = Depends(require("config.change"))) -> DryRunOut:
         """What a section change would have changed over the last days: work orders that would or would not
         have opened, and orders with another priority, skill or engineer. Nothing is applied."""
-        _, proposed = settings.propose_section(body.section, body.value, principal.role)
+        _, proposed = settings.propose_section(body.section, body.section_value(body.section), principal.role)
         return DryRunOut(**dry_run.dry_run(gateway, proposed, body.days, body.max_readings, time.time()))
 
     @api.post(f"{prefix}/config/routing/test", tags=["configuration"], response_model=RoutingTestOut)

@@ -36,6 +36,17 @@ LIVE_SECTIONS = tuple(EDITORS)
 RESTART_ONLY = {"ticketing": ("database_url",), "detectors": ("workers", "checkpoint_path")}
 SECRET_KEYS = frozenset({"password", "token"})
 MASK = "********"
+# A password inside a URL (postgresql+psycopg://user:password@host/db).
+_URL_PASSWORD = re.compile(r"(?P<head>^[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?=@)")
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password masked.
+
+    >>> mask_url("postgresql+psycopg://pm:s3cret@db/pm")
+    'postgresql+psycopg://pm:********@db/pm'
+    """
+    return _URL_PASSWORD.sub(lambda m: m["head"] + MASK, url)
 
 
 def mask(node: Any) -> Any:
@@ -43,6 +54,8 @@ def mask(node: Any) -> Any:
     if isinstance(node, dict):
         return {key: MASK if key in SECRET_KEYS and value not in (None, "") else mask(value)
                 for key, value in node.items()}
+    if isinstance(node, str) and "://" in node:
+        return mask_url(node)
     if isinstance(node, list):
         return [mask(value) for value in node]
     return node
@@ -74,6 +87,11 @@ def unmask(node: Any, current: Any, location: str = "") -> tuple[Any, list[str]]
         if isinstance(current, str) and current:
             return current, []
         return node, [f"{location}: {MASK} keeps a secret in force, but there is none here; give the value"]
+    if isinstance(node, str) and MASK in node and "://" in node:
+        if isinstance(current, str) and mask_url(current) == node:
+            return current, []
+        return node, [f"{location}: {MASK} keeps the password of the URL in force only when the rest of the URL "
+                      "is unchanged; give the password"]
     problems: list[str] = []
     if isinstance(node, dict):
         out = {}

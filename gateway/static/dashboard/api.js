@@ -3,9 +3,11 @@ const BASE = "/api/v1";
 const KEY = "pmgw.session";
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  // `errors`: a refused request's problems, each with the field (the path) and the reason.
+  constructor(status, detail, errors = []) {
     super(detail);
     this.status = status;
+    this.errors = errors;
   }
 }
 
@@ -74,7 +76,8 @@ async function request(method, path, body, retried = false) {
   }
   if (!response.ok) {
     const problem = await response.json().catch(() => ({}));
-    throw new ApiError(response.status, problem.detail || problem.error_description || response.statusText);
+    throw new ApiError(response.status, problem.detail || problem.error_description || response.statusText,
+      problem.errors || []);
   }
   return response;
 }

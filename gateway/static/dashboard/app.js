@@ -7,10 +7,12 @@ import * as board from "./pages/board.js";
 import * as workorder from "./pages/workorder.js";
 import * as engineers from "./pages/engineers.js";
 import * as analytics from "./pages/analytics.js";
+import * as settings from "./pages/settings.js";
 
 const ROUTES = [
   [/^#\/fleet$/, fleet], [/^#\/device\/(.+)$/, device], [/^#\/board$/, board],
   [/^#\/work-orders\/(.+)$/, workorder], [/^#\/engineers$/, engineers], [/^#\/analytics$/, analytics],
+  [/^#\/settings(?:\/(\w+))?$/, settings],
 ];
 
 const main = document.getElementById("main");
@@ -57,6 +59,7 @@ async function start() {
   document.getElementById("plant-name").textContent = info.name ? `· ${info.name}` : "";
   // Only the roles that may read analytics see the page in the navigation.
   document.querySelector('nav a[data-page="analytics"]').hidden = !context.can("analytics.read");
+  document.querySelector('nav a[data-page="settings"]').hidden = !context.can("config.read");
   if (stopStream) stopStream();
   stopStream = api.stream(dispatch, (state) => document.body.setAttribute("data-stream", state));
   if (!location.hash || location.hash === "#/") location.hash = "#/fleet";

@@ -1,0 +1,229 @@
+// Configuration: the sections that change without a restart, edited by the roles that own them. Each edit
+// is checked as the file would be (every problem with its path), can be tried on the last days of history,
+// and applied with a reason; every revision has its diff and can be restored.
+import * as api from "../api.js";
+import { badge, field, h, message, replace, section, select, table, when } from "../ui.js";
+
+let lastChange = null;
+const SECTIONS = ["detectors", "ticketing", "engineers", "sites", "assets", "sources"];
+const TITLES = {
+  detectors: "Detectors and limit rules", ticketing: "Ticketing, SLA, dispatch and routing", engineers: "Engineer roster",
+  sites: "Sites", assets: "Asset registry", sources: "Connectors (sources)",
+};
+
+function problems(list) {
+  return h("ul", { class: "problems", "aria-label": "Problems" },
+    list.map((p) => h("li", {}, h("code", {}, p.field), ": ", p.reason)));
+}
+
+function diffView(text) {
+  if (!text) return h("p", {}, "No change.");
+  return h("pre", { class: "diff" }, text.split("\n").map((line) => h("span", {
+    class: line.startsWith("+") && !line.startsWith("+++") ? "added"
+      : line.startsWith("-") && !line.startsWith("---") ? "removed" : "" }, `${line}\n`)));
+}
+
+function orderRows(orders) {
+  return orders.map((o) => h("tr", {}, h("td", {}, o.device_id), h("td", {}, o.failure_mode), h("td", {}, o.priority),
+    h("td", {}, when(o.opened_at)), h("td", {}, o.engineer_id || "dispatcher queue"), h("td", {}, o.title)));
+}
+
+function dryRunView(result) {
+  const columns = ["Device", "Failure mode", "Priority", "Opened", "Engineer", "Title"];
+  return h("div", { class: "dry-run" },
+    h("p", {}, `Replayed ${result.replayed === "readings" ? `${result.readings} readings` : "the findings"} and ${result.alarms} `
+      + `device alarms of ${result.devices} devices since ${when(result.since)}: `
+      + `${result.current.work_orders} work orders now, ${result.proposed.work_orders} with the change.`),
+    h("h3", {}, `Would open (${result.would_open.length})`),
+    result.would_open.length ? table(columns, orderRows(result.would_open), { "aria-label": "Would open" }) : h("p", {}, "None."),
+    h("h3", {}, `Would not open (${result.would_not_open.length})`),
+    result.would_not_open.length ? table(columns, orderRows(result.would_not_open), { "aria-label": "Would not open" }) : h("p", {}, "None."),
+    h("h3", {}, `Would differ (${result.changed.length})`),
+    result.changed.length ? h("ul", {}, result.changed.map((c) => h("li", {}, `${c.device_id} ${c.failure_mode} at ${when(c.opened_at)}: `
+      + Object.entries(c.differences).map(([k, d]) => `${k} ${d.current ?? "—"} → ${d.proposed ?? "—"}`).join(", ")))) : h("p", {}, "None."));
+}
+
+function appliedView(answer) {
+  if (!answer.changed) return h("p", {}, "Nothing changed: the section is already like this.");
+  const a = answer.applied;
+  return h("div", {},
+    h("p", { role: "status" }, `Revision ${answer.revision.number} in force (${answer.sections.join(", ")}). `
+      + `Detectors started over: ${a.detectors.reset?.join(", ") || "none"}; new checks: ${a.detectors.rechecked?.join(", ") || "none"}; `
+      + `connectors restarted: ${a.connectors_restarted.join(", ") || "none"}.`),
+    diffView(answer.diff));
+}
+
+// Check, try and apply one proposal (`proposal()` gives {value} or {yaml}); the outcome below the buttons.
+function actions(name, proposal, editable, done) {
+  const reason = h("input", { name: "reason", required: true, minlength: 3, maxlength: 500, size: 50,
+    placeholder: "why (kept with the revision)" });
+  const days = h("input", { name: "days", type: "number", min: 1, max: 31, value: 7, size: 3 });
+  const out = h("div", { class: "outcome", "aria-live": "polite" });
+  async function run(what, call) {
+    replace(out, h("p", { class: "loading" }, `${what}…`));
+    try {
+      replace(out, await call());
+    } catch (failure) {
+      replace(out, h("p", { class: "error", role: "alert" }, failure.message), failure.errors?.length ? problems(failure.errors) : null);
+    }
+  }
+  const check = () => run("Checking", async () => {
+    const answer = await api.post(`/config/sections/${name}/validate`, proposal());
+    return answer.valid ? h("div", {}, h("p", { class: "ok" }, "Valid. The change would be:"), diffView(answer.diff))
+      : h("div", {}, h("p", { class: "error", role: "alert" }, `${answer.problems.length} problem(s); nothing was changed.`),
+        problems(answer.problems));
+  });
+  const tryIt = () => run("Replaying history", async () => dryRunView(
+    await api.post("/config/dry-run", { section: name, days: Number(days.value), ...proposal() })));
+  const apply = (event) => {
+    event.preventDefault();
+    return run("Applying", async () => {
+      const answer = await api.put(`/config/sections/${name}`, { reason: reason.value, ...proposal() });
+      done(answer);
+      return appliedView(answer);
+    });
+  };
+  if (!editable) return h("p", {}, "Your role reads this section; its editors change it.");
+  return h("form", { class: "config-actions", onsubmit: apply },
+    h("div", { class: "row" },
+      h("button", { type: "button", class: "secondary", onclick: check }, "Check"),
+      h("span", {}, h("button", { type: "button", class: "secondary", onclick: tryIt }, "Try on history"), " last ", days, " days"),
+      field("Reason", reason), h("button", { type: "submit" }, "Apply")),
+    out);
+}
+
+const RULE_FIELDS = [["device_type", "text"], ["metric", "text"], ["low", "number"], ["high", "number"],
+  ["on_delay", "number"], ["failure_mode", "text"]];
+
+// The limit rules of the detectors section as a table: the change a reliability engineer makes most.
+function limitRules(current, editable, done) {
+  const body = h("tbody");
+  function row(rule) {
+    const cells = RULE_FIELDS.map(([key, type]) => h("td", {}, h("input", {
+      name: key, type, step: type === "number" ? "any" : undefined, value: rule[key] ?? "", size: type === "number" ? 6 : 12,
+      "aria-label": key.replace("_", " "), disabled: !editable })));
+    const remove = editable ? h("button", { type: "button", class: "link", onclick: () => tr.remove() }, "remove") : null;
+    const tr = h("tr", { "data-rule": "" }, cells, h("td", {}, remove));
+    tr.rule = rule;
+    return tr;
+  }
+  for (const rule of current.rules) body.append(row(rule));
+  function value() {
+    const rules = [...body.querySelectorAll("tr[data-rule]")].map((tr) => {
+      const rule = { ...tr.rule };
+      for (const input of tr.querySelectorAll("input")) {
+        const text = input.value.trim();
+        if (input.type === "number") rule[input.name] = text === "" ? null : Number(text);
+        else rule[input.name] = text;
+      }
+      return rule;
+    });
+    return { value: { ...current, rules } };
+  }
+  const add = editable ? h("button", { type: "button", class: "secondary", onclick: () => body.append(row(
+    { device_type: "", metric: "", high: null, low: null, on_delay: 3, failure_mode: "" })) }, "Add a rule") : null;
+  return section("Limit rules", h("p", {}, "A reading beyond a limit for ‘on delay’ samples in a row raises a finding with the failure mode."),
+    table(["Device type", "Metric", "Low", "High", "On delay", "Failure mode", ""], body, { "aria-label": "Limit rules", class: "rules" }),
+    add, actions("detectors", value, editable, done));
+}
+
+// Dispatch weights and the travel limit, and the routing rules tried on an example.
+function dispatchForm(current, editable, done) {
+  const limit = h("input", { name: "max_travel_min", type: "number", min: 1, step: "any", size: 6,
+    value: current.dispatch.max_travel_min ?? "", disabled: !editable });
+  const value = () => ({ value: { ...current, dispatch: { ...current.dispatch,
+    max_travel_min: limit.value.trim() === "" ? null : Number(limit.value) } } });
+  return section("Dispatch limits",
+    field("Travel limit (minutes)", limit, "nobody further away is sent; the order goes to the dispatcher queue. Empty: no limit"),
+    actions("ticketing", value, editable, done));
+}
+
+function routingTester(current, sites) {
+  const priority = select("priority", ["P1", "P2", "P3", "P4"], "P2");
+  const site = select("site", sites.map((s) => [s.id, s.name || s.id]), sites[0]?.id);
+  const type = h("input", { name: "device_type", value: "pump", size: 10 });
+  const mode = h("input", { name: "failure_mode", value: "VIB", size: 5 });
+  const out = h("div", { "aria-live": "polite" });
+  const test = async (event) => {
+    event.preventDefault();
+    const answer = await api.post("/config/routing/test", { examples: [{ priority: priority.value, site: site.value,
+      device_type: type.value, failure_mode: mode.value }] });
+    const outcome = answer.results[0].outcome;
+    replace(out, h("p", { class: "routing-outcome" }, outcome.matched?.length
+      ? `Matches ${outcome.matched.join(", ")}: ${JSON.stringify(outcome)}` : "No rule matches: the order opens as usual."));
+  };
+  return section(`Routing rules (${current.routing.length})`,
+    current.routing.length ? h("ol", {}, current.routing.map((r) => h("li", {}, h("strong", {}, r.name), ` — when ${JSON.stringify(r.when)} then ${JSON.stringify(r.then)}`)))
+      : h("p", {}, "No routing rules. Add them in the YAML below (ticketing → routing)."),
+    h("form", { class: "row", onsubmit: test, "aria-label": "Test routing" }, h("strong", {}, "Test on an example: "),
+      field("Priority", priority), field("Site", site), field("Device type", type), field("Failure mode", mode),
+      h("button", { type: "submit", class: "secondary" }, "Test")), out);
+}
+
+function yamlEditor(name, text, editable, done) {
+  const area = h("textarea", { name: "yaml", rows: Math.min(40, text.split("\n").length + 2), cols: 100,
+    spellcheck: "false", readonly: !editable, "aria-label": `${name} as YAML` }, text);
+  return section(`${TITLES[name]} as YAML`, h("p", {}, "The section as in the configuration file; ******** keeps a secret as it is."),
+    area, actions(name, () => ({ yaml: area.value }), editable, done));
+}
+
+function history(revisions, context, done) {
+  const detail = h("div", { "aria-live": "polite" });
+  const rows = revisions.items.map((r) => h("tr", { "data-revision": r.number },
+    h("td", {}, String(r.number)), h("td", {}, when(r.at)), h("td", {}, r.author), h("td", {}, r.source),
+    h("td", {}, r.sections.join(", ")), h("td", {}, r.reason + (r.restored_from ? ` (restores ${r.restored_from})` : "")),
+    h("td", {},
+      h("button", { type: "button", class: "link", onclick: async () => replace(detail, h("h3", {}, `Revision ${r.number}`),
+        diffView((await api.get(`/config/revisions/${r.number}`)).diff)) }, "diff"),
+      context.can("config.change") ? [" · ", h("button", { type: "button", class: "link", onclick: async () => {
+        const reason = window.prompt(`Why restore revision ${r.number}?`);
+        if (!reason) return;
+        try {
+          const answer = await api.post(`/config/revisions/${r.number}/restore`, { reason });
+          done(answer);
+          replace(detail, appliedView(answer));
+        } catch (failure) {
+          replace(detail, h("p", { class: "error", role: "alert" }, failure.message), failure.errors?.length ? problems(failure.errors) : null);
+        }
+      } }, "restore")] : null)));
+  return section("Revisions", table(["#", "When", "By", "From", "Sections", "Reason", ""], rows, { "aria-label": "Revisions" }), detail);
+}
+
+export async function render(main, [chosen], context) {
+  const name = SECTIONS.includes(chosen) ? chosen : "detectors";
+  const [status, part, revisions, fleet] = await Promise.all([
+    api.get("/config"), api.get(`/config/sections/${name}`), api.get("/config/revisions", { limit: 20 }), api.get("/fleet", { limit: 1 })]);
+  const editable = context.can("config.change") && status.sections[name].includes(context.me.role);
+  const rerender = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
+  // A change re-renders the page from what is now in force; its outcome stays on top until the next one.
+  const done = (answer) => {
+    if (!answer.changed) return;
+    lastChange = { section: name, view: appliedView(answer) };
+    message(`Revision ${answer.revision.number} is in force.`, "info");
+    rerender();
+  };
+  const shownChange = lastChange && lastChange.section === name ? section("Last change", lastChange.view) : null;
+  const revision = status.revision;
+  const exportLink = h("button", { type: "button", class: "secondary", onclick: async () => {
+    const text = await api.get("/config/export");
+    const link = h("a", { href: URL.createObjectURL(new Blob([text], { type: "application/yaml" })), download: "gateway.yaml" });
+    link.click();
+  } }, "Export as YAML");
+  const tabs = h("nav", { class: "tabs", "aria-label": "Sections" }, SECTIONS.map((s) => h("a", {
+    href: `#/settings/${s}`, "aria-current": s === name ? "page" : undefined }, s,
+    status.sections[s].includes(context.me.role) ? null : h("small", {}, " (read)"))));
+  replace(main, h("h1", {}, "Configuration"),
+    h("p", { class: "config-status" },
+      revision ? `Revision ${revision.number} by ${revision.author}, ${when(revision.at)} (${revision.source}). ` : "",
+      status.runtime_changes ? badge("runtime changes in force over the file", "health-anomalous") : badge("as the file says", "health-healthy"),
+      status.superseded.length ? ` The file changed at start-up and took over from revisions ${status.superseded.join(", ")}.` : "",
+      status.restart_needed.length ? h("strong", {}, ` Waiting for a restart: ${status.restart_needed.join(", ")}.`) : "",
+      " ", exportLink, " ", h("button", { type: "button", class: "link", onclick: rerender }, "reload")),
+    tabs, shownChange,
+    h("p", {}, TITLES[name], editable ? "" : " — read only for your role",
+      ` · edited by ${status.sections[name].map((r) => r.replace("_", " ")).join(", ")}`),
+    name === "detectors" ? limitRules(part.effective, editable, done) : null,
+    name === "ticketing" ? [dispatchForm(part.effective, editable, done), routingTester(part.effective, fleet.sites)] : null,
+    yamlEditor(name, part.yaml, editable, done),
+    history(revisions, context, done));
+}

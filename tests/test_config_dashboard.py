@@ -1,0 +1,149 @@
+"""The configuration page in a real headless Chromium: a reliability engineer tightens a limit (checked, tried
+on history, applied, and the next reading opens a work order), a refused edit names its paths, a dispatcher
+sets a travel limit and tests a routing rule, an admin adds an asset and restores a revision, and a viewer
+does not see the page. Screenshots land in the test's temporary directory (``PMGW_SCREENSHOTS`` copies them)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.publish as publish
+import pyotp
+from playwright.sync_api import Page, expect, sync_playwright
+
+from gateway.broker import Mosquitto
+from tests.conftest import gateway_document, wait_until
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_dashboard import PASSWORD, shoot, watched
+
+VIBRATION_LIMIT = {"device_type": "pump", "metric": "vibration", "high": 7.1, "on_delay": 2, "failure_mode": "VIB"}
+
+
+def readings(port: int, device: str, values: list[float], start: float) -> None:
+    publish.multiple([(f"plant/north/{device}/telemetry", json.dumps({"ts": start + i, "metrics": {"vibration": v}}), 1,
+                       False) for i, v in enumerate(values)], hostname="127.0.0.1", port=port)
+
+
+def sign_in(page: Page, url: str, username: str, totp: str | None = None) -> None:
+    page.goto(f"{url}/")
+    page.get_by_label("User").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    if totp:
+        page.get_by_label("Authenticator code").fill(pyotp.TOTP(totp).now())
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#who")).to_contain_text(username)
+
+
+def test_a_plant_engineer_changes_rules_from_the_dashboard_and_sees_the_effect(
+        mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    document = gateway_document(mosquitto.port, tmp_path)
+    document["detectors"]["rules"] = [dict(VIBRATION_LIMIT)]
+    gw = start_gateway(document)
+    identities = gw.gateway.identities
+    identities.add_user("rita", PASSWORD, "reliability_engineer")
+    identities.add_user("dora", PASSWORD, "dispatcher")
+    identities.add_user("vic", PASSWORD, "viewer")
+    admin_totp = identities.add_user("ada", PASSWORD, "admin")
+    start = time.time() - 3600
+    readings(mosquitto.port, "pump-01", [6.2 if 100 <= i < 130 else 2.5 for i in range(300)], start)
+    wait_until(lambda: gw.get("/devices/pump-01/detector")["samples"] >= 300, timeout=20, what="the history")
+    assert gw.items("/work-orders") == []
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = watched(browser, gw.url, errors)
+
+        # The reliability engineer tightens the pump's vibration limit in the limit-rule table.
+        sign_in(page, gw.url, "rita")
+        page.get_by_role("link", name="Configuration").click()
+        rules = page.get_by_role("table", name="Limit rules")
+        expect(rules).to_be_visible()
+        high = rules.get_by_label("high").first
+        expect(high).to_have_value("7.1")
+        high.fill("5")
+        limit_panel = page.get_by_role("region", name="Limit rules", exact=True)
+        limit_panel.get_by_role("button", name="Check").click()
+        expect(limit_panel.locator(".outcome")).to_contain_text("Valid")
+        expect(limit_panel.locator("pre.diff .added")).to_contain_text(["high: 5"])
+        limit_panel.get_by_role("button", name="Try on history").click()
+        would_open = limit_panel.get_by_role("table", name="Would open")
+        expect(would_open).to_contain_text("pump-01")
+        expect(would_open).to_contain_text("VIB")
+        shoot(page, tmp_path, "config-dry-run")
+        limit_panel.get_by_label("Reason").fill("bearing wear seen at 5.5 mm/s on this model")
+        limit_panel.get_by_role("button", name="Apply").click()
+        last_change = page.get_by_role("region", name="Last change", exact=True)
+        expect(last_change).to_contain_text("in force (detectors)")
+        expect(last_change).to_contain_text("new checks: pump-01")
+        # The page shows what is in force now: the new limit, the runtime change over the file.
+        expect(page.get_by_role("table", name="Limit rules").get_by_label("high").first).to_have_value("5")
+        expect(page.locator(".config-status")).to_contain_text("runtime changes in force over the file")
+        revisions = page.get_by_role("table", name="Revisions")
+        expect(revisions.locator("tbody tr").first).to_contain_text("rita")
+        expect(revisions.locator("tbody tr").first).to_contain_text("bearing wear")
+        shoot(page, tmp_path, "config-applied")
+
+        # Its effect: the next readings over 5 (under the old 7.1) open a work order, no restart.
+        readings(mosquitto.port, "pump-01", [6.0] * 5, time.time() - 10)
+        order = wait_until(lambda: gw.items("/work-orders", device_id="pump-01"), timeout=15, what="a work order")[0]
+        page.get_by_role("link", name="Work orders").click()
+        expect(page.locator("main")).to_contain_text(order["code"])
+
+        # A broken edit in the YAML editor is refused with its path, and nothing changes.
+        page.goto(f"{gw.url}/#/settings/detectors")
+        editor = page.get_by_label("detectors as YAML")
+        editor.fill(editor.input_value().replace("high: 5.0", "high: five", 1))
+        yaml_panel = page.get_by_role("region", name="Detectors and limit rules as YAML", exact=True)
+        yaml_panel.get_by_role("button", name="Check").click()
+        expect(yaml_panel.get_by_role("list", name="Problems")).to_contain_text("detectors.rules[0].high")
+        shoot(page, tmp_path, "config-refused")
+        # Ticketing is not the reliability engineer's: read only.
+        page.get_by_role("link", name="ticketing").click()
+        expect(page.locator("main")).to_contain_text("read only for your role")
+        page.context.close()
+
+        # The dispatcher sets a travel limit and tries a routing rule on an example.
+        page = watched(browser, gw.url, errors)
+        sign_in(page, gw.url, "dora")
+        page.goto(f"{gw.url}/#/settings/ticketing")
+        dispatch = page.get_by_role("region", name="Dispatch limits", exact=True)
+        dispatch.get_by_label("Travel limit (minutes)").fill("45")
+        dispatch.get_by_label("Reason").fill("no trips across the country")
+        dispatch.get_by_role("button", name="Apply").click()
+        expect(page.get_by_role("region", name="Last change", exact=True)).to_contain_text("in force (ticketing)")
+        assert gw.gateway.config.ticketing.dispatch.max_travel_min == 45
+        routing = page.get_by_role("form", name="Test routing")
+        routing.get_by_role("button", name="Test").click()
+        expect(page.locator(".routing-outcome")).to_contain_text("No rule matches")
+        shoot(page, tmp_path, "config-ticketing")
+        page.context.close()
+
+        # An admin adds a pump in the registry, then restores the first revision's detectors.
+        page = watched(browser, gw.url, errors)
+        sign_in(page, gw.url, "ada", admin_totp)
+        page.goto(f"{gw.url}/#/settings/assets")
+        editor = page.get_by_label("assets as YAML")
+        editor.fill(editor.input_value() + "- id: pump-09\n  type: pump\n  model: Etanorm 80-250\n  serial: S9\n"
+                                           "  site: north\n")
+        assets_panel = page.get_by_role("region", name="Asset registry as YAML", exact=True)
+        assets_panel.get_by_label("Reason").fill("new pump commissioned")
+        assets_panel.get_by_role("button", name="Apply").click()
+        expect(page.get_by_role("region", name="Last change", exact=True)).to_contain_text("in force (assets)")
+        assert gw.get("/assets/pump-09")["site"]["id"] == "north"
+        page.on("dialog", lambda dialog: dialog.accept("back to the OEM limit"))
+        page.get_by_role("table", name="Revisions").locator('tr[data-revision="1"]').get_by_role(
+            "button", name="restore").click()
+        expect(page.get_by_role("table", name="Revisions")).to_contain_text("restores 1")
+        assert gw.gateway.config.detectors.rules[0].high == 7.1
+        shoot(page, tmp_path, "config-restored")
+        page.context.close()
+
+        # A viewer has no configuration page.
+        page = watched(browser, gw.url, errors)
+        sign_in(page, gw.url, "vic")
+        expect(page.get_by_role("link", name="Configuration")).to_be_hidden()
+        browser.close()
+    assert errors == []
