@@ -118,7 +118,25 @@ def test_a_plant_engineer_changes_rules_from_the_dashboard_and_sees_the_effect(
         routing = page.get_by_role("form", name="Test routing")
         routing.get_by_role("button", name="Test").click()
         expect(page.locator(".routing-outcome")).to_contain_text("No rule matches")
+        # ...then adds a routing rule in the YAML editor, tests it on an example, and sees it on the next order.
+        editor = page.get_by_label("ticketing as YAML")
+        assert "  routing: []\n" in editor.input_value()
+        editor.fill(editor.input_value().replace("  routing: []\n", (
+            "  routing:\n  - name: pump vibration is planned work\n    when: {device_types: [pump], failure_modes: [VIB]}\n"
+            "    then: {set_priority: P3}\n"), 1))
+        yaml_panel = page.get_by_role("region", name="Ticketing, SLA, dispatch and routing as YAML", exact=True)
+        yaml_panel.get_by_label("Reason").fill("vibration goes to the weekly plan")
+        yaml_panel.get_by_role("button", name="Apply").click()
+        expect(page.get_by_role("region", name="Last change", exact=True)).to_contain_text("+  - name: pump vibration")
+        routing = page.get_by_role("form", name="Test routing")
+        routing.get_by_role("button", name="Test").click()
+        expect(page.locator(".routing-outcome")).to_contain_text("Matches pump vibration is planned work")
         shoot(page, tmp_path, "config-ticketing")
+        readings(mosquitto.port, "pump-02", [8.0] * 5, time.time() - 5)
+        planned = wait_until(lambda: gw.items("/work-orders", device_id="pump-02"), timeout=15, what="pump-02's order")
+        assert planned[0]["priority"] == "P3"
+        page.goto(f"{gw.url}/#/work-orders/{planned[0]['code']}")
+        expect(page.locator("main")).to_contain_text("P3")
         page.context.close()
 
         # An admin adds a pump in the registry, then restores the first revision's detectors.

@@ -138,6 +138,14 @@ function dispatchForm(current, editable, done) {
     actions("ticketing", value, editable, done));
 }
 
+// A rule's conditions or actions as a plant engineer reads them: only what is set.
+function describe(part) {
+  const set = Object.entries(part).filter(([key, value]) => value !== null && value !== false
+    && !(Array.isArray(value) && !value.length) && !(key === "timezone" && value === "UTC"));
+  return set.map(([key, value]) => `${key.replaceAll("_", " ")} ${Array.isArray(value) ? value.join(", ") : value}`).join("; ")
+    || "always";
+}
+
 function routingTester(current, sites) {
   const priority = select("priority", ["P1", "P2", "P3", "P4"], "P2");
   const site = select("site", sites.map((s) => [s.id, s.name || s.id]), sites[0]?.id);
@@ -149,11 +157,13 @@ function routingTester(current, sites) {
     const answer = await api.post("/config/routing/test", { examples: [{ priority: priority.value, site: site.value,
       device_type: type.value, failure_mode: mode.value }] });
     const outcome = answer.results[0].outcome;
-    replace(out, h("p", { class: "routing-outcome" }, outcome.matched?.length
-      ? `Matches ${outcome.matched.join(", ")}: ${JSON.stringify(outcome)}` : "No rule matches: the order opens as usual."));
+    const { matched, ...decided } = outcome;
+    replace(out, h("p", { class: "routing-outcome" }, matched?.length
+      ? `Matches ${matched.join(", ")}: ${describe(decided)}` : "No rule matches: the order opens as usual."));
   };
   return section(`Routing rules (${current.routing.length})`,
-    current.routing.length ? h("ol", {}, current.routing.map((r) => h("li", {}, h("strong", {}, r.name), ` — when ${JSON.stringify(r.when)} then ${JSON.stringify(r.then)}`)))
+    current.routing.length ? h("ol", {}, current.routing.map((r) => h("li", {}, h("strong", {}, r.name), r.enabled ? "" : " (disabled)",
+      ` — when ${describe(r.when)}; then ${describe(r.then)}`)))
       : h("p", {}, "No routing rules. Add them in the YAML below (ticketing → routing)."),
     h("form", { class: "row", onsubmit: test, "aria-label": "Test routing" }, h("strong", {}, "Test on an example: "),
       field("Priority", priority), field("Site", site), field("Device type", type), field("Failure mode", mode),
