@@ -143,14 +143,19 @@ def test_a_plant_engineer_changes_rules_from_the_dashboard_and_sees_the_effect(
         page = watched(browser, gw.url, errors)
         sign_in(page, gw.url, "ada", admin_totp)
         page.goto(f"{gw.url}/#/settings/assets")
-        editor = page.get_by_label("assets as YAML")
-        editor.fill(editor.input_value() + "- id: pump-09\n  type: pump\n  model: Etanorm 80-250\n  serial: S9\n"
-                                           "  site: north\n")
-        assets_panel = page.get_by_role("region", name="Asset registry as YAML", exact=True)
-        assets_panel.get_by_label("Reason").fill("new pump commissioned")
-        assets_panel.get_by_role("button", name="Apply").click()
+        registry = page.get_by_role("region", name="Assets", exact=True)
+        registry.get_by_role("button", name="Add an asset").click()
+        added = registry.locator("tr[data-item]").last
+        for label, value in (("id", "pump-09"), ("model", "Etanorm 80-250"), ("serial", "S9")):
+            added.get_by_label(label, exact=True).fill(value)
+        added.get_by_label("criticality").select_option("high")
+        registry.get_by_label("Reason").fill("new pump commissioned")
+        registry.get_by_role("button", name="Apply").click()
         expect(page.get_by_role("region", name="Last change", exact=True)).to_contain_text("in force (assets)")
-        assert gw.get("/assets/pump-09")["site"]["id"] == "north"
+        shoot(page, tmp_path, "config-asset-added")
+        assert gw.get("/assets/pump-09")["site"]["id"] == "north" and gw.get("/assets/pump-09")["criticality"] == "high"
+        readings(mosquitto.port, "pump-09", [2.0] * 3, time.time() - 3)
+        wait_until(lambda: gw.get("/devices/pump-09/readings/latest")["readings"], timeout=15, what="pump-09's readings")
         page.on("dialog", lambda dialog: dialog.accept("back to the OEM limit"))
         page.get_by_role("table", name="Revisions").locator('tr[data-revision="1"]').get_by_role(
             "button", name="restore").click()

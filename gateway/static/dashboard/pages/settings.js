@@ -92,39 +92,71 @@ function actions(name, proposal, editable, done) {
     out);
 }
 
-const RULE_FIELDS = [["device_type", "text"], ["metric", "text"], ["low", "number"], ["high", "number"],
-  ["on_delay", "number"], ["failure_mode", "text"]];
-
-// The limit rules of the detectors section as a table: the change a reliability engineer makes most.
-function limitRules(current, editable, done) {
+// A list of a section (rules, policies, assets) as a table of inputs: edit, add and remove rows. `columns`:
+// [key, label, type ("text", "number" or a list of choices)]; `blank`: a new row; `put(items)`: the section.
+function listEditor({ title, hint, items, columns, blank, put, section: name, editable, done, noun }) {
   const body = h("tbody");
-  function row(rule) {
-    const cells = RULE_FIELDS.map(([key, type]) => h("td", {}, h("input", {
-      name: key, type, step: type === "number" ? "any" : undefined, value: rule[key] ?? "", size: type === "number" ? 6 : 12,
-      "aria-label": key.replace("_", " "), disabled: !editable })));
+  function cell(item, [key, label, type]) {
+    const attributes = { name: key, "aria-label": label, disabled: !editable };
+    if (Array.isArray(type)) return h("td", {}, select(key, type, item[key] ?? type[0], attributes));
+    return h("td", {}, h("input", { ...attributes, type, step: type === "number" ? "any" : undefined,
+      value: item[key] ?? "", size: type === "number" ? 6 : 12 }));
+  }
+  function row(item) {
     const remove = editable ? h("button", { type: "button", class: "link", onclick: () => tr.remove() }, "remove") : null;
-    const tr = h("tr", { "data-rule": "" }, cells, h("td", {}, remove));
-    tr.rule = rule;
+    const tr = h("tr", { "data-item": "" }, columns.map((column) => cell(item, column)), h("td", {}, remove));
+    tr.item = item;
     return tr;
   }
-  for (const rule of current.rules) body.append(row(rule));
-  function value() {
-    const rules = [...body.querySelectorAll("tr[data-rule]")].map((tr) => {
-      const rule = { ...tr.rule };
-      for (const input of tr.querySelectorAll("input")) {
-        const text = input.value.trim();
-        if (input.type === "number") rule[input.name] = text === "" ? null : Number(text);
-        else rule[input.name] = text;
-      }
-      return rule;
-    });
-    return { value: { ...current, rules } };
-  }
-  const add = editable ? h("button", { type: "button", class: "secondary", onclick: () => body.append(row(
-    { device_type: "", metric: "", high: null, low: null, on_delay: 3, failure_mode: "" })) }, "Add a rule") : null;
-  return section("Limit rules", h("p", {}, "A reading beyond a limit for ‘on delay’ samples in a row raises a finding with the failure mode."),
-    table(["Device type", "Metric", "Low", "High", "On delay", "Failure mode", ""], body, { "aria-label": "Limit rules", class: "rules" }),
-    add, actions("detectors", value, editable, done));
+  for (const item of items) body.append(row(item));
+  const value = () => ({ value: put([...body.querySelectorAll("tr[data-item]")].map((tr) => {
+    const item = { ...tr.item };
+    for (const input of tr.querySelectorAll("input, select")) {
+      const text = input.value.trim();
+      item[input.name] = input.type === "number" ? (text === "" ? null : Number(text)) : text;
+    }
+    return item;
+  })) });
+  const add = editable ? h("button", { type: "button", class: "secondary", onclick: () => body.append(row({ ...blank })) },
+    `Add ${noun}`) : null;
+  return section(title, hint ? h("p", {}, hint) : null,
+    table([...columns.map(([, label]) => label), ""], body, { "aria-label": title, class: "rules" }),
+    add, actions(name, value, editable, done));
+}
+
+function limitRules(current, editable, done) {
+  return listEditor({
+    title: "Limit rules", section: "detectors", editable, done, noun: "a rule", items: current.rules,
+    hint: "A reading beyond a limit for ‘on delay’ samples in a row raises a finding with the failure mode.",
+    columns: [["device_type", "device type", "text"], ["metric", "metric", "text"], ["low", "low", "number"],
+      ["high", "high", "number"], ["on_delay", "on delay", "number"], ["failure_mode", "failure mode", "text"]],
+    blank: { device_type: "", metric: "", high: null, low: null, on_delay: 3, failure_mode: "" },
+    put: (rules) => ({ ...current, rules }),
+  });
+}
+
+function slaPolicies(current, editable, done) {
+  return listEditor({
+    title: "SLA policies", section: "ticketing", editable, done, noun: "a policy", items: current.sla.policies,
+    hint: "Seconds from detection to a response, to an engineer on site, to the asset restored; a policy for a "
+      + "criticality beats the priority's * policy.",
+    columns: [["priority", "priority", ["P1", "P2", "P3", "P4"]], ["criticality", "criticality", ["*", "high", "medium", "low"]],
+      ["respond_s", "respond (s)", "number"], ["on_site_s", "on site (s)", "number"], ["restore_s", "restore (s)", "number"]],
+    blank: { priority: "P2", criticality: "*", respond_s: 3600, on_site_s: 14400, restore_s: 86400 },
+    put: (policies) => ({ ...current, sla: { ...current.sla, policies } }),
+  });
+}
+
+function assetRegistry(assets, sites, editable, done) {
+  return listEditor({
+    title: "Assets", section: "assets", editable, done, noun: "an asset", items: assets,
+    hint: "Add a device, retire one (remove it), or move it to another site; its readings are accepted at once.",
+    columns: [["id", "id", "text"], ["name", "name", "text"], ["type", "type", "text"], ["model", "model", "text"],
+      ["serial", "serial", "text"], ["site", "site", sites.map((site) => site.id)],
+      ["criticality", "criticality", ["high", "medium", "low"]]],
+    blank: { id: "", name: "", type: "pump", model: "", serial: "", site: sites[0]?.id, criticality: "medium" },
+    put: (items) => items,
+  });
 }
 
 // Dispatch weights and the travel limit, and the routing rules tried on an example.
@@ -233,7 +265,9 @@ export async function render(main, [chosen], context) {
     h("p", {}, TITLES[name], editable ? "" : " — read only for your role",
       ` · edited by ${status.sections[name].map((r) => r.replace("_", " ")).join(", ")}`),
     name === "detectors" ? limitRules(part.effective, editable, done) : null,
-    name === "ticketing" ? [dispatchForm(part.effective, editable, done), routingTester(part.effective, fleet.sites)] : null,
+    name === "ticketing" ? [dispatchForm(part.effective, editable, done), slaPolicies(part.effective, editable, done),
+      routingTester(part.effective, fleet.sites)] : null,
+    name === "assets" ? assetRegistry(part.effective, (await api.get("/config/sections/sites")).effective, editable, done) : null,
     yamlEditor(name, part.yaml, editable, done),
     history(revisions, context, done));
 }
