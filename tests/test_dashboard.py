@@ -270,6 +270,8 @@ def test_pages_follow_the_role(running_plant: Any, tmp_path: Path) -> None:
         dora.keyboard.press("Shift+Tab")
         expect(dora.get_by_role("button", name="Sign out")).to_be_focused()
         dora.keyboard.press("Shift+Tab")
+        expect(dora.locator('nav a[data-page="settings"]')).to_be_focused()  # a dispatcher edits ticketing
+        dora.keyboard.press("Shift+Tab")
         dora.keyboard.press("Shift+Tab")
         expect(dora.locator('nav a[data-page="board"]')).to_be_focused()
         dora.keyboard.press("Enter")
