@@ -253,5 +253,10 @@ def test_a_travel_limit_sends_nobody_further_and_leaves_the_order_to_the_dispatc
     limited = choose_engineer(late, [faraway], Fleet(), WHEN, DispatchConfig(max_travel_min=120))
     assert limited.engineer_id is None
     assert "beyond the 120 min travel limit" in limited.excluded["faraway"]
+    per_priority = DispatchConfig(max_travel_min=120, max_travel_min_by_priority={"P4": 5})
+    assert choose_engineer(late, [faraway], Fleet(), WHEN, per_priority).engineer_id is None
+    middle = person("middle", NORTH.latitude + 0.1, NORTH.longitude)  # ~11 km: ~17 min
+    assert choose_engineer(job(priority="P4"), [middle], Fleet(), WHEN, per_priority).engineer_id is None
+    assert choose_engineer(job(priority="P3"), [middle], Fleet(), WHEN, per_priority).engineer_id == "middle"
     near = person("near", NORTH.latitude + 0.01, NORTH.longitude)
     assert choose_engineer(late, [faraway, near], Fleet(), WHEN, DispatchConfig(max_travel_min=120)).engineer_id == "near"

@@ -350,3 +350,18 @@ def test_sighup_and_pmgw_reload_reread_the_file(mosquitto: Mosquitto, tmp_path: 
     wait_until(lambda: any("reload of the configuration file was refused" in p
                            for p in gateway.health().get("problems", [])), timeout=10, what="the refusal in /health")
     gateway.terminate()
+
+
+def test_two_editors_never_overwrite_each_other_unseen(mosquitto: Mosquitto, tmp_path: Path, start_gateway) -> None:
+    gw = start_gateway(plant(mosquitto, tmp_path))
+    seen = gw.get("/config")["revision"]["number"]
+    detectors = effective(gw, "detectors")
+    detectors["rules"] = [VIBRATION_LIMIT | {"high": 6.0}]
+    first = gw.http.put("/config/sections/detectors", json={"value": detectors, "reason": "first editor",
+                                                            "base_revision": seen})
+    assert first.status_code == 200
+    detectors["rules"] = [VIBRATION_LIMIT | {"high": 4.0}]
+    second = gw.http.put("/config/sections/detectors", json={"value": detectors, "reason": "second editor",
+                                                             "base_revision": seen})
+    assert second.status_code == 409 and "changed meanwhile" in second.json()["detail"]
+    assert effective(gw, "detectors")["rules"][0]["high"] == 6.0

@@ -147,6 +147,9 @@ class DispatchConfig(BaseModel):
     max_travel_min: float | None = Field(
         None, gt=0, description="a hard limit: an engineer further away than this is never sent; when nobody is "
                                 "nearer, the order goes to the dispatcher queue (none: no limit)")
+    max_travel_min_by_priority: dict[Literal["P1", "P2", "P3", "P4"], float] = Field(
+        default_factory=dict, description="the same limit per priority (e.g. P4 work only from close by), over "
+                                          "max_travel_min")
 
     @field_validator("weights")
     @classmethod
@@ -155,6 +158,17 @@ class DispatchConfig(BaseModel):
         if missing:
             raise ValueError(f"weights for {', '.join(missing)} missing")
         return weights
+
+    @field_validator("max_travel_min_by_priority")
+    @classmethod
+    def _positive(cls, limits: dict[str, float]) -> dict[str, float]:
+        if any(minutes <= 0 for minutes in limits.values()):
+            raise ValueError("travel limits are minutes > 0")
+        return limits
+
+    def travel_limit_min(self, priority: str) -> float | None:
+        """The hard travel limit for an order of ``priority`` (none: no limit)."""
+        return self.max_travel_min_by_priority.get(priority, self.max_travel_min)  # type: ignore[call-overload]
 
 
 class SlaPolicy(BaseModel):

@@ -149,10 +149,11 @@ def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, conf
     latitude, longitude = fleet.locations.get(engineer.id, (engineer.home.latitude, engineer.home.longitude))
     distance = haversine_km(job.site[0], job.site[1], latitude, longitude)
     travel_s = distance * config.road_factor / config.average_speed_kmh * 3600
-    if config.max_travel_min is not None and travel_s > config.max_travel_min * 60:
+    limit = config.travel_limit_min(job.priority)
+    if limit is not None and travel_s > limit * 60:
         # A hard limit, kept even when nobody can make the deadline: better the dispatcher queue than a trip
         # across the continent.
-        return f"{travel_s / 60:.0f} min away: beyond the {config.max_travel_min:g} min travel limit"
+        return f"{travel_s / 60:.0f} min away: beyond the {limit:g} min travel limit"
     now = when.timestamp()
     wait_s = max(0.0, fleet.busy_until.get(engineer.id, now) - now)
     slack = 1.0

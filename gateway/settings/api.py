@@ -23,7 +23,7 @@ from gateway.pagination import Page, PageQuery
 from gateway.problems import problem
 from gateway.settings import dry_run
 from gateway.settings.revisions import Revision, as_yaml, diff
-from gateway.settings.service import Change, NotAllowed
+from gateway.settings.service import Change, ChangedMeanwhile, NotAllowed
 from gateway.settings.sections import mask, redact_people, validate
 from ticketing import routing
 
@@ -96,6 +96,8 @@ class Proposal(BaseModel):
 
 class SectionChange(Proposal):
     reason: str = Field(min_length=3, max_length=500, description="why: kept with the revision")
+    base_revision: int | None = Field(None, ge=1, le=2**31 - 1, description="the revision the change was made on: "
+                                      "refused with 409 when another is in force by then (none: no check)")
 
 
 class Applied(BaseModel):
@@ -231,6 +233,10 @@ def add_config_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
         return problem(422, f"the configuration was not changed ({len(errors)} problem(s)): {summary}",
                        request.url.path, errors)
 
+    @api.exception_handler(ChangedMeanwhile)
+    async def changed_meanwhile(request: Request, error: ChangedMeanwhile) -> JSONResponse:
+        return problem(409, str(error), request.url.path)
+
     @api.exception_handler(NotAllowed)
     async def not_allowed(request: Request, error: NotAllowed) -> JSONResponse:
         return problem(403, str(error), request.url.path)
@@ -288,7 +294,8 @@ def add_config_routes(api: FastAPI, gateway: "Gateway", prefix: str, require: Ca
         """Replace one section: validated, put in force without a restart, recorded as a revision."""
         candidate, config = settings.propose_section(section, body.section_value(section), principal.role)
         before = in_force()
-        return change_out(settings.commit(candidate, config, principal.name, body.reason, "api"), before, principal)
+        change = settings.commit(candidate, config, principal.name, body.reason, "api", base_revision=body.base_revision)
+        return change_out(change, before, principal)
 
     @api.get(f"{prefix}/config/revisions", tags=["configuration"], response_model=Page[RevisionOut])
     def list_revisions(page: PageQuery = Depends(),

@@ -31,6 +31,10 @@ class NotAllowed(Exception):
     """The caller's role may not change a section the change touches."""
 
 
+class ChangedMeanwhile(Exception):
+    """The change was made on an older revision than the one in force (someone else changed it since)."""
+
+
 @dataclass
 class Change:
     revision: Revision | None
@@ -179,9 +183,16 @@ class Settings:
                              f"(" + "; ".join(f"{s}: {', '.join(sorted(EDITORS.get(s, ())))}" for s in refused) + ")")
 
     def commit(self, candidate: dict[str, Any], config: GatewayConfig, author: str, reason: str, source: str,
-               restored_from: int | None = None) -> Change:
-        """Put a validated candidate in force and record it as a revision (nothing when it changes nothing)."""
+               restored_from: int | None = None, base_revision: int | None = None) -> Change:
+        """Put a validated candidate in force and record it as a revision (nothing when it changes nothing).
+        With ``base_revision``, only if that is still the revision in force: two editors never overwrite each
+        other unseen."""
         with self._lock:
+            current = self.revision.number if self.revision else None
+            if base_revision is not None and base_revision != current:
+                by = f" by {self.revision.author}" if self.revision else ""
+                raise ChangedMeanwhile(f"the configuration changed meanwhile: revision {current}{by} is in force, "
+                                       f"this change was made on revision {base_revision}; look at it and redo the change")
             sections = changed_sections(self.document, candidate)
             if not sections:
                 return Change(None, [])

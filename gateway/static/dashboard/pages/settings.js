@@ -5,6 +5,8 @@ import * as api from "../api.js";
 import { badge, field, h, message, replace, section, select, table, when } from "../ui.js";
 
 let lastChange = null;
+// The revision the page was drawn from (sent with every change).
+let baseRevision = null;
 const SECTIONS = ["detectors", "ticketing", "engineers", "sites", "assets", "sources"];
 const TITLES = {
   detectors: "Detectors and limit rules", ticketing: "Ticketing, SLA, dispatch and routing", engineers: "Engineer roster",
@@ -78,7 +80,8 @@ function actions(name, proposal, editable, done) {
   const apply = (event) => {
     event.preventDefault();
     return run("Applying", async () => {
-      const answer = await api.put(`/config/sections/${name}`, { reason: reason.value, ...proposal() });
+      // The revision this page was drawn from: a change someone made meanwhile is not overwritten unseen.
+      const answer = await api.put(`/config/sections/${name}`, { reason: reason.value, base_revision: baseRevision, ...proposal() });
       done(answer);
       return appliedView(answer);
     });
@@ -246,6 +249,7 @@ export async function render(main, [chosen], context) {
   };
   const shownChange = lastChange && lastChange.section === name ? section("Last change", lastChange.view) : null;
   const revision = status.revision;
+  baseRevision = revision ? revision.number : null;
   const exportLink = h("button", { type: "button", class: "secondary", onclick: async () => {
     const text = await api.get("/config/export");
     const link = h("a", { href: URL.createObjectURL(new Blob([text], { type: "application/yaml" })), download: "gateway.yaml" });
