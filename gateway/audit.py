@@ -99,6 +99,12 @@ class AuditLog:
         """Anchor a work order's chain head (``ticketing.chain.ChainAnchors``)."""
         self.record(actor, ANCHOR, code, details={"head": head, "length": length})
 
+    def anchors(self) -> dict[str, dict[str, Any]]:
+        """Every work order's last anchored chain head at once (a whole store verified, e.g. a backup)."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(Entry.target, Entry.details).where(Entry.action == ANCHOR).order_by(Entry.seq))
+            return {code: dict(details) for code, details in rows}
+
     def latest_anchor(self, code: str) -> dict[str, Any] | None:
         """The last chain head a work order anchored here: ``{"head", "length"}``."""
         with Session(self.engine) as session:
