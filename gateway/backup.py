@@ -238,17 +238,16 @@ def verify_chains(tickets_url: str, identities_url: str, keyring_path: Path, wit
         with Session(engine) as session:
             orders = session.scalar(select(func.count()).select_from(WorkOrder)) or 0
             events = session.scalar(select(func.count()).select_from(Event)) or 0
-            for code, updated_at in session.execute(select(WorkOrder.code, WorkOrder.updated_at)).all():
-                anchor = anchors.get(code)
-                verdict = chain.verify_chain(session, keyring, code, anchor)
-                if verdict is None or verdict.get("valid", False):
+            for order, verdict in chain.verify_all(session, keyring, anchors):
+                if verdict["valid"]:
                     continue
-                if anchor is None and taken_at is not None and updated_at >= taken_at - ANCHOR_SETTLE_S:
+                if (order.code not in anchors and taken_at is not None
+                        and order.updated_at >= taken_at - ANCHOR_SETTLE_S):
                     pending += 1
                 else:
                     broken += 1
                     if broken <= 5:
-                        problems.append(f"work order {code}: {verdict.get('reason')}")
+                        problems.append(f"work order {order.code}: {verdict['reason']}")
         engine.dispose()
     finally:
         audit.close()

@@ -153,3 +153,43 @@ def test_postgres_backups_restore_into_a_fresh_database_and_old_backups_are_prun
     finally:
         source.stop()
         target.stop()
+
+
+def test_a_store_tampered_with_is_not_backed_up_as_good(tmp_path: Path) -> None:
+    """The backup re-verifies every chain: an order edited behind the gateway's back fails the backup, and a
+    backup file changed afterwards fails the restore."""
+    import sqlite3
+
+    from gateway.backup import BackupError, backup, restore
+    from gateway.config import parse_config
+    from gateway.core import Anomaly, Severity
+    from gateway.keyring import Keyring
+    from gateway.audit import AuditLog
+    from ticketing.service import TicketingService
+
+    document = gateway_document(1883, tmp_path / "data")
+    config = parse_config(document)
+    keyring = Keyring.load(config.keyring_path())
+    audit = AuditLog(config.identity_database_url(), keyring, config.audit_witness_path())
+    service = TicketingService(config.ticketing, config.core_assets(), config.engineers, signer=keyring, anchors=audit)
+    codes = [service.handle_anomaly(Anomaly(device, time.time(), "test", 9.0, Severity.HIGH, "VIB", ["vibration"],
+                                            "vibration up")) for device in ("pump-01", "pump-02", "motor-01")]
+    service.close()
+    audit.close()
+    folder, manifest = backup(config, None, tmp_path / "backups", telemetry=False)
+    assert manifest["verification"]["counts"]["chains_verified"] == 3
+
+    database = sqlite3.connect(tmp_path / "data" / "workorders.db")
+    database.execute("UPDATE work_orders SET priority = 'P4' WHERE code = ?", (codes[1],))
+    database.commit()
+    database.close()
+    with pytest.raises(BackupError, match=f"work order {codes[1]}: the work order's fields do not match"):
+        backup(config, None, tmp_path / "backups", telemetry=False)
+
+    copy = sqlite3.connect(folder / "workorders.db")
+    copy.execute("UPDATE work_orders SET title = 'x'")
+    copy.commit()
+    copy.close()
+    shutil.rmtree(tmp_path / "data")
+    with pytest.raises(BackupError, match="not the file that was backed up"):
+        restore(folder, config, None)
