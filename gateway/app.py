@@ -119,7 +119,7 @@ class Gateway:
         self._connector_tasks: dict[str, asyncio.Task[Any]] = {}
         # The problems of the last reload that was refused (none: the file in force is the file on disk).
         self.reload_error: list[str] = []
-        self.settings.attach(lambda new: live.apply(self, new))
+        self.settings.attach(lambda new: live.apply(self, new), lambda new: live.problems(self, new))
 
     def _tag_series(self) -> None:
         # Updated in place: the remote sinks hold this very dict.

@@ -99,6 +99,11 @@ def test_detector_and_registry_changes_take_effect_on_the_next_reading_and_keep_
     retired = put(gw, "assets", [a for a in assets if a["id"] != "pump-09"], "pump-09 retired")
     assert retired.json()["applied"]["detectors"]["reset"] == ["pump-09"]
     assert gw.http.get("/assets/pump-09").status_code == 404
+    # pump-01 has an open work order: retiring it would orphan the order, so it is refused with the reason.
+    kept = put(gw, "assets", [a for a in assets if a["id"] not in ("pump-01", "pump-09")], "pump-01 retired")
+    assert kept.status_code == 422
+    assert kept.json()["errors"] == [{"field": "assets", "reason": "pump-01 has 1 open work order(s); close or "
+                                                                    "cancel them before retiring it"}]
 
 
 def test_ticketing_roster_and_source_changes_take_effect_on_the_next_finding(

@@ -16,6 +16,20 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 
+def problems(gateway: "Gateway", config: GatewayConfig) -> list[str]:
+    """What the running plant forbids in a new configuration: retiring an asset that has open work orders, or
+    removing an engineer who holds some (they would be orphaned: nobody could dispatch, accept or close them)."""
+    assets = {asset.id for asset in config.assets}
+    engineers = {engineer.id for engineer in config.engineers}
+    found = [f"assets: {device} has {count} open work order(s); close or cancel them before retiring it"
+             for device, (_, count) in sorted(gateway.ticketing.open_by_device().items())
+             if device in gateway.assets and device not in assets]
+    found += [f"engineers: {engineer} holds {count} open work order(s); reassign them before removing them"
+              for engineer, count in sorted(gateway.ticketing.open_loads().items())
+              if count and engineer not in engineers and any(e.id == engineer for e in gateway.config.engineers)]
+    return found
+
+
 def apply(gateway: "Gateway", config: GatewayConfig) -> dict[str, Any]:
     """Put ``config`` in force; what it did: detector devices reset or given new checks, connectors restarted."""
     before = gateway.config

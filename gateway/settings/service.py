@@ -25,6 +25,7 @@ from gateway.settings.sections import (EDITORS, LIVE_SECTIONS, changed_sections,
 log = logging.getLogger(__name__)
 
 Applier = Callable[[GatewayConfig], dict[str, Any]]
+Checker = Callable[[GatewayConfig], list[str]]
 
 
 class NotAllowed(Exception):
@@ -63,6 +64,7 @@ class Settings:
         self.superseded: list[int] = []
         self.restart_needed: list[str] = []
         self._apply: Applier | None = None
+        self._check: Checker | None = None
         self._lock = threading.Lock()
 
     # -- start-up --------------------------------------------------------------------
@@ -118,9 +120,10 @@ class Settings:
             newer.append(revision.number)
         return sorted(newer)
 
-    def attach(self, apply: Applier) -> None:
-        """From now on changes are put into force by ``apply`` (the running gateway)."""
-        self._apply = apply
+    def attach(self, apply: Applier, check: Checker) -> None:
+        """From now on changes are put into force by ``apply`` (the running gateway), after ``check`` found
+        nothing the running plant forbids (open work orders of a retired asset)."""
+        self._apply, self._check = apply, check
 
     # -- changes ---------------------------------------------------------------------
 
@@ -172,6 +175,8 @@ class Settings:
         problems = problems + [f"{path}: only changes at a restart (change the file and restart the gateway)"
                                for path in restart_only_changes(self._in_force(), config)
                                if not any(problem.startswith(f"{path}:") for problem in problems)]
+        if self._check is not None:
+            problems += self._check(config)
         if problems:
             raise ConfigError(what, problems)
         return config
