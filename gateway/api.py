@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request as StarletteRequest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -267,6 +268,22 @@ def create_api(gateway: "Gateway") -> FastAPI:
         diagnostics = gateway.diagnostics()
         found = health_problems(diagnostics, gateway.problems(), time.time())
         return {"status": "degraded" if found else "ok", "problems": found} | diagnostics
+
+    @api.get("/health/live", include_in_schema=False)
+    @api.get(f"{API_PREFIX}/health/live", tags=["gateway"], response_model=schemas.Readiness)
+    def live() -> dict[str, Any]:
+        """The process answers (an orchestrator's liveness probe: restart it when this fails)."""
+        return {"ready": True, "reasons": []}
+
+    @api.get("/health/ready", include_in_schema=False, responses={503: {"model": schemas.Readiness}})
+    @api.get(f"{API_PREFIX}/health/ready", tags=["gateway"], response_model=schemas.Readiness,
+             responses={503: {"model": schemas.Readiness}})
+    def ready() -> Any:
+        """The pipeline runs and the databases answer (a readiness probe: send work here); 503 with the reasons
+        otherwise. A disconnected device or connector is not a reason: /health says degraded for those."""
+        reasons = gateway.readiness_problems()
+        body = {"ready": not reasons, "reasons": reasons}
+        return body if not reasons else JSONResponse(body, status_code=503)
 
     @api.get(f"{API_PREFIX}/assets", tags=["assets"], response_model=Page[schemas.AssetOut])
     def list_assets(page: PageQuery = Depends(), principal: Principal = Depends(require("assets.read"))) -> Page[Any]:

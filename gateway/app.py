@@ -354,6 +354,20 @@ class Gateway:
             found.append("configuration changes wait for a restart: " + ", ".join(self.settings.restart_needed))
         return found
 
+    def readiness_problems(self) -> list[str]:
+        """Why this gateway should not be sent work now: its pipeline is not running, or a database does not
+        answer."""
+        found = []
+        if self.pipeline is None or self._stop.is_set():
+            found.append("the pipeline is not running (starting or stopping)")
+        for name, engine in (("work-order database", self.ticketing.engine), ("identity database", self.identities.engine)):
+            try:
+                with engine.connect() as connection:
+                    connection.exec_driver_sql("SELECT 1")
+            except Exception as error:  # any driver error means: not ready
+                found.append(f"the {name} does not answer: {type(error).__name__}")
+        return found
+
     def offline_devices(self) -> set[str]:
         """Devices a connector reports offline now (silent, failing, or dead by their own protocol)."""
         return {device for connector in self.connectors for device in connector.diagnostics().get("offline_devices", [])}

@@ -269,6 +269,11 @@ class BusEvent(Answer):
     data: dict[str, Any]
 
 
+class Readiness(Answer):
+    ready: bool
+    reasons: list[str] = Field(description="why not ready (empty when ready)")
+
+
 class Health(Answer):
     """Component diagnostics differ per connector and sink kind; their common fields are here."""
 

@@ -24,7 +24,8 @@ from tests.conftest import gateway_document
 PASSWORD = "correct horse battery"
 # Routes anyone may call: monitoring, the sign-in itself, the API's own documentation, the
 # dashboard's page (static; everything it shows comes from the API, signed in).
-OPEN = {"/health", "/metrics", "/api/v1/health", "/api/v1/metrics", "/api/v1/oauth/token", "/api/v1/oauth/revoke",
+OPEN = {"/health", "/metrics", "/api/v1/health", "/api/v1/metrics", "/health/live", "/health/ready",
+        "/api/v1/health/live", "/api/v1/health/ready", "/api/v1/oauth/token", "/api/v1/oauth/revoke",
         "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/",
         # Where a service report's QR code leads: anyone holding the report may check it.
         "/verify/{code}", "/api/v1/verify/{code}", "/api/v1/verify/{code}/report"}

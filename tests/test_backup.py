@@ -5,6 +5,7 @@ pg_restore into a fresh database) and the retention of scheduled backups."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -136,7 +137,14 @@ def test_postgres_backups_restore_into_a_fresh_database_and_old_backups_are_prun
                 taken = pmgw("backup", "--config", str(config), "--to", str(tmp_path / "backups"), "--keep", "2",
                              "--no-telemetry")
                 assert taken.returncode == 0, taken.stderr
-            gateway.terminate()
+            assert httpx.get(f"{gateway.api}/health/ready", timeout=5).json()["ready"] is True
+            # The database goes away: the gateway is not ready (an orchestrator stops sending it work).
+            subprocess.run([*source._as_postgres, str(source.bin / "pg_ctl"), "-D", str(source.data), "-m", "immediate",
+                            "-w", "stop"], check=True, capture_output=True, timeout=60)
+            unready = httpx.get(f"{gateway.api}/health/ready", timeout=30)
+            assert unready.status_code == 503 and "work-order database does not answer" in unready.text
+            assert httpx.get(f"{gateway.api}/health/live", timeout=5).status_code == 200
+            gateway.kill()
         kept = sorted((tmp_path / "backups").glob("pmgw-backup-*"))
         assert len(kept) == 2  # retention
         manifest = json.loads((kept[-1] / "manifest.json").read_text())
@@ -151,7 +159,8 @@ def test_postgres_backups_restore_into_a_fresh_database_and_old_backups_are_prun
         assert restored.returncode == 0, restored.stderr
         assert f"{len(writer.acknowledged)} work orders" in restored.stdout
     finally:
-        source.stop()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            source.stop()  # already stopped above: only its folder is left to remove
         target.stop()
 
 

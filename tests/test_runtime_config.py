@@ -344,6 +344,8 @@ def test_sighup_and_pmgw_reload_reread_the_file(mosquitto: Mosquitto, tmp_path: 
                             capture_output=True, text=True, timeout=60)
     assert reload.returncode == 0 and "in force: detectors" in reload.stdout, reload.stdout + reload.stderr
     assert not [p for p in gateway.health()["problems"] if "configuration" in p] and gateway.process.poll() is None
+    assert httpx.get(f"{gateway.api}/health/ready", timeout=5).json() == {"ready": True, "reasons": []}
+    assert httpx.get(f"{gateway.api}/health/live", timeout=5).status_code == 200
 
     # A broken file: `pmgw reload` refuses before signalling; a bare SIGHUP keeps what runs and says why.
     document["assets"][0]["site"] = "atlantis"
