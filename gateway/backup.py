@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -234,7 +235,7 @@ def verify_chains(tickets_url: str, identities_url: str, keyring_path: Path, wit
             problems.append(f"audit log: {audited.get('reason', audited)}")
         anchors = audit.anchors()
         # Only read: no BEGIN IMMEDIATE (the gateway's writer lock) while the audit log is open on the same file.
-        engine = create_engine(tickets_url)
+        engine = create_engine(tickets_url, json_deserializer=orjson.loads)
         broken = pending = 0
         with Session(engine) as session:
             orders = session.scalar(select(func.count()).select_from(WorkOrder)) or 0
