@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
@@ -13,8 +12,7 @@ from sqlalchemy.engine import Engine
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               json_deserializer=orjson.loads)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite(connection: Any, record: Any) -> None:
@@ -27,4 +25,4 @@ def make_engine(url: str) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, json_deserializer=orjson.loads)
+    return create_engine(url, pool_pre_ping=True)

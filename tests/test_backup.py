@@ -183,6 +183,9 @@ def test_a_store_tampered_with_is_not_backed_up_as_good(tmp_path: Path) -> None:
     service = TicketingService(config.ticketing, config.core_assets(), config.engineers, signer=keyring, anchors=audit)
     codes = [service.handle_anomaly(Anomaly(device, time.time(), "test", 9.0, Severity.HIGH, "VIB", ["vibration"],
                                             "vibration up")) for device in ("pump-01", "pump-02", "motor-01")]
+    # A repeat whose limit is NaN: its event data is stored as JSON's NaN, which strict parsers refuse.
+    service.handle_anomaly(Anomaly("pump-01", time.time(), "test", 9.0, Severity.HIGH, "VIB", ["vibration"],
+                                   "vibration up", limit=float("nan")))
     service.close()
     audit.close()
     folder, manifest = backup(config, None, tmp_path / "backups", telemetry=False)

@@ -8,7 +8,6 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-import orjson
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
 
@@ -20,8 +19,7 @@ FIRST_REVISION = "0001"
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               json_deserializer=orjson.loads)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection: Any, record: Any) -> None:
@@ -40,7 +38,7 @@ def make_engine(url: str) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, json_deserializer=orjson.loads)
+    return create_engine(url, pool_pre_ping=True)
 
 
 def migrate(engine: Engine) -> str:
