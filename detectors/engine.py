@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import threading
 import time
 from collections import Counter
@@ -159,6 +160,10 @@ def check_settings(config: DetectorConfig, device_type: str) -> dict[str, Any]:
             "rate_rules": [rule.model_dump() for rule in config.rate_rules if applies(rule)],
             "forecast": config.forecast.model_dump(), "stuck": config.stuck.model_dump(),
             "warmup_samples": config.warmup_samples}
+
+
+def state_format(model_version: str) -> str:
+    return f"{model_version}|{','.join(STATE_LAYOUT)}"
 
 
 def models_version(config: DetectorConfig) -> str:
@@ -483,6 +488,35 @@ class DetectorEngine:
     def _rejections_of(self, device_id: str) -> dict[str, dict[str, Any]]:
         return {reason: {"count": count, "last_at": last_at, "example": example}
                 for reason, (count, last_at, example) in self.rejections.get(device_id, {}).items()}
+
+    def state_format(self) -> str:
+        """What a state exported by :meth:`export_states` is only good for: this model version and layout."""
+        return state_format(self.model_version)
+
+    def export_states(self, device_ids: list[str]) -> dict[str, bytes]:
+        """The model state of each of these devices that has one, pickled between two batches (another
+        gateway taking a device over continues from it)."""
+        with self._lock:
+            return {device: pickle.dumps(self.devices[device], protocol=pickle.HIGHEST_PROTOCOL)
+                    for device in device_ids if device in self.devices}
+
+    def adopt_states(self, states: dict[str, bytes]) -> list[str]:
+        """Continue these devices from exported states (of :meth:`state_format`); the devices adopted.
+        Only from the gateway's own cluster database: a pickle runs code when it is loaded."""
+        with self._lock:
+            adopted = []
+            for device, blob in states.items():
+                if device in self.device_types:
+                    self.devices[device] = pickle.loads(blob)
+                    adopted.append(device)
+            return sorted(adopted)
+
+    def forget(self, device_ids: list[str]) -> None:
+        """Drop these devices' state (another gateway owns them now)."""
+        with self._lock:
+            for device in device_ids:
+                self.devices.pop(device, None)
+                self.last_scores.pop(device, None)
 
     def close(self) -> None:
         """Save the state for the next start."""

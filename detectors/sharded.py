@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from detectors.config import DetectorConfig
-from detectors.engine import DetectorEngine
+from detectors.engine import DetectorEngine, models_version, state_format
 from gateway.core import Anomaly, Quality, Reading
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,28 @@ def _worker(connection: Connection, config: DetectorConfig, device_types: dict[s
             engine.close()
             connection.send(engine.diagnostics())
             return
-        if isinstance(rows, tuple):  # ("summaries",), ("status", device_id) or ("reconfigure", config, types)
-            if rows[0] == "reconfigure":
-                connection.send(engine.reconfigure(rows[1], rows[2]))  # type: ignore[arg-type]
-            else:
-                connection.send(engine.summaries() if rows[0] == "summaries" else engine.device_status(rows[1]))
+        if isinstance(rows, tuple):  # a question: ("summaries",), ("status", device_id), ("reconfigure", ...)
+            connection.send(_answer(engine, rows))
             continue
         readings = [Reading(d, m, v, t, _QUALITIES[q], s) for d, m, v, t, q, s in rows]
         connection.send((engine.process(readings), engine.diagnostics()))
+
+
+def _answer(engine: DetectorEngine, question: tuple[Any, ...]) -> Any:
+    kind, *arguments = question
+    if kind == "reconfigure":
+        return engine.reconfigure(*arguments)
+    if kind == "summaries":
+        return engine.summaries()
+    if kind == "status":
+        return engine.device_status(*arguments)
+    if kind == "export":
+        return engine.export_states(*arguments)
+    if kind == "adopt":
+        return engine.adopt_states(*arguments)
+    if kind == "forget":
+        return engine.forget(*arguments)
+    raise ValueError(f"not a question for a detector worker: {kind!r}")
 
 
 class ShardedDetectorEngine:
@@ -127,6 +141,31 @@ class ShardedDetectorEngine:
         if device_id not in self.device_types:
             return None
         return self._ask(shard_of(device_id, len(self._connections)), ("status", device_id))
+
+    def state_format(self) -> str:
+        return state_format(models_version(self.config))
+
+    def _by_shard(self, device_ids: Any) -> dict[int, list[str]]:
+        shards: dict[int, list[str]] = {}
+        for device in device_ids:
+            shards.setdefault(shard_of(device, len(self._connections)), []).append(device)
+        return shards
+
+    def export_states(self, device_ids: list[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for shard, devices in self._by_shard(device_ids).items():
+            found |= self._ask(shard, ("export", devices)) or {}
+        return found
+
+    def adopt_states(self, states: dict[str, bytes]) -> list[str]:
+        adopted: list[str] = []
+        for shard, devices in self._by_shard(states).items():
+            adopted += self._ask(shard, ("adopt", {device: states[device] for device in devices})) or []
+        return sorted(adopted)
+
+    def forget(self, device_ids: list[str]) -> None:
+        for shard, devices in self._by_shard(device_ids).items():
+            self._ask(shard, ("forget", devices))
 
     def _process(self, readings: list[Reading]) -> list[Anomaly]:
         shards = len(self._connections)

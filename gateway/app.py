@@ -28,6 +28,8 @@ from gateway.auth.tokens import TokenSigner
 from gateway.config import ConfigError, GatewayConfig
 from gateway.audit import AuditLog
 from gateway.idempotency import AnswerStore
+from gateway.cluster.coordinator import Coordinator
+from gateway.cluster.host import GatewayHost
 from gateway.keyring import Keyring
 from gateway.mailer import Mailer
 from gateway.mqtt_out import EventPublisher
@@ -79,10 +81,14 @@ class Gateway:
                 self.history = InfluxQLReader(sink)
         self.events.subscribe(self._annotate_event)
         device_types = {asset.id: asset.type for asset in self.assets.values()}
+        detector_config = config.detectors
+        if config.cluster is not None:
+            # The cluster database keeps detector state: a local file would bring back devices that moved away.
+            detector_config = detector_config.model_copy(update={"checkpoint_path": None})
         self.detectors: DetectorEngine | ShardedDetectorEngine = (
-            ShardedDetectorEngine(config.detectors, device_types, config.detectors.workers)
-            if config.detectors.workers
-            else DetectorEngine(config.detectors, device_types, config.detectors.checkpoint_path)
+            ShardedDetectorEngine(detector_config, device_types, detector_config.workers)
+            if detector_config.workers
+            else DetectorEngine(detector_config, device_types, detector_config.checkpoint_path)
         )
         # Secrets outside every database; the audit log keyed with them anchors every work-order chain.
         self.keyring = Keyring.load(config.keyring_path())
@@ -103,7 +109,9 @@ class Gateway:
         self.webhooks = WebhookDeliverer(self.ticketing.webhooks, config.webhooks, self.event_publisher, self.mailer)
         # Service reports whose evidence chart the history store could not fill.
         self.report_errors = 0
-        self.connectors: list[Connector] = [build_connector(source, self.known_devices) for source in config.sources]
+        # In a cluster the coordinator starts the connectors of the units this gateway owns.
+        self.connectors: list[Connector] = ([] if config.cluster is not None else
+                                            [build_connector(source, self.known_devices) for source in config.sources])
         self.identities = IdentityStore(config.identity_database_url(),
                                         config.auth.lockout_attempts, config.auth.lockout_s,
                                         tuple(config.auth.two_factor_roles))
@@ -120,6 +128,11 @@ class Gateway:
         # The problems of the last reload that was refused (none: the file in force is the file on disk).
         self.reload_error: list[str] = []
         self.settings.attach(lambda new: live.apply(self, new), lambda new: live.problems(self, new))
+        self.cluster: Coordinator | None = None
+        if config.cluster is not None:
+            self.cluster = Coordinator(config.cluster, config.cluster.database_url or config.ticketing.database_url,
+                                       GatewayHost(self), self.detectors, self.keyring,
+                                       {"api": f"http://{config.api.host}:{config.api.port}"})
 
     def _tag_series(self) -> None:
         # Updated in place: the remote sinks hold this very dict.
@@ -137,6 +150,11 @@ class Gateway:
     def replace_connectors(self, sources: list[Any], gone: list[str]) -> None:
         """Restart the connectors of ``sources`` (changed or new) with their new settings and stop those of
         ``gone``; the others are not touched. Callable from any thread."""
+        if self.cluster is not None:
+            # The coordinator compares each unit it holds with the new configuration in its next round.
+            if self._loop is not None and self._loop.is_running():
+                self._loop.call_soon_threadsafe(self.cluster.wake)
+            return
         if not sources and not gone:
             return
         loop = self._loop
@@ -168,6 +186,24 @@ class Gateway:
         await asyncio.gather(*stopping, return_exceptions=True)
         for connector in self._swap_connectors(sources, gone):
             self._start_connector(connector)
+
+    async def start_source(self, source: Any) -> None:
+        """Run a connector for ``source`` (the cluster coordinator's units)."""
+        connector = build_connector(source, self.known_devices)
+        self.connectors.append(connector)
+        self.connector_health[connector.name] = TaskHealth(f"connector {connector.name}")
+        self._start_connector(connector)
+
+    async def stop_source(self, name: str) -> None:
+        """Stop the connector named ``name`` and return once what it handed over is stored and scored."""
+        task = self._connector_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.connectors = [c for c in self.connectors if c.name != name]
+        self.connector_health.pop(name, None)
+        if self.pipeline is not None:
+            await self.pipeline.settled()
 
     def _start_connector(self, connector: Connector) -> None:
         assert self.pipeline is not None
@@ -245,6 +281,8 @@ class Gateway:
         tasks.append(asyncio.create_task(self._series_sync(), name="series-sync"))
         if self.config.webhooks.enabled:
             tasks.append(asyncio.create_task(self.webhooks.run(), name="webhooks"))
+        if self.cluster is not None:
+            tasks.append(asyncio.create_task(self.cluster.run(), name="cluster"))
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -319,6 +357,11 @@ class Gateway:
         for task in tasks:
             if task.get_name().startswith(("ticketing-clock", "series-sync", "webhooks")):
                 task.cancel()
+        cluster = [task for task in tasks if task.get_name() == "cluster"]
+        for task in cluster:
+            # It hands its units over (connectors stopped, state saved, leases released) before the rest stops.
+            task.cancel()
+        await asyncio.gather(*cluster, return_exceptions=True)
         connectors = list(self._connector_tasks.values())
         for task in connectors:
             task.cancel()
@@ -350,6 +393,8 @@ class Gateway:
         if self.reload_error:
             found.append(f"the last reload of the configuration file was refused ({len(self.reload_error)} "
                          f"problem(s), e.g. {self.reload_error[0]}); the configuration in force is unchanged")
+        if self.cluster is not None:
+            found += self.cluster.problems()
         if self.settings.restart_needed:
             found.append("configuration changes wait for a restart: " + ", ".join(self.settings.restart_needed))
         return found
@@ -383,4 +428,5 @@ class Gateway:
             "ticketing": self.ticketing.diagnostics() | {"report_evidence_errors": self.report_errors},
             "events_published": self.events.published,
             "webhooks": self.webhooks.diagnostics(),
+            "cluster": self.cluster.diagnostics() if self.cluster is not None else None,
         }

@@ -22,7 +22,7 @@ from sqlalchemy import JSON, Float, Integer, String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from gateway.keyring import Keyring
-from gateway.sqldb import make_engine
+from gateway.sqldb import create_tables, make_engine
 
 PURPOSE = "audit log"
 GENESIS = "0" * 64
@@ -56,7 +56,7 @@ def _content(previous: str, entry: Entry) -> bytes:
 class AuditLog:
     def __init__(self, database_url: str, keyring: Keyring, witness: Path | None = None) -> None:
         self.engine = make_engine(database_url)
-        Base.metadata.create_all(self.engine)
+        create_tables(Base.metadata, self.engine)
         self.keyring = keyring
         self.witness = witness
         self.recorded = 0

@@ -26,6 +26,7 @@ from gateway.mailer import SmtpConfig
 from gateway.mqtt_out import MqttOutConfig
 from gateway.webhooks import WebhooksConfig
 from gateway.auth.config import AuthConfig
+from gateway.cluster.schema import ClusterConfig
 from gateway.core import Asset, Criticality, Site
 from gateway.ingest import IngestConfig
 from ticketing.config import EngineerConfig, TicketingConfig
@@ -143,6 +144,8 @@ class GatewayConfig(BaseModel):
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     mqtt_out: MqttOutConfig | None = Field(None, description="publish events on MQTT (none: only webhooks)")
     smtp: SmtpConfig | None = Field(None, description="send escalation notices by e-mail (none: not by e-mail)")
+    cluster: ClusterConfig | None = Field(
+        None, description="share the plant's devices with other gateways (none: this gateway runs every source)")
 
     def keyring_path(self) -> Path:
         return self.auth.keyring_file or self.storage.telemetry.path.parent / "gateway.key"
@@ -226,14 +229,28 @@ def reference_problems(config: GatewayConfig) -> list[str]:
         )
     asset_ids = {asset.id for asset in config.assets}
     for index, source in enumerate(config.sources):
-        for position, device in enumerate(getattr(source, "devices", [])):
-            if device.device not in asset_ids:
-                problems.append(f"sources[{index}].devices[{position}].device: unknown asset {device.device!r}")
+        for position, device in enumerate(getattr(source, "devices", None) or []):
+            device_id, where = (device, "") if isinstance(device, str) else (device.device, ".device")
+            if device_id not in asset_ids:
+                problems.append(f"sources[{index}].devices[{position}]{where}: unknown asset {device_id!r}")
     names = [source.name for source in config.sources]
     for index, name in enumerate(names):
         if names.index(name) != index:
             problems.append(f"sources[{index}].name: duplicate source name {name!r}")
-    return problems + _routing_problems(config, site_ids)
+    return problems + _routing_problems(config, site_ids) + _cluster_problems(config)
+
+
+def _cluster_problems(config: GatewayConfig) -> list[str]:
+    """Gateways of one cluster share ownership, detector state and work orders: only PostgreSQL is shared."""
+    if config.cluster is None:
+        return []
+    problems = []
+    for where, url in (("ticketing.database_url", config.ticketing.database_url),
+                       ("cluster.database_url", config.cluster.database_url)):
+        backend = make_url(url).get_backend_name() if url else "postgresql"
+        if backend != "postgresql":
+            problems.append(f"{where}: the gateways of a cluster share it, which needs PostgreSQL, not {backend}")
+    return problems
 
 
 def _routing_problems(config: GatewayConfig, site_ids: set[str]) -> list[str]:

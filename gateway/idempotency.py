@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from starlette.requests import Request
 
 from gateway.auth.store import Principal
+from gateway.sqldb import create_tables
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -51,7 +52,7 @@ _answers = Table(
 class AnswerStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        _metadata.create_all(engine)
+        create_tables(_metadata, engine)
         self.replays = 0
 
     def get(self, principal: str, key: str) -> dict[str, Any] | None:

@@ -26,6 +26,19 @@ Handover = tuple[list[Reading], Union[Done, None]]
 STOP = None
 
 
+class Barrier:
+    """A marker that goes through the stages behind everything put before it: :meth:`Pipeline.settled`."""
+
+    def __init__(self) -> None:
+        self.passed = asyncio.get_running_loop().create_future()
+        self._stages = 2  # the sinks and the detectors
+
+    def __call__(self) -> None:  # called by each stage it passed, as an acknowledgement is
+        self._stages -= 1
+        if not self._stages and not self.passed.done():
+            self.passed.set_result(None)
+
+
 class Pipeline:
     """Owns the queues and stage tasks; connectors call :meth:`put` and :meth:`put_alarm`."""
 
@@ -59,6 +72,13 @@ class Pipeline:
         if readings or on_stored is not None:
             await self.ingest.put((readings, on_stored))
 
+    async def settled(self) -> None:
+        """Return once everything put before this call is stored and scored (so a device's detector state can
+        be handed to another gateway with nothing of it still in flight)."""
+        barrier = Barrier()
+        await self.ingest.put(([], barrier))
+        await barrier.passed
+
     async def put_alarm(self, alarm: Alarm, on_done: Done | None = None) -> None:
         await self.findings.put((alarm, on_done))
 
@@ -86,6 +106,10 @@ class Pipeline:
                 await self.to_detectors.put(STOP)
                 return
             batch, on_stored = item
+            if isinstance(on_stored, Barrier):
+                await self.to_sink.put(([], on_stored))
+                await self.to_detectors.put(([], on_stored))
+                continue
             if batch:
                 self.counts["readings_in"] += len(batch)
                 self.counts["batches_in"] += 1
@@ -126,17 +150,20 @@ class Pipeline:
             if merged is None:
                 await self.findings.put(STOP)
                 return
-            batch, _ = merged
+            batch, barriers = merged
             try:
-                anomalies = await asyncio.to_thread(self.detect, batch)
+                anomalies = await asyncio.to_thread(self.detect, batch) if batch else []
             except Exception:
                 self._count_error("detectors")
                 log.exception("detectors failed on a batch of %d readings", len(batch))
-                continue
-            self.counts["readings_scored"] += len(batch)
+                anomalies = []
+            else:
+                self.counts["readings_scored"] += len(batch)
             for anomaly in anomalies:
                 self.counts["anomalies"] += 1
                 await self.findings.put((anomaly, None))
+            for barrier in barriers:
+                _call(barrier)
 
     async def _ticketing_stage(self) -> None:
         while True:

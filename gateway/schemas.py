@@ -287,3 +287,5 @@ class Health(Answer):
     ticketing: dict[str, Any]
     events_published: int
     webhooks: dict[str, Any] = Field(description="outbox deliveries: attempts, delivered, failed, last error")
+    cluster: dict[str, Any] | None = Field(
+        None, description="in a cluster: this gateway's id, the live members, the units it owns, hand-over counts")

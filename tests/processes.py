@@ -3,6 +3,7 @@ gateway as a real process that can be SIGKILLed."""
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 import sys
@@ -74,6 +75,65 @@ class CountingPublisher:
         self.client.disconnect()
 
 
+class FleetPublisher:
+    """QoS 1 messages for many devices, round robin at a steady total rate, each (device, timestamp) remembered
+    with its PUBACK; ``fault`` raises a device's vibration for a while (the ground truth of an injected fault)."""
+
+    def __init__(self, broker: Mosquitto, devices: list[str], rate_per_s: float, client_id: str = "fleet") -> None:
+        self.devices = devices
+        self.rate_per_s = rate_per_s
+        self.published = 0
+        self._sent: list[tuple[str, float, mqtt.MQTTMessageInfo]] = []
+        self._acknowledged_mids: set[int] = set()
+        self._faults: dict[str, tuple[float, float]] = {}
+        self._stop = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.max_queued_messages_set(0)
+        self.client.max_inflight_messages_set(1000)
+        self.client.on_publish = lambda client, userdata, mid, reason, properties: (
+            None if reason.is_failure else self._acknowledged_mids.add(mid))
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._publish, daemon=True)
+        self._random = random.Random(7)
+
+    def fault(self, device: str, seconds: float) -> None:
+        now = time.time()
+        self._faults[device] = (now, now + seconds)
+
+    def _vibration(self, device: str, at: float) -> float:
+        start, end = self._faults.get(device, (0.0, 0.0))
+        return (9.0 if start <= at < end else 2.0) + self._random.gauss(0, 0.05)
+
+    @property
+    def acknowledged(self) -> set[tuple[str, float]]:
+        return {(device, ts) for device, ts, info in self._sent if info.mid in self._acknowledged_mids}
+
+    def _publish(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            device = self.devices[self.published % len(self.devices)]
+            ts = round(time.time(), 6)
+            payload = orjson.dumps({"ts": ts, "metrics": {"vibration": self._vibration(device, ts),
+                                                          "temperature": 40.0 + self._random.gauss(0, 0.2)}})
+            self._sent.append((device, ts, self.client.publish(f"plant/north/{device}/telemetry", payload, qos=1)))
+            self.published += 1
+            ahead = self.published / self.rate_per_s - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        wait_until(lambda: len(self._acknowledged_mids) >= len(self._sent), timeout=60,
+                   what="the broker to acknowledge every publish")
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
 class GatewayProcess:
     """The gateway as a real process (``pmgw run``), so it can be SIGKILLed. Use as a context manager:
     whatever a test does, the process does not outlive it."""
@@ -85,11 +145,13 @@ class GatewayProcess:
         self.api = f"http://127.0.0.1:{document['api']['port']}"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "GatewayProcess":
+    def start(self, wait: bool = True) -> "GatewayProcess":
+        """Start it; with ``wait``, return once its first connector is connected."""
         self.process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
                                         stdout=subprocess.DEVNULL, stderr=self.log.open("ab"))
-        wait_until(lambda: (self.health() or {}).get("connectors", [{}])[0].get("connected"), timeout=30,
-                   what="gateway connected")
+        if wait:
+            wait_until(lambda: ((self.health() or {}).get("connectors") or [{}])[0].get("connected"), timeout=30,
+                       what="gateway connected")
         return self
 
     def health(self) -> dict[str, Any] | None:

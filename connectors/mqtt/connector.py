@@ -77,6 +77,7 @@ class MqttConnector:
         self.config = config
         self.name = config.name
         self.known_devices = known_devices
+        self.devices = set(config.devices) if config.devices is not None else None
         self.telemetry_topic = TopicTemplate.parse(config.topic) if config.topic else None
         self.sparkplug_nodes: dict[tuple[str, str], EdgeNode] = {}
         self._last_rebirth: dict[tuple[str, str], float] = {}
@@ -162,9 +163,11 @@ class MqttConnector:
     # -- network thread -----------------------------------------------------------
 
     def _subscriptions(self) -> list[str]:
-        topics = [self.telemetry_topic.subscription] if self.telemetry_topic else []
-        if self.alarm_topic:
-            topics.append(self.alarm_topic.subscription)
+        templates = [template for template in (self.telemetry_topic, self.alarm_topic) if template is not None]
+        if self.config.devices is not None:
+            topics = [template.subscription_for(device) for device in self.config.devices for template in templates]
+        else:
+            topics = [template.subscription for template in templates]
         if self.config.sparkplug:
             topics.append(f"{SPARKPLUG_NAMESPACE}/{self.config.sparkplug.group_id}/#")
         if self.config.shared_group:
@@ -240,20 +243,41 @@ class MqttConnector:
                 self._next_offline_check = time.monotonic() + const.OFFLINE_CHECK_INTERVAL_S
                 for alarm in self.offline.overdue(time.time()):
                     self._hand_over_alarm(alarm)
-        if self._pending:
-            # Shutting down: the pipeline still drains, so hand over what was accepted. Its messages
-            # stay unacknowledged: the broker sends them again on the next start (stored twice is harmless).
-            batch, self._pending = self._pending, []
-            assert self._loop is not None and self._readings_sink is not None
-            try:
-                asyncio.run_coroutine_threadsafe(self._readings_sink.put(batch), self._loop).result(timeout=10)
-            except (TimeoutError, RuntimeError) as error:
-                log.error("mqtt %s: %d readings not handed over at shutdown: %r", self.name, len(batch), error)
+        self._drain(client)
         try:
             client.disconnect()
+            client.loop_write()
         except OSError:
             pass
         self.connected = False
+
+    def _drain(self, client: mqtt.Client) -> None:
+        """Stopping: hand over what was accepted and, once it is stored, acknowledge it, so the broker does
+        not give it again to whoever resumes the session (another gateway of a cluster). No message is read
+        meanwhile; one not acknowledged in time is simply sent again (stored twice is harmless)."""
+        if not self._pending and not self._unacked:
+            return
+        batch, self._pending = self._pending, []
+        acks, self._unacked = self._unacked, []
+        stored = threading.Event()
+
+        def on_stored() -> None:
+            for ack in acks:
+                ack.done()
+            stored.set()
+
+        assert self._loop is not None and self._readings_sink is not None
+        try:
+            asyncio.run_coroutine_threadsafe(self._readings_sink.put(batch, on_stored), self._loop).result(timeout=10)
+        except (TimeoutError, RuntimeError) as error:
+            log.error("mqtt %s: %d readings not handed over at shutdown: %r", self.name, len(batch), error)
+            return
+        if stored.wait(const.DRAIN_TIMEOUT_S):
+            self._send_acks(client)
+            try:
+                client.loop_write()
+            except OSError:
+                pass
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
@@ -270,9 +294,11 @@ class MqttConnector:
         self.connected = True
         # Subscribing on every connect keeps subscriptions after a broker restart
         # that lost the session.
-        client.subscribe([(topic, self.config.qos) for topic in self._subscriptions()])
-        log.info("mqtt %s: connected to %s:%s, subscribed to %s",
-                 self.name, self.config.host, self.config.port, ", ".join(self._subscriptions()))
+        topics = self._subscriptions()
+        if topics:  # a cluster partition may have no device yet
+            client.subscribe([(topic, self.config.qos) for topic in topics])
+        log.info("mqtt %s: connected to %s:%s, subscribed to %s", self.name, self.config.host, self.config.port,
+                 ", ".join(topics[:5]) + (f" and {len(topics) - 5} more" if len(topics) > 5 else ""))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if self.connected:
@@ -330,6 +356,8 @@ class MqttConnector:
         device_id = fields["device"]
         if device_id not in self.known_devices:
             raise PayloadError(const.ERR_UNKNOWN_DEVICE, f"device {device_id!r} is not a configured asset")
+        if self.devices is not None and device_id not in self.devices:
+            raise PayloadError(const.ERR_NOT_SUBSCRIBED, f"device {device_id!r} is not one of this connector's")
         return device_id
 
     def _handle_telemetry(self, fields: dict[str, str], payload: bytes, now: float, topic: str) -> None:

@@ -7,6 +7,8 @@ ERR_INVALID_JSON = "invalid_json"
 ERR_NOT_AN_OBJECT = "not_an_object"
 ERR_TOPIC_MISMATCH = "topic_mismatch"
 ERR_UNKNOWN_DEVICE = "unknown_device"
+# A configured device this connector does not subscribe to (another partition's, still in a persistent session).
+ERR_NOT_SUBSCRIBED = "device_not_subscribed"
 ERR_MISSING_FIELD = "missing_field"
 ERR_WRONG_TYPE = "wrong_type"
 ERR_BAD_TIMESTAMP = "bad_timestamp"
@@ -28,6 +30,9 @@ MILLISECONDS_THRESHOLD = 1e11
 # after FLUSH_INTERVAL_S, whichever comes first.
 DEFAULT_BATCH_SIZE = 1000
 FLUSH_INTERVAL_S = 0.05
+
+# Stopping, the readings handed over are acknowledged if they are stored within this long.
+DRAIN_TIMEOUT_S = 5.0
 
 # How often silent devices are looked for when ``offline_after_s`` is set.
 OFFLINE_CHECK_INTERVAL_S = 0.5

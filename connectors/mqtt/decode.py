@@ -54,6 +54,11 @@ class TopicTemplate:
         pattern = re.compile("^" + "/".join(regex_parts) + "$")
         return cls(template, "/".join(subscription_parts), pattern)
 
+    def subscription_for(self, device_id: str) -> str:
+        """The subscription of one device's topics: ``plant/+/pump-01/telemetry``."""
+        return "/".join(device_id if segment == "{device}" else part
+                        for segment, part in zip(self.template.split("/"), self.subscription.split("/")))
+
     def match(self, topic: str) -> dict[str, str] | None:
         found = self.pattern.match(topic)
         return found.groupdict() if found else None

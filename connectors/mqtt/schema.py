@@ -112,6 +112,9 @@ class MqttSourceConfig(BaseModel):
         None, pattern=r"^[A-Za-z0-9_-]+$",
         description="MQTT v5 shared subscription group: gateways in one group split the messages",
     )
+    devices: list[str] | None = Field(
+        None, description="subscribe to these devices' topics only (none: every device the templates match); "
+                          "a cluster gives each of its partitions its own list")
     payload: PayloadConfig = Field(default_factory=PayloadConfig)
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=100_000)
     reconnect_min_s: float = Field(0.5, gt=0)
@@ -158,4 +161,6 @@ class MqttSourceConfig(BaseModel):
             raise ValueError("reconnect_max_s must not be below reconnect_min_s")
         if self.sparkplug is not None and self.shared_group is not None:
             raise ValueError("Sparkplug B needs every message of an edge node (seq tracking): drop shared_group")
+        if self.devices is not None and self.sparkplug is not None:
+            raise ValueError("devices selects JSON topics by their {device} segment; Sparkplug topics have none")
         return self

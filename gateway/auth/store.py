@@ -17,11 +17,12 @@ from typing import Any
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy import JSON, Boolean, Float, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from gateway.auth.rbac import ROLES
-from gateway.sqldb import make_engine
+from gateway.sqldb import create_tables, make_engine
 
 KEY_PREFIX = "pmgw_"
 _hasher = PasswordHasher()
@@ -96,7 +97,7 @@ class IdentityStore:
     def __init__(self, database_url: str, lockout_attempts: int = 5, lockout_s: float = 900.0,
                  two_factor_roles: tuple[str, ...] = ()) -> None:
         self.engine = make_engine(database_url)
-        Base.metadata.create_all(self.engine)
+        create_tables(Base.metadata, self.engine)
         self.lockout_attempts = lockout_attempts
         self.lockout_s = lockout_s
         self.two_factor_roles = two_factor_roles
@@ -119,12 +120,15 @@ class IdentityStore:
         if len(password) < 12:
             raise ValueError("a password needs at least 12 characters")
         secret = pyotp.random_base32() if totp else None
-        with Session(self.engine) as session, session.begin():
-            if session.get(User, username) is not None:
-                raise ValueError(f"user {username!r} exists")
-            session.add(User(username=username, password_hash=_hasher.hash(password), role=role,
-                             sites=list(sites or []), engineer_id=engineer_id, totp_secret=secret,
-                             created_at=time.time()))
+        try:
+            with Session(self.engine) as session, session.begin():
+                if session.get(User, username) is not None:
+                    raise ValueError(f"user {username!r} exists")
+                session.add(User(username=username, password_hash=_hasher.hash(password), role=role,
+                                 sites=list(sites or []), engineer_id=engineer_id, totp_secret=secret,
+                                 created_at=time.time()))
+        except IntegrityError:  # another gateway on the same database added it meanwhile
+            raise ValueError(f"user {username!r} exists") from None
         return secret
 
     def users(self) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from sqlalchemy import JSON, Float, Integer, String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from gateway.settings.sections import mask
-from gateway.sqldb import make_engine
+from gateway.sqldb import create_tables, make_engine
 
 
 class Base(DeclarativeBase):
@@ -75,7 +75,7 @@ def diff(before: dict[str, Any] | None, after: dict[str, Any], before_name: str,
 class RevisionStore:
     def __init__(self, database_url: str) -> None:
         self.engine = make_engine(database_url)
-        Base.metadata.create_all(self.engine)
+        create_tables(Base.metadata, self.engine)
 
     def add(self, document: dict[str, Any], author: str, reason: str, source: str, sections: list[str],
             file_digest: str, restored_from: int | None = None) -> Revision:

@@ -1,0 +1,181 @@
+"""Three gateways share one plant through PostgreSQL and one broker; one of them is killed mid-stream.
+
+Counted, not assumed: the publisher records every (device, timestamp) the broker acknowledged; the
+gateways are real processes (``pmgw run``); the lease log in PostgreSQL says who owned which unit when.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from gateway.auth.store import IdentityStore
+from gateway.broker import Mosquitto, free_port
+from gateway.cluster.assign import partition_of
+from gateway.keyring import Keyring
+from tests.conftest import gateway_document, wait_until
+from tests.processes import FleetPublisher, GatewayProcess
+from tests.servers import PostgreSQL
+
+DEVICES = [f"pump-{n:02d}" for n in range(1, 13)]
+PARTITIONS = 12
+SOURCE = "test-broker"
+
+
+@pytest.fixture
+def postgres() -> Any:
+    server = PostgreSQL().start()
+    yield server
+    server.stop()
+
+
+def cluster_document(broker: Mosquitto, postgres: PostgreSQL, directory: Path, gateway_id: str) -> dict[str, Any]:
+    document = gateway_document(broker.port, directory)
+    document["assets"] = [{"id": device, "type": "pump", "model": "Etanorm 80-250", "serial": f"S{n}",
+                           "site": "north", "criticality": "high"} for n, device in enumerate(DEVICES)]
+    # One client id for every gateway: partition k is the session <client_id>-p<k>, whoever runs it.
+    document["sources"][0]["client_id"] = "pmgw-plant"
+    document["ticketing"] = {"database_url": postgres.url}
+    document["auth"] = {"keyring_file": str(directory / "gateway.key")}
+    document["cluster"] = {"gateway_id": gateway_id, "partitions": PARTITIONS, "lease_s": 4, "renew_every_s": 0.5,
+                           "checkpoint_every_s": 1}
+    document["detectors"] |= {"warmup_samples": 60, "forecast": {"enabled": False}}
+    return document
+
+
+def stored(directory: Path) -> set[tuple[str, float]]:
+    database = directory / "telemetry.db"
+    if not database.exists():
+        return set()
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as connection:
+        return set(connection.execute("SELECT device_id, ts FROM readings WHERE metric = 'vibration'").fetchall())
+
+
+def owners(database: Any) -> dict[str, str]:
+    """unit -> owner, from the lease table (empty until the first gateway made it)."""
+    with database.connect() as connection:
+        if connection.execute(text("SELECT to_regclass('cluster_leases')")).scalar() is None:
+            return {}
+        return dict(connection.execute(text("SELECT unit, owner FROM cluster_leases WHERE expires_at > now()")).all())
+
+
+def units_of(health: dict[str, Any] | None) -> set[str]:
+    return set(((health or {}).get("cluster") or {}).get("units") or [])
+
+
+def test_three_gateways_own_each_device_once_and_take_over_a_killed_one(
+        mosquitto: Mosquitto, postgres: PostgreSQL, tmp_path: Path) -> None:
+    Keyring.load(tmp_path / "plant.key")  # the plant's keys, copied to every gateway (chains verify anywhere)
+    gateways: dict[str, GatewayProcess] = {}
+    directories: dict[str, Path] = {}
+    for name in ("gw-a", "gw-b", "gw-c"):
+        directory = directories[name] = tmp_path / name
+        directory.mkdir()
+        shutil.copy(tmp_path / "plant.key", directory / "gateway.key")
+        document = cluster_document(mosquitto, postgres, directory, name)
+        document["api"]["port"] = free_port()
+        gateways[name] = GatewayProcess(document, directory)
+    database = create_engine(postgres.url)
+    identities = IdentityStore(postgres.url, 5, 60, ())
+    _, key = identities.create_key("tests", "admin", "tests")
+    identities.close()
+    publisher = None
+    try:
+        for process in gateways.values():
+            process.start(wait=False)
+        every_unit = {f"mqtt/{SOURCE}/{k}" for k in range(PARTITIONS)}
+        wait_until(lambda: set(owners(database)) == every_unit and len(set(owners(database).values())) == 3,
+                   timeout=60, what="every unit owned, by three gateways")
+        # Each gateway runs the units the lease table gives it, and no unit runs twice.
+        wait_until(lambda: sorted(u for p in gateways.values() for u in units_of(p.health())) == sorted(every_unit),
+                   timeout=30, what="each unit running on exactly one gateway")
+        publisher = FleetPublisher(mosquitto, DEVICES, rate_per_s=120)  # 10 messages/s per device
+        publisher.start()
+        time.sleep(12)  # every device past its warm-up (60 samples), detector state saved each second
+
+        # The victim: the gateway owning the most units; the faulty device: one of its own.
+        table = owners(database)
+        victim = max(gateways, key=lambda name: sum(owner == name for owner in table.values()))
+        victims_units = {unit for unit, owner in table.items() if owner == victim}
+        faulty = next(d for d in DEVICES if f"mqtt/{SOURCE}/{partition_of(d, PARTITIONS)}" in victims_units)
+        gateways[victim].kill()
+        killed_at = time.time()
+        publisher.fault(faulty, seconds=20)  # starts during the takeover, when nobody runs the device
+        survivors = [name for name in gateways if name != victim]
+        wait_until(lambda: set(owners(database)) == every_unit and set(owners(database).values()) <= set(survivors),
+                   timeout=30, what="the killed gateway's units taken over")
+        takeover_s = time.time() - killed_at
+        # The successor scores the faulty device from the state saved before the kill: no new warm-up.
+        successor = owners(database)[f"mqtt/{SOURCE}/{partition_of(faulty, PARTITIONS)}"]
+        status = httpx.get(f"{gateways[successor].api}/api/v1/devices/{faulty}/detector",
+                           headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+        assert not status["warming_up"] and status["samples"] >= 100, status
+        time.sleep(10)
+        publisher.stop()
+        acknowledged = publisher.acknowledged
+
+        def union() -> set[tuple[str, float]]:
+            return set().union(*(stored(directory) for directory in directories.values()))
+
+        wait_until(lambda: acknowledged <= union(), timeout=60, what="every acknowledged reading stored")
+        missing = acknowledged - union()
+        print(f"takeover {takeover_s:.1f}s; published {publisher.published}, acknowledged {len(acknowledged)}, "
+              f"missing {len(missing)}")
+        assert len(acknowledged) > 2500 and not missing
+
+        # Stored once: the survivors never both stored a reading; the only repeats are the victim's last,
+        # unacknowledged messages, which the broker gave to the successor again.
+        first, second = (stored(directories[name]) for name in survivors)
+        assert not first & second
+        repeated = stored(directories[victim]) & (first | second)
+        assert all(ts >= killed_at - 3 for _, ts in repeated), sorted(repeated)[:5]
+
+        # No unit was ever owned by two gateways at once (the lease log, in the database's time).
+        with database.connect() as connection:
+            log = connection.execute(text(
+                "SELECT unit, owner, acquired_at, COALESCE(ended_at, now()) FROM cluster_lease_log "
+                "ORDER BY unit, acquired_at")).all()
+        by_unit: dict[str, list[tuple[str, datetime, datetime]]] = {}
+        for unit, owner, began, ended in log:
+            by_unit.setdefault(unit, []).append((owner, began, ended))
+        for unit, spans in by_unit.items():
+            for (_, _, ended), (owner, began, _) in zip(spans, spans[1:]):
+                assert began >= ended, f"{unit}: {owner} took it at {began} before the last owner's end at {ended}"
+
+        # The successor raised the fault exactly once (and nothing on the other devices).
+        health = gateways[successor].health() or {}
+        assert health["cluster"]["counts"].get("states_adopted", 0) >= 1
+        with database.connect() as connection:
+            orders = connection.execute(text(
+                "SELECT code, failure_mode, origin FROM work_orders WHERE device_id = :device"),
+                {"device": faulty}).all()
+            others = connection.execute(text(
+                "SELECT COUNT(*) FROM work_orders WHERE device_id <> :device"), {"device": faulty}).scalar()
+        print(f"faulty {faulty} (victim {victim}, successor {successor}): {orders}; other devices' orders: {others}")
+        assert len(orders) == 1 and orders[0].failure_mode == "VIB"
+        assert others == 0
+
+        # A clean stop hands the units over at once (released, not left to expire).
+        gateways[survivors[0]].terminate()
+        wait_until(lambda: set(owners(database).values()) == {survivors[1]} and set(owners(database)) == every_unit,
+                   timeout=20, what="the stopped gateway's units taken by the last one")
+        with database.connect() as connection:
+            released = connection.execute(text(
+                "SELECT COUNT(*) FROM cluster_lease_log WHERE owner = :owner AND ended_how = 'released'"),
+                {"owner": survivors[0]}).scalar()
+        assert released >= 1
+        gateways[survivors[1]].terminate()
+    finally:
+        if publisher is not None and not publisher._stop.is_set():
+            publisher.stop()
+        for process in gateways.values():
+            process.__exit__()
+        database.dispose()
