@@ -411,6 +411,9 @@ class Gateway:
                     connection.exec_driver_sql("SELECT 1")
             except Exception as error:  # any driver error means: not ready
                 found.append(f"the {name} does not answer: {type(error).__name__}")
+        if self.cluster is not None and self.cluster.last_error is not None:
+            found.append(f"the cluster database does not answer ({self.cluster.last_error['reason']}): "
+                         f"this gateway runs none of the plant's devices meanwhile")
         return found
 
     def offline_devices(self) -> set[str]:

@@ -126,15 +126,22 @@ class PostgreSQL:
 
     def start(self) -> "PostgreSQL":
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "pmgw", "--auth=trust", "-E", "UTF8")
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "postgres.log"), "-w",
-                  "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-                        f"-c fsync={'on' if self.fsync else 'off'}", "start")
+        self.resume()
         self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "pmgw", "pmgw")
         return self
 
     @property
     def url(self) -> str:
         return f"postgresql+psycopg://pmgw@127.0.0.1:{self.port}/pmgw"
+
+    def halt(self) -> None:
+        """Stop the server at once (as a crash would), keeping its data for :meth:`resume`."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "postgres.log"), "-w",
+                  "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+                        f"-c fsync={'on' if self.fsync else 'off'}", "start")
 
     def stop(self) -> None:
         import shutil

@@ -139,8 +139,7 @@ def test_postgres_backups_restore_into_a_fresh_database_and_old_backups_are_prun
                 assert taken.returncode == 0, taken.stderr
             assert httpx.get(f"{gateway.api}/health/ready", timeout=5).json()["ready"] is True
             # The database goes away: the gateway is not ready (an orchestrator stops sending it work).
-            subprocess.run([*source._as_postgres, str(source.bin / "pg_ctl"), "-D", str(source.data), "-m", "immediate",
-                            "-w", "stop"], check=True, capture_output=True, timeout=60)
+            source.halt()
             unready = httpx.get(f"{gateway.api}/health/ready", timeout=30)
             assert unready.status_code == 503 and "work-order database does not answer" in unready.text
             assert httpx.get(f"{gateway.api}/health/live", timeout=5).status_code == 200

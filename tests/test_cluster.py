@@ -179,3 +179,59 @@ def test_three_gateways_own_each_device_once_and_take_over_a_killed_one(
         for process in gateways.values():
             process.__exit__()
         database.dispose()
+
+
+def test_a_gateway_that_loses_the_database_stops_its_units_before_their_leases_run_out(
+        mosquitto: Mosquitto, postgres: PostgreSQL, tmp_path: Path, start_gateway: Any) -> None:
+    document = cluster_document(mosquitto, postgres, tmp_path, "gw-solo")
+    lease_s, renew_s = document["cluster"]["lease_s"], document["cluster"]["renew_every_s"]
+    gateway = start_gateway(document)
+    wait_until(lambda: len(gateway.get("/health")["cluster"]["units"]) == PARTITIONS, timeout=30,
+               what="every unit taken")
+    assert gateway.get("/health")["connectors"], "its partitions' connectors run"
+    halted_at = time.time()
+    postgres.halt()
+    try:
+        health = wait_until(lambda: (h := httpx.get(f"{gateway.url}/health", timeout=5).json())["connectors"] == []
+                            and h, timeout=lease_s * 2, what="the units stopped")
+        # Its last renewal was at most one round before the halt, so its leases last until at least
+        # halted_at - renew_s + lease_s: it stopped before then, so no successor could have run beside it.
+        assert health["cluster"]["fenced_at"] - halted_at < lease_s - renew_s
+        assert health["status"] == "degraded"
+        assert any(p.startswith("cluster database out of reach") for p in health["problems"]), health["problems"]
+        ready = httpx.get(f"{gateway.url}/health/ready", timeout=5)
+        assert ready.status_code == 503 and any("cluster database" in r for r in ready.json()["reasons"])
+    finally:
+        postgres.resume()
+    wait_until(lambda: len(gateway.get("/health")["connectors"]) > 0 and gateway.get("/health")["cluster"]["last_error"]
+               is None, timeout=30, what="the units taken again")
+
+
+def test_a_cluster_needs_postgresql_and_splits_every_device_into_exactly_one_unit(tmp_path: Path) -> None:
+    from gateway.cluster.assign import unit_devices, units_of
+    from gateway.config import ConfigError, parse_config
+
+    document = gateway_document(1883, tmp_path)
+    document["cluster"] = {"gateway_id": "gw-a", "lease_s": 4, "renew_every_s": 3}
+    with pytest.raises(ConfigError) as refused:
+        parse_config(document, "test")
+    assert any(p.startswith("cluster: value error, renew_every_s must be at most half of lease_s")
+               for p in refused.value.problems), refused.value.problems
+    document["cluster"]["renew_every_s"] = 1
+    with pytest.raises(ConfigError) as refused:
+        parse_config(document, "test")
+    assert "ticketing.database_url: the gateways of a cluster share it, which needs PostgreSQL, not sqlite" in \
+        refused.value.problems
+
+    document["ticketing"]["database_url"] = "postgresql+psycopg://pmgw@127.0.0.1:5432/pmgw"
+    document["assets"] += [{"id": f"pump-{n}", "type": "pump", "model": "M", "serial": f"X{n}", "site": "north"}
+                           for n in range(10, 40)]
+    document["sources"].append({"type": "modbus", "name": "line-1", "host": "127.0.0.1", "devices": [
+        {"device": "motor-01", "registers": [{"metric": "current", "table": "holding", "address": 0}]}]})
+    config = parse_config(document, "test")
+    units = units_of(config.sources, 12)
+    assert [u.id for u in units] == [f"mqtt/test-broker/{k}" for k in range(12)] + ["source/line-1"]
+    owned = [d for u in units for d in unit_devices(u, config.sources, sorted(a.id for a in config.assets), 12)]
+    # Every asset in exactly one unit; the Modbus source's device is never an MQTT partition's.
+    assert sorted(owned) == sorted(a.id for a in config.assets)
+    assert unit_devices(units[-1], config.sources, [a.id for a in config.assets], 12) == ["motor-01"]

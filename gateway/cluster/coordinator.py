@@ -135,7 +135,7 @@ class Coordinator:
         except Exception as error:  # any driver error or the timeout: the database is out of reach
             self._unreachable(error)
             return
-        self.last_renewed, self.members, self.last_error = started, members, None
+        self.last_renewed, self.members, self.last_error, self.fenced_at = started, members, None, None
         if duplicate is not None:
             self.duplicate = duplicate
             log.error("cluster: another process heartbeats as gateway %s (incarnation %s): give each its own "
@@ -279,5 +279,6 @@ class Coordinator:
             "last_renewed_s_ago": (round(time.monotonic() - self.last_renewed, 1)
                                    if self.last_renewed is not None else None),
             "last_error": self.last_error,
+            "fenced_at": self.fenced_at,
             "counts": dict(self.counts),
         }
