@@ -412,8 +412,8 @@ class Gateway:
             except Exception as error:  # any driver error means: not ready
                 found.append(f"the {name} does not answer: {type(error).__name__}")
         if self.cluster is not None and self.cluster.last_error is not None:
-            found.append(f"the cluster database does not answer ({self.cluster.last_error['reason']}): "
-                         f"this gateway runs none of the plant's devices meanwhile")
+            found.append(f"the cluster database does not answer ({self.cluster.last_error['reason']})"
+                         + (": this gateway stopped its connectors" if self.cluster.fenced_at else ""))
         return found
 
     def offline_devices(self) -> set[str]:
