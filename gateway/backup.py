@@ -14,7 +14,8 @@ they are taken so that every later one is at least as new as what it refers to:
    store (unless left out: then the manifest says where the telemetry lives), the config file.
 
 SQLite databases are copied with SQLite's online backup API (a consistent snapshot while the
-gateway writes); PostgreSQL with ``pg_dump --format=custom``. The copy is verified before the
+gateway writes); PostgreSQL with ``pg_dump --format=custom``, or as a base backup (``pg_basebackup``) that
+its WAL archive replays onto (``gateway.wal``: continuous backup, an RPO of the ``archive_timeout``). The copy is verified before the
 backup counts as taken: digests, ``PRAGMA quick_check``, the audit log's MAC chain and every work
 order's chain recomputed with the backed-up keyring.
 """
@@ -28,6 +29,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from gateway import wal
 from gateway.audit import AuditLog
 from gateway.config import GatewayConfig
 from gateway.keyring import Keyring
@@ -60,7 +63,7 @@ class BackupError(Exception):
 @dataclass(frozen=True)
 class Part:
     name: str
-    kind: str  # "file", "sqlite" or "postgres"
+    kind: str  # "file", "sqlite", "postgres" (pg_dump) or "postgres-base" (pg_basebackup of the whole server)
     source: str  # a path, or a database URL
     file: str  # its name in the backup folder
 
@@ -73,16 +76,27 @@ def _database(url: str) -> tuple[str, str]:
     return "postgres", parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def parts(config: GatewayConfig, config_path: Path | None, telemetry: bool = True) -> list[Part]:
-    """What to back up, in the order it must be taken."""
+def _same_server(first: str, second: str) -> bool:
+    a, b = make_url(first), make_url(second)
+    return a.get_backend_name() == b.get_backend_name() == "postgresql" and (a.host, a.port) == (b.host, b.port)
+
+
+def parts(config: GatewayConfig, config_path: Path | None, telemetry: bool = True,
+          postgres: str = "dump") -> list[Part]:
+    """What to back up, in the order it must be taken. ``postgres``: ``dump`` (pg_dump of each database) or
+    ``base`` (a base backup of the work orders' server, onto which its WAL archive replays)."""
     found = [Part("keyring", "file", str(config.keyring_path()), "gateway.key"),
              Part("audit_witness", "file", str(config.audit_witness_path()), "gateway.key.audit-tail")]
     tickets, identities = config.ticketing.database_url, config.identity_database_url()
-    if identities != tickets:
+    base = postgres == "base" and _database(tickets)[0] == "postgres"
+    if identities != tickets and not (base and _same_server(tickets, identities)):
         kind, source = _database(identities)
         found.append(Part("identities", kind, source, "identities.db" if kind == "sqlite" else "identities.pgdump"))
     kind, source = _database(tickets)
-    found.append(Part("workorders", kind, source, "workorders.db" if kind == "sqlite" else "workorders.pgdump"))
+    if base:
+        found.append(Part("workorders", "postgres-base", source, "workorders.base.tar.gz"))
+    else:
+        found.append(Part("workorders", kind, source, "workorders.db" if kind == "sqlite" else "workorders.pgdump"))
     for sink in config.storage.sinks:
         found.append(Part(f"buffer:{sink.name}", "sqlite", str(sink.buffer.path), f"buffer-{sink.name}.db"))
     checkpoint = config.detectors.checkpoint_path
@@ -130,6 +144,11 @@ def _take(part: Part, folder: Path) -> dict[str, Any] | None:
     source = Path(part.source)
     if part.kind == "postgres":
         _pg_dump(part.source, target)
+    elif part.kind == "postgres-base":
+        try:
+            wal.base_backup(part.source, target)
+        except wal.WalError as error:
+            raise BackupError(str(error)) from None
     elif not source.exists():
         return None  # e.g. no checkpoint or witness yet: nothing to keep
     elif part.kind == "sqlite":
@@ -139,7 +158,8 @@ def _take(part: Part, folder: Path) -> dict[str, Any] | None:
     if part.name == "keyring":
         os.chmod(target, 0o600)
     return {"name": part.name, "kind": part.kind, "file": part.file, "bytes": target.stat().st_size,
-            "sha256": _digest(target), "source": part.source if part.kind != "postgres" else _without_password(part.source)}
+            "sha256": _digest(target),
+            "source": _without_password(part.source) if part.kind.startswith("postgres") else part.source}
 
 
 def _without_password(url: str) -> str:
@@ -147,16 +167,16 @@ def _without_password(url: str) -> str:
 
 
 def backup(config: GatewayConfig, config_path: Path | None, root: Path, keep: int | None = None,
-           telemetry: bool = True) -> tuple[Path, dict[str, Any]]:
+           telemetry: bool = True, postgres: str = "dump") -> tuple[Path, dict[str, Any]]:
     """Take, verify and keep a backup under ``root``; older ones beyond ``keep`` are removed. Its folder and
-    manifest."""
+    manifest. ``postgres``: how a PostgreSQL store is taken (see :func:`parts`)."""
     started = time.time()
     stamp = datetime.fromtimestamp(started, timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     folder = root / f"{PREFIX}{stamp}"
     partial = root / f".{PREFIX}{stamp}.partial"
     partial.mkdir(parents=True)
     os.chmod(partial, 0o700)  # the keyring is inside
-    taken = [entry for part in parts(config, config_path, telemetry) if (entry := _take(part, partial))]
+    taken = [entry for part in parts(config, config_path, telemetry, postgres) if (entry := _take(part, partial))]
     manifest: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "started_at": started, "finished_at": time.time(),
         "parts": taken, "telemetry": "included" if telemetry else _telemetry_pointer(config),
@@ -273,9 +293,13 @@ def latest(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def restore(folder: Path, config: GatewayConfig, config_path: Path | None, force: bool = False) -> dict[str, Any]:
+def restore(folder: Path, config: GatewayConfig, config_path: Path | None, force: bool = False,
+            pgdata: Path | None = None, wal_archive: Path | None = None) -> dict[str, Any]:
     """Put a backup in place of the data the configuration names (a fresh data directory: existing files are
-    refused unless ``force``), then verify what was restored. What was restored, and how long it took."""
+    refused unless ``force``), then verify what was restored. What was restored, and how long it took.
+
+    A PostgreSQL base backup is unpacked into ``pgdata`` (a fresh data directory) set to replay
+    ``wal_archive``; its chains are verified once that server has started (``pmgw verify``)."""
     started = time.time()
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
@@ -288,7 +312,11 @@ def restore(folder: Path, config: GatewayConfig, config_path: Path | None, force
     checked = verify_folder(folder, manifest, chains=False)
     if not checked["ok"]:
         raise BackupError(f"{folder} does not verify: {checked['problems']}")
-    destinations = {part.name: part for part in parts(config, config_path)}
+    based = any(entry["kind"] == "postgres-base" for entry in manifest["parts"])
+    if based and (pgdata is None or wal_archive is None):
+        raise BackupError(f"{folder} holds a PostgreSQL base backup: give --pgdata (a fresh data directory for the "
+                          "server) and --wal-archive (its WAL archive, replayed onto it)")
+    destinations = {part.name: part for part in parts(config, config_path, postgres="base" if based else "dump")}
     # A detector checkpoint is restored under the name it had.
     plan = []
     for entry in manifest["parts"]:
@@ -302,13 +330,20 @@ def restore(folder: Path, config: GatewayConfig, config_path: Path | None, force
             raise BackupError(f"{entry['file']}: the configuration has no place for {name} (restore with the "
                               "configuration the backup was taken with; it is in the backup as gateway.yaml)")
     occupied = [target.source for entry, target in plan
-                if target.kind != "postgres" and target.name != "config" and Path(target.source).exists()]
+                if not target.kind.startswith("postgres") and target.name != "config" and Path(target.source).exists()]
     if occupied and not force:
         raise BackupError("restore into a fresh data directory; these exist already: " + ", ".join(occupied))
     for entry, target in plan:
         if target.name == "config":
             continue
         source = folder / entry["file"]
+        if target.kind == "postgres-base":
+            assert pgdata is not None and wal_archive is not None
+            try:
+                wal.prepare_recovery(source, pgdata, wal_archive)
+            except (OSError, tarfile.TarError, wal.WalError) as error:
+                raise BackupError(f"{source}: {error}") from None
+            continue
         if target.kind == "postgres":
             result = subprocess.run(["pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={target.source}",
                                      str(source)], capture_output=True, text=True, timeout=3600)
@@ -323,6 +358,10 @@ def restore(folder: Path, config: GatewayConfig, config_path: Path | None, force
         if target.name == "keyring":
             os.chmod(destination, 0o600)
     copied = time.time()
+    if based:
+        return {"backup": str(folder), "taken_at": manifest["started_at"], "parts": len(plan), "counts": None,
+                "pgdata": str(pgdata), "copy_s": round(copied - started, 2), "verify_s": None,
+                "restore_s": round(copied - started, 2)}
     counts, problems = verify_chains(config.ticketing.database_url, config.identity_database_url(),
                                      config.keyring_path(), config.audit_witness_path(), manifest["started_at"])
     if problems:

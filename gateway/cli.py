@@ -98,6 +98,8 @@ def backup_command(
     keep: Annotated[Optional[int], typer.Option(min=1, help="keep this many backups, remove older ones")] = None,
     every: Annotated[Optional[float], typer.Option(min=1, help="go on: a backup every this many seconds")] = None,
     telemetry: Annotated[bool, typer.Option(help="include the embedded telemetry store")] = True,
+    postgres: Annotated[str, typer.Option(help="a PostgreSQL store as 'dump' (pg_dump) or 'base' (pg_basebackup, "
+                                               "for a server that archives its WAL: continuous backup)")] = "dump",
 ) -> None:
     """Take a verified online backup of what cannot be rebuilt (work orders, audit log, revisions, keyring,
     buffers, checkpoints, telemetry) while the gateway runs; with --every, one per interval."""
@@ -105,11 +107,14 @@ def backup_command(
 
     from gateway.backup import BackupError, backup
 
+    if postgres not in ("dump", "base"):
+        typer.echo("--postgres is 'dump' or 'base'", err=True)
+        raise typer.Exit(2)
     settings = _load_or_exit(config)
     setup_logging("INFO")
     while True:
         try:
-            folder, manifest = backup(settings, config, to, keep, telemetry)
+            folder, manifest = backup(settings, config, to, keep, telemetry, postgres)
         except BackupError as error:
             typer.echo(f"backup failed: {error}", err=True)
             raise typer.Exit(1) from None
@@ -127,6 +132,8 @@ def restore_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="the YAML file the gateway will run from")],
     source: Annotated[Path, typer.Option("--from", help="a backup folder, or the folder of backups (the newest)")],
     force: Annotated[bool, typer.Option(help="overwrite data files that exist (the gateway must be stopped)")] = False,
+    pgdata: Annotated[Optional[Path], typer.Option(help="a base backup: the fresh PostgreSQL data directory")] = None,
+    wal_archive: Annotated[Optional[Path], typer.Option(help="a base backup: the WAL archive to replay")] = None,
 ) -> None:
     """Restore a backup into the data paths the configuration names (a fresh data directory), and verify it."""
     from gateway.backup import BackupError, latest, restore
@@ -137,13 +144,37 @@ def restore_command(
         typer.echo(f"no backup in {source}", err=True)
         raise typer.Exit(1)
     try:
-        result = restore(folder, settings, config, force)
+        result = restore(folder, settings, config, force, pgdata, wal_archive)
     except BackupError as error:
         typer.echo(f"restore failed: {error}", err=True)
         raise typer.Exit(1) from None
     counts = result["counts"]
+    if counts is None:
+        typer.echo(f"restored {folder} in {result['restore_s']:.1f} s; the PostgreSQL base backup is in {pgdata}: "
+                   "start PostgreSQL on it as its own user (it replays the WAL archive, then opens), then run "
+                   "'pmgw verify' before the gateway")
+        return
     typer.echo(f"restored {folder} in {result['restore_s']:.1f} s: {counts['work_orders']} work orders, "
                f"{counts['chains_verified']} chains verified, {counts['audit_entries']} audit entries")
+
+
+@app.command("verify")
+def verify_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="the YAML file the gateway runs from")],
+) -> None:
+    """Recompute the audit log's chain and every work order's chain in the stores the configuration names."""
+    from gateway.backup import verify_chains
+
+    settings = _load_or_exit(config)
+    counts, problems = verify_chains(settings.ticketing.database_url, settings.identity_database_url(),
+                                     settings.keyring_path(), settings.audit_witness_path())
+    for problem in problems:
+        typer.echo(problem, err=True)
+    typer.echo(f"{counts['work_orders']} work orders ({counts['chains_verified']} chains verified), "
+               f"{counts['events']} events, {counts['audit_entries']} audit entries: "
+               + ("OK" if not problems else f"{len(problems)} problem(s)"))
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command("check-config")

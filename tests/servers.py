@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,7 @@ class PostgreSQL:
     PostgreSQL refuses to run as root: as root the cluster belongs to the ``postgres`` user.
     """
 
-    def __init__(self, fsync: bool = False) -> None:
+    def __init__(self, fsync: bool = False, settings: dict[str, str] | None = None) -> None:
         import os
         import pwd
         import shutil
@@ -111,6 +112,7 @@ class PostgreSQL:
         # Tests trade durability across a power cut for speed; a bench that compares with a synced
         # SQLite keeps fsync on.
         self.fsync = fsync
+        self.settings = settings or {}
         self.bin = _postgres_bin()
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="pmgw-postgres-"))
@@ -139,9 +141,16 @@ class PostgreSQL:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def resume(self) -> None:
+        # pg_ctl starts the server through the shell.
+        extra = "".join(f" -c {name}={shlex.quote(value)}" for name, value in self.settings.items())
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "postgres.log"), "-w",
-                  "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-                        f"-c fsync={'on' if self.fsync else 'off'}", "start")
+                  "-t", "300", "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+                                     f"-c fsync={'on' if self.fsync else 'off'}{extra}", "start")
+
+    def own(self, path: Path) -> None:
+        """Give ``path`` (recursively) to the server's user (a data directory or WAL archive made as root)."""
+        if self._as_postgres:
+            subprocess.run(["chown", "-R", "postgres:postgres", str(path)], check=True)
 
     def stop(self) -> None:
         import shutil
