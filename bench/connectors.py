@@ -7,12 +7,16 @@
   its own, ``pmgw simulate``), polling flat out: the connector (coalesced plan, per-device connections,
   scaling, validation) vs bare pymodbus clients, one per device, sending the same requests and decoding
   the same registers with pymodbus' own converters.
+- ``opcua``: notifications/s of 1,000 variables (200 simulated pumps × 5, written flat out by the OPC UA
+  simulator in a process of its own, sampled on every change, published every 100 ms): the connector's
+  subscription (readings with source timestamps and status) vs a bare asyncua subscription that counts.
 
 The connector hands its batches to a sink that only counts and acknowledges: this measures the
 connector, not the pipeline behind it (``bench.e2e`` measures the whole gateway).
 
     python -m bench.connectors mqtt --devices 50 --messages 60000
     python -m bench.connectors modbus --seconds 10
+    python -m bench.connectors opcua --seconds 10
 """
 
 from __future__ import annotations
@@ -182,7 +186,8 @@ def bare_modbus(port: int, units: int, seconds: float) -> tuple[int, float]:
     return readings, time.perf_counter() - started
 
 
-def connector_modbus(document: dict[str, Any], seconds: float) -> tuple[int, float]:
+def connector_run(document: dict[str, Any], seconds: float) -> tuple[int, float]:
+    """Readings the document's first source hands over in ``seconds``, once it is connected."""
     config = parse_config(document, "bench")
     connector = build_connector(config.sources[0], {asset.id for asset in config.assets})
     sink = CountingSink(10**12)
@@ -211,19 +216,90 @@ def modbus(units: int, seconds: float) -> tuple[tuple[int, float], tuple[int, fl
         server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", "--config", str(path)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("the Modbus simulator did not start") from None
-                    time.sleep(0.1)
-            return bare_modbus(port, units, seconds), connector_modbus(document, seconds)
+            _wait_for_port(port, "the Modbus simulator")
+            return bare_modbus(port, units, seconds), connector_run(document, seconds)
         finally:
             server.terminate()
             server.wait(10)
+
+
+OPCUA_METRICS = ["vibration", "bearing_temp", "motor_current", "flow", "pressure"]
+
+
+def opcua_document(port: int, devices: int) -> dict[str, Any]:
+    """``devices`` pumps of 5 variables each, sampled on every change and published every 100 ms."""
+    ids = [f"pump-{i:03d}" for i in range(devices)]
+    return {
+        "sites": [{"id": "bench", "latitude": 53.5, "longitude": 10.0}],
+        "assets": [{"id": device, "type": "pump", "model": "M", "serial": device, "site": "bench"} for device in ids],
+        "sources": [{"type": "opcua", "name": "bench", "url": f"opc.tcp://127.0.0.1:{port}/pmgw/",
+                     "publishing_interval_ms": 100.0, "sampling_interval_ms": 0.0, "queue_size": 100,
+                     "events": {"enabled": False}, "offline_after_s": 600.0,
+                     "devices": [{"device": device, "nodes": [{"metric": metric, "node_id": f"ns=2;s={device}.{metric}"}
+                                                              for metric in OPCUA_METRICS]} for device in ids]}],
+    }
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.notifications = 0
+
+    def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
+        self.notifications += 1
+
+
+async def _bare_opcua(document: dict[str, Any], seconds: float) -> tuple[int, float]:
+    """One asyncua subscription of the same variables, with the same intervals and queue, counting."""
+    from asyncua import Client
+
+    source = document["sources"][0]
+    client = Client(source["url"], timeout=10)
+    await client.connect()
+    try:
+        counter = _Counter()
+        subscription = await client.create_subscription(source["publishing_interval_ms"], counter)
+        nodes = [client.get_node(node["node_id"]) for device in source["devices"] for node in device["nodes"]]
+        for start in range(0, len(nodes), 500):
+            await subscription.subscribe_data_change(nodes[start:start + 500], queuesize=source["queue_size"],
+                                                     sampling_interval=source["sampling_interval_ms"])
+        await asyncio.sleep(2.0)  # the initial values are in
+        counted, started = counter.notifications, time.perf_counter()
+        await asyncio.sleep(seconds)
+        return counter.notifications - counted, time.perf_counter() - started
+    finally:
+        await client.disconnect()
+
+
+def opcua(devices: int, seconds: float) -> tuple[tuple[int, float], tuple[int, float]]:
+    port = free_port()
+    document = opcua_document(port, devices)
+    with tempfile.TemporaryDirectory(prefix="pmgw-bench-") as folder:
+        path = Path(folder) / "opcua.yaml"
+        path.write_text(yaml.safe_dump(document))
+        # The simulator writes every variable as fast as it can (acceleration 0), in a process of its own.
+        server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", "--config", str(path),
+                                   "--acceleration", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for_port(port, "the OPC UA simulator")
+            time.sleep(2.0)
+            bare = asyncio.run(_bare_opcua(document, seconds))
+            ours = connector_run(document, seconds)  # the same counting run, whatever the protocol
+            return bare, ours
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+def _wait_for_port(port: int, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} did not start") from None
+            time.sleep(0.1)
 
 
 def report(unit: str, baseline: str, ours: str, base: tuple[int, float], mine: tuple[int, float]) -> None:
@@ -236,11 +312,18 @@ def report(unit: str, baseline: str, ours: str, base: tuple[int, float], mine: t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("protocol", choices=["mqtt", "modbus"])
-    parser.add_argument("--devices", type=int, default=50, help="mqtt: devices publishing; modbus: 8 by default")
+    parser.add_argument("protocol", choices=["mqtt", "modbus", "opcua"])
+    parser.add_argument("--devices", type=int, default=50,
+                        help="mqtt: devices publishing; modbus: 8 by default; opcua: 200 by default (1,000 variables)")
     parser.add_argument("--messages", type=int, default=60_000, help="mqtt")
-    parser.add_argument("--seconds", type=float, default=10.0, help="modbus: how long each side polls")
+    parser.add_argument("--seconds", type=float, default=10.0, help="modbus, opcua: how long each side counts")
     options = parser.parse_args()
+    if options.protocol == "opcua":
+        count = options.devices if options.devices != 50 else 200
+        base, mine = opcua(count, options.seconds)
+        report("readings", f"bare asyncua subscription, {count * 5} variables",
+               f"OPC UA connector, {count * 5} variables", base, mine)
+        return
     if options.protocol == "modbus":
         units = options.devices if options.devices != 50 else 8
         base, mine = modbus(units, options.seconds)

@@ -1,0 +1,154 @@
+"""Latency from a device alarm to its dispatched work order, under background telemetry.
+
+A separate process publishes background telemetry at a steady rate (default 10,000 readings/s: 1,000
+QoS 1 messages/s of 10 metrics over 100 devices) to Mosquitto; the gateway (in this process, SQLite
+stores, detectors on) ingests it. Meanwhile this process publishes device alarms at QoS 1, each on a
+device with no open order, and times each from the moment it is published to the moment the gateway
+commits its work order as dispatched (the ``dispatched`` event, after the commit). Baseline in the same
+run: a bare paho subscriber on the alarm topic, timed from the same publish, i.e. what the broker and
+the network alone cost under the same load.
+
+    python -m bench.latency --alarms 100 --background 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.broker import Mosquitto, free_port
+from gateway.config import parse_config
+from gateway.core import WorkOrderEvent
+from gateway.threaded import GatewayThread
+
+DEVICES = 100
+METRICS = 10
+EVERY_DAY = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "24:00"}
+
+
+def background(port: int, readings_per_s: int, stop: Any) -> None:
+    """Telemetry at a steady rate until ``stop`` is set (in a process of its own)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-background")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    messages_per_s = readings_per_s / METRICS
+    sent, started = 0, time.monotonic()
+    while not stop.is_set():
+        device = f"dev-{sent % DEVICES:03d}"
+        payload = orjson.dumps({"ts": time.time(), "metrics": {f"m{k}": 50.0 + (sent % 7) * 0.01 for k in range(METRICS)}})
+        client.publish(f"plant/bench/{device}/telemetry", payload, qos=1)
+        sent += 1
+        ahead = sent / messages_per_s - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+    client.loop_stop()
+    client.disconnect()
+
+
+def plant(port: int, data: Path) -> dict[str, Any]:
+    return {
+        "sites": [{"id": "bench", "latitude": 53.5, "longitude": 10.0}],
+        "assets": [{"id": f"dev-{n:03d}", "type": "pump", "model": "M", "serial": f"S{n}", "site": "bench"}
+                   for n in range(DEVICES)],
+        "sources": [{"type": "mqtt", "name": "bench", "port": port, "client_id": "bench-latency",
+                     "topic": "plant/{site}/{device}/telemetry", "alarm_topic": "plant/{site}/{device}/alarm",
+                     "payload": {"metrics_path": "metrics"}}],
+        "engineers": [{"id": f"eng-{n}", "name": f"E{n}", "skills": ["mechanical", "electrical", "instrumentation"],
+                       "home": {"latitude": 53.5 + n * 0.001, "longitude": 10.0}, "shift": EVERY_DAY, "capacity": 10}
+                      for n in range(30)],
+        "storage": {"telemetry": {"path": str(data / "telemetry.db")}},
+        "ticketing": {"database_url": f"sqlite:///{data / 'workorders.db'}"},
+        "detectors": {"checkpoint_path": str(data / "detectors.ckpt")},
+        "api": {"enabled": False, "port": free_port()},
+        "log_level": "WARNING",
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--alarms", type=int, default=100, help="alarms, on distinct devices (at most 100)")
+    parser.add_argument("--rate", type=float, default=5.0, help="alarms per second")
+    parser.add_argument("--background", type=int, default=10_000, help="background telemetry, readings per second")
+    options = parser.parse_args()
+    alarms = min(options.alarms, DEVICES)
+    with tempfile.TemporaryDirectory(prefix="pmgw-bench-latency-") as folder:
+        broker = Mosquitto.start(directory=Path(folder) / "broker",
+                                 extra_config="max_inflight_messages 1000\nmax_queued_messages 1000000\n")
+        stop = multiprocessing.get_context("spawn").Event()
+        load = multiprocessing.get_context("spawn").Process(target=background,
+                                                             args=(broker.port, options.background, stop))
+        gateway = GatewayThread(parse_config(plant(broker.port, Path(folder)), "bench"))
+        published: dict[str, float] = {}
+        dispatched: dict[str, float] = {}
+        bare: dict[str, float] = {}
+
+        def on_event(event: WorkOrderEvent) -> None:
+            if event.kind == "dispatched" and event.device_id not in dispatched:
+                dispatched[event.device_id] = time.time()
+
+        gateway.gateway.events.subscribe(on_event)
+        listener = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare-listener")
+        listener.on_message = lambda client, userdata, message: bare.setdefault(message.topic.split("/")[2], time.time())
+        listener.connect(broker.host, broker.port)
+        listener.subscribe("plant/+/+/alarm", qos=1)
+        listener.loop_start()
+        sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-alarms")
+        sender.connect(broker.host, broker.port)
+        sender.loop_start()
+        try:
+            gateway.start()
+            load.start()
+            time.sleep(5)  # the background load is steady
+            pipeline = gateway.gateway.pipeline
+            before = pipeline.counts.get("readings_stored", 0) if pipeline else 0
+            began = time.monotonic()
+            for n in range(alarms):
+                device = f"dev-{n:03d}"
+                body = orjson.dumps({"code": "E17", "severity": "high", "message": "motor overtemperature",
+                                     "ts": time.time()})
+                published[device] = time.time()
+                sender.publish(f"plant/bench/{device}/alarm", body, qos=1)
+                time.sleep(max(0.0, (n + 1) / options.rate - (time.monotonic() - began)))
+            deadline = time.monotonic() + 30
+            while len(dispatched) < alarms and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stored = (pipeline.counts.get("readings_stored", 0) if pipeline else 0) - before
+            elapsed = time.monotonic() - began
+        finally:
+            stop.set()
+            load.join(30)
+            sender.loop_stop()
+            listener.loop_stop()
+            gateway.stop()
+            broker.stop()
+    gateway_ms = [(dispatched[d] - published[d]) * 1000 for d in published if d in dispatched]
+    bare_ms = [(bare[d] - published[d]) * 1000 for d in published if d in bare]
+    print(f"background: {stored / elapsed:,.0f} readings/s stored during the run (asked {options.background:,}/s); "
+          f"{len(gateway_ms)} of {alarms} alarms dispatched\n")
+    print("| path | alarms | p50 ms | p99 ms | max ms |")
+    print("|---|---|---|---|---|")
+    for label, values in (("bare paho subscriber (baseline: the broker alone)", bare_ms),
+                          ("gateway: alarm to dispatched work order (committed)", gateway_ms)):
+        print(f"| {label} | {len(values)} | {percentile(values, 50):.1f} | {percentile(values, 99):.1f} | "
+              f"{max(values):.1f} |")
+    print(f"\ngateway p99 / baseline p99: {percentile(gateway_ms, 99) / max(percentile(bare_ms, 99), 1e-3):.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Readings/s and resident memory of one gateway process at 10, 100, 1,000 and 10,000 devices × 5 metrics.
+
+For each size a fresh Mosquitto and a gateway process (``pmgw run``, embedded stores, detectors scoring
+in the process): the gateway subscribes once with its persistent session and stops, a backlog of QoS 1
+messages (one reading of each of the device's 5 metrics) is queued round robin over the devices, and the
+gateway is started again: the time runs until every reading is stored and scored, and the process's
+peak resident memory (VmHWM) is read at the end. Ratios are against the smallest fleet of the same run.
+Every size gets the same number of messages, so a small fleet spends them past its warm-up and a large
+one within it (10,000 devices see 20 samples each).
+
+    python -m bench.scale --messages 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.broker import Mosquitto, free_port
+
+METRICS = ["vibration", "bearing_temp", "flow", "pressure", "motor_current"]
+BROKER_TUNING = "max_inflight_messages 1000\nmax_queued_messages 10000000\nmax_queued_bytes 0\n"
+
+
+def document(port: int, devices: int, data: Path) -> dict[str, Any]:
+    return {
+        "sites": [{"id": "bench", "latitude": 53.5, "longitude": 10.0}],
+        "assets": [{"id": f"d{n:05d}", "type": "pump", "model": "M", "serial": f"S{n}", "site": "bench"}
+                   for n in range(devices)],
+        "sources": [{"type": "mqtt", "name": "bench", "port": port, "client_id": "bench-scale",
+                     "topic": "plant/{site}/{device}/telemetry", "payload": {"metrics_path": "metrics"}}],
+        "engineers": [{"id": "e", "name": "E", "skills": ["mechanical"], "home": {"latitude": 53.5, "longitude": 10}}],
+        "storage": {"telemetry": {"path": str(data / "telemetry.db")}},
+        "ticketing": {"database_url": f"sqlite:///{data / 'workorders.db'}"},
+        "detectors": {"checkpoint_path": str(data / "detectors.ckpt")},
+        "api": {"port": free_port()},
+        "log_level": "WARNING",
+        "ingest": {"max_future_skew_s": 366 * 86400},
+    }
+
+
+def preload(port: int, devices: int, messages: int) -> int:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-scale-publisher")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    t0 = time.time() - 86400
+    info = None
+    for n in range(messages):
+        device, tick = n % devices, n // devices
+        payload = orjson.dumps({"ts": t0 + tick, "metrics": {m: 10.0 + k + (n % 13) * 0.01
+                                                             for k, m in enumerate(METRICS)}})
+        info = client.publish(f"plant/bench/d{device:05d}/telemetry", payload, qos=1)
+    if info is not None:
+        info.wait_for_publish(120)
+    client.loop_stop()
+    client.disconnect()
+    return messages * len(METRICS)
+
+
+def gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+
+
+def health(api: str) -> dict[str, Any]:
+    try:
+        return httpx.get(f"{api}/health", timeout=10).json()
+    except httpx.HTTPError:
+        return {}
+
+
+def wait(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(devices: int, messages: int, scratch: Path) -> dict[str, float]:
+    scratch.mkdir()
+    broker = Mosquitto.start(directory=scratch / "broker", extra_config=BROKER_TUNING)
+    try:
+        config = document(broker.port, devices, scratch)
+        path = scratch / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config))
+        api = f"http://127.0.0.1:{config['api']['port']}"
+
+        def connected() -> bool:
+            return bool(((health(api).get("connectors") or [{}])[0]).get("connected"))
+
+        first = gateway(path, scratch / "gateway.log")  # makes the persistent session
+        wait(connected, 120, "gateway connected")
+        first.terminate()
+        first.wait(120)
+        readings = preload(broker.port, devices, messages)
+        process = gateway(path, scratch / "gateway.log")
+        started = time.perf_counter()
+
+        def drained() -> bool:
+            counts = (health(api).get("pipeline") or {}).get("counts") or {}
+            return counts.get("readings_stored", 0) >= readings and counts.get("readings_scored", 0) >= readings
+
+        wait(drained, 1800, "backlog stored and scored")
+        elapsed = time.perf_counter() - started
+        rss = peak_rss_mb(process.pid)
+        process.terminate()
+        process.wait(300)
+        return {"devices": devices, "readings": readings, "seconds": elapsed, "rss_mb": rss}
+    finally:
+        broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, nargs="+", default=[10, 100, 1000, 10_000])
+    parser.add_argument("--messages", type=int, default=200_000)
+    options = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pmgw-bench-scale-") as folder:
+        for count in options.devices:
+            rows.append(run(count, options.messages, Path(folder) / f"fleet-{count}"))
+    base = rows[0]["readings"] / rows[0]["seconds"]
+    print(f"{options.messages:,} messages × {len(METRICS)} metrics per fleet size; one gateway process, "
+          "detectors in it\n")
+    print("| devices | streams | readings | seconds | readings/s | ratio to the smallest | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        rate = row["readings"] / row["seconds"]
+        print(f"| {row['devices']:,} | {row['devices'] * len(METRICS):,} | {row['readings']:,} | {row['seconds']:.1f} | "
+              f"{rate:,.0f} | {rate / base:.2f} | {row['rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
