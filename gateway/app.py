@@ -283,6 +283,7 @@ class Gateway:
             tasks.append(asyncio.create_task(self.webhooks.run(), name="webhooks"))
         if self.cluster is not None:
             tasks.append(asyncio.create_task(self.cluster.run(), name="cluster"))
+            tasks.append(asyncio.create_task(self._follow_revisions(), name="config-follow"))
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -317,6 +318,16 @@ class Gateway:
         else:
             log.info("reload: revision %d in force (%s)", change.revision.number, ", ".join(change.sections) or
                      "no live section changed")
+
+    async def _follow_revisions(self) -> None:
+        """In a cluster: configuration changes committed through another member's API come into force here."""
+        assert self.config.cluster is not None
+        while True:
+            await asyncio.sleep(self.config.cluster.renew_every_s)
+            try:
+                await asyncio.to_thread(self.settings.follow)
+            except Exception:  # the database may be away a moment; the next round looks again
+                log.exception("following the cluster's configuration revisions failed")
 
     async def _ticketing_clock(self) -> None:
         """Acceptance timeouts, SLA alerts and batch re-optimisation, on the ticketing service's clock."""
@@ -355,7 +366,7 @@ class Gateway:
         if self.api_server is not None:
             self.api_server.should_exit = True
         for task in tasks:
-            if task.get_name().startswith(("ticketing-clock", "series-sync", "webhooks")):
+            if task.get_name().startswith(("ticketing-clock", "series-sync", "webhooks", "config-follow")):
                 task.cancel()
         cluster = [task for task in tasks if task.get_name() == "cluster"]
         for task in cluster:

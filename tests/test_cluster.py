@@ -47,7 +47,8 @@ def cluster_document(broker: Mosquitto, postgres: PostgreSQL, directory: Path, g
     document["auth"] = {"keyring_file": str(directory / "gateway.key")}
     document["cluster"] = {"gateway_id": gateway_id, "partitions": PARTITIONS, "lease_s": 4, "renew_every_s": 0.5,
                            "checkpoint_every_s": 1}
-    document["detectors"] |= {"warmup_samples": 60, "forecast": {"enabled": False}}
+    # The live sections are the same on every member (a cluster keeps detector state in the database).
+    document["detectors"] = {"warmup_samples": 60, "forecast": {"enabled": False}}
     return document
 
 
@@ -235,3 +236,36 @@ def test_a_cluster_needs_postgresql_and_splits_every_device_into_exactly_one_uni
     # Every asset in exactly one unit; the Modbus source's device is never an MQTT partition's.
     assert sorted(owned) == sorted(a.id for a in config.assets)
     assert unit_devices(units[-1], config.sources, [a.id for a in config.assets], 12) == ["motor-01"]
+
+
+def test_a_change_made_through_one_member_comes_into_force_on_the_others_and_survives_their_restarts(
+        mosquitto: Mosquitto, postgres: PostgreSQL, tmp_path: Path, start_gateway: Any) -> None:
+    Keyring.load(tmp_path / "plant.key")
+    documents = {}
+    for name in ("gw-a", "gw-b"):
+        directory = tmp_path / name
+        directory.mkdir()
+        shutil.copy(tmp_path / "plant.key", directory / "gateway.key")
+        documents[name] = cluster_document(mosquitto, postgres, directory, name)
+    first, second = start_gateway(documents["gw-a"]), start_gateway(documents["gw-b"])
+    detectors = first.get("/config/sections/detectors")["effective"]
+    detectors["rules"] = [{"device_type": "pump", "metric": "vibration", "high": 5.5, "failure_mode": "VIB"}]
+    made = first.http.put("/config/sections/detectors", json={"value": detectors, "reason": "tighter"})
+    assert made.status_code == 200, made.text
+    number = made.json()["revision"]["number"]
+    wait_until(lambda: second.get("/config")["revision"]["number"] == number, timeout=20,
+               what="the other member following the revision")
+    assert [rule.high for rule in second.gateway.config.detectors.rules] == [5.5]
+    assert second.gateway.config.cluster.gateway_id == "gw-b"  # its own settings are its own
+
+    # A change made on a member that has not yet seen the newest revision is refused, not a silent overwrite.
+    second.gateway.settings.revision = second.gateway.settings.store.get(number - 1)
+    refused = second.http.put("/config/sections/detectors", json={"value": detectors, "reason": "stale"})
+    assert refused.status_code == 409 and "another gateway" in refused.text, refused.text
+    wait_until(lambda: second.get("/config")["revision"]["number"] == number, timeout=20, what="caught up again")
+
+    second.stop()
+    again = start_gateway(documents["gw-b"])  # its file is unchanged: the runtime revision stays in force
+    status = again.get("/config")
+    assert status["revision"]["number"] == number and status["runtime_changes"] is True, status
+    assert [rule.high for rule in again.gateway.config.detectors.rules] == [5.5]

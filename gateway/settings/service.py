@@ -63,6 +63,7 @@ class Settings:
         # Runtime revisions a changed file superseded at start-up, and settings a reload could not apply.
         self.superseded: list[int] = []
         self.restart_needed: list[str] = []
+        self._file_bytes = ""  # what a reload compares the file with
         self._apply: Applier | None = None
         self._check: Checker | None = None
         self._lock = threading.Lock()
@@ -74,6 +75,8 @@ class Settings:
         is the one they were made over."""
         document = document_of(config)
         self.file_digest = self._file_digest(document)
+        if self.config_path is not None and self.config_path.exists():
+            self._file_bytes = digest_of(self.config_path.read_bytes())
         latest = self.store.latest()
         if latest is None:
             return self._start_from_file(config, document, "first start", list(LIVE_SECTIONS))
@@ -98,9 +101,9 @@ class Settings:
         return effective
 
     def _file_digest(self, document: dict[str, Any]) -> str:
-        if self.config_path is not None and self.config_path.exists():
-            return digest_of(self.config_path.read_bytes())
-        return _document_digest(document)
+        """What runtime revisions are made over: the file's live sections (not its bytes: the gateways of a
+        cluster run files that differ in their own settings, api port or gateway id, and share revisions)."""
+        return _document_digest({section: document[section] for section in LIVE_SECTIONS if section in document})
 
     def _start_from_file(self, config: GatewayConfig, document: dict[str, Any], reason: str,
                          sections: list[str]) -> GatewayConfig:
@@ -194,6 +197,12 @@ class Settings:
         other unseen."""
         with self._lock:
             current = self.revision.number if self.revision else None
+            newest = self.store.latest()
+            if newest is not None and current is not None and newest.number > current:
+                # Another gateway of the cluster committed since: this change was made on what it replaced.
+                raise ChangedMeanwhile(f"another gateway changed the configuration meanwhile (revision {newest.number} by "
+                                       f"{newest.author}); it is put in force here within seconds: look at it and "
+                                       "redo the change")
             if base_revision is not None and base_revision != current:
                 by = f" by {self.revision.author}" if self.revision else ""
                 raise ChangedMeanwhile(f"the configuration changed meanwhile: revision {current}{by} is in force, "
@@ -209,21 +218,45 @@ class Settings:
                      ", ".join(sections))
             return Change(self.revision, sections, applied)
 
+    def follow(self) -> Revision | None:
+        """Put in force a revision another gateway sharing this database committed (the members of a cluster):
+        its live sections over this gateway's own settings, not recorded again. The revision, or None."""
+        with self._lock:
+            latest = self.store.latest()
+            if latest is None or self.revision is None or latest.number <= self.revision.number:
+                return None
+            runtime = {section: latest.document[section] for section in LIVE_SECTIONS if section in latest.document}
+            candidate = {key: value for key, value in self.document.items() if key not in LIVE_SECTIONS} | runtime
+            try:
+                effective = validate(candidate, f"revision {latest.number}", self.config_dir)
+            except ConfigError as error:
+                log.error("revision %d by %s does not validate here; this gateway keeps revision %d: %s",
+                          latest.number, latest.author, self.revision.number, error)
+                self.revision = latest  # not retried every round; the next revision is followed again
+                return None
+            if changed_sections(self.document, candidate) and self._apply is not None:
+                self._apply(effective)
+            self.document, self.config, self.revision = candidate, effective, latest
+            log.info("configuration revision %d by %s (made on another gateway) is in force", latest.number,
+                     latest.author)
+            return latest
+
     def reload(self) -> Change:
         """Re-read the file (SIGHUP, ``pmgw reload``): its live sections into force, the rest noted as waiting
         for a restart. A file that does not validate changes nothing (the reason is raised)."""
         if self.config_path is None:
             raise ConfigError("reload", ["(top level): the gateway was not started from a file"])
         config = load_config(self.config_path)
-        digest = digest_of(self.config_path.read_bytes())
-        if digest == self.file_digest:
+        read = digest_of(self.config_path.read_bytes())
+        if read == self._file_bytes:
             return Change(None, [])
+        self._file_bytes = read
         document = document_of(config)
         self.restart_needed = restart_only_changes(self._in_force(), config)
         candidate = {key: value for key, value in self.document.items() if key not in LIVE_SECTIONS}
         candidate |= {section: document[section] for section in LIVE_SECTIONS if section in document}
         effective = validate(candidate, str(self.config_path), self.config_dir)
-        self.file_digest = digest
+        self.file_digest = self._file_digest(document)
         change = self.commit(candidate, effective, self._file_author(), "the file was reloaded", "reload")
         if self.restart_needed:
             log.warning("reloaded %s; these settings wait for a restart: %s", self.config_path,
