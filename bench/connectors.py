@@ -8,7 +8,7 @@
   scaling, validation) vs bare pymodbus clients, one per device, sending the same requests and decoding
   the same registers with pymodbus' own converters.
 - ``opcua``: notifications/s of 1,000 variables (200 simulated pumps × 5, written flat out by the OPC UA
-  simulator in a process of its own, sampled on every change, published every 100 ms): the connector's
+  simulator in a process of its own, sampled on every change, published every 100 ms by default): the connector's
   subscription (readings with source timestamps and status) vs a bare asyncua subscription that counts.
 
 The connector hands its batches to a sink that only counts and acknowledges: this measures the
@@ -226,14 +226,14 @@ def modbus(units: int, seconds: float) -> tuple[tuple[int, float], tuple[int, fl
 OPCUA_METRICS = ["vibration", "bearing_temp", "motor_current", "flow", "pressure"]
 
 
-def opcua_document(port: int, devices: int) -> dict[str, Any]:
-    """``devices`` pumps of 5 variables each, sampled on every change and published every 100 ms."""
+def opcua_document(port: int, devices: int, publishing_ms: float) -> dict[str, Any]:
+    """``devices`` pumps of 5 variables each, sampled on every change and published every ``publishing_ms``."""
     ids = [f"pump-{i:03d}" for i in range(devices)]
     return {
         "sites": [{"id": "bench", "latitude": 53.5, "longitude": 10.0}],
         "assets": [{"id": device, "type": "pump", "model": "M", "serial": device, "site": "bench"} for device in ids],
         "sources": [{"type": "opcua", "name": "bench", "url": f"opc.tcp://127.0.0.1:{port}/pmgw/",
-                     "publishing_interval_ms": 100.0, "sampling_interval_ms": 0.0, "queue_size": 100,
+                     "publishing_interval_ms": publishing_ms, "sampling_interval_ms": 0.0, "queue_size": 100,
                      "events": {"enabled": False}, "offline_after_s": 600.0,
                      "devices": [{"device": device, "nodes": [{"metric": metric, "node_id": f"ns=2;s={device}.{metric}"}
                                                               for metric in OPCUA_METRICS]} for device in ids]}],
@@ -270,9 +270,9 @@ async def _bare_opcua(document: dict[str, Any], seconds: float) -> tuple[int, fl
         await client.disconnect()
 
 
-def opcua(devices: int, seconds: float) -> tuple[tuple[int, float], tuple[int, float]]:
+def opcua(devices: int, seconds: float, publishing_ms: float) -> tuple[tuple[int, float], tuple[int, float]]:
     port = free_port()
-    document = opcua_document(port, devices)
+    document = opcua_document(port, devices, publishing_ms)
     with tempfile.TemporaryDirectory(prefix="pmgw-bench-") as folder:
         path = Path(folder) / "opcua.yaml"
         path.write_text(yaml.safe_dump(document))
@@ -317,10 +317,11 @@ def main() -> None:
                         help="mqtt: devices publishing; modbus: 8 by default; opcua: 200 by default (1,000 variables)")
     parser.add_argument("--messages", type=int, default=60_000, help="mqtt")
     parser.add_argument("--seconds", type=float, default=10.0, help="modbus, opcua: how long each side counts")
+    parser.add_argument("--publishing-ms", type=float, default=100.0, help="opcua: the subscription's publishing interval")
     options = parser.parse_args()
     if options.protocol == "opcua":
         count = options.devices if options.devices != 50 else 200
-        base, mine = opcua(count, options.seconds)
+        base, mine = opcua(count, options.seconds, options.publishing_ms)
         report("readings", f"bare asyncua subscription, {count * 5} variables",
                f"OPC UA connector, {count * 5} variables", base, mine)
         return
