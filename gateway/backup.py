@@ -14,10 +14,11 @@ they are taken so that every later one is at least as new as what it refers to:
    store (unless left out: then the manifest says where the telemetry lives), the config file.
 
 SQLite databases are copied with SQLite's online backup API (a consistent snapshot while the
-gateway writes); PostgreSQL with ``pg_dump --format=custom``, or as a base backup (``pg_basebackup``) that
-its WAL archive replays onto (``gateway.wal``: continuous backup, an RPO of the ``archive_timeout``). The copy is verified before the
-backup counts as taken: digests, ``PRAGMA quick_check``, the audit log's MAC chain and every work
-order's chain recomputed with the backed-up keyring.
+gateway writes); PostgreSQL with ``pg_dump --format=custom``, or as a base backup (``pg_basebackup``)
+that its WAL archive replays onto (``gateway.wal``: continuous backup, an RPO of the server's
+``archive_timeout``). The copy is verified before the backup counts as taken: digests, ``PRAGMA
+quick_check``, the audit log's MAC chain and every work order's chain recomputed with the backed-up
+keyring (a PostgreSQL store's chains once restored: ``pmgw verify``).
 """
 
 from __future__ import annotations
