@@ -100,7 +100,11 @@ class Coordinator:
     async def run(self) -> None:
         try:
             while True:
-                await self.round()
+                try:
+                    await self.round()
+                except Exception:  # a failed round (a connector that would not start) must not end the loop
+                    self.counts["round_errors"] += 1
+                    log.exception("cluster: round failed; the next one tries again")
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.config.renew_every_s)
