@@ -114,6 +114,9 @@ def test_three_gateways_own_each_device_once_and_take_over_a_killed_one(
         wait_until(lambda: set(owners(database)) == every_unit and set(owners(database).values()) <= set(survivors),
                    timeout=30, what="the killed gateway's units taken over")
         takeover_s = time.time() - killed_at
+        # Any member's /health shows the whole cluster's ownership (as of its last round).
+        wait_until(lambda: (gateways[survivors[0]].health() or {})["cluster"]["owners"] == owners(database),
+                   timeout=10, what="a survivor's /health showing every unit's owner")
         # The successor scores the faulty device from the state saved before the kill: no new warm-up.
         successor = owners(database)[f"mqtt/{SOURCE}/{partition_of(faulty, PARTITIONS)}"]
         status = httpx.get(f"{gateways[successor].api}/api/v1/devices/{faulty}/detector",

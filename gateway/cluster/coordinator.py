@@ -87,6 +87,7 @@ class Coordinator:
         self.detail = json.dumps(detail | {"host": socket.gethostname(), "pid": os.getpid()})
         self.held: dict[str, Held] = {}
         self.members: list[str] = []
+        self.owners: dict[str, str] = {}  # unit -> member, the whole cluster's, as of the last round
         self.counts: Counter[str] = Counter()
         self.last_renewed: float | None = None  # monotonic start of the last round the database answered
         self.last_error: dict[str, Any] | None = None
@@ -129,13 +130,14 @@ class Coordinator:
         timeout = min(self.config.lease_s / 2, max(0.2, self._deadline() - time.monotonic()))
         return await asyncio.wait_for(asyncio.to_thread(call, *args), timeout)
 
-    def _check_in(self) -> tuple[str | None, set[str], list[str]]:
-        return self.store.heartbeat(self.detail), self.store.renew(list(self.held)), self.store.live_members()
+    def _check_in(self) -> tuple[str | None, set[str], list[str], dict[str, str]]:
+        return (self.store.heartbeat(self.detail), self.store.renew(list(self.held)), self.store.live_members(),
+                self.store.owners())
 
     async def round(self) -> None:
         started = time.monotonic()
         try:
-            duplicate, renewed, members = await self._db(self._check_in)
+            duplicate, renewed, members, self.owners = await self._db(self._check_in)
         except Exception as error:  # any driver error or the timeout: the database is out of reach
             self._unreachable(error)
             return
@@ -279,6 +281,9 @@ class Coordinator:
             "incarnation": self.incarnation,
             "members": self.members,
             "units": sorted(self.held),
+            # Every member's share, so any member's /health shows the whole cluster.
+            "owners": dict(sorted(self.owners.items())),
+            "unowned": sorted(unit.id for unit in self.host.units() if unit.id not in self.owners),
             "devices": sum(len(self.host.unit_devices(held.unit)) for held in self.held.values()),
             "last_renewed_s_ago": (round(time.monotonic() - self.last_renewed, 1)
                                    if self.last_renewed is not None else None),

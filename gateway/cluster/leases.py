@@ -140,7 +140,7 @@ class LeaseStore:
         """unit -> the gateway holding an unexpired lease on it."""
         with self.engine.connect() as connection:
             return dict(connection.execute(text(
-                "SELECT unit, owner FROM cluster_leases WHERE expires_at > now()")).tuples())
+                "SELECT unit, owner FROM cluster_leases WHERE expires_at > now()")).all())
 
     def save_states(self, states: list[tuple[str, str, bytes, str, str]]) -> None:
         """(device, state format, state, key id, tag) each, replacing what was saved before."""
