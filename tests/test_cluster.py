@@ -209,6 +209,14 @@ def test_a_gateway_that_loses_the_database_stops_its_units_before_their_leases_r
         postgres.resume()
     wait_until(lambda: len(gateway.get("/health")["connectors"]) > 0 and gateway.get("/health")["cluster"]["last_error"]
                is None, timeout=30, what="the units taken again")
+    # Taken again under new epochs; the log still never shows one unit held twice at a time.
+    database = create_engine(postgres.url)
+    with database.connect() as connection:
+        spans = connection.execute(text("SELECT unit, acquired_at, COALESCE(ended_at, now()) FROM cluster_lease_log "
+                                        "ORDER BY unit, acquired_at")).all()
+    database.dispose()
+    for (unit, _, ended), (next_unit, began, _) in zip(spans, spans[1:]):
+        assert unit != next_unit or began >= ended, (unit, began, ended)
 
 
 def test_a_cluster_needs_postgresql_and_splits_every_device_into_exactly_one_unit(tmp_path: Path) -> None:

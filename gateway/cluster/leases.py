@@ -100,7 +100,10 @@ class LeaseStore:
                     "UPDATE cluster_leases SET owner = :me, incarnation = :incarnation, epoch = :epoch, "
                     "acquired_at = now(), expires_at = now() + make_interval(secs => :lease) WHERE unit = :unit"),
                     self._me(unit=unit, epoch=epoch))
-                _end_log(connection, unit, row.epoch, "expired", row.expires_at)
+                # Our own unexpired lease (this process lost track of it, e.g. after a fence) ends now, not at
+                # its expiry, so the log never shows two epochs at once.
+                _end_log(connection, unit, row.epoch, "expired" if row.expired else "retaken",
+                         row.expires_at if row.expired else None)
             else:
                 return None
             connection.execute(text(
