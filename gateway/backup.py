@@ -23,7 +23,6 @@ keyring (a PostgreSQL store's chains once restored: ``pmgw verify``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -112,14 +111,6 @@ def parts(config: GatewayConfig, config_path: Path | None, telemetry: bool = Tru
     return found
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _copy_sqlite(source: Path, target: Path) -> None:
     """A consistent snapshot of a live SQLite database (its WAL included), whatever writes meanwhile."""
     live = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=60)
@@ -159,7 +150,7 @@ def _take(part: Part, folder: Path) -> dict[str, Any] | None:
     if part.name == "keyring":
         os.chmod(target, 0o600)
     return {"name": part.name, "kind": part.kind, "file": part.file, "bytes": target.stat().st_size,
-            "sha256": _digest(target),
+            "sha256": wal.digest(target),
             "source": _without_password(part.source) if part.kind.startswith("postgres") else part.source}
 
 
@@ -209,7 +200,7 @@ def verify_folder(folder: Path, manifest: dict[str, Any], chains: bool = True) -
     problems: list[str] = []
     for part in manifest["parts"]:
         path = folder / part["file"]
-        if not path.exists() or _digest(path) != part["sha256"]:
+        if not path.exists() or wal.digest(path) != part["sha256"]:
             problems.append(f"{part['file']}: missing or not the file that was backed up")
         elif part["kind"] == "sqlite":
             connection = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)

@@ -33,12 +33,13 @@ class WalError(Exception):
     pass
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
+def digest(path: Path) -> str:
+    """SHA-256 of a file, read in blocks (also what a backup's manifest records)."""
+    hashed = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            hashed.update(block)
+    return hashed.hexdigest()
 
 
 def archive(segment: Path, name: str, archive_dir: Path) -> bool:
@@ -47,7 +48,7 @@ def archive(segment: Path, name: str, archive_dir: Path) -> bool:
     PostgreSQL is told it failed and keeps the segment (archives of two clusters mixed up, say)."""
     target = archive_dir / name
     if target.exists():
-        if _digest(target) == _digest(segment):
+        if digest(target) == digest(segment):
             return False
         raise WalError(f"{target} exists and differs from {segment}: not overwritten")
     partial = archive_dir / f".{name}.partial"
