@@ -45,7 +45,9 @@ class ChainSigner(Protocol):
 class ChainAnchors(Protocol):
     """Where chain heads are anchored outside the work-order tables (the gateway's audit log)."""
 
-    def anchor(self, code: str, head: str, length: int, actor: str) -> None: ...
+    def anchor_many(self, heads: list[tuple[str, str, int, str]]) -> None:
+        """Anchor ``(code, head, length, actor)`` heads, in one write where the store allows."""
+        ...
 
     def latest_anchor(self, code: str) -> dict[str, Any] | None: ...
 

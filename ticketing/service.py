@@ -909,8 +909,7 @@ class TicketingService:
                 for envelope in self._envelopes(order, event)], self.clock())
         if queued:
             self.webhooks.wake()
-        for code, head, length, actor in heads:
-            self.anchors.anchor(code, head, length, actor)
+        self.anchors.anchor_many(heads)
         for event in session.info.pop("events"):
             self.publish(event)
 

@@ -30,7 +30,7 @@ BATCH = 2000
 class _NoAnchors:
     """A replay's chains are thrown away with its database: nothing to anchor."""
 
-    def anchor(self, code: str, head: str, length: int, actor: str) -> None:
+    def anchor_many(self, heads: list[tuple[str, str, int, str]]) -> None:
         return None
 
     def latest_anchor(self, code: str) -> dict[str, Any] | None:
