@@ -372,3 +372,29 @@ def test_sign_in_attempts_per_address_are_limited(mosquitto: Mosquitto, tmp_path
     assert limited.json()["error"] == "slow_down"
     entries = gw.http.get("/auth/audit", params={"action": "auth.sign_in"}).json()["items"]
     assert entries[0]["outcome"] == "rate_limited" and entries[0]["actor"] == "127.0.0.1"
+
+
+def test_chain_heads_anchored_together_are_each_found_and_the_log_verifies(tmp_path: Path) -> None:
+    """A ticketing transaction that touches several orders anchors their heads in one write: each head is
+    its order's latest anchor, the entries follow each other in the chain, the witness names the last."""
+    import sqlite3
+
+    from gateway.audit import AuditLog
+    from gateway.keyring import Keyring
+
+    keyring = Keyring.load(tmp_path / "gateway.key")
+    witness = tmp_path / "gateway.key.audit-tail"
+    log = AuditLog(f"sqlite:///{tmp_path / 'audit.db'}", keyring, witness)
+    log.record("dora", "POST /api/v1/dispatch/reoptimise", "", "200")
+    log.anchor_many([(f"WO-{n}", f"{n:064x}", 3, "system") for n in range(4)])
+    log.anchor_many([])  # nothing to anchor: nothing written
+    assert log.verify() == {"valid": True, "entries": 5, "broken_at": None, "reason": None}
+    assert witness.read_text().split()[0] == "5"
+    assert [log.latest_anchor(f"WO-{n}") for n in range(4)] == [{"head": f"{n:064x}", "length": 3} for n in range(4)]
+    assert log.anchors()["WO-2"] == {"head": f"{2:064x}", "length": 3}
+
+    with sqlite3.connect(tmp_path / "audit.db") as db:  # one head of the batch rewritten without the key
+        db.execute("UPDATE audit_log SET details = '{\"head\": \"00\", \"length\": 3}' WHERE target = 'WO-2'")
+    verdict = log.verify()
+    assert verdict["valid"] is False and verdict["broken_at"] == 4 and "does not match its MAC" in verdict["reason"]
+    log.close()
