@@ -93,6 +93,8 @@ MIN_RELEARN_SAMPLES = 30
 MIN_COUPLING = 0.9
 # The profile is used when its residual's variance is under this share of the flat residual's.
 SEASONAL_GAIN = 0.5
+# The profile learns from at most this many samples per visit of a bin (a sample every 60 s: 48 bins a day).
+PER_BIN_VISIT = 30
 
 
 def white_rms(weight: float) -> float:
@@ -107,13 +109,16 @@ SLOW_FLOOR = white_rms(SLOW)
 class Profile:
     """One metric's seasonal shape: the mean deviation from its level per bin of the period, learned online."""
 
-    __slots__ = ("period", "values", "first_at", "interval", "learned", "flat_var", "season_var")
+    __slots__ = ("period", "values", "first_at", "learned_at", "interval", "learned", "flat_var", "season_var")
 
     def __init__(self, period_s: float, bins: int) -> None:
         self.period = period_s
-        self.values = array("d", bytes(8 * bins))
+        # Single precision: a profile is a shape learned to a small share of the spread, and a monitored
+        # stream's memory counts (48 bins: 192 bytes, not 384).
+        self.values = array("f", bytes(4 * bins))
         self.first_at = math.nan
-        self.interval = 0.0  # typical time between samples (EWMA), for the learning rate
+        self.learned_at = math.nan
+        self.interval = 0.0  # typical time between the samples learned (EWMA), for the learning rate
         self.learned = 0
         self.flat_var = 0.0  # residual variance without the profile...
         self.season_var = 0.0  # ...and with it
@@ -134,35 +139,47 @@ class Profile:
     def active(self, at: float) -> bool:
         return self.periods_seen(at) >= 2 and self.season_var < SEASONAL_GAIN * self.flat_var
 
-    def learn(self, at: float, deviation: float, last_at: float, decay: float) -> None:
-        """One normal sample's deviation from the level."""
+    def learn(self, at: float, deviation: float, decay: float) -> None:
+        """One normal sample's deviation from the level: learned when PER_BIN_VISIT have not come yet in this
+        bin's share of the period (a 1 Hz stream gives 1,800 samples a bin visit; a few dozen shape it as
+        well, at a sixtieth of the cost)."""
+        step = at - self.learned_at
+        if step < self.period / len(self.values) / PER_BIN_VISIT:
+            return
         if math.isnan(self.first_at):
             self.first_at = at
+        self.learned_at = at
         self.learned += 1
-        rate = max(decay, 1 / self.learned)
-        step = at - last_at
-        if 0 < step and (self.interval == 0 or step < 10 * self.interval):
-            self.interval = step if self.interval == 0 else self.interval + 0.05 * (step - self.interval)
-        predicted = self.at(at)
-        miss = deviation - predicted
-        # Each variance winsorised against itself: the other's scale would cap it wrongly.
-        self.flat_var += rate * (_winsorised(deviation, self.flat_var) - self.flat_var)
-        self.season_var += rate * (_winsorised(miss, self.season_var) - self.season_var)
-        if self.interval <= 0:
+        rate = 1 / self.learned
+        if rate < decay:
+            rate = decay
+        interval = self.interval
+        if 0 < step and (interval == 0 or step < 10 * interval):
+            interval = self.interval = step if interval == 0 else interval + 0.05 * (step - interval)
+        values = self.values
+        low, high, frac = self._position(at)
+        miss = deviation - (values[low] * (1 - frac) + values[high] * frac)
+        # Each variance winsorised against itself (the other's scale would cap it wrongly); inline: every sample.
+        flat, season = self.flat_var, self.season_var
+        square, cap = deviation * deviation, WINSOR * WINSOR * flat
+        self.flat_var = flat + rate * ((square if flat <= 0 or square < cap else cap) - flat)
+        square, cap = miss * miss, WINSOR * WINSOR * season
+        self.season_var = season + rate * ((square if season <= 0 or square < cap else cap) - season)
+        if interval <= 0:
             return
         # Each period weighs about a third: per visit of a bin, a third of the samples a bin gets.
-        per_bin = self.period / len(self.values) / self.interval
-        seen = self.periods_seen(at)
-        rate = min(0.5, max(1 / (3 * per_bin), 1 / (1 + seen * per_bin)))
-        low, high, frac = self._position(at)
-        self.values[low] += rate * (1 - frac) * miss
-        self.values[high] += rate * frac * miss
+        per_bin = self.period / len(values) / interval
+        rate = max(1 / (3 * per_bin), 1 / (1 + (at - self.first_at) / self.period * per_bin))
+        if rate > 0.5:
+            rate = 0.5
+        values[low] += rate * (1 - frac) * miss
+        values[high] += rate * frac * miss
 
 
 class Track:
     """One metric's expectation, spread and the state of its three channels."""
 
-    __slots__ = ("count", "mean", "m2", "level", "var", "step", "last", "moves", "last_at",
+    __slots__ = ("count", "mean", "m2", "level", "var", "step", "spread", "last", "moves", "last_at",
                  "z", "fast", "slow", "fast_sq", "slow_sq", "tail", "net_z", "net_fast", "net_slow",
                  "excursion_since", "excursion_samples", "partner", "coupling", "profile", "expected_profile",
                  "unit_samples", "seasonal_on")
@@ -174,6 +191,7 @@ class Track:
         self.level = 0.0
         self.var = 0.0
         self.step = math.inf  # the smallest move seen: a quantised signal's resolution
+        self.spread = MIN_SPREAD  # of var and step, kept (read several times per sample): rescale() when they change
         self.last = math.nan
         self.moves = 0
         self.last_at = math.nan
@@ -198,10 +216,9 @@ class Track:
     def ready(self) -> bool:
         return self.moves >= MIN_MOVES and self.count >= MIN_SAMPLES
 
-    @property
-    def spread(self) -> float:
+    def rescale(self) -> None:
         floor = self.step / 2 if math.isfinite(self.step) else MIN_SPREAD
-        return max(math.sqrt(self.var), floor, MIN_SPREAD)
+        self.spread = max(math.sqrt(self.var), floor, MIN_SPREAD)
 
     def seasonal(self, at: float) -> float:
         profile = self.profile
@@ -213,12 +230,16 @@ class Track:
         return profile.at(at) if active else 0.0
 
     def spike_score(self) -> float:
-        return abs(self.net_z) / max(SPIKE_Z, SPIKE_MARGIN * self.tail)
+        limit = SPIKE_MARGIN * self.tail
+        return abs(self.net_z) / (limit if limit > SPIKE_Z else SPIKE_Z)
 
     def shift_score(self) -> float:
-        fast = abs(self.net_fast) / (FAST_LIMIT * max(math.sqrt(self.fast_sq), FAST_FLOOR))
-        slow = abs(self.net_slow) / (SLOW_LIMIT * max(math.sqrt(self.slow_sq), SLOW_FLOOR))
-        return max(fast, slow)
+        # Conditionals rather than max(): this runs twice per sample and metric.
+        unit = math.sqrt(self.fast_sq)
+        fast = abs(self.net_fast) / (FAST_LIMIT * (unit if unit > FAST_FLOOR else FAST_FLOOR))
+        unit = math.sqrt(self.slow_sq)
+        slow = abs(self.net_slow) / (SLOW_LIMIT * (unit if unit > SLOW_FLOOR else SLOW_FLOOR))
+        return fast if fast > slow else slow
 
     def settle(self) -> None:
         """Net deviations: what the partner explains (the same load change) does not count."""
@@ -240,6 +261,10 @@ def _winsorised(residual: float, var: float) -> float:
     """The squared residual, at most WINSOR spreads of ``var`` (any size while nothing is known)."""
     square = residual * residual
     return min(square, WINSOR * WINSOR * var) if var > 0 else square
+
+
+def _clipped(value: float, limit: float) -> float:
+    return limit if value > limit else -limit if value < -limit else value
 
 
 def _unexplained(own: float, explained: float) -> float:
@@ -272,25 +297,28 @@ class AdaptiveBaseline:
         scored = []
         for name, value in x.items():
             track = self.tracks.get(name)
-            if track is None or not track.ready:
+            if track is None or track.moves < MIN_MOVES or track.count < MIN_SAMPLES:  # not ready
                 continue
             spread = track.spread
-            track.expected_profile = track.seasonal(at)
+            if track.profile is not None:
+                track.expected_profile = track.seasonal(at)
             z = (value - track.level - track.expected_profile) / spread
             track.z = z
             # Clipped, so a channel comes back within a few samples of a huge excursion's end; the slow
             # one at a few spreads: it is there for small lasting shifts, the others see the large ones.
-            track.fast += FAST * (max(-FAST_CLIP, min(FAST_CLIP, z)) - track.fast)
-            track.slow += SLOW * (max(-SLOW_CLIP, min(SLOW_CLIP, z)) - track.slow)
+            track.fast += FAST * (_clipped(z, FAST_CLIP) - track.fast)
+            track.slow += SLOW * (_clipped(z, SLOW_CLIP) - track.slow)
             if track.count >= self.scale_samples:
-                track.level += self.alpha * max(-self.clip, min(self.clip, z)) * spread
+                track.level += self.alpha * _clipped(z, self.clip) * spread
             scored.append(track)
         score = 0.0
         for track in scored:  # after every track moved: a partner's deviation is of this sample
             track.settle()
-            own = max(track.spike_score(), track.shift_score())
+            spike, shift = track.spike_score(), track.shift_score()
+            own = spike if spike > shift else shift
             self._follow_regime(track, own, at)
-            score = max(score, own)
+            if own > score:
+                score = own
         return score
 
     def _follow_regime(self, track: Track, own: float, at: float) -> None:
@@ -317,11 +345,14 @@ class AdaptiveBaseline:
             self._correlate(x)
 
     def _learn(self, track: Track, value: float, at: float) -> None:
-        scored = track.ready  # score_one saw it: its channels hold this sample
+        scored = track.moves >= MIN_MOVES and track.count >= MIN_SAMPLES  # ready: score_one saw this sample
         moved = not math.isnan(track.last) and value != track.last
         if moved:
             track.moves += 1
-            track.step = min(track.step, abs(value - track.last))
+            move = abs(value - track.last)
+            if move < track.step:
+                track.step = move
+                track.rescale()
         elif track.moves == 0:
             track.restart()  # still flat from the start: nothing to learn a spread from
         track.last = value
@@ -334,6 +365,9 @@ class AdaptiveBaseline:
             track.m2 += delta * (value - track.mean)
             track.level = track.mean
             track.var = track.m2 / (track.count - 1) if track.count > 1 else 0.0
+            track.rescale()
+            if track.count == self.scale_samples:
+                track.mean = track.m2 = 0.0  # not needed after the warm-up: one float object less each
         else:
             # Around the slow channel's local mean, and trimmed: a drift (the mean moving a little each
             # sample) would otherwise widen the spread sample by sample until it never stands out.
@@ -341,15 +375,20 @@ class AdaptiveBaseline:
             square = residual * residual
             if square <= TRIM * TRIM * track.var:
                 track.var += self.decay * (square / TRIMMED_SHARE - track.var)
+                track.rescale()
             if track.profile is not None:
-                track.profile.learn(at, value - track.level, track.last_at, self.decay)
+                track.profile.learn(at, value - track.level, self.decay)
         track.last_at = at
         if not scored:
             return
         # The channels' own normal RMS: a running mean at first, then forgetting over unit_memory_s
         # (by time: a fault that develops over hours must not become the channels' unit).
         track.unit_samples += 1
-        rate = max(1 / track.unit_samples, min(self.decay, step / self.unit_memory_s))
+        rate = step / self.unit_memory_s
+        if rate > self.decay:
+            rate = self.decay
+        if rate < 1 / track.unit_samples:
+            rate = 1 / track.unit_samples
         track.fast_sq += rate * (track.net_fast * track.net_fast - track.fast_sq)
         track.slow_sq += rate * (track.net_slow * track.net_slow - track.slow_sq)
         # A stochastic-approximation quantile of |z|: at equilibrium a share 1 - TAIL lies above it.
@@ -357,7 +396,7 @@ class AdaptiveBaseline:
         if track.shift_score() < TAIL_CALM:
             if abs(track.net_z) > track.tail:
                 track.tail += TAIL_STEP * TAIL
-            else:
+            elif track.tail > TAIL_START:
                 track.tail = max(TAIL_START, track.tail - TAIL_STEP * (1 - TAIL))
 
     def contributions(self) -> dict[str, float]:

@@ -48,6 +48,9 @@ class EvidenceWindow:
             self._which.append(which)
             self._times.append(reading.timestamp)
             self._values.append(reading.value)
+            if len(self._times) == self.capacity:
+                # Full: copies of the exact size, without the room appending kept for growth.
+                self._which, self._times, self._values = (array(c.typecode, c) for c in (self._which, self._times, self._values))
             return
         self._which[self._next] = which
         self._times[self._next] = reading.timestamp

@@ -57,12 +57,15 @@ class TrendForecast:
         self.slope = 0.0
         self._origin = 0.0
         self._added = 0
-        self._sums = [0.0] * 5  # n, sum t, sum v, sum t^2, sum t*v (t from _origin)
+        # n, sum t, sum v, sum t^2, sum t*v (t from _origin): doubles in place, not five float objects
+        self._sums = array("d", bytes(40))
 
     def _add(self, t: float, value: float) -> None:
         """Keep running sums for the fit: O(1) per sample instead of a pass over the window."""
+        n, st, sv, stt, stv = self._sums
         if len(self._times) == self.window:
-            self._sums = [a - b for a, b in zip(self._sums, self._terms(self._oldest))]
+            x, old = self._times[self._oldest], self._values[self._oldest]
+            n, st, sv, stt, stv = n - 1.0, st - x, sv - old, stt - x * x, stv - x * old
             self._times[self._oldest], self._values[self._oldest] = t - self._origin, value
             newest = self._oldest
             self._oldest = (self._oldest + 1) % self.window
@@ -71,7 +74,8 @@ class TrendForecast:
             self._values.append(value)
             newest = len(self._times) - 1
         # Sums of what is stored (float32), so that removing a sample later takes out exactly what went in.
-        self._sums = [a + b for a, b in zip(self._sums, self._terms(newest))]
+        x, value = self._times[newest], self._values[newest]
+        self._sums[:] = array("d", (n + 1.0, st + x, sv + value, stt + x * x, stv + x * value))
         self._added += 1
         if self._added >= self.window:
             self._rebase()
@@ -85,9 +89,10 @@ class TrendForecast:
         self._times = array("f", [self._times[i] - shift for i in order])
         self._values = array("f", [self._values[i] for i in order])
         self._oldest = 0
-        self._sums = [0.0] * 5
+        sums = [0.0] * 5
         for i in range(len(self._times)):
-            self._sums = [a + b for a, b in zip(self._sums, self._terms(i))]
+            sums = [a + b for a, b in zip(sums, self._terms(i))]
+        self._sums = array("d", sums)
 
     def _terms(self, i: int) -> tuple[float, float, float, float, float]:
         x, value = self._times[i], self._values[i]
