@@ -39,6 +39,7 @@ import yaml
 from pymodbus.client import AsyncModbusTcpClient
 
 from bench.e2e import BROKER_TUNING, TOPIC, devices, persistent_client, preload
+from connectors.modbus.hub import DeviceHub
 from connectors.mqtt import MqttConnector, MqttSourceConfig
 from connectors.registry import build_connector
 from gateway.broker import Mosquitto, free_port
@@ -141,10 +142,27 @@ def modbus_document(port: int, units: int) -> dict[str, Any]:
         "sites": [{"id": "bench", "latitude": 53.5, "longitude": 10.0}],
         "assets": [{"id": f"pump-{i}", "type": "pump", "model": "M", "serial": f"S{i}", "site": "bench"}
                    for i in range(1, units + 1)],
+        # max_gap 16: the plan joins holding 0..30 into one request, as the bare client asks (checked below).
         "sources": [{"type": "modbus", "name": "bench", "host": "127.0.0.1", "port": port, "interval_s": 0.001,
+                     "max_gap": 16,
                      "devices": [{"device": f"pump-{i}", "unit_id": i, "registers": MODBUS_REGISTERS}
                                  for i in range(1, units + 1)]}],
     }
+
+
+# What the bare client sends each poll: (table, first register, count).
+BARE_REQUESTS = [("holding", 0, 31), ("input", 4, 1)]
+
+
+def check_same_requests(document: dict[str, Any]) -> None:
+    """The connector's plan must be the bare client's requests, or the ratio compares different work."""
+    source = parse_config(document, "bench").sources[0]
+    for device in source.devices:
+        planned = sorted((block.table, block.start, block.count)
+                         for blocks in DeviceHub(source, device).blocks.values() for block in blocks)
+        if planned != sorted(BARE_REQUESTS):
+            raise SystemExit(f"the connector plans {planned} for {device.device}, the bare client sends "
+                             f"{BARE_REQUESTS}: not the same work")
 
 
 async def _poll_bare(port: int, unit: int, until: float) -> int:
@@ -156,7 +174,7 @@ async def _poll_bare(port: int, unit: int, until: float) -> int:
     readings = 0
     try:
         while time.perf_counter() < until:
-            holding = (await client.read_holding_registers(0, count=31, device_id=unit)).registers
+            holding = (await client.read_holding_registers(0, count=31, device_id=unit)).registers  # BARE_REQUESTS
             temperature = (await client.read_input_registers(4, count=1, device_id=unit)).registers
             values = [
                 decode([holding[1], holding[0]], kinds.FLOAT32),  # CDAB: words swapped
@@ -210,6 +228,7 @@ def connector_run(document: dict[str, Any], seconds: float) -> tuple[int, float]
 def modbus(units: int, seconds: float) -> tuple[tuple[int, float], tuple[int, float]]:
     port = free_port()
     document = modbus_document(port, units)
+    check_same_requests(document)
     with tempfile.TemporaryDirectory(prefix="pmgw-bench-") as folder:
         path = Path(folder) / "modbus.yaml"
         path.write_text(yaml.safe_dump(document))

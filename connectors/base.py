@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Protocol
 
@@ -55,3 +56,17 @@ def worth_logging(count: int, first: int = 5, every: int = 1000) -> bool:
 def connection_failure(reason: str) -> dict[str, Any]:
     """What a connector's diagnostics show as ``last_connection_error``: when, and why in words."""
     return {"at": time.time(), "reason": reason}
+
+
+async def stop_tasks(tasks: list[asyncio.Task[Any]], again_after_s: float = 0.2) -> None:
+    """Cancel the tasks and wait until every one has stopped, cancelling again those still running.
+
+    Once is not enough on Python 3.11: ``asyncio.wait_for`` (which pymodbus and asyncua await every
+    request with) drops a cancellation that arrives just as its answer does (fixed in 3.12), and a
+    device task polling flat out would then poll on for ever while its connector waits for it.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=again_after_s)

@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from connectors.base import Connector
+from connectors.base import Connector, stop_tasks
 from connectors.registry import build_connector
 from detectors.engine import DetectorEngine
 from detectors.sharded import ShardedDetectorEngine
@@ -181,9 +181,7 @@ class Gateway:
     async def _restart_connectors(self, sources: list[Any], gone: list[str]) -> None:
         stopping = [self._connector_tasks.pop(name) for name in [*(s.name for s in sources), *gone]
                     if name in self._connector_tasks]
-        for task in stopping:
-            task.cancel()
-        await asyncio.gather(*stopping, return_exceptions=True)
+        await stop_tasks(stopping)
         for connector in self._swap_connectors(sources, gone):
             self._start_connector(connector)
 
@@ -198,8 +196,7 @@ class Gateway:
         """Stop the connector named ``name`` and return once what it handed over is stored and scored."""
         task = self._connector_tasks.pop(name, None)
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_tasks([task])
         self.connectors = [c for c in self.connectors if c.name != name]
         self.connector_health.pop(name, None)
         if self.pipeline is not None:
@@ -373,10 +370,8 @@ class Gateway:
             # It hands its units over (connectors stopped, state saved, leases released) before the rest stops.
             task.cancel()
         await asyncio.gather(*cluster, return_exceptions=True)
-        connectors = list(self._connector_tasks.values())
-        for task in connectors:
-            task.cancel()
-        await asyncio.gather(*tasks, *connectors, return_exceptions=True)
+        await stop_tasks(list(self._connector_tasks.values()))
+        await asyncio.gather(*tasks, return_exceptions=True)
         stop_wait.cancel()
         if self.pipeline is not None:
             await self.pipeline.stop()

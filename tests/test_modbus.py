@@ -416,3 +416,29 @@ def test_coils_and_discrete_inputs_are_bool_unless_told_and_bit_fields_are_check
         with pytest.raises(ConfigError) as error:
             parse_config(_document([{"device": "pump-01", "registers": [register]}]))
         assert message in str(error.value), str(error.value)
+
+
+async def test_a_connector_polling_flat_out_stops_when_cancelled() -> None:
+    """Stopping a connector (gateway shutdown, a changed source) must not hang. On Python 3.11,
+    asyncio.wait_for (inside pymodbus) drops a cancellation that arrives as the device's answer does;
+    polled flat out, that happens within a few tries, and a hub that lost its cancellation polled on
+    for ever while its connector waited for it."""
+    port = free_port()
+    units = [ModbusUnit(DeviceSpec(f"pump-0{i}", "pump", "north"), unit_id=i,
+                        registers=[RegisterSpec("vibration", "holding", 0, "float32")]) for i in range(1, 9)]
+    simulator = ModbusSimulator(units, port=port)
+    await simulator.start()
+    devices = [{"device": f"pump-0{i}", "unit_id": i, "registers": [{"metric": "vibration", "address": 0,
+                                                                    "type": "float32"}]} for i in range(1, 9)]
+    try:
+        for attempt in range(30):
+            connector = ModbusConnector(source(port, devices, interval_s=0.001), {d["device"] for d in devices})
+            sink = Collect()
+            task = await run_connector(connector, sink)
+            await until(lambda: all(sink.count(d["device"]) for d in devices), 10, "every device to report")
+            await asyncio.sleep(0.05 * (attempt % 5))
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=5)
+            assert done, f"attempt {attempt}: the connector did not stop within 5 s of its cancellation"
+    finally:
+        await simulator.stop()

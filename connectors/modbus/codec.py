@@ -22,6 +22,7 @@ each register, ``CDAB`` registers swapped (common for floats).
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 
 _FORMATS = {
     "int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "int64": "q", "uint64": "Q",
@@ -33,14 +34,22 @@ class DecodeError(ValueError):
     """Registers that cannot be read as the configured type."""
 
 
-def registers_to_bytes(registers: list[int], byte_order: str) -> bytes:
-    """The value's bytes most significant first, undoing the device's byte and word order."""
-    words = [((r >> 8) & 0xFF, r & 0xFF) for r in registers]
-    if byte_order in ("BADC", "DCBA"):
-        words = [(low, high) for high, low in words]
-    if byte_order in ("CDAB", "DCBA"):
-        words.reverse()
-    return bytes(byte for word in words for byte in word)
+# Each byte order as (how the registers are packed, how the value is unpacked): the registers arrive as
+# 16-bit words; packing them little-endian swaps the bytes in each word, unpacking little-endian reverses
+# the whole value, and the two together reverse the word order only.
+_ORDERS = {"ABCD": (">", ">"), "DCBA": (">", "<"), "BADC": ("<", ">"), "CDAB": ("<", "<")}
+
+
+@lru_cache(maxsize=256)
+def _structs(value_type: str, byte_order: str, words: int) -> tuple[struct.Struct, struct.Struct]:
+    fmt = _FORMATS.get(value_type)
+    if fmt is None:
+        raise DecodeError(f"unknown type {value_type!r}")
+    packing, unpacking = _ORDERS.get(byte_order, _ORDERS["ABCD"])
+    value = struct.Struct(unpacking + fmt)
+    if value.size != 2 * words:
+        raise DecodeError(f"{value_type} needs {value.size // 2} registers, got {words}")
+    return struct.Struct(f"{packing}{words}H"), value
 
 
 def decode_registers(registers: list[int], value_type: str, byte_order: str, bit: int | None = None,
@@ -57,16 +66,14 @@ def decode_registers(registers: list[int], value_type: str, byte_order: str, bit
     if value_type == "bool":
         word = registers[0]
         return (word >> bit) & 1 if bit is not None else int(word != 0)
-    fmt = _FORMATS.get(value_type)
-    if fmt is None:
-        raise DecodeError(f"unknown type {value_type!r}")
-    raw = registers_to_bytes(registers, byte_order)
-    if len(raw) != struct.calcsize(fmt):
-        raise DecodeError(f"{value_type} needs {struct.calcsize(fmt) // 2} registers, got {len(registers)}")
-    (value,) = struct.unpack(">" + fmt, raw)
+    packing, unpacking = _structs(value_type, byte_order, len(registers))
+    try:
+        (value,) = unpacking.unpack(packing.pack(*registers))
+    except struct.error as error:  # a register outside 0..65535
+        raise DecodeError(str(error)) from None
     if bit is not None:
         # Fields are read from the register's bit pattern: a signed type's sign bit is just a bit.
-        unsigned = int(value) & ((1 << (8 * struct.calcsize(fmt))) - 1)
+        unsigned = int(value) & ((1 << (8 * unpacking.size)) - 1)
         return (unsigned >> bit) & ((1 << bit_length) - 1)
     return value
 

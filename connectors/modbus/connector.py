@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from connectors.base import check_devices
+from connectors.base import check_devices, stop_tasks
 from connectors.modbus import const
 from connectors.modbus.hub import DeviceHub
 from connectors.modbus.schema import ModbusSourceConfig
@@ -45,9 +45,7 @@ class ModbusConnector:
                     if task.done() and not task.cancelled() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_tasks(tasks)
 
     def offline_edges(self, now: float) -> list[Alarm]:
         """'Device offline' alarms of devices that just failed enough polls in a row, and clears of

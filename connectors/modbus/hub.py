@@ -297,7 +297,6 @@ class DeviceHub:
     ) -> None:
         offset = block.offset_of(point, self.source.address_base)
         raw_values = values[offset: offset + point.width]
-        label = describe(point, self.source.address_base)
         try:
             if block.table in const.BIT_TABLES:
                 raw: int | float | str = int(bool(raw_values[0]))
@@ -306,7 +305,8 @@ class DeviceHub:
         except (DecodeError, IndexError) as error:
             self._point_failed(point, DeviceError(const.ERR_DECODE, f"cannot decode: {error}"))
             return
-        self.point_errors.pop(label, None)
+        if self.point_errors:  # a read that works again clears the point's old error (its label made only then)
+            self.point_errors.pop(describe(point, self.source.address_base), None)
         if isinstance(point, RegisterConfig):
             value = scaled(raw, point.scale, point.offset)  # type: ignore[arg-type]
             quality = Quality.GOOD if math.isfinite(value) else Quality.BAD
