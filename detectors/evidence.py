@@ -50,7 +50,8 @@ class EvidenceWindow:
             self._values.append(reading.value)
             if len(self._times) == self.capacity:
                 # Full: copies of the exact size, without the room appending kept for growth.
-                self._which, self._times, self._values = (array(c.typecode, c) for c in (self._which, self._times, self._values))
+                columns = (self._which, self._times, self._values)
+                self._which, self._times, self._values = (array(column.typecode, column) for column in columns)
             return
         self._which[self._next] = which
         self._times[self._next] = reading.timestamp
