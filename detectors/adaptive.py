@@ -264,7 +264,8 @@ def _winsorised(residual: float, var: float) -> float:
 
 
 def _clipped(value: float, limit: float) -> float:
-    return limit if value > limit else -limit if value < -limit else value
+    # As max(-limit, min(limit, value)) did: a NaN comes out as +limit, not NaN (a channel never turns NaN).
+    return -limit if value < -limit else value if value <= limit else limit
 
 
 def _unexplained(own: float, explained: float) -> float:
