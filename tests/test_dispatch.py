@@ -1,4 +1,4 @@
-"""Dispatch and SLA: hard filters, graded objectives, declines and timeouts, batch re-optimisation, SLA clocks."""
+"""Dispatch and SLA: hard filters, graded objectives, declines and timeouts, re-plans, SLA clocks."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_batch_assignment_beats_first_come_first_served() -> None:
     assert [d.engineer_id for d in batch] == ["y", "x"]
     greedy_total = first.candidates[0]["score"] + second.candidates[0]["score"]
     assert sum(d.candidates[0]["score"] for d in batch) > greedy_total
-    assert all(d.reason.startswith("batch re-optimisation") for d in batch)
+    assert all(d.reason.startswith("re-plan") for d in batch)
 
 
 def test_reoptimise_moves_unstarted_work_and_leaves_accepted_work(tmp_path: Path, clock: Clock) -> None:
@@ -245,9 +245,9 @@ def test_when_nobody_can_make_the_deadline_the_earliest_still_goes() -> None:
 
 
 def test_a_travel_limit_sends_nobody_further_and_leaves_the_order_to_the_dispatcher() -> None:
-    """Without a limit the only mechanic, half a world away, is sent once the deadline is lost anyway; with one,
+    """Without a limit the only mechanic, 16 hours' drive away, is sent once the deadline is lost anyway; with one,
     nobody is: the order waits in the dispatcher queue, and the reason says so."""
-    faraway = person("faraway", -33.87, 151.21)  # Sydney
+    faraway = person("faraway", 48.14, 11.58)  # Munich
     late = job(priority="P1", deadline=NOW + 600)
     assert choose_engineer(late, [faraway], Fleet(), WHEN, DispatchConfig()).engineer_id == "faraway"
     limited = choose_engineer(late, [faraway], Fleet(), WHEN, DispatchConfig(max_travel_min=120))

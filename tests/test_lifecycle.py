@@ -70,9 +70,11 @@ def service(tmp_path: Path, clock: Clock) -> TicketingService:
         EngineerConfig(id="electrician", name="E", skills=["electrical"], home=Location(latitude=53.6, longitude=10)),
     ]
     # Hundreds of orders at one site within minutes: no flood mode here, and no cooldown reopen,
-    # so each transition is tested on its own (tests/test_hygiene.py covers both).
+    # so each transition is tested on its own (tests/test_hygiene.py covers both); jobs planned at a
+    # minute each, so the one mechanic's day plan never runs out of shift.
     config = TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}",
-                             hygiene={"flood_threshold": 100_000, "cooldown_s": 0})
+                             hygiene={"flood_threshold": 100_000, "cooldown_s": 0},
+                             dispatch={"service_estimate_min": 1})
     return TicketingService(config, assets, engineers, clock=clock, **chain_parts(tmp_path))
 
 

@@ -150,6 +150,22 @@ class DispatchConfig(BaseModel):
     max_travel_min_by_priority: dict[Literal["P1", "P2", "P3", "P4"], float] = Field(
         default_factory=dict, description="the same limit per priority (e.g. P4 work only from close by), over "
                                           "max_travel_min")
+    # The day plan: each engineer's jobs in sequence, timed against shifts, breaks and deadlines.
+    service_estimate_min: float = Field(120.0, gt=0, description="planned time on site for a job")
+    overtime_min: float = Field(0.0, ge=0, description="a job may run this long past the shift's end "
+                                                        "(engineers still leave on shift and arrive by its end)")
+    break_after_min: float = Field(240.0, gt=0, description="a break is planned once a shift has run this long")
+    break_min: float = Field(30.0, ge=0)
+    late_minute_cost: dict[Literal["P1", "P2", "P3", "P4"], float] = Field(
+        default_factory=lambda: {"P1": 8.0, "P2": 4.0, "P3": 1.0, "P4": 0.5},
+        description="a minute late on site costs this many minutes of driving in the plan")
+    missed_deadline_cost_min: dict[Literal["P1", "P2", "P3", "P4"], float] = Field(
+        default_factory=lambda: {"P1": 240.0, "P2": 120.0, "P3": 30.0, "P4": 10.0},
+        description="missing the on-site deadline at all costs this many minutes of driving on top")
+    reassign_cost_min: float = Field(10.0, ge=0, description="moving a planned job to another engineer costs "
+                                                             "this many minutes of driving (minimal disruption)")
+    route_candidates: int = Field(25, ge=1, le=1000, description="a re-plan tries each job with this many of the "
+                                                                 "nearest qualified engineers")
 
     @field_validator("weights")
     @classmethod

@@ -19,31 +19,18 @@ Pure functions over plain data, so every decision can be replayed and tested.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
-from scipy.optimize import linear_sum_assignment
-
 from ticketing.config import WEEKDAYS, DispatchConfig, EngineerConfig, ShiftConfig
+from ticketing.routes import (Insertion, Route, Rules, Stop, Travel, Window, best_insertion, haversine_km, replan,
+                              shift_windows, straight_line)
 
-EARTH_RADIUS_KM = 6371.0088
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in kilometres.
-
-    >>> round(haversine_km(52.5200, 13.4050, 48.1351, 11.5820))  # Berlin - Munich
-    504
-    """
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi = phi2 - phi1
-    dlambda = math.radians(lon2 - lon1)
-    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlambda / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
+__all__ = ["Decision", "Fleet", "Job", "assign_batch", "choose_engineer", "grade", "haversine_km", "on_shift"]
 
 
 def _minutes(clock: str) -> int:
@@ -82,6 +69,10 @@ class Job:
     device_id: str
     on_site_deadline: float | None = None
     excluded: frozenset[str] = frozenset()  # declined it, or let the offer time out
+    key: str = ""  # the work order's code: how the job is known in the routes
+    service_s: float | None = None  # expected time on site; the configured estimate when None
+    not_before: float | None = None  # appointment window
+    not_after: float | None = None
 
 
 @dataclass
@@ -93,6 +84,8 @@ class Fleet:
     history: dict[str, set[str]] = field(default_factory=dict)  # devices each engineer has fixed
     # When each engineer can set off for new work (after what they are doing); now when absent.
     busy_until: dict[str, float] = field(default_factory=dict)
+    # Each engineer's planned jobs not yet started, in order (the day plan); where they go after the job in hand.
+    routes: dict[str, list[Stop]] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,14 +94,20 @@ class Decision:
     reason: str
     candidates: list[dict[str, Any]] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)
+    # The chosen engineer's whole plan with the job in it: (work order, planned arrival on site), in order.
+    plan: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def travel_s(self) -> float:
         return self.candidates[0]["travel_min"] * 60 if self.engineer_id and self.candidates else 0.0
 
+    @property
+    def arrive_at(self) -> float | None:
+        return self.candidates[0]["arrive_at"] if self.engineer_id and self.candidates else None
+
     def as_dict(self) -> dict[str, Any]:
         return {"engineer_id": self.engineer_id, "reason": self.reason, "candidates": self.candidates,
-                "excluded": self.excluded}
+                "excluded": self.excluded, "plan": [{"work_order": key, "arrive_at": at} for key, at in self.plan]}
 
 
 def available(engineer: EngineerConfig, priority: str, when: datetime, config: DispatchConfig) -> str | None:
@@ -122,13 +121,62 @@ def available(engineer: EngineerConfig, priority: str, when: datetime, config: D
     return "off shift"
 
 
-def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, config: DispatchConfig,
-          enforce_deadline: bool = True) -> dict[str, Any] | str:
-    """The engineer's grades for the job, or the hard filter that rules them out.
+def rules_of(config: DispatchConfig) -> Rules:
+    return Rules(overtime_s=config.overtime_min * 60, break_after_s=config.break_after_min * 60,
+                 break_s=config.break_min * 60,
+                 late_cost_per_s=dict(config.late_minute_cost),
+                 miss_cost_s={priority: minutes * 60 for priority, minutes in config.missed_deadline_cost_min.items()},
+                 reassign_cost_s=config.reassign_cost_min * 60)
 
-    With ``enforce_deadline`` off (nobody can make the deadline any more), lateness only
-    costs SLA slack: the work still needs the earliest engineer who can do it.
-    """
+
+def travel_of(config: DispatchConfig) -> Travel:
+    return _straight_line(config.road_factor, config.average_speed_kmh)
+
+
+@lru_cache(maxsize=16)
+def _straight_line(road_factor: float, speed_kmh: float) -> Travel:
+    return straight_line(road_factor, speed_kmh)
+
+
+PLAN_HORIZON_S = 3 * 86400.0
+
+
+@lru_cache(maxsize=4096)
+def _windows(days: tuple[str, ...], start: str, end: str, zone: str, hour: float) -> tuple[Window, ...]:
+    return tuple(shift_windows(list(days), start, end, zone, hour, PLAN_HORIZON_S))
+
+
+def working_windows(engineer: EngineerConfig, now: float, urgent: bool) -> list[Window]:
+    """When the engineer works from now on: the shift, and on call too for urgent work."""
+    hour = now - now % 3600  # cached per hour; windows already closed are skipped when timed
+    shifts = [engineer.shift] + ([engineer.on_call] if urgent and engineer.on_call is not None else [])
+    windows = sorted(w for shift in shifts
+                     for w in _windows(tuple(shift.days), shift.start, shift.end, shift.timezone, hour))
+    merged: list[Window] = []
+    for opens, closes in windows:
+        if merged and opens <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], closes))
+        else:
+            merged.append((opens, closes))
+    return merged
+
+
+def route_of(engineer: EngineerConfig, fleet: Fleet, now: float, urgent: bool) -> Route:
+    home = (engineer.home.latitude, engineer.home.longitude)
+    return Route(engineer.id, home, fleet.locations.get(engineer.id, home),
+                 max(now, fleet.busy_until.get(engineer.id, now)), working_windows(engineer, now, urgent),
+                 list(fleet.routes.get(engineer.id, [])))
+
+
+def stop_of(job: Job, config: DispatchConfig) -> Stop:
+    service = job.service_s if job.service_s is not None else config.service_estimate_min * 60
+    return Stop(job.key or job.device_id, job.site, service, job.priority, job.on_site_deadline,
+                job.not_before, job.not_after)
+
+
+def qualification(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime,
+                  config: DispatchConfig) -> str | None:
+    """The hard filter that rules the engineer out whatever their plan, or None."""
     if engineer.id in job.excluded:
         return "declined or did not answer"
     level = engineer.skill_levels.get(job.required_skill)
@@ -146,28 +194,51 @@ def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, conf
     load = fleet.loads.get(engineer.id, 0)
     if load >= engineer.capacity:
         return f"at capacity ({load}/{engineer.capacity} open work orders)"
-    latitude, longitude = fleet.locations.get(engineer.id, (engineer.home.latitude, engineer.home.longitude))
-    distance = haversine_km(job.site[0], job.site[1], latitude, longitude)
-    travel_s = distance * config.road_factor / config.average_speed_kmh * 3600
+    return None
+
+
+def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, config: DispatchConfig,
+          enforce_deadline: bool = True, insertion: Insertion | None = None) -> dict[str, Any] | str:
+    """The engineer's grades for the job, or the hard filter that rules them out.
+
+    The job goes where it adds least to the engineer's plan: travel is graded on the driving it
+    adds, SLA slack on the planned arrival. With ``enforce_deadline`` off (nobody can make the
+    deadline any more), lateness only costs SLA slack: the work still needs the earliest engineer.
+    """
+    ruled_out = qualification(job, engineer, fleet, when, config)
+    if ruled_out:
+        return ruled_out
+    now = when.timestamp()
+    stop = stop_of(job, config)
+    if insertion is None:
+        insertion = best_insertion(route_of(engineer, fleet, now, job.priority in config.on_call_priorities), stop,
+                                   travel_of(config), rules_of(config))
+    if insertion is None:
+        return _NO_ROOM
+    visit = insertion.visit(stop.key)
+    drive_s = visit.arrive - visit.depart
+    previous = insertion.visits[insertion.position - 1].key if insertion.position else None
     limit = config.travel_limit_min(job.priority)
-    if limit is not None and travel_s > limit * 60:
+    if limit is not None and drive_s > limit * 60:
         # A hard limit, kept even when nobody can make the deadline: better the dispatcher queue than a trip
         # across the continent.
-        return f"{travel_s / 60:.0f} min away: beyond the {limit:g} min travel limit"
-    now = when.timestamp()
-    wait_s = max(0.0, fleet.busy_until.get(engineer.id, now) - now)
+        return f"{drive_s / 60:.0f} min away: beyond the {limit:g} min travel limit"
+    wait_s = max(0.0, visit.depart - now)
     slack = 1.0
     if job.on_site_deadline is not None:
         window = job.on_site_deadline - now
-        if window <= 0 or wait_s + travel_s > window:
+        if window <= 0 or visit.arrive > job.on_site_deadline:
             if enforce_deadline:
                 busy = f", busy for {wait_s / 60:.0f} min" if wait_s else ""
-                return f"cannot be on site before the deadline ({travel_s / 60:.0f} min away{busy})"
+                return f"cannot be on site before the deadline ({drive_s / 60:.0f} min away{busy})"
             slack = 0.0
         else:
-            slack = (window - wait_s - travel_s) / window
+            slack = (job.on_site_deadline - visit.arrive) / window
+    level = engineer.skill_levels[job.required_skill]
+    load = fleet.loads.get(engineer.id, 0)
+    added_drive_s = max(0.0, insertion.added_drive_s)
     grades = {
-        "travel": max(0.0, 1.0 - travel_s / 3600 / config.max_travel_h),
+        "travel": max(0.0, 1.0 - added_drive_s / 3600 / config.max_travel_h),
         "sla_slack": slack,
         "skill_fit": 1.0 - (level - job.required_level) / 4,
         "load": 1.0 - load / engineer.capacity,
@@ -175,19 +246,32 @@ def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, conf
     }
     weights = config.weights[job.priority].model_dump()
     score = sum(weights[name] * value for name, value in grades.items()) / sum(weights.values())
+    distance = haversine_km(*job.site, *(_from_point(engineer, fleet, insertion)))
     return {
         "engineer_id": engineer.id, "name": engineer.name, "score": round(score, 4),
         "grades": {name: round(value, 3) for name, value in grades.items()},
-        "distance_km": round(distance, 2), "travel_min": round(travel_s / 60, 1), "wait_min": round(wait_s / 60, 1),
+        "distance_km": round(distance, 2), "travel_min": round(drive_s / 60, 1), "wait_min": round(wait_s / 60, 1),
+        "added_travel_min": round(added_drive_s / 60, 1), "arrive_at": round(visit.arrive, 1),
+        "route_position": insertion.position, "after": previous,
         "skill_level": level, "open_work_orders": load,
     }
+
+
+def _from_point(engineer: EngineerConfig, fleet: Fleet, insertion: Insertion) -> tuple[float, float]:
+    """Where the engineer sets off for the job: the stop before it, or where they are."""
+    home = (engineer.home.latitude, engineer.home.longitude)
+    if insertion.position == 0:
+        return fleet.locations.get(engineer.id, home)
+    return fleet.routes[engineer.id][insertion.position - 1].site
 
 
 def _explain(best: dict[str, Any], job: Job, qualified: int) -> str:
     g = best["grades"]
     continuity = "; fixed this asset before" if g["continuity"] else ""
+    where = f"after {best['after']}" if best.get("after") else "as the next job"
     return (f"{best['name']} scores best ({best['score']:.2f}) of {qualified} qualified for {job.required_skill}: "
-            f"{best['travel_min']:.0f} min away ({best['distance_km']:.1f} km), SLA slack {g['sla_slack']:.2f}, "
+            f"{best['travel_min']:.0f} min away ({best['distance_km']:.1f} km), {where}, adding "
+            f"{best['added_travel_min']:.0f} min of driving to the plan, SLA slack {g['sla_slack']:.2f}, "
             f"skill level {best['skill_level']} for {job.required_level}, "
             f"{best['open_work_orders']} open work order(s){continuity}")
 
@@ -197,76 +281,128 @@ def choose_engineer(
 ) -> Decision:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    excluded, ranked, late = _rank(job, engineers, fleet, when, config)
+    excluded, ranked, late, plans = _rank(job, engineers, fleet, when, config)
     candidates = ranked[: config.candidates_kept]
     if not ranked:
         return Decision(None, f"no engineer can take it: {len(excluded)} ruled out (see excluded)", [], excluded)
     prefix = "no one can be on site before the deadline (SLA at risk); " if late else ""
-    return Decision(ranked[0]["engineer_id"], prefix + _explain(ranked[0], job, len(ranked)), candidates, excluded)
+    best = ranked[0]
+    return Decision(best["engineer_id"], prefix + _explain(best, job, len(ranked)), candidates, excluded,
+                    plans[best["engineer_id"]])
 
 
 _LATE = "cannot be on site before the deadline"
+_NO_ROOM = "no room for it in their shifts of the next 3 days"
 
 
-def _rank(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetime,
-          config: DispatchConfig) -> tuple[dict[str, str], list[dict[str, Any]], bool]:
-    """Who is ruled out and why, the rest best first, and whether the deadline had to be let go.
+def _rank(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetime, config: DispatchConfig,
+          ) -> tuple[dict[str, str], list[dict[str, Any]], bool, dict[str, list[tuple[str, float]]]]:
+    """Who is ruled out and why, the rest best first, whether the deadline had to be let go, and each
+    candidate's plan with the job in it.
 
     When nobody can make the deadline any more, the work still needs someone: the candidates
     are graded again with lateness costing only SLA slack.
     """
-    excluded, ranked = _grade_all(job, engineers, fleet, when, config, enforce_deadline=True)
-    if ranked or not any(why.startswith(_LATE) for why in excluded.values()):
-        return excluded, ranked, False
-    excluded, ranked = _grade_all(job, engineers, fleet, when, config, enforce_deadline=False)
-    return excluded, ranked, True
-
-
-def _grade_all(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetime, config: DispatchConfig,
-               enforce_deadline: bool) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    now = when.timestamp()
+    urgent = job.priority in config.on_call_priorities
+    stop, travel, rules = stop_of(job, config), travel_of(config), rules_of(config)
     excluded: dict[str, str] = {}
-    ranked: list[dict[str, Any]] = []
+    insertions: dict[str, Insertion | None] = {}
     for engineer in engineers:
-        result = grade(job, engineer, fleet, when, config, enforce_deadline)
-        if isinstance(result, str):
-            excluded[engineer.id] = result
+        ruled_out = qualification(job, engineer, fleet, when, config)
+        if ruled_out:
+            excluded[engineer.id] = ruled_out
         else:
-            ranked.append(result)
+            insertions[engineer.id] = best_insertion(route_of(engineer, fleet, now, urgent), stop, travel, rules)
+    qualified = [e for e in engineers if e.id in insertions]
+    for enforce in (True, False):
+        tried = dict(excluded)
+        ranked = []
+        for engineer in qualified:
+            result = grade(job, engineer, fleet, when, config, enforce, insertions[engineer.id]) \
+                if insertions[engineer.id] is not None else _NO_ROOM
+            if isinstance(result, str):
+                tried[engineer.id] = result
+            else:
+                ranked.append(result)
+        if ranked or not enforce or not any(why.startswith(_LATE) for why in tried.values()):
+            break
     # Ties go to the shorter trip, then the id, so a decision replays identically.
     ranked.sort(key=lambda c: (-c["score"], c["travel_min"], c["engineer_id"]))
-    return excluded, ranked
+    plans = {c["engineer_id"]: [(v.key, v.arrive) for v in insertions[c["engineer_id"]].visits]  # type: ignore[union-attr]
+             for c in ranked[: config.candidates_kept]}
+    return tried, ranked, not enforce, plans
 
 
 def assign_batch(
     jobs: list[Job], engineers: list[EngineerConfig], fleet: Fleet, when: datetime, config: DispatchConfig,
+    current: dict[str, str] | None = None,
 ) -> list[Decision]:
-    """All jobs against all engineers at once (Hungarian method): the best total score, capacity respected.
+    """Re-plan: all ``jobs`` (taken out of the routes) put back into the engineers' day plans at once.
 
-    ``fleet.loads`` must not count the jobs being assigned. An engineer with room for n more
-    jobs appears as n slots.
+    Regret insertion over each job's nearest qualified engineers (``config.route_candidates``);
+    ``current`` says who holds each job now, and moving it costs ``reassign_cost_min``.
+    ``fleet.loads`` and ``fleet.routes`` must not hold the jobs being placed.
     """
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    slots = [e for e in engineers for _ in range(max(0, e.capacity - fleet.loads.get(e.id, 0)))]
-    rankings = [_rank(job, engineers, fleet, when, config) for job in jobs]
-    infeasible = -1.0
-    scores = np.full((len(jobs), max(1, len(slots))), infeasible)
-    for row, (_, ranked, _) in enumerate(rankings):
-        score_of = {c["engineer_id"]: c["score"] for c in ranked}
-        for column, engineer in enumerate(slots):
-            scores[row, column] = score_of.get(engineer.id, infeasible)
-    rows, columns = linear_sum_assignment(scores, maximize=True)
-    chosen = {row: slots[column].id for row, column in zip(rows, columns)
-              if slots and scores[row, column] > infeasible}
+    now = when.timestamp()
+    travel, rules = travel_of(config), rules_of(config)
+    by_id = {e.id: e for e in engineers}
+    jobs = [job if job.key else dataclass_replace(job, key=f"job-{index}") for index, job in enumerate(jobs)]
+    keys = [job.key for job in jobs]
+    stops = {job.key: stop_of(job, config) for job in jobs}
+    excluded: dict[str, dict[str, str]] = {}
+    candidates: dict[str, list[str]] = {}
+    for key, job in zip(keys, jobs):
+        ruled, fit = {}, []
+        for engineer in engineers:
+            why = qualification(job, engineer, fleet, when, config)
+            if why:
+                ruled[engineer.id] = why
+            else:
+                fit.append(engineer)
+        fit.sort(key=lambda e: _nearest_km(job.site, e, fleet))
+        excluded[key], candidates[key] = ruled, [e.id for e in fit[: config.route_candidates]]
+    urgent = {key for key, job in zip(keys, jobs) if job.priority in config.on_call_priorities}
+    involved = {engineer_id for ids in candidates.values() for engineer_id in ids}
+    routes = {engineer_id: route_of(by_id[engineer_id], fleet, now, bool(urgent)) for engineer_id in involved}
+    capacity_left = {engineer_id: by_id[engineer_id].capacity - fleet.loads.get(engineer_id, 0)
+                     for engineer_id in involved}
+    result = replan(routes, list(stops.values()), candidates, travel, rules, current or {},
+                    capacity=capacity_left)
     decisions = []
-    for row, (job, (excluded, ranked, _)) in enumerate(zip(jobs, rankings)):
-        engineer_id = chosen.get(row)
-        if engineer_id is None:
-            reason = "no engineer left for it in the batch" if ranked else "no engineer can take it"
-            decisions.append(Decision(None, reason, ranked[: config.candidates_kept], excluded))
+    for key, job in zip(keys, jobs):
+        insertion = result.placed.get(key)
+        if insertion is None:
+            reason = "no engineer can take it" if not candidates[key] else "no room in the plans for it"
+            decisions.append(Decision(None, reason, [], excluded[key]))
             continue
-        best = next(c for c in ranked if c["engineer_id"] == engineer_id)
-        candidates = [best] + [c for c in ranked if c is not best][: config.candidates_kept - 1]
-        reason = "batch re-optimisation (best total over all open work): " + _explain(best, job, len(ranked))
-        decisions.append(Decision(engineer_id, reason, candidates, excluded))
+        engineer = by_id[insertion.engineer_id]
+        graded = grade(job, engineer, fleet_with(fleet, result.routes, insertion.engineer_id, key), when, config,
+                       False, _as_inserted(insertion, key, result.routes[insertion.engineer_id]))
+        if isinstance(graded, str):  # a hard limit only the final plan shows (e.g. the travel limit)
+            decisions.append(Decision(None, graded, [], excluded[key] | {engineer.id: graded}))
+            continue
+        plan = [(v.key, v.arrive) for v in insertion.visits]
+        reason = "re-plan (every open job placed at once, regret insertion): " + _explain(
+            graded, job, len(candidates[key]))
+        decisions.append(Decision(engineer.id, reason, [graded], excluded[key], plan))
     return decisions
+
+
+def _nearest_km(site: tuple[float, float], engineer: EngineerConfig, fleet: Fleet) -> float:
+    home = (engineer.home.latitude, engineer.home.longitude)
+    points = [fleet.locations.get(engineer.id, home)] + [s.site for s in fleet.routes.get(engineer.id, [])]
+    return min(haversine_km(site[0], site[1], p[0], p[1]) for p in points)
+
+
+def fleet_with(fleet: Fleet, routes: dict[str, Route], engineer_id: str, key: str) -> Fleet:
+    """The fleet as it is with the re-plan's route for ``engineer_id`` minus ``key`` (to grade the job in it)."""
+    stops = [s for s in routes[engineer_id].stops if s.key != key]
+    return Fleet(fleet.locations, fleet.loads, fleet.history, fleet.busy_until, {**fleet.routes, engineer_id: stops})
+
+
+def _as_inserted(insertion: Insertion, key: str, route: Route) -> Insertion:
+    position = next(index for index, stop in enumerate(route.stops) if stop.key == key)
+    return Insertion(insertion.engineer_id, position, insertion.added_s, insertion.added_drive_s, insertion.timing)

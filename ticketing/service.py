@@ -33,6 +33,7 @@ from ticketing.cloudevents import Envelope, alarm_envelope, anomaly_envelope, no
 from ticketing.webhooks import SecretVault, WebhookStore
 from ticketing import sla as clocks
 from ticketing.dispatch import Decision, Fleet, Job, assign_batch, choose_engineer, grade
+from ticketing.routes import Stop
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
 from ticketing.database import make_engine, migrate
 from ticketing.hygiene import ChatterTracker
@@ -45,6 +46,9 @@ SYSTEM_ACTOR = "pm-gateway"
 _FIXED = [State.DONE.value, State.VERIFIED.value, State.ARCHIVED.value]
 # Open and nobody has set off yet: dispatch may still move these (when not accepted).
 _UNSTARTED = [State.DISPATCHED.value, State.RECEIVED.value, State.DIAGNOSED.value, State.REOPENED.value]
+# In an engineer's day plan, waiting its turn; and the work that keeps an engineer busy now.
+_PLANNED = [State.DISPATCHED.value]
+_STARTED = [State.EN_ROUTE.value, State.ON_SITE.value, State.IN_PROGRESS.value]
 # Impact (ISO 14224) from the finding's severity: caught early is incipient.
 _IMPACT = {Severity.CRITICAL: "critical", Severity.HIGH: "degraded", Severity.MEDIUM: "incipient",
            Severity.LOW: "incipient"}
@@ -583,11 +587,12 @@ class TicketingService:
             deadline = clocks.deadline(order.sla, "on_site", self.clock())
         return Job(order.required_skill, order.required_level, tuple(order.required_certifications),
                    (site.latitude, site.longitude), order.priority, order.device_id, deadline,
-                   frozenset(order.declined or []))
+                   frozenset(order.declined or []), key=order.code)
 
     def _fleet(self, session: Session, orders: list[WorkOrder]) -> Fleet:
-        """What dispatch needs to know to place ``orders``: engineers' loads without them, last known
-        locations, and who fixed these orders' assets before."""
+        """What dispatch needs to know to place ``orders``: engineers' loads and day plans without them, where
+        each is (the job in hand's site, else last known location) and until when, and who fixed these orders'
+        assets before."""
         loads = queries.open_loads(session)
         for order in orders:
             if order.assigned_engineer_id in loads:
@@ -599,7 +604,35 @@ class TicketingService:
             WorkOrder.device_id.in_({order.device_id for order in orders})))
         for engineer_id, device_id in fixed:
             history.setdefault(engineer_id, set()).add(device_id)
-        return Fleet(locations, loads, history)
+        fleet = Fleet(locations, loads, history)
+        self._plans(session, fleet, {order.id for order in orders})
+        return fleet
+
+    def _plans(self, session: Session, fleet: Fleet, leave_out: set[int]) -> None:
+        """The day plans as the open orders say: started work keeps its engineer busy where it is, planned work
+        (dispatched, not started) is the route in order of planned arrival; accepted work is pinned."""
+        now = self.clock()
+        estimate = self.config.dispatch.service_estimate_min * 60
+        planned: dict[str, list[tuple[float, Stop]]] = {}
+        assigned = session.scalars(select(WorkOrder).where(
+            WorkOrder.state.in_(_PLANNED + _STARTED), WorkOrder.assigned_engineer_id.is_not(None)))
+        for order in assigned:
+            if order.id in leave_out or order.device_id not in self.assets:
+                continue
+            engineer_id = order.assigned_engineer_id or ""
+            site = self.assets[order.device_id].site
+            if order.state in _STARTED:
+                on_site = (order.sla or {}).get("met", {}).get("on_site")
+                begun = on_site if on_site is not None else (order.eta or now)
+                fleet.busy_until[engineer_id] = max(fleet.busy_until.get(engineer_id, now), begun + estimate, now)
+                fleet.locations[engineer_id] = (site.latitude, site.longitude)
+                continue
+            job = self._job(order)
+            planned.setdefault(engineer_id, []).append((order.eta or now, Stop(
+                order.code, job.site, estimate, order.priority, job.on_site_deadline,
+                pinned=order.accepted_at is not None)))
+        fleet.routes = {engineer_id: [stop for _, stop in sorted(stops, key=lambda item: (item[0], item[1].key))]
+                        for engineer_id, stops in planned.items()}
 
     def _dispatch(self, session: Session, order: WorkOrder, why: str = "") -> None:
         """Offer the order to the best engineer now, or escalate it to the dispatcher queue."""
@@ -620,9 +653,11 @@ class TicketingService:
                                {"queue": "dispatcher", "reason": reason, "excluded": decision.excluded})
             return
         now = self.clock()
+        if order.assigned_engineer_id != decision.engineer_id or order.state != State.DISPATCHED.value:
+            order.offered_at, order.accepted_at = now, None
         order.assigned_engineer_id = decision.engineer_id
-        order.offered_at, order.accepted_at = now, None
-        order.eta = now + decision.travel_s
+        order.eta = decision.arrive_at if decision.arrive_at is not None else now + decision.travel_s
+        self._replan_etas(session, decision)
         from_state = order.state
         order.state = State.DISPATCHED.value
         self._append_event(session, order, "reassigned" if previous else "dispatched", SYSTEM_ACTOR, {
@@ -630,6 +665,16 @@ class TicketingService:
             "previous_engineer_id": previous, "eta": order.eta, "reason": reason,
             "candidates": decision.candidates[:3],
         })
+
+    def _replan_etas(self, session: Session, decision: Decision) -> None:
+        """The other jobs in the chosen engineer's plan move with the new one: their planned arrivals follow."""
+        arrivals = {key: at for key, at in decision.plan}
+        if len(arrivals) < 2:
+            return
+        for other in session.scalars(select(WorkOrder).where(WorkOrder.code.in_(arrivals),
+                                                             WorkOrder.assigned_engineer_id == decision.engineer_id,
+                                                             WorkOrder.state.in_(_PLANNED))):
+            other.eta = arrivals[other.code]
 
     def accept(self, code: str, engineer_id: str) -> dict[str, Any] | None:
         """The assigned engineer takes the job: the respond clock stops."""
@@ -694,10 +739,16 @@ class TicketingService:
             if not orders:
                 return []
             fleet = self._fleet(session, orders)
+            current = {o.code: o.assigned_engineer_id for o in orders if o.assigned_engineer_id}
             decisions = assign_batch([self._job(o) for o in orders], self.engineers, fleet, self._now(),
-                                     self.config.dispatch)
+                                     self.config.dispatch, current)
             for order, decision in zip(orders, decisions):
-                if decision.engineer_id is None or decision.engineer_id == order.assigned_engineer_id:
+                if decision.engineer_id is None:
+                    continue
+                if decision.engineer_id == order.assigned_engineer_id:
+                    # Same engineer, perhaps another place in the plan: the planned arrival follows, no new offer.
+                    order.eta = decision.arrive_at
+                    self._replan_etas(session, decision)
                     continue
                 self._assign(session, order, decision)
                 moved.append(order.code)
@@ -966,10 +1017,10 @@ class TicketingService:
             engineer = next((e for e in self.engineers if e.id == fields["engineer_id"]), None)
             if engineer is None:
                 return f"no engineer {fields['engineer_id']!r}"
-            # A dispatcher may overrule the ranking, never the hard filters.
+            # A dispatcher may overrule the ranking and knowingly send someone late, never the hard filters.
             job = self._job(order)
             ruled_out = grade(replace(job, excluded=frozenset()), engineer, self._fleet(session, [order]),
-                              self._now(), self.config.dispatch)
+                              self._now(), self.config.dispatch, enforce_deadline=False)
             if isinstance(ruled_out, str):
                 return f"{engineer.id}: {ruled_out}"
         if target is State.DONE:
