@@ -403,6 +403,7 @@ class Gateway:
             found += self.cluster.problems()
         if self.settings.restart_needed:
             found.append("configuration changes wait for a restart: " + ", ".join(self.settings.restart_needed))
+        found += self.ticketing.problems(now)
         return found
 
     def readiness_problems(self) -> list[str]:

@@ -133,6 +133,26 @@ def default_weights() -> dict[str, ObjectiveWeights]:
     }
 
 
+class TravelConfig(BaseModel):
+    """How driving time is estimated: as the crow flies times ``road_factor``, or by a routing server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["straight_line", "osrm", "valhalla"] = "straight_line"
+    url: str | None = Field(None, description="the routing server, e.g. http://127.0.0.1:5000 (OSRM) or "
+                                              "http://127.0.0.1:8002 (Valhalla)")
+    profile: str = Field("driving", description="OSRM profile; for Valhalla the costing (driving: auto)")
+    timeout_s: float = Field(2.0, gt=0, le=60)
+    max_locations: int = Field(100, ge=2, le=10_000, description="the server's table size limit (OSRM's "
+                                                                   "--max-table-size)")
+
+    @model_validator(mode="after")
+    def _server_needs_url(self) -> "TravelConfig":
+        if self.kind != "straight_line" and not self.url:
+            raise ValueError(f"travel kind {self.kind} needs the server's url")
+        return self
+
+
 class DispatchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -164,6 +184,7 @@ class DispatchConfig(BaseModel):
         description="missing the on-site deadline at all costs this many minutes of driving on top")
     reassign_cost_min: float = Field(10.0, ge=0, description="moving a planned job to another engineer costs "
                                                              "this many minutes of driving (minimal disruption)")
+    travel: TravelConfig = Field(default_factory=TravelConfig)
     route_candidates: int = Field(25, ge=1, le=1000, description="a re-plan tries each job with this many of the "
                                                                  "nearest qualified engineers")
 

@@ -27,10 +27,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ticketing.config import WEEKDAYS, DispatchConfig, EngineerConfig, ShiftConfig
+from ticketing.travel import RoutingServer, prepare
 from ticketing.routes import (Insertion, Route, Rules, Stop, Travel, Window, best_insertion, haversine_km, replan,
                               shift_windows, straight_line)
 
-__all__ = ["Decision", "Fleet", "Job", "assign_batch", "choose_engineer", "grade", "haversine_km", "on_shift"]
+__all__ = ["Commitment", "Decision", "Fleet", "plan_fleet", "Job", "assign_batch", "choose_engineer", "grade", "haversine_km", "on_shift"]
 
 
 def _minutes(clock: str) -> int:
@@ -110,6 +111,40 @@ class Decision:
                 "excluded": self.excluded, "plan": [{"work_order": key, "arrive_at": at} for key, at in self.plan]}
 
 
+@dataclass(frozen=True)
+class Commitment:
+    """An open order with an engineer, as the day plans see it."""
+
+    key: str
+    engineer_id: str
+    site: tuple[float, float]
+    priority: str
+    started: bool  # en route, on site or in progress: the job in hand
+    on_site_at: float | None = None
+    eta: float | None = None  # planned (or, when started, expected) arrival on site
+    deadline: float | None = None
+    accepted: bool = False
+
+
+def plan_fleet(fleet: Fleet, commitments: list[Commitment], now: float, config: DispatchConfig) -> Fleet:
+    """Fill in busy times, positions and routes from the open orders: the job in hand keeps its engineer
+    busy at its site for the planned time on site; planned jobs form the route in order of planned arrival,
+    the accepted ones pinned. The gateway and the bench both see the fleet through this."""
+    estimate = config.service_estimate_min * 60
+    planned: dict[str, list[tuple[float, Stop]]] = {}
+    for job in commitments:
+        if job.started:
+            begun = job.on_site_at if job.on_site_at is not None else (job.eta or now)
+            fleet.busy_until[job.engineer_id] = max(fleet.busy_until.get(job.engineer_id, now), begun + estimate, now)
+            fleet.locations[job.engineer_id] = job.site
+            continue
+        planned.setdefault(job.engineer_id, []).append((job.eta or now, Stop(
+            job.key, job.site, estimate, job.priority, job.deadline, pinned=job.accepted)))
+    fleet.routes = {engineer_id: [stop for _, stop in sorted(stops, key=lambda item: (item[0], item[1].key))]
+                    for engineer_id, stops in planned.items()}
+    return fleet
+
+
 def available(engineer: EngineerConfig, priority: str, when: datetime, config: DispatchConfig) -> str | None:
     """Why the engineer cannot be called now, or None."""
     if on_shift(engineer.shift, when):
@@ -129,8 +164,31 @@ def rules_of(config: DispatchConfig) -> Rules:
                  reassign_cost_s=config.reassign_cost_min * 60)
 
 
+_SERVERS: dict[tuple[Any, ...], RoutingServer] = {}
+
+
 def travel_of(config: DispatchConfig) -> Travel:
-    return _straight_line(config.road_factor, config.average_speed_kmh)
+    """Driving time as configured: the straight-line estimate, or a routing server falling back on it."""
+    estimate = _straight_line(config.road_factor, config.average_speed_kmh)
+    server = config.travel
+    if server.kind == "straight_line" or server.url is None:
+        return estimate
+    key = (server.kind, server.url, server.profile, server.timeout_s, server.max_locations, estimate)
+    if key not in _SERVERS:
+        _SERVERS[key] = RoutingServer(server.kind, server.url, estimate, server.profile, server.timeout_s,
+                                      server.max_locations)
+    return _SERVERS[key]
+
+
+def routing_problems(now: float, recent_s: float = 600.0) -> list[str]:
+    """Routing servers failing lately and not answering since: dispatch is estimating as the crow flies."""
+    found = []
+    for server in _SERVERS.values():
+        failed, ok = server.stats.last_error_at, server.stats.last_ok_at
+        if failed is not None and now - failed <= recent_s and (ok is None or ok < failed):
+            found.append(f"routing server {server.url} failed {server.stats.failures} time(s), last: "
+                         f"{server.stats.last_error}; driving times are straight-line estimates")
+    return found
 
 
 @lru_cache(maxsize=16)
@@ -307,13 +365,17 @@ def _rank(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetim
     urgent = job.priority in config.on_call_priorities
     stop, travel, rules = stop_of(job, config), travel_of(config), rules_of(config)
     excluded: dict[str, str] = {}
-    insertions: dict[str, Insertion | None] = {}
+    routes: dict[str, Route] = {}
     for engineer in engineers:
         ruled_out = qualification(job, engineer, fleet, when, config)
         if ruled_out:
             excluded[engineer.id] = ruled_out
         else:
-            insertions[engineer.id] = best_insertion(route_of(engineer, fleet, now, urgent), stop, travel, rules)
+            routes[engineer.id] = route_of(engineer, fleet, now, urgent)
+    points = [p for route in routes.values() for p in _points(route)]
+    prepare(travel, points, [stop.site])
+    prepare(travel, [stop.site], points)
+    insertions = {engineer_id: best_insertion(route, stop, travel, rules) for engineer_id, route in routes.items()}
     qualified = [e for e in engineers if e.id in insertions]
     for enforce in (True, False):
         tried = dict(excluded)
@@ -327,8 +389,11 @@ def _rank(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetim
                 ranked.append(result)
         if ranked or not enforce or not any(why.startswith(_LATE) for why in tried.values()):
             break
-    # Ties go to the shorter trip, then the id, so a decision replays identically.
-    ranked.sort(key=lambda c: (-c["score"], c["travel_min"], c["engineer_id"]))
+    if enforce:
+        # Ties go to the shorter trip, then the id, so a decision replays identically.
+        ranked.sort(key=lambda c: (-c["score"], c["travel_min"], c["engineer_id"]))
+    else:  # the deadline is lost whoever goes: the earliest arrival limits the damage
+        ranked.sort(key=lambda c: (c["arrive_at"], -c["score"], c["engineer_id"]))
     plans = {c["engineer_id"]: [(v.key, v.arrive) for v in insertions[c["engineer_id"]].visits]  # type: ignore[union-attr]
              for c in ranked[: config.candidates_kept]}
     return tried, ranked, not enforce, plans
@@ -367,6 +432,8 @@ def assign_batch(
     urgent = {key for key, job in zip(keys, jobs) if job.priority in config.on_call_priorities}
     involved = {engineer_id for ids in candidates.values() for engineer_id in ids}
     routes = {engineer_id: route_of(by_id[engineer_id], fleet, now, bool(urgent)) for engineer_id in involved}
+    points = list({p for route in routes.values() for p in _points(route)} | {s.site for s in stops.values()})
+    prepare(travel, points, points)
     capacity_left = {engineer_id: by_id[engineer_id].capacity - fleet.loads.get(engineer_id, 0)
                      for engineer_id in involved}
     result = replan(routes, list(stops.values()), candidates, travel, rules, current or {},
@@ -389,6 +456,10 @@ def assign_batch(
             graded, job, len(candidates[key]))
         decisions.append(Decision(engineer.id, reason, [graded], excluded[key], plan))
     return decisions
+
+
+def _points(route: Route) -> list[tuple[float, float]]:
+    return [route.start, route.home] + [stop.site for stop in route.stops]
 
 
 def _nearest_km(site: tuple[float, float], engineer: EngineerConfig, fleet: Fleet) -> float:

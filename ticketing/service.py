@@ -32,8 +32,8 @@ from ticketing import notices, routing
 from ticketing.cloudevents import Envelope, alarm_envelope, anomaly_envelope, notice_envelope, work_order_envelope
 from ticketing.webhooks import SecretVault, WebhookStore
 from ticketing import sla as clocks
-from ticketing.dispatch import Decision, Fleet, Job, assign_batch, choose_engineer, grade
-from ticketing.routes import Stop
+from ticketing.dispatch import (Commitment, Decision, Fleet, Job, assign_batch, choose_engineer, grade, plan_fleet,
+                                routing_problems)
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
 from ticketing.database import make_engine, migrate
 from ticketing.hygiene import ChatterTracker
@@ -609,30 +609,19 @@ class TicketingService:
         return fleet
 
     def _plans(self, session: Session, fleet: Fleet, leave_out: set[int]) -> None:
-        """The day plans as the open orders say: started work keeps its engineer busy where it is, planned work
-        (dispatched, not started) is the route in order of planned arrival; accepted work is pinned."""
-        now = self.clock()
-        estimate = self.config.dispatch.service_estimate_min * 60
-        planned: dict[str, list[tuple[float, Stop]]] = {}
+        """The day plans as the open orders say (see ``dispatch.plan_fleet``)."""
+        commitments = []
         assigned = session.scalars(select(WorkOrder).where(
             WorkOrder.state.in_(_PLANNED + _STARTED), WorkOrder.assigned_engineer_id.is_not(None)))
         for order in assigned:
             if order.id in leave_out or order.device_id not in self.assets:
                 continue
-            engineer_id = order.assigned_engineer_id or ""
-            site = self.assets[order.device_id].site
-            if order.state in _STARTED:
-                on_site = (order.sla or {}).get("met", {}).get("on_site")
-                begun = on_site if on_site is not None else (order.eta or now)
-                fleet.busy_until[engineer_id] = max(fleet.busy_until.get(engineer_id, now), begun + estimate, now)
-                fleet.locations[engineer_id] = (site.latitude, site.longitude)
-                continue
             job = self._job(order)
-            planned.setdefault(engineer_id, []).append((order.eta or now, Stop(
-                order.code, job.site, estimate, order.priority, job.on_site_deadline,
-                pinned=order.accepted_at is not None)))
-        fleet.routes = {engineer_id: [stop for _, stop in sorted(stops, key=lambda item: (item[0], item[1].key))]
-                        for engineer_id, stops in planned.items()}
+            commitments.append(Commitment(
+                order.code, order.assigned_engineer_id or "", job.site, order.priority, order.state in _STARTED,
+                (order.sla or {}).get("met", {}).get("on_site"), order.eta, job.on_site_deadline,
+                order.accepted_at is not None))
+        plan_fleet(fleet, commitments, self.clock(), self.config.dispatch)
 
     def _dispatch(self, session: Session, order: WorkOrder, why: str = "") -> None:
         """Offer the order to the best engineer now, or escalate it to the dispatcher queue."""
@@ -1223,6 +1212,10 @@ class TicketingService:
         with self.sessions() as session:
             return {row.asset_id: row.state for row in session.scalars(select(AssetState))
                     if row.until is None or row.until > self.clock()}
+
+    def problems(self, now: float) -> list[str]:
+        """What stopped working here and shows in ``/health``: a routing server that does not answer."""
+        return routing_problems(now)
 
     def diagnostics(self) -> dict[str, Any]:
         return {"work_orders_created": self.created, "occurrences_added": self.occurrences, "ignored": self.ignored,
