@@ -56,7 +56,7 @@ import numpy as np
 
 from ticketing.config import DispatchConfig, EngineerConfig, SlaConfig
 from ticketing.dispatch import (Commitment, Fleet, Job, assign_batch, choose_engineer, haversine_km, on_shift,
-                                plan_fleet, qualification, travel_of)
+                                Standing, plan_fleet, qualification, rules_of, travel_of)
 from ticketing.routes import Window, shift_windows
 
 DAY_START = datetime(2026, 11, 25, 0, 0, tzinfo=timezone.utc).timestamp()
@@ -67,6 +67,7 @@ PRIORITY_MIX = (0.05, 0.15, 0.5, 0.3)
 SHIFTS = (("06:00", "14:00"), ("14:00", "22:00"), ("22:00", "06:00"))
 SHIFT_SHARE = (0.5, 0.35, 0.15)
 TICK_S = 300.0
+HOUR_S = 3600.0
 DECLINE_RATE = 0.05
 HORIZON_S = 3 * 86400.0  # after the day's last ticket, anything unserved by then counts as never served
 PLANS = Path(__file__).parent / "data"
@@ -171,6 +172,8 @@ class Tech:
 @dataclass
 class Outcome:
     km: float = 0.0
+    drive_s: float = 0.0
+    late_cost_s: float = 0.0  # lateness priced as the day plans price it, in seconds of driving
     to_site: dict[str, float] = field(default_factory=dict)  # ticket key -> seconds from arrival to on site
     met: dict[str, bool] = field(default_factory=dict)
     compliant: int = 0
@@ -185,7 +188,7 @@ class Simulation:
     def __init__(self, crew: list[EngineerConfig], tickets: list[Ticket], config: DispatchConfig,
                  expected_s: Callable[[Ticket], float]) -> None:
         self.config, self.tickets = config, {t.key: t for t in tickets}
-        self.travel = travel_of(config)
+        self.travel, self.rules = travel_of(config), rules_of(config)
         self.expected_s = expected_s
         self.techs = {e.id: Tech(e, shifts(e), (e.home.latitude, e.home.longitude),
                                  (e.home.latitude, e.home.longitude)) for e in crew}
@@ -200,6 +203,8 @@ class Simulation:
         self.eta: dict[str, float] = {}
         self.done: set[str] = set()
         self.not_before: dict[str, float] = {}  # the offline plan's engineers may set off to be there as it comes
+        # What each engineer did in each shift (ticket, on time with a minute to spare): the offline plan's warm start.
+        self.served: dict[tuple[str, float], list[tuple[str, bool]]] = {}
         self.now = DAY_START
 
     def at(self, when: float, kind: str, data: Any = None) -> None:
@@ -281,17 +286,20 @@ class Simulation:
             return
         drive = self.travel(tech.position, ticket.site)
         arrive = depart + drive
-        if arrive > closes or arrive + self.expected_s(ticket) > closes + self.config.overtime_min * 60:
+        if arrive > closes or arrive + self.expected_s(ticket) > closes + overtime_s(self.config, ticket):
             return  # does not fit this shift: it waits for the next one
         finish = arrive + ticket.service_s
         tech.route.remove(key)
         self.done.add(key)
         self.on_site_at[key] = arrive
         self.outcome.km += drive / 3600 * self.config.average_speed_kmh
+        self.outcome.drive_s += drive
+        self.outcome.late_cost_s += self.rules.lateness_cost(ticket.priority, max(0.0, arrive - ticket.on_site_deadline))
         self.outcome.to_site[key] = arrive - ticket.arrival
         self.outcome.met[key] = arrive <= ticket.on_site_deadline
         self.outcome.compliant += qualified(tech.config, ticket)
         self.outcome.off_shift_s += off_shift_s(depart, finish, tech.windows)
+        self.served.setdefault((tech.config.id, opens), []).append((key, arrive <= ticket.on_site_deadline - 60))
         tech.position, tech.free_at, tech.busy, tech.current = ticket.site, finish, True, key
         tech.jobs += 1
         self.at(finish, "free", tech.config.id)
@@ -301,6 +309,10 @@ def shifts(engineer: EngineerConfig) -> list[Window]:
     """The engineer's shifts from the day before the tickets to the end of the simulation."""
     shift = engineer.shift
     return shift_windows(shift.days, shift.start, shift.end, shift.timezone, DAY_START - 86400, HORIZON_S + 3 * 86400)
+
+
+def overtime_s(config: DispatchConfig, ticket: Ticket) -> float:
+    return config.overtime_min.get(ticket.priority, 0.0) * 60  # type: ignore[call-overload]
 
 
 def off_shift_s(begin: float, end: float, windows: list[Window]) -> float:
@@ -338,8 +350,9 @@ class FairGreedy(Dispatcher):
         fleet = Fleet(loads={e.id: len(sim.techs[e.id].route) for e in self.crew})
         best: tuple[int, float, str] | None = None
         estimate = self.config.service_estimate_min * 60
+        standing = Standing(when, self.config)
         for engineer in self.crew:
-            if qualification(job, engineer, fleet, when, self.config):
+            if qualification(job, engineer, fleet, when, self.config, standing):
                 continue
             tech = sim.techs[engineer.id]
             position, free = tech.position, max(sim.now, tech.free_at)
@@ -348,7 +361,7 @@ class FairGreedy(Dispatcher):
                 position = sim.tickets[key].site
             arrive = free + sim.travel(position, ticket.site)
             closes = next((c for o, c in tech.windows if o <= sim.now < c), None)
-            if closes is None or arrive > closes or arrive + estimate > closes + self.config.overtime_min * 60:
+            if closes is None or arrive > closes or arrive + estimate > closes + overtime_s(self.config, ticket):
                 continue
             idle = not tech.route and not tech.busy and tech.free_at <= sim.now
             rank = (0, arrive - sim.now, engineer.id) if idle else (1, arrive, engineer.id)
@@ -451,6 +464,9 @@ class OfflinePlan(Dispatcher):
 
 # -- the offline plan ---------------------------------------------------------------------------
 
+FIRST_SOLUTION = "LOCAL_CHEAPEST_INSERTION"
+
+
 @dataclass(frozen=True)
 class Vehicle:
     engineer_id: str
@@ -459,80 +475,113 @@ class Vehicle:
 
 
 def solve_offline(crew: list[EngineerConfig], tickets: list[Ticket], config: DispatchConfig,
-                  time_limit_s: int) -> dict[str, Any]:
-    """Vehicle routing with time windows: one vehicle per engineer shift that can serve the day's work."""
+                  time_limit_s: int, first: str = FIRST_SOLUTION,
+                  warm_start: dict[tuple[str, float], list[tuple[str, bool]]] | None = None) -> dict[str, Any]:
+    """Vehicle routing with time windows: one vehicle per engineer shift that can serve the day's work.
+
+    The objective is the day plans' own: driving, plus lateness priced per second and a missed deadline
+    priced on top, by priority. OR-Tools prices lateness only linearly, so each ticket appears twice: an
+    on-time copy (a hard window closing at the deadline) and a late copy whose departures cost the missed
+    deadline's price; exactly one of the two is visited.
+    """
     from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
-    last = max(t.arrival for t in tickets) + HORIZON_S
-    vehicles = [Vehicle(e.id, max(o, DAY_START), c) for e in crew for o, c in shifts(e) if c > DAY_START and o < last]
+    # Shifts that can start the day's work: those of the day and the next (work left beyond is dropped).
+    vehicles = [Vehicle(e.id, max(o, DAY_START), c) for e in crew for o, c in shifts(e)
+                if c > DAY_START and o < DAY_START + 2 * 86400]
     homes = {e.id: (e.home.latitude, e.home.longitude) for e in crew}
-    points = [t.site for t in tickets] + [homes[v.engineer_id] for v in vehicles]
-    n_tickets, n_points = len(tickets), len(points)
-    end = n_points  # one shared end: the route ends wherever the last job is
+    n = len(tickets)
+    points = [t.site for t in tickets] * 2 + [homes[v.engineer_id] for v in vehicles]
+    end = len(points)  # one shared end: the route ends wherever the last job is
     coords = np.radians(np.array(points))
     lat, lon = coords[:, 0][:, None], coords[:, 1][:, None]
     a = (np.sin((lat.T - lat) / 2) ** 2 + np.cos(lat) * np.cos(lat.T) * np.sin((lon.T - lon) / 2) ** 2)
     km = 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0, 1))) * config.road_factor
-    drive_s = km / config.average_speed_kmh * 3600
-    metres = np.zeros((n_points + 1, n_points + 1), dtype=np.int64)
-    metres[:n_points, :n_points] = np.rint(km * 1000)
-    service = np.zeros(n_points + 1)
-    service[:n_tickets] = [t.service_s for t in tickets]
-    seconds = np.zeros((n_points + 1, n_points + 1), dtype=np.int64)
-    seconds[:n_points, :n_points] = np.rint(drive_s)
+    size = len(points) + 1
+    metres_per_s = config.average_speed_kmh / 3.6  # a second of driving, in metres of road
+    metres = np.zeros((size, size), dtype=np.int64)
+    metres[:-1, :-1] = np.rint(km * 1000)
+    for node, ticket in enumerate(tickets):  # leaving a late copy costs the missed deadline
+        metres[n + node, :] += int(config.missed_deadline_cost_min[ticket.priority] * 60 * metres_per_s)
+    service = np.zeros(size)
+    service[:2 * n] = [t.service_s for t in tickets] * 2
+    seconds = np.zeros((size, size), dtype=np.int64)
+    seconds[:-1, :-1] = np.rint(km / config.average_speed_kmh * 3600)
     seconds += np.rint(service)[:, None].astype(np.int64)
-    manager = pywrapcp.RoutingIndexManager(n_points + 1, len(vehicles),
-                                           [n_tickets + i for i in range(len(vehicles))], [end] * len(vehicles))
+    manager = pywrapcp.RoutingIndexManager(size, len(vehicles), [2 * n + i for i in range(len(vehicles))],
+                                           [end] * len(vehicles))
     routing = pywrapcp.RoutingModel(manager)
     distance = routing.RegisterTransitMatrix(metres.tolist())
     routing.SetArcCostEvaluatorOfAllVehicles(distance)
     timed = routing.RegisterTransitMatrix(seconds.tolist())
     origin = int(DAY_START) - 86400
-    horizon = int(last + 86400) - origin
+    horizon = int(max(t.arrival for t in tickets) + HORIZON_S + 86400) - origin
     routing.AddDimension(timed, horizon, horizon, False, "time")
     clock = routing.GetDimensionOrDie("time")
-    # Lateness priced as ours prices it, in metres of driving: a second late costs this many seconds' drive.
-    metres_per_s = config.average_speed_kmh / config.road_factor / 3.6
     for node, ticket in enumerate(tickets):
-        index = manager.NodeToIndex(node)
+        on_time, late = manager.NodeToIndex(node), manager.NodeToIndex(n + node)
         release = int(ticket.arrival + ticket.accept_delay_s) - origin
-        clock.CumulVar(index).SetRange(release, horizon)
-        clock.SetCumulVarSoftUpperBound(index, int(ticket.on_site_deadline) - origin,
-                                        max(1, int(config.late_minute_cost[ticket.priority] * metres_per_s)))
+        deadline = int(ticket.on_site_deadline) - origin
+        clock.CumulVar(on_time).SetRange(release, max(release, deadline))
+        clock.CumulVar(late).SetRange(release, horizon)
+        clock.SetCumulVarSoftUpperBound(late, deadline, max(1, int(config.late_minute_cost[ticket.priority]
+                                                                   * metres_per_s)))
         fit = {e.id for e in crew if qualified(e, ticket)}
         allowed = [v for v, vehicle in enumerate(vehicles) if vehicle.engineer_id in fit and vehicle.closes > ticket.arrival]
-        routing.VehicleVar(index).SetValues([-1] + allowed)  # -1: dropped (SetAllowedVehiclesForIndex's
-        # Python binding refuses lists in OR-Tools 9.15)
-        routing.AddDisjunction([index], 10**9)
-    overtime = config.overtime_min * 60
+        for index in (on_time, late):
+            routing.VehicleVar(index).SetValues([-1] + allowed)  # -1: not visited (SetAllowedVehiclesForIndex's
+            # Python binding refuses lists in OR-Tools 9.15)
+        routing.AddDisjunction([on_time, late], 10**10, 1)
+    # Finish by the shift's end plus the longest overtime, less the break the shift holds. Per-priority overtime
+    # and "arrive by the end" as node-vehicle constraints (Element) left the first-solution search with nothing
+    # in 60 s; the plan is run through the simulation, which enforces them exactly.
+    longest = max(config.overtime_min.values()) * 60 + (3 * HOUR_S if warm_start is not None else 0)
     for v, vehicle in enumerate(vehicles):
         clock.CumulVar(routing.Start(v)).SetRange(int(vehicle.opens) - origin, int(vehicle.closes) - origin)
-        # Finish by the shift's end plus overtime, less the break the shift will hold.
-        clock.CumulVar(routing.End(v)).SetMax(int(vehicle.closes + overtime - config.break_min * 60) - origin)
+        clock.CumulVar(routing.End(v)).SetMax(int(vehicle.closes + longest - config.break_min * 60) - origin)
     parameters = pywrapcp.DefaultRoutingSearchParameters()
-    parameters.first_solution_strategy = routing_enums_pb2.FirstSolutionStrategy.PARALLEL_CHEAPEST_INSERTION
+    parameters.first_solution_strategy = getattr(routing_enums_pb2.FirstSolutionStrategy, first)
     parameters.local_search_metaheuristic = routing_enums_pb2.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
     parameters.time_limit.seconds = time_limit_s
     started = time.perf_counter()
-    solution = routing.SolveWithParameters(parameters)
+    if warm_start is None:
+        solution = routing.SolveWithParameters(parameters)
+    else:
+        # The search starts from a plan every ticket is in (the first-solution heuristics left hundreds out in
+        # the time limit): the shifts as a simulated dispatcher filled them, each ticket as its on-time or late copy.
+        routing.CloseModelWithParameters(parameters)
+        index_of = {v: i for i, v in enumerate(vehicles)}
+        start_routes: list[list[int]] = [[] for _ in vehicles]
+        node_of = {ticket.key: node for node, ticket in enumerate(tickets)}
+        for (engineer_id, opens), keys in warm_start.items():
+            vehicle = next((i for v, i in index_of.items() if v.engineer_id == engineer_id
+                            and v.opens <= max(opens, DAY_START) < v.closes), None)
+            if vehicle is None:
+                continue
+            for key, on_time in keys:
+                start_routes[vehicle].append(node_of[key] if on_time else n + node_of[key])
+        initial = routing.ReadAssignmentFromRoutes(start_routes, True)
+        if initial is None:
+            raise RuntimeError("the warm start is not a plan the model accepts")
+        solution = routing.SolveFromAssignmentWithParameters(initial, parameters)
     if solution is None:
         raise RuntimeError("OR-Tools found no plan")
     routes: dict[str, list[str]] = {}
     for v, vehicle in enumerate(vehicles):
         index = solution.Value(routing.NextVar(routing.Start(v)))
         while not routing.IsEnd(index):
-            routes.setdefault(vehicle.engineer_id, []).append(tickets[manager.IndexToNode(index)].key)
+            routes.setdefault(vehicle.engineer_id, []).append(tickets[manager.IndexToNode(index) % n].key)
             index = solution.Value(routing.NextVar(index))
-    dropped = sum(1 for node in range(n_tickets)
-                  if solution.Value(routing.NextVar(manager.NodeToIndex(node))) == manager.NodeToIndex(node))
-    return {"routes": routes, "objective": solution.ObjectiveValue(), "dropped": dropped,
+    visited = {key for keys in routes.values() for key in keys}
+    return {"routes": routes, "objective": solution.ObjectiveValue(), "dropped": n - len(visited),
             "vehicles": len(vehicles), "time_limit_s": time_limit_s,
             "solve_s": round(time.perf_counter() - started, 1),
-            "solver": "OR-Tools routing, parallel cheapest insertion + guided local search"}
+            "solver": f"OR-Tools routing, {first.lower().replace('_', ' ')} + guided local search"}
 
 
 def stored_plan(crew: list[EngineerConfig], tickets: list[Ticket], config: DispatchConfig, seed: int,
-                solve: bool, time_limit_s: int) -> dict[str, Any]:
+                solve: bool, time_limit_s: int,
+                warm_start: dict[tuple[str, float], list[tuple[str, bool]]] | None) -> dict[str, Any]:
     path = PLANS / f"dispatch-offline-seed{seed}-{len(crew)}x{len(tickets)}.json"
     key = fingerprint(crew, tickets, config)
     if not solve and path.exists():
@@ -540,7 +589,8 @@ def stored_plan(crew: list[EngineerConfig], tickets: list[Ticket], config: Dispa
         if stored["fingerprint"] == key:
             return stored
         print(f"{path.name} was solved for another instance or configuration: solving again")
-    plan = solve_offline(crew, tickets, config, time_limit_s) | {"fingerprint": key, "seed": seed}
+    plan = solve_offline(crew, tickets, config, time_limit_s, warm_start=warm_start) | {
+        "fingerprint": key, "seed": seed, "warm_start": "the fair greedy's shifts"}
     PLANS.mkdir(exist_ok=True)
     path.write_text(json.dumps(plan, indent=1, sort_keys=True) + "\n")
     return plan
@@ -563,7 +613,7 @@ def row(name: str, outcome: Outcome, sim: Simulation, tickets: list[Ticket]) -> 
         keys = [t.key for t in tickets if t.priority == priority]
         by_priority[priority] = 100 * sum(outcome.met.get(k, False) for k in keys) / max(1, len(keys))
     return {
-        "dispatcher": name, "km": outcome.km, "to_site_min": statistics.mean(served.values()) / 60 if served else 0,
+        "dispatcher": name, "km": outcome.km, "cost_h": (outcome.drive_s + outcome.late_cost_s) / 3600, "to_site_min": statistics.mean(served.values()) / 60 if served else 0,
         "sla": 100 * sum(outcome.met.values()) / len(tickets), **by_priority,
         "off_shift_h": outcome.off_shift_s / 3600, "load_cv": statistics.pstdev(jobs) / statistics.mean(jobs),
         "skill_ok": 100 * outcome.compliant / max(1, len(served)), "unserved": len(tickets) - len(served),
@@ -576,10 +626,12 @@ def compare(engineers: int, n_tickets: int, seed: int, solve: bool, time_limit_s
     config = DispatchConfig()
     crew, tickets = region(engineers, n_tickets, seed)
     rows = []
+    served = {}
     for dispatcher in (FairGreedy(crew, config), Ours(crew, config)):
         outcome, sim = simulate(crew, tickets, config, dispatcher)
         rows.append(row(dispatcher.name, outcome, sim, tickets))
-    plan = stored_plan(crew, tickets, config, seed, solve, time_limit_s)
+        served = served or sim.served
+    plan = stored_plan(crew, tickets, config, seed, solve, time_limit_s, served)
     outcome, sim = simulate(crew, tickets, config, OfflinePlan(plan["routes"]), knows_durations=True)
     rows.append(row(f"(c) offline plan ({plan['time_limit_s']} s)", outcome, sim, tickets))
     return rows
@@ -587,12 +639,12 @@ def compare(engineers: int, n_tickets: int, seed: int, solve: bool, time_limit_s
 
 def print_rows(title: str, rows: list[dict[str, Any]]) -> None:
     print(title)
-    print(f"{'dispatcher':26} {'road km':>8} {'to site':>8} {'SLA %':>6} {'P1':>6} {'P2':>6} {'P3':>6} {'P4':>6} "
+    print(f"{'dispatcher':26} {'road km':>8} {'cost h':>7} {'to site':>8} {'SLA %':>6} {'P1':>6} {'P2':>6} {'P3':>6} {'P4':>6} "
           f"{'off-shift h':>11} {'load CV':>7} {'skill %':>7} {'unserved':>8} {'decide ms':>9} {'re-plan ms':>10}")
     for r in rows:
         decide = f"{r['decision_ms']:9.1f}" if r["decision_ms"] is not None else f"{'':9}"
         replan = f"{r['replan_ms']:10.0f}" if r["replan_ms"] is not None else f"{'':10}"
-        print(f"{r['dispatcher']:26} {r['km']:8.0f} {r['to_site_min']:8.1f} {r['sla']:6.1f} {r['P1']:6.1f} "
+        print(f"{r['dispatcher']:26} {r['km']:8.0f} {r['cost_h']:7.0f} {r['to_site_min']:8.1f} {r['sla']:6.1f} {r['P1']:6.1f} "
               f"{r['P2']:6.1f} {r['P3']:6.1f} {r['P4']:6.1f} {r['off_shift_h']:11.1f} {r['load_cv']:7.2f} "
               f"{r['skill_ok']:7.1f} {r['unserved']:8d} {decide} {replan}")
 

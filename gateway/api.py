@@ -23,7 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from gateway.analytics import add_analytics
 from gateway.auth.api import add_auth_routes
 from gateway.auth.masking import mask_engineer, pseudonymize_engineers
-from gateway.auth.rbac import PSEUDONYMOUS_ENGINEERS
+from gateway.auth.rbac import PSEUDONYMOUS_ENGINEERS, SEES_CONTACTS
 from gateway.auth.store import Principal
 from gateway.dashboard import add_dashboard
 from gateway.core import Asset, Quality, Reading, SeriesInfo, Severity
@@ -521,6 +521,17 @@ def create_api(gateway: "Gateway") -> FastAPI:
             }
             listed.append(mask_engineer(entry, principal, auth.signer.pseudonym_salt))
         return page.slice(listed)
+
+    @api.get(f"{API_PREFIX}/engineers/{{engineer_id}}/plan", tags=["dispatch"], response_model=schemas.DayPlan)
+    def engineer_plan(engineer_id: str, principal: Principal = Depends(require("engineers.read"))) -> dict[str, Any]:
+        """The engineer's day plan: the jobs given to them and not started, in order, with planned departure,
+        arrival and finish. For dispatchers, admins and the engineer themself (it tells where they will be)."""
+        if principal.role not in SEES_CONTACTS and principal.engineer_id != engineer_id:
+            raise HTTPException(403, "only dispatchers, admins and the engineer themself see an engineer's plan")
+        plan = gateway.ticketing.day_plan(engineer_id)
+        if plan is None:
+            raise HTTPException(404, f"no engineer {engineer_id!r}")
+        return plan
 
     @api.get(f"{API_PREFIX}/events", tags=["work orders"], response_model=Page[schemas.BusEvent])
     def recent_events(page: PageQuery = Depends(),

@@ -256,6 +256,28 @@ class EngineerOut(Answer):
     last_known_location: EngineerLocation | None
 
 
+class PlannedStop(Answer):
+    work_order: str
+    priority: str
+    accepted: bool
+    deadline: float | None
+    depart_at: float | None
+    arrive_at: float | None
+    finish_at: float | None
+    late_min: float | None
+
+
+class DayPlan(Answer):
+    """An engineer's planned jobs in order, as dispatch times them (null times: it fits no shift ahead)."""
+
+    engineer_id: str
+    at: float
+    free_from: float
+    stops: list[PlannedStop]
+    drive_min: float | None
+    fits_shifts: bool
+
+
 class Reassigned(Answer):
     reassigned: list[str]
 

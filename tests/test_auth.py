@@ -170,6 +170,19 @@ def test_sites_and_field_masking_follow_the_caller(mosquitto: Mosquitto, tmp_pat
     assert seen["assigned_engineer_id"] in {e["id"] for e in reliability}
     assert assigned not in str(seen) + listed and name not in str(seen) + listed
     assert seen["assignment"]["reason"].startswith(seen["assigned_engineer_id"])
+
+    # An engineer's day plan tells where they will be: dispatchers, admins and the engineer themself only.
+    other = next(e for e in ("eng-mechanical", "eng-far-mechanical") if e != assigned)
+    for user, status in (("dispatcher-x", 200), (f"technician-{assigned}", 200), (f"technician-{other}", 403),
+                         ("viewer-x", 403), ("reliability_engineer-x", 403)):
+        with client(gw, sign_in(gw, user).json()["access_token"]) as http:
+            answer = http.get(f"/engineers/{assigned}/plan")
+        assert answer.status_code == status, (user, answer.text)
+        if status == 200:
+            stop = next(s for s in answer.json()["stops"] if s["work_order"] == order["code"])
+            # The engineer is idle, so the plan sets off now, a few seconds after the order was planned.
+            assert stop["arrive_at"] == pytest.approx(seen["eta"], abs=60) and stop["accepted"] is False
+    assert gw.http.get("/engineers/nobody/plan").status_code == 404
     south.close()
 
 

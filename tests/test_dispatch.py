@@ -260,3 +260,86 @@ def test_a_travel_limit_sends_nobody_further_and_leaves_the_order_to_the_dispatc
     assert choose_engineer(job(priority="P3"), [middle], Fleet(), WHEN, per_priority).engineer_id == "middle"
     near = person("near", NORTH.latitude + 0.01, NORTH.longitude)
     assert choose_engineer(late, [faraway, near], Fleet(), WHEN, DispatchConfig(max_travel_min=120)).engineer_id == "near"
+
+
+# Three pumps on a line going east from one engineer's home: near, middle, far.
+LINE = {name: Site(name, name.title(), 53.55, 9.99 + 0.1 * step) for step, name in ((1, "near"), (2, "middle"),
+                                                                                     (3, "far"))}
+
+
+def line_service(tmp_path: Path, clock: Clock, engineers: list[EngineerConfig], **config: Any) -> TicketingService:
+    assets = {f"pump-{name}": Asset(f"pump-{name}", "pump", "E", name, site, Criticality.LOW)
+              for name, site in LINE.items()}
+    return TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}", **config), assets,
+                            engineers, clock=clock, **chain_parts(tmp_path))
+
+
+def low(device: str) -> Alarm:
+    return Alarm(device, NOW, "VIB", Severity.LOW, "slightly rough")  # P4: a day's slack
+
+
+def test_an_engineers_day_plan_puts_new_work_where_it_adds_least_and_keeps_the_etas(tmp_path: Path,
+                                                                                    clock: Clock) -> None:
+    solo = person("solo", 53.55, 9.99)
+    service = line_service(tmp_path, clock, [solo], dispatch={"service_estimate_min": 60})
+    near = service.handle_alarm(low("pump-near"))
+    far = service.handle_alarm(low("pump-far"))
+    middle = service.handle_alarm(low("pump-middle"))  # on the way: between near and far, not after far
+    orders = {code: service.get_work_order(code) for code in (near, far, middle)}
+    assert {o["assigned_engineer_id"] for o in orders.values()} == {"solo"}
+    etas = [orders[code]["eta"] for code in (near, middle, far)]
+    assert etas == sorted(etas), "the plan drives out along the line"
+    chosen = orders[middle]["assignment"]["candidates"][0]
+    assert chosen["after"] == near and chosen["route_position"] == 1
+    assert f"after {near}" in orders[middle]["assignment"]["reason"]
+    # Each leg is ~6.6 km (8.6 km by road, ~10 min) and an hour on site: far comes third.
+    assert etas[2] - NOW == pytest.approx(3 * 600 + 2 * 3600, abs=300)
+    assert [step["work_order"] for step in orders[middle]["assignment"]["plan"]] == [near, middle, far]
+    assert orders[middle]["assignment"]["weights"]["travel"] > 0  # the weights travel with the explanation
+
+
+def test_an_accepted_job_stays_with_its_engineer(tmp_path: Path,
+                                                                                    clock: Clock) -> None:
+    west, east = person("west", 53.55, 9.99), person("east", 53.55, 10.34)
+    service = line_service(tmp_path, clock, [west, east], dispatch={"service_estimate_min": 60})
+    near = service.handle_alarm(low("pump-near"))
+    far = service.handle_alarm(low("pump-far"))
+    assert service.get_work_order(near)["assigned_engineer_id"] == "west"
+    assert service.get_work_order(far)["assigned_engineer_id"] == "east"
+    service.accept(near, "west")
+    service.update_location("west", *Y_LOCATION)  # west went elsewhere; east now stands next to near
+    service.update_location("east", LINE["near"].latitude, LINE["near"].longitude)
+    clock.now += 60
+    assert near not in service.reoptimise(), "accepted work is pinned"
+    assert service.get_work_order(near)["assigned_engineer_id"] == "west"
+    assert service.get_work_order(far)["assigned_engineer_id"] == "east"  # nearest, planned, not moved
+
+
+def test_work_that_does_not_fit_the_shift_waits_for_the_next_one_and_urgent_work_may_run_over(
+        tmp_path: Path, clock: Clock) -> None:
+    ends_soon = person("ends-soon", 53.55, 9.99, shift=ShiftConfig(start="06:00", end="10:30"))
+    overtime = {"P1": 180, "P2": 150, "P3": 0, "P4": 0}
+    service = line_service(tmp_path, clock, [ends_soon], dispatch={"overtime_min": overtime})  # 09:46, 2 h on site
+    routine = service.handle_alarm(low("pump-near"))
+    order = service.get_work_order(routine)
+    assert order["assigned_engineer_id"] == "ends-soon"
+    tomorrow_six = NOW - (9 * 3600 + 46 * 60 + 40) + 86400 + 6 * 3600
+    assert order["eta"] == pytest.approx(tomorrow_six + 600, abs=120), "tomorrow's shift, from home"
+    urgent = service.handle_alarm(Alarm("pump-far", NOW, "VIB", Severity.CRITICAL, "seizing"))  # P2: 150 min over
+    urgent_order = service.get_work_order(urgent)
+    assert urgent_order["priority"] == "P2"
+    assert urgent_order["eta"] < NOW + 2400, "urgent work goes now (a 31-minute drive) and may run into overtime"
+
+
+def test_an_offer_for_the_next_shift_does_not_time_out_before_the_shift(tmp_path: Path, clock: Clock) -> None:
+    nights = person("nights", 53.55, 9.99, shift=ShiftConfig(start="22:00", end="06:00"))
+    service = line_service(tmp_path, clock, [nights], dispatch={"acceptance_timeout_s": 900})
+    clock.now = NOW + 11 * 3600  # 20:46: the night shift starts in 74 minutes
+    code = service.handle_alarm(Alarm("pump-near", clock.now, "VIB", Severity.HIGH, "shaking"))  # P3: 4 h
+    order = service.get_work_order(code)
+    assert order["assigned_engineer_id"] == "nights"
+    assert order["eta"] > NOW + 12 * 3600 + 14 * 60, "planned for the start of their shift"
+    clock.now += 3600
+    assert service.tick()["acceptance_timeouts"] == [], "off shift: the offer waits for the shift"
+    clock.now += 14 * 60 + 900
+    assert service.tick()["acceptance_timeouts"] == [code], "15 minutes into the shift without an answer"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import re
 from datetime import date
 from typing import Literal
@@ -97,7 +99,7 @@ class EngineerConfig(BaseModel):
     phone: str | None = None
     email: str | None = None
 
-    @property
+    @cached_property  # dispatch asks for it per engineer per job: hundreds of thousands of times in a re-plan
     def skill_levels(self) -> dict[str, int]:
         return {s if isinstance(s, str) else s.name: 3 if isinstance(s, str) else s.level for s in self.skills}
 
@@ -172,8 +174,10 @@ class DispatchConfig(BaseModel):
                                           "max_travel_min")
     # The day plan: each engineer's jobs in sequence, timed against shifts, breaks and deadlines.
     service_estimate_min: float = Field(120.0, gt=0, description="planned time on site for a job")
-    overtime_min: float = Field(0.0, ge=0, description="a job may run this long past the shift's end "
-                                                        "(engineers still leave on shift and arrive by its end)")
+    overtime_min: dict[Literal["P1", "P2", "P3", "P4"], float] = Field(
+        default_factory=lambda: {"P1": 120.0, "P2": 60.0, "P3": 0.0, "P4": 0.0},
+        description="a job of this priority may run this long past the shift's end (engineers still leave on "
+                    "shift and arrive by its end); urgent work is finished, routine work waits for the next shift")
     break_after_min: float = Field(240.0, gt=0, description="a break is planned once a shift has run this long")
     break_min: float = Field(30.0, ge=0)
     late_minute_cost: dict[Literal["P1", "P2", "P3", "P4"], float] = Field(
@@ -202,6 +206,13 @@ class DispatchConfig(BaseModel):
         if any(minutes <= 0 for minutes in limits.values()):
             raise ValueError("travel limits are minutes > 0")
         return limits
+
+    @field_validator("overtime_min", "late_minute_cost", "missed_deadline_cost_min")
+    @classmethod
+    def _not_negative(cls, values: dict[str, float]) -> dict[str, float]:
+        if any(value < 0 for value in values.values()):
+            raise ValueError("values must be >= 0")
+        return values
 
     def travel_limit_min(self, priority: str) -> float | None:
         """The hard travel limit for an order of ``priority`` (none: no limit)."""

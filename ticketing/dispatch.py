@@ -19,6 +19,7 @@ Pure functions over plain data, so every decision can be replayed and tested.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
 from datetime import datetime, timezone
@@ -26,10 +27,12 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from ticketing.config import WEEKDAYS, DispatchConfig, EngineerConfig, ShiftConfig
 from ticketing.travel import RoutingServer, prepare
 from ticketing.routes import (Insertion, Route, Rules, Stop, Travel, Window, best_insertion, haversine_km, replan,
-                              shift_windows, straight_line)
+                              shift_windows, straight_line, timing)
 
 __all__ = ["Commitment", "Decision", "Fleet", "plan_fleet", "Job", "assign_batch", "choose_engineer", "grade", "haversine_km", "on_shift"]
 
@@ -156,8 +159,20 @@ def available(engineer: EngineerConfig, priority: str, when: datetime, config: D
     return "off shift"
 
 
+def reachable_since(engineer: EngineerConfig, priority: str, offered_at: float, now: float,
+                    config: DispatchConfig) -> float | None:
+    """Since when the engineer could have answered an offer made at ``offered_at``: the later of the offer and
+    the start of the shift they are in; None while they are off shift (an offer for the next shift waits)."""
+    if available(engineer, priority, datetime.fromtimestamp(now, timezone.utc), config) is not None:
+        return None
+    windows = working_windows(engineer, now, priority in config.on_call_priorities)
+    opens = next((o for o, c in windows if o <= now < c), now)
+    return max(offered_at, opens)
+
+
 def rules_of(config: DispatchConfig) -> Rules:
-    return Rules(overtime_s=config.overtime_min * 60, break_after_s=config.break_after_min * 60,
+    return Rules(overtime_s={priority: minutes * 60 for priority, minutes in config.overtime_min.items()},
+                 break_after_s=config.break_after_min * 60,
                  break_s=config.break_min * 60,
                  late_cost_per_s=dict(config.late_minute_cost),
                  miss_cost_s={priority: minutes * 60 for priority, minutes in config.missed_deadline_cost_min.items()},
@@ -226,15 +241,59 @@ def route_of(engineer: EngineerConfig, fleet: Fleet, now: float, urgent: bool) -
                  list(fleet.routes.get(engineer.id, [])))
 
 
+def planned_route(engineer: EngineerConfig, fleet: Fleet, now: float, config: DispatchConfig) -> dict[str, Any]:
+    """The engineer's day plan as dispatch sees it: when they are free, then each planned job's times."""
+    route = route_of(engineer, fleet, now, False)
+    timed = timing(route, route.stops, travel_of(config), rules_of(config))
+    visits = {v.key: v for v in timed.visits} if timed is not None else {}
+    stops = []
+    for stop in route.stops:
+        visit = visits.get(stop.key)
+        stops.append({"work_order": stop.key, "priority": stop.priority, "accepted": stop.pinned,
+                      "deadline": stop.deadline, "depart_at": visit.depart if visit else None,
+                      "arrive_at": visit.arrive if visit else None, "finish_at": visit.finish if visit else None,
+                      "late_min": round(visit.late_s / 60, 1) if visit else None})
+    return {"free_from": route.ready_at, "stops": stops, "fits_shifts": timed is not None,
+            "drive_min": round(timed.drive_s / 60, 1) if timed is not None else None}
+
+
 def stop_of(job: Job, config: DispatchConfig) -> Stop:
     service = job.service_s if job.service_s is not None else config.service_estimate_min * 60
     return Stop(job.key or job.device_id, job.site, service, job.priority, job.on_site_deadline,
                 job.not_before, job.not_after)
 
 
+class Standing:
+    """Who is on shift and when each engineer's next shift opens, worked out once per decision or re-plan
+    (a re-plan asks for every job of every engineer)."""
+
+    def __init__(self, when: datetime, config: DispatchConfig) -> None:
+        self.when, self.now, self.config = when, when.timestamp(), config
+        self._available: dict[tuple[str, str], str | None] = {}
+        self._next_opens: dict[str, float | None] = {}
+
+    def available(self, engineer: EngineerConfig, priority: str) -> str | None:
+        key = (engineer.id, priority)
+        if key not in self._available:
+            self._available[key] = available(engineer, priority, self.when, self.config)
+        return self._available[key]
+
+    def starts_in_time(self, engineer: EngineerConfig, job: Job) -> bool:
+        """Off shift now, but the next shift starts before the job's deadline: the day plan can give it to them
+        (a ticket at 21:30 for the night shift starting at 22:00)."""
+        if job.on_site_deadline is None:
+            return False
+        if engineer.id not in self._next_opens:
+            self._next_opens[engineer.id] = next(
+                (opens for opens, _ in working_windows(engineer, self.now, False) if opens > self.now), None)
+        opens = self._next_opens[engineer.id]
+        return opens is not None and opens < job.on_site_deadline
+
+
 def qualification(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime,
-                  config: DispatchConfig) -> str | None:
+                  config: DispatchConfig, standing: Standing | None = None) -> str | None:
     """The hard filter that rules the engineer out whatever their plan, or None."""
+    standing = standing or Standing(when, config)
     if engineer.id in job.excluded:
         return "declined or did not answer"
     level = engineer.skill_levels.get(job.required_skill)
@@ -246,8 +305,8 @@ def qualification(job: Job, engineer: EngineerConfig, fleet: Fleet, when: dateti
     missing = [name for name in job.certifications if not engineer.certified(name, today)]
     if missing:
         return f"no valid certification {', '.join(missing)}"
-    unavailable = available(engineer, job.priority, when, config)
-    if unavailable:
+    unavailable = standing.available(engineer, job.priority)
+    if unavailable and not standing.starts_in_time(engineer, job):
         return unavailable
     load = fleet.loads.get(engineer.id, 0)
     if load >= engineer.capacity:
@@ -256,14 +315,15 @@ def qualification(job: Job, engineer: EngineerConfig, fleet: Fleet, when: dateti
 
 
 def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, config: DispatchConfig,
-          enforce_deadline: bool = True, insertion: Insertion | None = None) -> dict[str, Any] | str:
+          enforce_deadline: bool = True, insertion: Insertion | None = None,
+          standing: Standing | None = None) -> dict[str, Any] | str:
     """The engineer's grades for the job, or the hard filter that rules them out.
 
     The job goes where it adds least to the engineer's plan: travel is graded on the driving it
     adds, SLA slack on the planned arrival. With ``enforce_deadline`` off (nobody can make the
     deadline any more), lateness only costs SLA slack: the work still needs the earliest engineer.
     """
-    ruled_out = qualification(job, engineer, fleet, when, config)
+    ruled_out = qualification(job, engineer, fleet, when, config, standing)
     if ruled_out:
         return ruled_out
     now = when.timestamp()
@@ -366,8 +426,9 @@ def _rank(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetim
     stop, travel, rules = stop_of(job, config), travel_of(config), rules_of(config)
     excluded: dict[str, str] = {}
     routes: dict[str, Route] = {}
+    standing = Standing(when, config)
     for engineer in engineers:
-        ruled_out = qualification(job, engineer, fleet, when, config)
+        ruled_out = qualification(job, engineer, fleet, when, config, standing)
         if ruled_out:
             excluded[engineer.id] = ruled_out
         else:
@@ -381,7 +442,7 @@ def _rank(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetim
         tried = dict(excluded)
         ranked = []
         for engineer in qualified:
-            result = grade(job, engineer, fleet, when, config, enforce, insertions[engineer.id]) \
+            result = grade(job, engineer, fleet, when, config, enforce, insertions[engineer.id], standing) \
                 if insertions[engineer.id] is not None else _NO_ROOM
             if isinstance(result, str):
                 tried[engineer.id] = result
@@ -419,16 +480,18 @@ def assign_batch(
     stops = {job.key: stop_of(job, config) for job in jobs}
     excluded: dict[str, dict[str, str]] = {}
     candidates: dict[str, list[str]] = {}
+    standing = Standing(when, config)
+    nearest = _Nearest(engineers, fleet)
     for key, job in zip(keys, jobs):
         ruled, fit = {}, []
-        for engineer in engineers:
-            why = qualification(job, engineer, fleet, when, config)
+        for index, engineer in enumerate(engineers):
+            why = qualification(job, engineer, fleet, when, config, standing)
             if why:
                 ruled[engineer.id] = why
             else:
-                fit.append(engineer)
-        fit.sort(key=lambda e: _nearest_km(job.site, e, fleet))
-        excluded[key], candidates[key] = ruled, [e.id for e in fit[: config.route_candidates]]
+                fit.append(index)
+        excluded[key] = ruled
+        candidates[key] = [engineers[i].id for i in nearest.among(job.site, fit, config.route_candidates)]
     urgent = {key for key, job in zip(keys, jobs) if job.priority in config.on_call_priorities}
     involved = {engineer_id for ids in candidates.values() for engineer_id in ids}
     routes = {engineer_id: route_of(by_id[engineer_id], fleet, now, bool(urgent)) for engineer_id in involved}
@@ -447,7 +510,7 @@ def assign_batch(
             continue
         engineer = by_id[insertion.engineer_id]
         graded = grade(job, engineer, fleet_with(fleet, result.routes, insertion.engineer_id, key), when, config,
-                       False, _as_inserted(insertion, key, result.routes[insertion.engineer_id]))
+                       False, _as_inserted(insertion, key, result.routes[insertion.engineer_id]), standing)
         if isinstance(graded, str):  # a hard limit only the final plan shows (e.g. the travel limit)
             decisions.append(Decision(None, graded, [], excluded[key] | {engineer.id: graded}))
             continue
@@ -462,10 +525,30 @@ def _points(route: Route) -> list[tuple[float, float]]:
     return [route.start, route.home] + [stop.site for stop in route.stops]
 
 
-def _nearest_km(site: tuple[float, float], engineer: EngineerConfig, fleet: Fleet) -> float:
-    home = (engineer.home.latitude, engineer.home.longitude)
-    points = [fleet.locations.get(engineer.id, home)] + [s.site for s in fleet.routes.get(engineer.id, [])]
-    return min(haversine_km(site[0], site[1], p[0], p[1]) for p in points)
+class _Nearest:
+    """Each engineer's distance to a site: from where they are or any job in their plan, the closest."""
+
+    def __init__(self, engineers: list[EngineerConfig], fleet: Fleet) -> None:
+        latitudes, longitudes, starts = [], [], []
+        for engineer in engineers:
+            home = (engineer.home.latitude, engineer.home.longitude)
+            points = [fleet.locations.get(engineer.id, home)] + [s.site for s in fleet.routes.get(engineer.id, [])]
+            starts.append(len(latitudes))
+            latitudes += [p[0] for p in points]
+            longitudes += [p[1] for p in points]
+        self.latitudes, self.longitudes = np.radians(latitudes), np.radians(longitudes)
+        self.starts = np.array(starts)
+
+    def among(self, site: tuple[float, float], indices: list[int], count: int) -> list[int]:
+        """The ``count`` nearest of the engineers at ``indices``, nearest first."""
+        if not indices:
+            return []
+        lat, lon = math.radians(site[0]), math.radians(site[1])
+        a = (np.sin((self.latitudes - lat) / 2) ** 2
+             + math.cos(lat) * np.cos(self.latitudes) * np.sin((self.longitudes - lon) / 2) ** 2)
+        closest = np.minimum.reduceat(a, self.starts)[indices]  # haversine is monotonic in a
+        order = np.argsort(closest, kind="stable")[:count]
+        return [indices[i] for i in order]
 
 
 def fleet_with(fleet: Fleet, routes: dict[str, Route], engineer_id: str, key: str) -> Fleet:

@@ -94,7 +94,8 @@ class Visit:
 
 @dataclass(frozen=True)
 class Rules:
-    overtime_s: float = 0.0  # a job may run this far past the shift's end (arriving by the end)
+    # A job of this priority may run this far past the shift's end (arriving by the end).
+    overtime_s: dict[str, float] = field(default_factory=dict)
     break_after_s: float = 4 * 3600.0
     break_s: float = 30 * 60.0
     # What a second of lateness on site costs, in seconds of driving, and a missed deadline on top.
@@ -142,7 +143,8 @@ def timing(route: Route, stops: list[Stop], travel: Travel, rules: Rules) -> Tim
             drive = travel(position, stop.site)
             arrive = depart + drive
             begin = arrive if stop.not_before is None else max(arrive, stop.not_before)
-            if depart < closes and arrive <= closes and begin + stop.service_s <= closes + rules.overtime_s:
+            if (depart < closes and arrive <= closes
+                    and begin + stop.service_s <= closes + rules.overtime_s.get(stop.priority, 0.0)):
                 break
             # Not in this shift: the next one, from home.
             index += 1

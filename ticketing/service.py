@@ -33,7 +33,7 @@ from ticketing.cloudevents import Envelope, alarm_envelope, anomaly_envelope, no
 from ticketing.webhooks import SecretVault, WebhookStore
 from ticketing import sla as clocks
 from ticketing.dispatch import (Commitment, Decision, Fleet, Job, assign_batch, choose_engineer, grade, plan_fleet,
-                                routing_problems)
+                                planned_route, reachable_since, routing_problems)
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
 from ticketing.database import make_engine, migrate
 from ticketing.hygiene import ChatterTracker
@@ -665,6 +665,18 @@ class TicketingService:
                                                              WorkOrder.state.in_(_PLANNED))):
             other.eta = arrivals[other.code]
 
+    def day_plan(self, engineer_id: str) -> dict[str, Any] | None:
+        """The engineer's planned jobs in order, timed as dispatch times them; None for an unknown engineer."""
+        engineer = next((e for e in self.engineers if e.id == engineer_id), None)
+        if engineer is None:
+            return None
+        now = self.clock()
+        with self.sessions() as session:
+            fleet = self._fleet(session, [])
+        plan = planned_route(engineer, fleet, now, self.config.dispatch)
+        return {"engineer_id": engineer_id, "at": now, "free_from": plan["free_from"], "stops": plan["stops"],
+                "drive_min": plan["drive_min"], "fits_shifts": plan["fits_shifts"]}
+
     def accept(self, code: str, engineer_id: str) -> dict[str, Any] | None:
         """The assigned engineer takes the job: the respond clock stops."""
         with self._transaction() as session:
@@ -754,7 +766,7 @@ class TicketingService:
                 select(WorkOrder).where(WorkOrder.state.in_(queries.OPEN)).with_for_update()).all()
             for order in open_orders:  # fetched first: the loop body queries and writes in the same session
                 if (order.state == State.DISPATCHED.value and order.accepted_at is None and order.offered_at
-                        and now - order.offered_at >= self.config.dispatch.acceptance_timeout_s):
+                        and self._unanswered_for(order, now) >= self.config.dispatch.acceptance_timeout_s):
                     engineer_id = order.assigned_engineer_id or ""
                     order.declined = [*(order.declined or []), engineer_id]
                     self._append_event(session, order, "acceptance_timeout", SYSTEM_ACTOR, {
@@ -771,6 +783,14 @@ class TicketingService:
             moved = self.reoptimise()
         return {"acceptance_timeouts": timed_out, "sla_alerts": alerted, "reoptimised": moved,
                 "auto_verified": verified}
+
+    def _unanswered_for(self, order: WorkOrder, now: float) -> float:
+        """How long the offered engineer could have answered: an offer for their next shift waits for it."""
+        engineer = next((e for e in self.engineers if e.id == order.assigned_engineer_id), None)
+        if engineer is None or order.offered_at is None:
+            return now - (order.offered_at or now)
+        since = reachable_since(engineer, order.priority, order.offered_at, now, self.config.dispatch)
+        return 0.0 if since is None else now - since
 
     def _auto_verify(self, now: float) -> list[str]:
         """DONE, then normal for ``auto_verify_after_s``: no finding on the asset and telemetry flowing."""
