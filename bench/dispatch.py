@@ -18,10 +18,12 @@ The dispatchers:
 (a) fair greedy: the hard filters ours uses (skill, level, certifications, on shift); the
     nearest idle engineer who can be there by the shift's end, else the earliest arrival after
     their queue. The queue is first come, first served.
-(b) ours: the gateway's code. ``choose_engineer`` on each ticket and declines (the job goes
+(b) ours: the gateway's code. ``choose_engineer`` on each ticket and decline (the job goes
     where it adds least to someone's day plan), ``assign_batch`` every 5 minutes over all work
-    not accepted yet (the gateway's re-plan); the fleet is seen through ``plan_fleet``, as the
-    gateway sees it: open orders, planned arrivals, the configured estimate of time on site.
+    not accepted yet (the gateway's re-plan); a job is offered once its engineer would set off
+    within ``offer_ahead_min`` (``Decision.offer_now``), until then it stays planned and re-plans
+    may move it. The fleet is seen through ``plan_fleet``, as the gateway sees it: open orders,
+    planned arrivals, the configured estimate of time on site.
 (c) offline plan: every ticket, its true duration and acceptance delay known in advance, solved as
     a vehicle-routing problem with time windows by OR-Tools (one vehicle per engineer shift, skills
     as allowed vehicles, lateness priced per priority, a time limit stated with the result) and then
@@ -55,7 +57,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ticketing.config import DispatchConfig, EngineerConfig, SlaConfig
-from ticketing.dispatch import (Commitment, Fleet, Job, assign_batch, choose_engineer, haversine_km, on_shift,
+from ticketing.dispatch import (Commitment, Decision, Fleet, Job, assign_batch, choose_engineer, haversine_km, on_shift,
                                 Standing, plan_fleet, qualification, rules_of, travel_of)
 from ticketing.routes import Window, shift_windows
 
@@ -67,7 +69,6 @@ PRIORITY_MIX = (0.05, 0.15, 0.5, 0.3)
 SHIFTS = (("06:00", "14:00"), ("14:00", "22:00"), ("22:00", "06:00"))
 SHIFT_SHARE = (0.5, 0.35, 0.15)
 TICK_S = 300.0
-HOUR_S = 3600.0
 DECLINE_RATE = 0.05
 HORIZON_S = 3 * 86400.0  # after the day's last ticket, anything unserved by then counts as never served
 PLANS = Path(__file__).parent / "data"
@@ -133,9 +134,15 @@ def region(engineers: int, tickets: int, seed: int, sla: SlaConfig = TIGHT_SLA
     return crew, jobs
 
 
+PLAN_MODEL = 2  # bumped whenever solve_offline's model changes: stored plans of another model are solved again
+
+
 def fingerprint(crew: list[EngineerConfig], tickets: list[Ticket], config: DispatchConfig) -> str:
-    text = json.dumps([[e.model_dump(mode="json") for e in crew], [t.__dict__ for t in tickets],
-                       config.model_dump(mode="json")], sort_keys=True, default=str)
+    """What the offline plan depends on: the instance, the settings its model reads, the model."""
+    read = {name: getattr(config, name) for name in ("road_factor", "average_speed_kmh", "late_minute_cost",
+                                                      "missed_deadline_cost_min", "break_min")}
+    text = json.dumps([PLAN_MODEL, [e.model_dump(mode="json") for e in crew], [t.__dict__ for t in tickets], read],
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -203,8 +210,6 @@ class Simulation:
         self.eta: dict[str, float] = {}
         self.done: set[str] = set()
         self.not_before: dict[str, float] = {}  # the offline plan's engineers may set off to be there as it comes
-        # What each engineer did in each shift (ticket, on time with a minute to spare): the offline plan's warm start.
-        self.served: dict[tuple[str, float], list[tuple[str, bool]]] = {}
         self.now = DAY_START
 
     def at(self, when: float, kind: str, data: Any = None) -> None:
@@ -223,6 +228,11 @@ class Simulation:
         version = self.offer_version.get(key, 0) + 1
         self.offer_version[key] = version
         self.at(self.now + self.tickets[key].accept_delay_s, "answer", (key, engineer_id, version))
+
+    def withdraw(self, key: str) -> None:
+        """An offer not accepted yet is taken back (the job is kept planned only)."""
+        self.techs[self.assigned.pop(key)].route.remove(key)
+        self.offer_version[key] = self.offer_version.get(key, 0) + 1
 
     def run(self, dispatcher: "Dispatcher") -> Outcome:
         for ticket in self.tickets.values():
@@ -299,7 +309,6 @@ class Simulation:
         self.outcome.met[key] = arrive <= ticket.on_site_deadline
         self.outcome.compliant += qualified(tech.config, ticket)
         self.outcome.off_shift_s += off_shift_s(depart, finish, tech.windows)
-        self.served.setdefault((tech.config.id, opens), []).append((key, arrive <= ticket.on_site_deadline - 60))
         tech.position, tech.free_at, tech.busy, tech.current = ticket.site, finish, True, key
         tech.jobs += 1
         self.at(finish, "free", tech.config.id)
@@ -405,22 +414,26 @@ class Ours(Dispatcher):
                                    self.fleet(sim, {ticket.key}), datetime.fromtimestamp(sim.now, timezone.utc),
                                    self.config)
         sim.outcome.decisions_ms.append((time.perf_counter() - started) * 1000)
-        if decision.engineer_id is None:
-            self.waiting.add(ticket.key)
-            return
-        self.apply(sim, ticket.key, decision.engineer_id, decision.plan)
+        self.follow(sim, ticket.key, decision)
 
     declined = arrived
 
-    def apply(self, sim: Simulation, key: str, engineer_id: str, plan: list[tuple[str, float]]) -> None:
+    def follow(self, sim: Simulation, key: str, decision: Decision) -> None:
+        """What the gateway does with a decision: offer now, or keep it planned (late commitment), withdrawing an
+        offer not accepted yet; the planned arrivals become the ETAs the routes follow."""
+        if not decision.offer_now(sim.now, self.config):
+            if key in sim.assigned:
+                sim.withdraw(key)
+            self.waiting.add(key)
+            return
+        engineer_id = decision.engineer_id or ""
         self.waiting.discard(key)
         if sim.assigned.get(key) != engineer_id:
             sim.offer(key, engineer_id)
-        for other, arrive in plan:  # the gateway keeps planned arrivals as ETAs; the route follows them
+        for other, arrive in decision.plan:
             if sim.assigned.get(other) == engineer_id and other not in sim.done:
                 sim.eta[other] = arrive
-        tech = sim.techs[engineer_id]
-        tech.route.sort(key=lambda k: (sim.eta.get(k, math.inf), k))
+        sim.techs[engineer_id].route.sort(key=lambda k: (sim.eta.get(k, math.inf), k))
 
     def tick(self, sim: Simulation) -> None:
         if sim.now < self.next_replan:
@@ -436,10 +449,7 @@ class Ours(Dispatcher):
             sim.now, timezone.utc), self.config, current)
         sim.outcome.replans_ms.append((time.perf_counter() - started) * 1000)
         for key, decision in zip(pool, decisions):
-            if decision.engineer_id is not None:
-                self.apply(sim, key, decision.engineer_id, decision.plan)
-            elif key not in sim.assigned:
-                self.waiting.add(key)
+            self.follow(sim, key, decision)
 
 
 class OfflinePlan(Dispatcher):
@@ -475,8 +485,7 @@ class Vehicle:
 
 
 def solve_offline(crew: list[EngineerConfig], tickets: list[Ticket], config: DispatchConfig,
-                  time_limit_s: int, first: str = FIRST_SOLUTION,
-                  warm_start: dict[tuple[str, float], list[tuple[str, bool]]] | None = None) -> dict[str, Any]:
+                  time_limit_s: int, first: str = FIRST_SOLUTION) -> dict[str, Any]:
     """Vehicle routing with time windows: one vehicle per engineer shift that can serve the day's work.
 
     The objective is the day plans' own: driving, plus lateness priced per second and a missed deadline
@@ -532,38 +541,18 @@ def solve_offline(crew: list[EngineerConfig], tickets: list[Ticket], config: Dis
             routing.VehicleVar(index).SetValues([-1] + allowed)  # -1: not visited (SetAllowedVehiclesForIndex's
             # Python binding refuses lists in OR-Tools 9.15)
         routing.AddDisjunction([on_time, late], 10**10, 1)
-    # Finish by the shift's end plus the longest overtime, less the break the shift holds. Per-priority overtime
-    # and "arrive by the end" as node-vehicle constraints (Element) left the first-solution search with nothing
-    # in 60 s; the plan is run through the simulation, which enforces them exactly.
-    longest = max(config.overtime_min.values()) * 60 + (3 * HOUR_S if warm_start is not None else 0)
+    # Each shift's work done by its end, less the break it holds: no overtime in the plan (the simulation allows
+    # urgent work to run over, so the plan stays feasible when it is run). Per-priority overtime as node-vehicle
+    # constraints (Element) left the first-solution search with nothing in 60 s.
     for v, vehicle in enumerate(vehicles):
         clock.CumulVar(routing.Start(v)).SetRange(int(vehicle.opens) - origin, int(vehicle.closes) - origin)
-        clock.CumulVar(routing.End(v)).SetMax(int(vehicle.closes + longest - config.break_min * 60) - origin)
+        clock.CumulVar(routing.End(v)).SetMax(int(vehicle.closes - config.break_min * 60) - origin)
     parameters = pywrapcp.DefaultRoutingSearchParameters()
     parameters.first_solution_strategy = getattr(routing_enums_pb2.FirstSolutionStrategy, first)
     parameters.local_search_metaheuristic = routing_enums_pb2.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
     parameters.time_limit.seconds = time_limit_s
     started = time.perf_counter()
-    if warm_start is None:
-        solution = routing.SolveWithParameters(parameters)
-    else:
-        # The search starts from a plan every ticket is in (the first-solution heuristics left hundreds out in
-        # the time limit): the shifts as a simulated dispatcher filled them, each ticket as its on-time or late copy.
-        routing.CloseModelWithParameters(parameters)
-        index_of = {v: i for i, v in enumerate(vehicles)}
-        start_routes: list[list[int]] = [[] for _ in vehicles]
-        node_of = {ticket.key: node for node, ticket in enumerate(tickets)}
-        for (engineer_id, opens), keys in warm_start.items():
-            vehicle = next((i for v, i in index_of.items() if v.engineer_id == engineer_id
-                            and v.opens <= max(opens, DAY_START) < v.closes), None)
-            if vehicle is None:
-                continue
-            for key, on_time in keys:
-                start_routes[vehicle].append(node_of[key] if on_time else n + node_of[key])
-        initial = routing.ReadAssignmentFromRoutes(start_routes, True)
-        if initial is None:
-            raise RuntimeError("the warm start is not a plan the model accepts")
-        solution = routing.SolveFromAssignmentWithParameters(initial, parameters)
+    solution = routing.SolveWithParameters(parameters)
     if solution is None:
         raise RuntimeError("OR-Tools found no plan")
     routes: dict[str, list[str]] = {}
@@ -580,8 +569,7 @@ def solve_offline(crew: list[EngineerConfig], tickets: list[Ticket], config: Dis
 
 
 def stored_plan(crew: list[EngineerConfig], tickets: list[Ticket], config: DispatchConfig, seed: int,
-                solve: bool, time_limit_s: int,
-                warm_start: dict[tuple[str, float], list[tuple[str, bool]]] | None) -> dict[str, Any]:
+                solve: bool, time_limit_s: int) -> dict[str, Any]:
     path = PLANS / f"dispatch-offline-seed{seed}-{len(crew)}x{len(tickets)}.json"
     key = fingerprint(crew, tickets, config)
     if not solve and path.exists():
@@ -589,8 +577,7 @@ def stored_plan(crew: list[EngineerConfig], tickets: list[Ticket], config: Dispa
         if stored["fingerprint"] == key:
             return stored
         print(f"{path.name} was solved for another instance or configuration: solving again")
-    plan = solve_offline(crew, tickets, config, time_limit_s, warm_start=warm_start) | {
-        "fingerprint": key, "seed": seed, "warm_start": "the fair greedy's shifts"}
+    plan = solve_offline(crew, tickets, config, time_limit_s) | {"fingerprint": key, "seed": seed}
     PLANS.mkdir(exist_ok=True)
     path.write_text(json.dumps(plan, indent=1, sort_keys=True) + "\n")
     return plan
@@ -626,12 +613,10 @@ def compare(engineers: int, n_tickets: int, seed: int, solve: bool, time_limit_s
     config = DispatchConfig()
     crew, tickets = region(engineers, n_tickets, seed)
     rows = []
-    served = {}
     for dispatcher in (FairGreedy(crew, config), Ours(crew, config)):
         outcome, sim = simulate(crew, tickets, config, dispatcher)
         rows.append(row(dispatcher.name, outcome, sim, tickets))
-        served = served or sim.served
-    plan = stored_plan(crew, tickets, config, seed, solve, time_limit_s, served)
+    plan = stored_plan(crew, tickets, config, seed, solve, time_limit_s)
     outcome, sim = simulate(crew, tickets, config, OfflinePlan(plan["routes"]), knows_durations=True)
     rows.append(row(f"(c) offline plan ({plan['time_limit_s']} s)", outcome, sim, tickets))
     return rows
@@ -695,7 +680,7 @@ def main() -> None:
     parser.add_argument("--tickets", type=int, default=1000)
     parser.add_argument("--seeds", default="7,1,2")
     parser.add_argument("--solve", action="store_true", help="solve the offline plans again and store them")
-    parser.add_argument("--time-limit", type=int, default=180, help="OR-Tools time limit per seed, seconds")
+    parser.add_argument("--time-limit", type=int, default=480, help="OR-Tools time limit per seed, seconds")
     parser.add_argument("--latency", action="store_true", help="only the latency at 1,000 engineers, 400 open jobs")
     args = parser.parse_args()
     if args.latency:

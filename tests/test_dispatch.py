@@ -132,7 +132,8 @@ def alarm(device: str, at: float, code: str = "VIB") -> Alarm:
 
 def test_decline_and_timeout_go_to_the_next_candidate_then_the_dispatcher(tmp_path: Path, clock: Clock) -> None:
     engineers = [person("near", 53.551, 9.991), person("mid", 53.60, 10.05), person("far", 53.70, 10.20)]
-    service = service_with(tmp_path, clock, engineers, dispatch={"acceptance_timeout_s": 600})
+    # Offers at once, even for work planned after another job (late commitment has its own test).
+    service = service_with(tmp_path, clock, engineers, dispatch={"acceptance_timeout_s": 600, "offer_ahead_min": None})
     code = service.handle_alarm(alarm("pump-01", NOW))
     assert service.get_work_order(code)["assigned_engineer_id"] == "near"
 
@@ -281,7 +282,7 @@ def low(device: str) -> Alarm:
 def test_an_engineers_day_plan_puts_new_work_where_it_adds_least_and_keeps_the_etas(tmp_path: Path,
                                                                                     clock: Clock) -> None:
     solo = person("solo", 53.55, 9.99)
-    service = line_service(tmp_path, clock, [solo], dispatch={"service_estimate_min": 60})
+    service = line_service(tmp_path, clock, [solo], dispatch={"service_estimate_min": 60, "offer_ahead_min": None})
     near = service.handle_alarm(low("pump-near"))
     far = service.handle_alarm(low("pump-far"))
     middle = service.handle_alarm(low("pump-middle"))  # on the way: between near and far, not after far
@@ -301,7 +302,7 @@ def test_an_engineers_day_plan_puts_new_work_where_it_adds_least_and_keeps_the_e
 def test_an_accepted_job_stays_with_its_engineer(tmp_path: Path,
                                                                                     clock: Clock) -> None:
     west, east = person("west", 53.55, 9.99), person("east", 53.55, 10.34)
-    service = line_service(tmp_path, clock, [west, east], dispatch={"service_estimate_min": 60})
+    service = line_service(tmp_path, clock, [west, east], dispatch={"service_estimate_min": 60, "offer_ahead_min": None})
     near = service.handle_alarm(low("pump-near"))
     far = service.handle_alarm(low("pump-far"))
     assert service.get_work_order(near)["assigned_engineer_id"] == "west"
@@ -322,24 +323,43 @@ def test_work_that_does_not_fit_the_shift_waits_for_the_next_one_and_urgent_work
     service = line_service(tmp_path, clock, [ends_soon], dispatch={"overtime_min": overtime})  # 09:46, 2 h on site
     routine = service.handle_alarm(low("pump-near"))
     order = service.get_work_order(routine)
-    assert order["assigned_engineer_id"] == "ends-soon"
     tomorrow_six = NOW - (9 * 3600 + 46 * 60 + 40) + 86400 + 6 * 3600
-    assert order["eta"] == pytest.approx(tomorrow_six + 600, abs=120), "tomorrow's shift, from home"
+    # Planned for tomorrow's shift, from home; not offered yet (late commitment), so a re-plan may still move it.
+    assert (order["assigned_engineer_id"], order["assignment"]["planned_engineer_id"]) == (None, "ends-soon")
+    assert order["eta"] == pytest.approx(tomorrow_six + 600, abs=120)
+    assert order["assignment"]["offer_at"] == pytest.approx(tomorrow_six - 1800, abs=1)
+    assert order["events"][-1]["kind"] == "planned" and order["state"] == "RECEIVED"
+
+    clock.now = tomorrow_six - 2400  # 05:20: not yet
+    service.tick()
+    assert service.get_work_order(routine)["assigned_engineer_id"] is None
+    clock.now = tomorrow_six - 1500  # 05:35: the re-plan offers it
+    assert routine in service.tick()["reoptimised"]
+    offered = service.get_work_order(routine)
+    assert (offered["assigned_engineer_id"], offered["state"]) == ("ends-soon", "DISPATCHED")
+    assert [e["kind"] for e in offered["events"]].count("planned") == 1, "re-plans that change nothing stay quiet"
+
+    (tmp_path / "urgent").mkdir()
+    clock.now = NOW
+    service = line_service(tmp_path / "urgent", clock, [ends_soon], dispatch={"overtime_min": overtime})
     urgent = service.handle_alarm(Alarm("pump-far", NOW, "VIB", Severity.CRITICAL, "seizing"))  # P2: 150 min over
     urgent_order = service.get_work_order(urgent)
-    assert urgent_order["priority"] == "P2"
+    assert urgent_order["priority"] == "P2" and urgent_order["assigned_engineer_id"] == "ends-soon"
     assert urgent_order["eta"] < NOW + 2400, "urgent work goes now (a 31-minute drive) and may run into overtime"
 
 
 def test_an_offer_for_the_next_shift_does_not_time_out_before_the_shift(tmp_path: Path, clock: Clock) -> None:
     nights = person("nights", 53.55, 9.99, shift=ShiftConfig(start="22:00", end="06:00"))
-    service = line_service(tmp_path, clock, [nights], dispatch={"acceptance_timeout_s": 900})
+    service = line_service(tmp_path, clock, [nights], dispatch={"acceptance_timeout_s": 900, "offer_ahead_min": 60})
     clock.now = NOW + 11 * 3600  # 20:46: the night shift starts in 74 minutes
     code = service.handle_alarm(Alarm("pump-near", clock.now, "VIB", Severity.HIGH, "shaking"))  # P3: 4 h
     order = service.get_work_order(code)
-    assert order["assigned_engineer_id"] == "nights"
+    assert order["assignment"]["planned_engineer_id"] == "nights"
     assert order["eta"] > NOW + 12 * 3600 + 14 * 60, "planned for the start of their shift"
-    clock.now += 3600
+    clock.now += 20 * 60  # 21:06: an hour before the shift, the offer goes out
+    assert code in service.tick()["reoptimised"]
+    assert service.get_work_order(code)["assigned_engineer_id"] == "nights"
+    clock.now += 45 * 60  # 21:51
     assert service.tick()["acceptance_timeouts"] == [], "off shift: the offer waits for the shift"
-    clock.now += 14 * 60 + 900
+    clock.now += 9 * 60 + 900  # 22:15 and a bit
     assert service.tick()["acceptance_timeouts"] == [code], "15 minutes into the shift without an answer"

@@ -142,8 +142,8 @@ _DATA = {
 # Every type there is, with its family (the schema its data follows).
 TYPES: dict[str, str] = {
     **{f"pmgw.workorder.{kind}": "workorder" for kind in (
-        "created", "dispatched", "reassigned", "escalated", "accepted", "declined", "acceptance_timeout", "occurrence",
-        "related_finding", "condition_cleared", "reopened", "amended", "signed", "report_issued", "escalation",
+        "created", "planned", "dispatched", "reassigned", "escalated", "accepted", "declined", "acceptance_timeout",
+        "occurrence", "related_finding", "condition_cleared", "reopened", "amended", "signed", "report_issued", "escalation",
         "diagnosed", "en_route", "on_site", "in_progress", "on_hold", "done", "verified", "archived", "cancelled",
         "merged", "site_flood_finding", "external_reference", "routed", "routing_escalation")},
     "pmgw.sla.warning": "workorder", "pmgw.sla.breach": "workorder",

@@ -188,6 +188,12 @@ class DispatchConfig(BaseModel):
         description="missing the on-site deadline at all costs this many minutes of driving on top")
     reassign_cost_min: float = Field(10.0, ge=0, description="moving a planned job to another engineer costs "
                                                              "this many minutes of driving (minimal disruption)")
+    offer_ahead_min: float | None = Field(
+        30.0, ge=0, description="an order is offered to its planned engineer this long before they would set off; "
+                                "until then it is planned, not offered, and each re-plan may move it (late "
+                                "commitment keeps the plan flexible); none: offer at once")
+    plan_ahead_h: float = Field(12.0, ge=0, le=72, description="engineers whose shift starts within this many hours "
+                                                               "are planned for before it starts")
     travel: TravelConfig = Field(default_factory=TravelConfig)
     route_candidates: int = Field(25, ge=1, le=1000, description="a re-plan tries each job with this many of the "
                                                                  "nearest qualified engineers")

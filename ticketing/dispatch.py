@@ -109,6 +109,17 @@ class Decision:
     def arrive_at(self) -> float | None:
         return self.candidates[0]["arrive_at"] if self.engineer_id and self.candidates else None
 
+    @property
+    def depart_at(self) -> float | None:
+        return self.candidates[0]["depart_at"] if self.engineer_id and self.candidates else None
+
+    def offer_now(self, now: float, config: DispatchConfig) -> bool:
+        """Whether to offer the job now, or keep it planned and let later re-plans move it (late commitment):
+        an engineer is asked once they would set off within ``offer_ahead_min``."""
+        if self.engineer_id is None or config.offer_ahead_min is None or self.depart_at is None:
+            return self.engineer_id is not None
+        return self.depart_at - now <= config.offer_ahead_min * 60
+
     def as_dict(self) -> dict[str, Any]:
         return {"engineer_id": self.engineer_id, "reason": self.reason, "candidates": self.candidates,
                 "excluded": self.excluded, "plan": [{"work_order": key, "arrive_at": at} for key, at in self.plan]}
@@ -278,16 +289,15 @@ class Standing:
             self._available[key] = available(engineer, priority, self.when, self.config)
         return self._available[key]
 
-    def starts_in_time(self, engineer: EngineerConfig, job: Job) -> bool:
-        """Off shift now, but the next shift starts before the job's deadline: the day plan can give it to them
-        (a ticket at 21:30 for the night shift starting at 22:00)."""
-        if job.on_site_deadline is None:
-            return False
+    def starts_soon(self, engineer: EngineerConfig, job: Job) -> bool:
+        """Off shift now, but the next shift starts before the job's deadline or within ``plan_ahead_h``: the day
+        plan can give it to them (a ticket at 21:30 for the night shift at 22:00; overdue work for the morning)."""
         if engineer.id not in self._next_opens:
             self._next_opens[engineer.id] = next(
                 (opens for opens, _ in working_windows(engineer, self.now, False) if opens > self.now), None)
         opens = self._next_opens[engineer.id]
-        return opens is not None and opens < job.on_site_deadline
+        horizon = self.now + self.config.plan_ahead_h * 3600
+        return opens is not None and opens < max(horizon, job.on_site_deadline or horizon)
 
 
 def qualification(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime,
@@ -306,7 +316,7 @@ def qualification(job: Job, engineer: EngineerConfig, fleet: Fleet, when: dateti
     if missing:
         return f"no valid certification {', '.join(missing)}"
     unavailable = standing.available(engineer, job.priority)
-    if unavailable and not standing.starts_in_time(engineer, job):
+    if unavailable and not standing.starts_soon(engineer, job):
         return unavailable
     load = fleet.loads.get(engineer.id, 0)
     if load >= engineer.capacity:
@@ -369,7 +379,8 @@ def grade(job: Job, engineer: EngineerConfig, fleet: Fleet, when: datetime, conf
         "engineer_id": engineer.id, "name": engineer.name, "score": round(score, 4),
         "grades": {name: round(value, 3) for name, value in grades.items()},
         "distance_km": round(distance, 2), "travel_min": round(drive_s / 60, 1), "wait_min": round(wait_s / 60, 1),
-        "added_travel_min": round(added_drive_s / 60, 1), "arrive_at": round(visit.arrive, 1),
+        "added_travel_min": round(added_drive_s / 60, 1), "depart_at": round(visit.depart, 1),
+        "arrive_at": round(visit.arrive, 1),
         "route_position": insertion.position, "after": previous,
         "skill_level": level, "open_work_orders": load,
     }

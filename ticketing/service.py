@@ -630,6 +630,9 @@ class TicketingService:
         self._assign(session, order, decision, why)
 
     def _assign(self, session: Session, order: WorkOrder, decision: Decision, why: str = "") -> None:
+        if decision.engineer_id is not None and not decision.offer_now(self.clock(), self.config.dispatch):
+            self._plan_only(session, order, decision, why)
+            return
         previous = order.assigned_engineer_id
         # The weights belong to the explanation: a candidate's grades mean nothing without them.
         order.assignment = decision.as_dict() | {"weights": self.config.dispatch.weights[order.priority].model_dump()}
@@ -654,6 +657,29 @@ class TicketingService:
             "previous_engineer_id": previous, "eta": order.eta, "reason": reason,
             "candidates": decision.candidates[:3],
         })
+
+    def _plan_only(self, session: Session, order: WorkOrder, decision: Decision, why: str) -> None:
+        """Late commitment: the order is planned for an engineer who will not set off for a while, so nobody is
+        asked yet; each re-plan may move it, and it is offered ``offer_ahead_min`` before the planned departure.
+        An offer not yet accepted is withdrawn. An event only when the planned engineer changes."""
+        ahead = (self.config.dispatch.offer_ahead_min or 0) * 60
+        planned_before = (order.assignment or {}).get("planned_engineer_id")
+        previous = order.assigned_engineer_id
+        order.assignment = decision.as_dict() | {
+            "weights": self.config.dispatch.weights[order.priority].model_dump(), "engineer_id": None,
+            "planned_engineer_id": decision.engineer_id, "offer_at": (decision.depart_at or self.clock()) - ahead}
+        order.assigned_engineer_id = order.offered_at = None
+        order.eta = decision.arrive_at
+        from_state = order.state
+        if order.state == State.DISPATCHED.value:
+            order.state = State.DIAGNOSED.value
+        if previous is None and planned_before == decision.engineer_id:
+            return
+        reason = f"{why}: {decision.reason}" if why else decision.reason
+        self._append_event(session, order, "planned", SYSTEM_ACTOR, {
+            "from": from_state, "to": order.state, "engineer_id": decision.engineer_id,
+            "previous_engineer_id": previous, "planned_arrival": decision.arrive_at,
+            "offer_at": order.assignment["offer_at"], "reason": reason, "candidates": decision.candidates[:3]})
 
     def _replan_etas(self, session: Session, decision: Decision) -> None:
         """The other jobs in the chosen engineer's plan move with the new one: their planned arrivals follow."""
