@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request as StarletteRequest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -101,6 +101,17 @@ class AssetStateRequest(Request):
     until: EpochSeconds | None = Field(None, description="epoch seconds the state ends by itself")
 
 
+class Appointment(Request):
+    start: float = Field(description="not before (Unix seconds)")
+    end: float = Field(description="and begun by (Unix seconds)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Appointment":
+        if self.end <= self.start:
+            raise ValueError("an appointment ends after it starts")
+        return self
+
+
 class ManualWorkOrder(Request):
     device_id: Id
     failure_mode: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 14224 code, e.g. NOI")
@@ -110,6 +121,8 @@ class ManualWorkOrder(Request):
     external_ref: str | None = Field(None, min_length=1, max_length=100, pattern=r"^\S(.*\S)?$",
                                      description="your system's reference: a second POST with it finds this order "
                                                  "(200) instead of adding to it")
+    appointment: Appointment | None = Field(None, description="when the engineer may come: dispatch plans the "
+                                                               "visit inside this window")
 
 
 class OfferAnswer(Request):
@@ -413,9 +426,10 @@ def create_api(gateway: "Gateway") -> FastAPI:
             response.status_code = 200
             return order_or_404(known, principal)
         try:
-            code = gateway.ticketing.create_manual(request.device_id, request.failure_mode, request.severity,
-                                                   request.title, principal.name, request.description,
-                                                   request.external_ref)
+            code = gateway.ticketing.create_manual(
+                request.device_id, request.failure_mode, request.severity, request.title, principal.name,
+                request.description, request.external_ref,
+                (request.appointment.start, request.appointment.end) if request.appointment else None)
         except TransitionRefused as refused:
             raise HTTPException(409, str(refused)) from None
         if code is None:

@@ -57,6 +57,9 @@ def test_api_resources_and_invalid_requests(mosquitto: Mosquitto, tmp_path: Path
     assert unknown.status_code == 400 and "unknown query parameter(s) failuremode" in unknown.json()["detail"]
     bad_body = gw.http.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "x"})
     assert bad_body.status_code == 422 and bad_body.json()["errors"][0]["field"] == "body.title"
+    backwards = gw.http.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "noise",
+                                                   "appointment": {"start": 2e9, "end": 1e9}})
+    assert backwards.status_code == 422 and "an appointment ends after it starts" in backwards.json()["detail"]
 
 
 def test_simulate_command_publishes_every_asset_of_a_config(mosquitto: Mosquitto, tmp_path: Path) -> None:

@@ -363,3 +363,21 @@ def test_an_offer_for_the_next_shift_does_not_time_out_before_the_shift(tmp_path
     assert service.tick()["acceptance_timeouts"] == [], "off shift: the offer waits for the shift"
     clock.now += 9 * 60 + 900  # 22:15 and a bit
     assert service.tick()["acceptance_timeouts"] == [code], "15 minutes into the shift without an answer"
+
+
+def test_an_appointment_window_is_planned_for_and_one_that_cannot_be_kept_sends_nobody(tmp_path: Path,
+                                                                                       clock: Clock) -> None:
+    solo = person("solo", 53.55, 9.99)
+    service = line_service(tmp_path, clock, [solo])
+    start = NOW + 4 * 3600
+    code = service.create_manual("pump-near", "NOI", Severity.LOW, "inspect the coupling", "planner",
+                                 appointment=(start, start + 3600))
+    order = service.get_work_order(code)
+    assert order["assignment"]["planned_engineer_id"] == "solo" and order["assigned_engineer_id"] is None
+    assert order["eta"] == pytest.approx(start, abs=1), "there as the window opens, not before"
+    assert order["assignment"]["offer_at"] == pytest.approx(start - 600 - 1800, abs=60)
+
+    missed = service.create_manual("pump-far", "NOI", Severity.LOW, "a window already gone", "planner",
+                                   appointment=(NOW - 7200, NOW - 3600))
+    assert service.get_work_order(missed)["assigned_engineer_id"] is None
+    assert service.get_work_order(missed)["events"][-1]["kind"] == "escalated"

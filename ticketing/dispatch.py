@@ -1,10 +1,15 @@
-"""Pick the engineer to send, as field-service schedulers do: hard filters first, then weighted objectives.
+"""Pick the engineer to send, as field-service schedulers do: hard filters first, then weighted objectives,
+each job placed in an engineer's day plan (``ticketing.routes``).
 
 Hard filters: not declined, has the skill at the level, holds the certifications (valid
-today), on shift (or on call for urgent work), capacity left, within the travel limit, can
-arrive before the on-site deadline. The rest are graded 0..1 on travel time, SLA slack, skill fit (an expert is not
-burnt on an easy job), load and continuity (fixed this asset before), and the weighted sum
-wins. Every decision keeps the top candidates with their grades: anyone can see why.
+today), on shift (or on call for urgent work, or starting a shift before the deadline or within
+``plan_ahead_h``), capacity left, within the travel limit, can arrive before the on-site deadline.
+The job goes where it adds least to each remaining engineer's plan; they are graded 0..1 on the
+driving it adds, SLA slack at the planned arrival, skill fit (an expert is not burnt on an easy
+job), load and continuity (fixed this asset before), and the weighted sum wins. Every decision
+keeps the top candidates with their grades: anyone can see why. A re-plan (``assign_batch``) puts
+every job not accepted yet back into the plans at once. ``Decision.offer_now`` says whether to ask
+the engineer now or keep the job planned (late commitment).
 
 Pure functions over plain data, so every decision can be replayed and tested.
 
@@ -138,6 +143,8 @@ class Commitment:
     eta: float | None = None  # planned (or, when started, expected) arrival on site
     deadline: float | None = None
     accepted: bool = False
+    not_before: float | None = None  # appointment window
+    not_after: float | None = None
 
 
 def plan_fleet(fleet: Fleet, commitments: list[Commitment], now: float, config: DispatchConfig) -> Fleet:
@@ -153,7 +160,7 @@ def plan_fleet(fleet: Fleet, commitments: list[Commitment], now: float, config: 
             fleet.locations[job.engineer_id] = job.site
             continue
         planned.setdefault(job.engineer_id, []).append((job.eta or now, Stop(
-            job.key, job.site, estimate, job.priority, job.deadline, pinned=job.accepted)))
+            job.key, job.site, estimate, job.priority, job.deadline, job.not_before, job.not_after, job.accepted)))
     fleet.routes = {engineer_id: [stop for _, stop in sorted(stops, key=lambda item: (item[0], item[1].key))]
                     for engineer_id, stops in planned.items()}
     return fleet

@@ -141,6 +141,8 @@ def timing(route: Route, stops: list[Stop], travel: Travel, rules: Rules) -> Tim
                 depart += rules.break_s
                 break_taken = True
             drive = travel(position, stop.site)
+            if stop.not_before is not None:  # set off to arrive as the appointment opens, not to wait there
+                depart = max(depart, stop.not_before - drive)
             arrive = depart + drive
             begin = arrive if stop.not_before is None else max(arrive, stop.not_before)
             if (depart < closes and arrive <= closes

@@ -260,10 +260,12 @@ class TicketingService:
         return (AlarmOutcome.WORK_ORDER, code) if code is not None else (AlarmOutcome.NOT_OPERATING, None)
 
     def create_manual(self, device_id: str, failure_mode: str, severity: Severity, title: str, actor: str,
-                      description: str = "", external_ref: str | None = None) -> str | None:
+                      description: str = "", external_ref: str | None = None,
+                      appointment: tuple[float, float] | None = None) -> str | None:
         """A work order a person or an external system opens. With ``external_ref`` (the other system's own
         reference) a second request with the same reference finds the first order instead of adding to it,
-        and the order raised (or joined: an open one of the same asset and failure mode) carries it."""
+        and the order raised (or joined: an open one of the same asset and failure mode) carries it. With an
+        ``appointment`` (start, end) the visit is planned to begin inside that window."""
         if external_ref:
             known = self.code_of_reference(external_ref)
             if known is not None:
@@ -274,7 +276,9 @@ class TicketingService:
         code = self._raise(Intake(
             asset=asset, failure_mode=failure_mode, origin=Origin.MANUAL, severity=severity, title=title,
             finding={"opened_by": actor, "description": description,
-                     **({"external_ref": external_ref} if external_ref else {})}, at=self.clock(), actor=actor,
+                     **({"external_ref": external_ref} if external_ref else {}),
+                     **({"appointment": {"start": appointment[0], "end": appointment[1]}} if appointment else {})},
+            at=self.clock(), actor=actor,
             external_ref=external_ref,
         ))
         if code is not None and external_ref:
@@ -585,9 +589,11 @@ class TicketingService:
         deadline = None
         if order.sla is not None and "on_site" not in order.sla["met"]:
             deadline = clocks.deadline(order.sla, "on_site", self.clock())
+        appointment = ((order.context or {}).get("finding") or {}).get("appointment") or {}
         return Job(order.required_skill, order.required_level, tuple(order.required_certifications),
                    (site.latitude, site.longitude), order.priority, order.device_id, deadline,
-                   frozenset(order.declined or []), key=order.code)
+                   frozenset(order.declined or []), key=order.code, not_before=appointment.get("start"),
+                   not_after=appointment.get("end"))
 
     def _fleet(self, session: Session, orders: list[WorkOrder]) -> Fleet:
         """What dispatch needs to know to place ``orders``: engineers' loads and day plans without them, where
@@ -620,7 +626,7 @@ class TicketingService:
             commitments.append(Commitment(
                 order.code, order.assigned_engineer_id or "", job.site, order.priority, order.state in _STARTED,
                 (order.sla or {}).get("met", {}).get("on_site"), order.eta, job.on_site_deadline,
-                order.accepted_at is not None))
+                order.accepted_at is not None, job.not_before, job.not_after))
         plan_fleet(fleet, commitments, self.clock(), self.config.dispatch)
 
     def _dispatch(self, session: Session, order: WorkOrder, why: str = "") -> None:

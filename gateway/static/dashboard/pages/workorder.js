@@ -85,12 +85,18 @@ function dispatch(order, engineers) {
   if (!decision) return h("p", {}, "Not dispatched yet.");
   const names = Object.fromEntries(engineers.map((e) => [e.id, e.name || e.id]));
   const objectives = decision.candidates.length ? Object.keys(decision.candidates[0].grades) : [];
+  // Late commitment: planned for an engineer who is not asked until shortly before they would set off.
+  const chosen = decision.engineer_id || decision.planned_engineer_id;
+  const planned = !decision.engineer_id && decision.planned_engineer_id
+    ? h("p", { class: "planned" }, `Planned for ${names[chosen] || chosen}, on site about ${when(order.eta)}; `
+      + `offered at ${when(decision.offer_at)} unless a re-plan moves it.`) : null;
   return [
+    planned,
     h("p", { class: "explanation" }, decision.reason),
     decision.weights ? h("p", {}, "Weights: ", Object.entries(decision.weights).map(([k, v]) => `${k.replace("_", " ")} ${v}`).join(", ")) : null,
     decision.candidates.length ? table(["Engineer", "Score", ...objectives.map((o) => o.replace("_", " ")), "Travel", "Open orders"],
-      decision.candidates.map((c) => h("tr", { class: c.engineer_id === decision.engineer_id ? "chosen" : "" },
-        h("th", { scope: "row" }, c.name || names[c.engineer_id] || c.engineer_id, c.engineer_id === decision.engineer_id ? " ✓ chosen" : ""),
+      decision.candidates.map((c) => h("tr", { class: c.engineer_id === chosen ? "chosen" : "" },
+        h("th", { scope: "row" }, c.name || names[c.engineer_id] || c.engineer_id, c.engineer_id === chosen ? " ✓ chosen" : ""),
         h("td", {}, c.score.toFixed(2)), objectives.map((o) => h("td", {}, c.grades[o].toFixed(2))),
         h("td", {}, `${c.travel_min.toFixed(0)} min (${c.distance_km.toFixed(1)} km)`), h("td", {}, c.open_work_orders))),
       { class: "candidates", "aria-label": "Candidates and their grades" }) : null,
