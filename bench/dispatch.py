@@ -421,7 +421,7 @@ class Ours(Dispatcher):
     def follow(self, sim: Simulation, key: str, decision: Decision) -> None:
         """What the gateway does with a decision: offer now, or keep it planned (late commitment), withdrawing an
         offer not accepted yet; the planned arrivals become the ETAs the routes follow."""
-        if not decision.offer_now(sim.now, self.config):
+        if not decision.offer_now(sim.now, self.config, sim.tickets[key].priority):
             if key in sim.assigned:
                 sim.withdraw(key)
             self.waiting.add(key)

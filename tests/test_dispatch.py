@@ -321,6 +321,12 @@ def test_work_that_does_not_fit_the_shift_waits_for_the_next_one_and_urgent_work
     ends_soon = person("ends-soon", 53.55, 9.99, shift=ShiftConfig(start="06:00", end="10:30"))
     overtime = {"P1": 180, "P2": 150, "P3": 0, "P4": 0}
     service = line_service(tmp_path, clock, [ends_soon], dispatch={"overtime_min": overtime})  # 09:46, 2 h on site
+    early = service.handle_alarm(low("pump-far"))  # planned for tomorrow; its engineer takes it early (below)
+    assert service.get_work_order(early)["assigned_engineer_id"] is None
+    taken = service.accept(early, "ends-soon")
+    assert (taken["assigned_engineer_id"], taken["state"], taken["accepted_at"]) == ("ends-soon", "DISPATCHED", NOW)
+    assert [e["kind"] for e in taken["events"]][-2:] == ["dispatched", "accepted"]
+    service.transition(early, State.CANCELLED, "dispatcher", {"reason": "done on the way home"})
     routine = service.handle_alarm(low("pump-near"))
     order = service.get_work_order(routine)
     tomorrow_six = NOW - (9 * 3600 + 46 * 60 + 40) + 86400 + 6 * 3600
@@ -338,6 +344,7 @@ def test_work_that_does_not_fit_the_shift_waits_for_the_next_one_and_urgent_work
     offered = service.get_work_order(routine)
     assert (offered["assigned_engineer_id"], offered["state"]) == ("ends-soon", "DISPATCHED")
     assert [e["kind"] for e in offered["events"]].count("planned") == 1, "re-plans that change nothing stay quiet"
+
 
     (tmp_path / "urgent").mkdir()
     clock.now = NOW

@@ -118,11 +118,14 @@ class Decision:
     def depart_at(self) -> float | None:
         return self.candidates[0]["depart_at"] if self.engineer_id and self.candidates else None
 
-    def offer_now(self, now: float, config: DispatchConfig) -> bool:
+    def offer_now(self, now: float, config: DispatchConfig, priority: str) -> bool:
         """Whether to offer the job now, or keep it planned and let later re-plans move it (late commitment):
-        an engineer is asked once they would set off within ``offer_ahead_min``."""
-        if self.engineer_id is None or config.offer_ahead_min is None or self.depart_at is None:
-            return self.engineer_id is not None
+        an engineer is asked once they would set off within ``offer_ahead_min``. Urgent work (the on-call
+        priorities) is offered at once, so it is the engineer's next job whenever they are free."""
+        if self.engineer_id is None:
+            return False
+        if config.offer_ahead_min is None or self.depart_at is None or priority in config.on_call_priorities:
+            return True
         return self.depart_at - now <= config.offer_ahead_min * 60
 
     def as_dict(self) -> dict[str, Any]:

@@ -636,7 +636,8 @@ class TicketingService:
         self._assign(session, order, decision, why)
 
     def _assign(self, session: Session, order: WorkOrder, decision: Decision, why: str = "") -> None:
-        if decision.engineer_id is not None and not decision.offer_now(self.clock(), self.config.dispatch):
+        if decision.engineer_id is not None and not decision.offer_now(self.clock(), self.config.dispatch,
+                                                                       order.priority):
             self._plan_only(session, order, decision, why)
             return
         previous = order.assigned_engineer_id
@@ -687,6 +688,17 @@ class TicketingService:
             "previous_engineer_id": previous, "planned_arrival": decision.arrive_at,
             "offer_at": order.assignment["offer_at"], "reason": reason, "candidates": decision.candidates[:3]})
 
+    def _offer_planned(self, session: Session, order: WorkOrder) -> None:
+        """The planned engineer asks for their planned job before its offer time: it is offered to them now."""
+        engineer_id = order.assignment["planned_engineer_id"]
+        order.assignment = {**order.assignment, "engineer_id": engineer_id}
+        order.assigned_engineer_id, order.offered_at = engineer_id, self.clock()
+        from_state, order.state = order.state, State.DISPATCHED.value
+        self._append_event(session, order, "dispatched", SYSTEM_ACTOR, {
+            "from": from_state, "to": State.DISPATCHED.value, "engineer_id": engineer_id,
+            "previous_engineer_id": None, "eta": order.eta,
+            "reason": "the planned engineer took it before its offer time"})
+
     def _replan_etas(self, session: Session, decision: Decision) -> None:
         """The other jobs in the chosen engineer's plan move with the new one: their planned arrivals follow."""
         arrivals = {key: at for key, at in decision.plan}
@@ -710,11 +722,16 @@ class TicketingService:
                 "drive_min": plan["drive_min"], "fits_shifts": plan["fits_shifts"]}
 
     def accept(self, code: str, engineer_id: str) -> dict[str, Any] | None:
-        """The assigned engineer takes the job: the respond clock stops."""
+        """The assigned engineer takes the job: the respond clock stops. The engineer a job is planned for (not
+        offered yet: late commitment) may take it too, as if it had been offered."""
         with self._transaction() as session:
             order = self._locked(session, code)
             if order is None:
                 return None
+            planned = (order.assignment or {}).get("planned_engineer_id")
+            if (order.assigned_engineer_id is None and planned == engineer_id and order.state in _UNSTARTED
+                    and order.accepted_at is None):
+                self._offer_planned(session, order)
             if order.state != State.DISPATCHED.value or order.assigned_engineer_id != engineer_id:
                 raise TransitionRefused(f"{code} is not offered to {engineer_id} "
                                         f"(state {order.state}, assigned {order.assigned_engineer_id})")
