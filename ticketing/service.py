@@ -778,7 +778,8 @@ class TicketingService:
         return session.scalar(select(WorkOrder).where(WorkOrder.code == code).with_for_update())
 
     def reoptimise(self) -> list[str]:
-        """Re-assign every unstarted (offered, not accepted) or unassigned open order at once; returns the codes moved."""
+        """Re-plan every unstarted (offered, not accepted) or unassigned open order at once; returns the codes
+        offered, moved or withdrawn (an offer taken back because the job is now planned for later)."""
         moved = []
         with self._transaction() as session:
             orders = list(session.scalars(
@@ -800,8 +801,10 @@ class TicketingService:
                     order.eta = decision.arrive_at
                     self._replan_etas(session, decision)
                     continue
+                before = order.assigned_engineer_id
                 self._assign(session, order, decision)
-                moved.append(order.code)
+                if order.assigned_engineer_id != before:  # offered, moved or withdrawn; re-planned only is quiet
+                    moved.append(order.code)
         return moved
 
     # -- the clock: acceptance timeouts, SLA alerts, periodic re-optimisation ------------------
