@@ -37,14 +37,12 @@ import numpy as np
 from ticketing.config import WEEKDAYS, DispatchConfig, EngineerConfig, ShiftConfig
 from ticketing.travel import RoutingServer, prepare
 from ticketing.routes import (Insertion, Route, Rules, Stop, Travel, Window, best_insertion, haversine_km, replan,
-                              shift_windows, straight_line, timing)
+                              minutes_of_day, shift_windows, straight_line, timing)
+
+_LATE = "cannot be on site before the deadline"
+_NO_ROOM = "no room for it in their shifts of the next 3 days"
 
 __all__ = ["Commitment", "Decision", "Fleet", "plan_fleet", "Job", "assign_batch", "choose_engineer", "grade", "haversine_km", "on_shift"]
-
-
-def _minutes(clock: str) -> int:
-    hours, minutes = clock.split(":")
-    return int(hours) * 60 + int(minutes)
 
 
 def on_shift(shift: ShiftConfig, when: datetime) -> bool:
@@ -58,7 +56,7 @@ def on_shift(shift: ShiftConfig, when: datetime) -> bool:
     """
     local = when.astimezone(ZoneInfo(shift.timezone))
     now = local.hour * 60 + local.minute
-    start, end = _minutes(shift.start), _minutes(shift.end)
+    start, end = minutes_of_day(shift.start), minutes_of_day(shift.end)
     today = WEEKDAYS[local.weekday()]
     yesterday = WEEKDAYS[(local.weekday() - 1) % 7]
     if start < end:
@@ -430,8 +428,6 @@ def choose_engineer(
                     plans[best["engineer_id"]])
 
 
-_LATE = "cannot be on site before the deadline"
-_NO_ROOM = "no room for it in their shifts of the next 3 days"
 
 
 def _rank(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetime, config: DispatchConfig,

@@ -30,6 +30,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 from zoneinfo import ZoneInfo
 
+from ticketing.config import WEEKDAYS
+
 Point = tuple[float, float]
 Window = tuple[float, float]
 Travel = Callable[[Point, Point], float]  # seconds to drive from a to b
@@ -218,7 +220,7 @@ def best_insertion(route: Route, stop: Stop, travel: Travel, rules: Rules,
 
 # -- shifts as windows of time -------------------------------------------------------------
 
-def _minutes(clock: str) -> int:
+def minutes_of_day(clock: str) -> int:
     hours, minutes = clock.split(":")
     return int(hours) * 60 + int(minutes)
 
@@ -232,11 +234,9 @@ def shift_windows(days: list[str], start: str, end: str, zone: str, after: float
     ...  for a, b in shift_windows(["mon", "tue"], "22:00", "06:00", "UTC", monday, 3 * 86400)]
     [(22, 30), (46, 54)]
     """
-    from ticketing.config import WEEKDAYS  # config imports nothing from here; kept local to stay pure data
-
     tz = ZoneInfo(zone)
     first = datetime.fromtimestamp(after, tz).date() - timedelta(days=1)
-    opens_at, closes_at = _minutes(start), _minutes(end)
+    opens_at, closes_at = minutes_of_day(start), minutes_of_day(end)
     windows: list[Window] = []
     day = first
     while True:
