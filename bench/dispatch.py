@@ -176,6 +176,16 @@ class Tech:
     wake_at: float | None = None
 
 
+@dataclass(frozen=True)
+class Trip:
+    engineer_id: str
+    depart: float
+    arrive: float
+    finish: float
+    shift_opens: float
+    shift_closes: float
+
+
 @dataclass
 class Outcome:
     km: float = 0.0
@@ -210,6 +220,8 @@ class Simulation:
         self.eta: dict[str, float] = {}
         self.done: set[str] = set()
         self.not_before: dict[str, float] = {}  # the offline plan's engineers may set off to be there as it comes
+        self.accepted_at: dict[str, float] = {}
+        self.trips: dict[str, Trip] = {}  # what happened to each ticket, for checking the rules were kept
         self.now = DAY_START
 
     def at(self, when: float, kind: str, data: Any = None) -> None:
@@ -258,6 +270,7 @@ class Simulation:
                     dispatcher.declined(self, ticket)
                 else:
                     self.accepted.add(key)
+                    self.accepted_at[key] = self.now
             elif kind == "free":
                 tech = self.techs[data]
                 tech.busy, tech.current = False, None
@@ -309,6 +322,7 @@ class Simulation:
         self.outcome.met[key] = arrive <= ticket.on_site_deadline
         self.outcome.compliant += qualified(tech.config, ticket)
         self.outcome.off_shift_s += off_shift_s(depart, finish, tech.windows)
+        self.trips[key] = Trip(tech.config.id, depart, arrive, finish, opens, closes)
         tech.position, tech.free_at, tech.busy, tech.current = ticket.site, finish, True, key
         tech.jobs += 1
         self.at(finish, "free", tech.config.id)
@@ -469,6 +483,7 @@ class OfflinePlan(Dispatcher):
                 ticket = sim.tickets[key]
                 sim.assigned[key] = engineer_id
                 sim.accepted.add(key)  # known in advance: the engineer may even set off before it comes
+                sim.accepted_at[key] = DAY_START
                 sim.not_before[key] = ticket.arrival + ticket.accept_delay_s
 
 
