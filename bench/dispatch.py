@@ -57,8 +57,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ticketing.config import DispatchConfig, EngineerConfig, SlaConfig
-from ticketing.dispatch import (Commitment, Decision, Fleet, Job, assign_batch, choose_engineer, haversine_km, on_shift,
-                                Standing, plan_fleet, qualification, rules_of, travel_of)
+from ticketing.dispatch import (Commitment, Decision, Fleet, Job, Standing, assign_batch, choose_engineer, plan_fleet,
+                                qualification, rules_of, travel_of)
 from ticketing.routes import Window, shift_windows
 
 DAY_START = datetime(2026, 11, 25, 0, 0, tzinfo=timezone.utc).timestamp()
