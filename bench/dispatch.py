@@ -229,12 +229,12 @@ class Simulation:
         heapq.heappush(self.events, (when, self.counter, kind, data))
 
     # dispatcher hooks: offers made and withdrawn
-    def offer(self, key: str, engineer_id: str, position: int | None = None) -> None:
+    def offer(self, key: str, engineer_id: str) -> None:
+        """The job joins the end of the engineer's route (a dispatcher may re-order it) and is answered later."""
         previous = self.assigned.get(key)
         if previous is not None:
             self.techs[previous].route.remove(key)
-        tech = self.techs[engineer_id]
-        tech.route.insert(len(tech.route) if position is None else position, key)
+        self.techs[engineer_id].route.append(key)
         self.assigned[key] = engineer_id
         self.accepted.discard(key)
         version = self.offer_version.get(key, 0) + 1
