@@ -59,7 +59,7 @@ import numpy as np
 from ticketing.config import DispatchConfig, EngineerConfig, SlaConfig
 from ticketing.dispatch import (Commitment, Decision, Fleet, Job, Standing, assign_batch, choose_engineer, plan_fleet,
                                 qualification, rules_of, travel_of)
-from ticketing.routes import Window, shift_windows
+from ticketing.routes import EARTH_RADIUS_KM, Window, shift_windows
 
 DAY_START = datetime(2026, 11, 25, 0, 0, tzinfo=timezone.utc).timestamp()
 CENTRE = (53.5, 10.0)
@@ -520,7 +520,7 @@ def solve_offline(crew: list[EngineerConfig], tickets: list[Ticket], config: Dis
     coords = np.radians(np.array(points))
     lat, lon = coords[:, 0][:, None], coords[:, 1][:, None]
     a = (np.sin((lat.T - lat) / 2) ** 2 + np.cos(lat) * np.cos(lat.T) * np.sin((lon.T - lon) / 2) ** 2)
-    km = 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0, 1))) * config.road_factor
+    km = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1))) * config.road_factor
     size = len(points) + 1
     metres_per_s = config.average_speed_kmh / 3.6  # a second of driving, in metres of road
     metres = np.zeros((size, size), dtype=np.int64)

@@ -37,7 +37,7 @@ import numpy as np
 from ticketing.config import WEEKDAYS, DispatchConfig, EngineerConfig, ShiftConfig
 from ticketing.travel import RoutingServer, prepare
 from ticketing.routes import (Insertion, Route, Rules, Stop, Travel, Window, best_insertion, haversine_km, replan,
-                              minutes_of_day, shift_windows, straight_line, timing)
+                              merge_windows, minutes_of_day, shift_windows, straight_line, timing)
 
 _LATE = "cannot be on site before the deadline"
 _NO_ROOM = "no room for it in their shifts of the next 3 days"
@@ -103,10 +103,6 @@ class Decision:
     excluded: dict[str, str] = field(default_factory=dict)
     # The chosen engineer's whole plan with the job in it: (work order, planned arrival on site), in order.
     plan: list[tuple[str, float]] = field(default_factory=list)
-
-    @property
-    def travel_s(self) -> float:
-        return self.candidates[0]["travel_min"] * 60 if self.engineer_id and self.candidates else 0.0
 
     @property
     def arrive_at(self) -> float | None:
@@ -242,15 +238,8 @@ def working_windows(engineer: EngineerConfig, now: float, urgent: bool) -> list[
     """When the engineer works from now on: the shift, and on call too for urgent work."""
     hour = now - now % 3600  # cached per hour; windows already closed are skipped when timed
     shifts = [engineer.shift] + ([engineer.on_call] if urgent and engineer.on_call is not None else [])
-    windows = sorted(w for shift in shifts
-                     for w in _windows(tuple(shift.days), shift.start, shift.end, shift.timezone, hour))
-    merged: list[Window] = []
-    for opens, closes in windows:
-        if merged and opens <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], closes))
-        else:
-            merged.append((opens, closes))
-    return merged
+    return merge_windows([w for shift in shifts
+                          for w in _windows(tuple(shift.days), shift.start, shift.end, shift.timezone, hour)])
 
 
 def route_of(engineer: EngineerConfig, fleet: Fleet, now: float, urgent: bool) -> Route:

@@ -248,12 +248,24 @@ def shift_windows(days: list[str], start: str, end: str, zone: str, after: float
             span = (closes_at - opens_at) % (24 * 60) or 24 * 60
             closes = opens + span * 60
             if closes > after and opens < after + horizon_s:
-                if windows and windows[-1][1] >= opens:
-                    windows[-1] = (windows[-1][0], max(windows[-1][1], closes))
-                else:
-                    windows.append((opens, closes))
+                windows.append((opens, closes))
         day += timedelta(days=1)
-    return windows
+    return merge_windows(windows)
+
+
+def merge_windows(windows: list[Window]) -> list[Window]:
+    """The windows in order, overlapping or touching ones joined.
+
+    >>> merge_windows([(5.0, 8.0), (0.0, 2.0), (2.0, 4.0), (7.0, 9.0)])
+    [(0.0, 4.0), (5.0, 9.0)]
+    """
+    merged: list[Window] = []
+    for opens, closes in sorted(windows):
+        if merged and opens <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], closes))
+        else:
+            merged.append((opens, closes))
+    return merged
 
 
 # -- re-planning -------------------------------------------------------------------------

@@ -655,7 +655,7 @@ class TicketingService:
         if order.assigned_engineer_id != decision.engineer_id or order.state != State.DISPATCHED.value:
             order.offered_at, order.accepted_at = now, None
         order.assigned_engineer_id = decision.engineer_id
-        order.eta = decision.arrive_at if decision.arrive_at is not None else now + decision.travel_s
+        order.eta = decision.arrive_at
         self._replan_etas(session, decision)
         from_state = order.state
         order.state = State.DISPATCHED.value
