@@ -19,7 +19,7 @@ from typing import Any
 
 from detectors.config import DetectorConfig
 from detectors.engine import DetectorEngine, models_version, state_format
-from gateway.core import Anomaly, Quality, Reading
+from gateway.core import Anomaly, PartlyScored, Quality, Reading
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,8 @@ class ShardedDetectorEngine:
                 lost.append(shard)
         for shard in lost:
             self._restart(shard, len(parts[shard]))
+        if lost:
+            raise PartlyScored(anomalies, sum(len(parts[shard]) for shard in lost))
         return anomalies
 
     def _restart(self, shard: int, unscored: int) -> None:

@@ -18,10 +18,12 @@ from typing import Any, Protocol
 
 from edge.base import RejectedWriteError, TransientWriteError, UnreachableError
 from edge.buffer import Batch, DurableBuffer
-from edge.line_protocol import to_line
+from edge.line_protocol import reading_line, series_prefix
 from gateway.core import Reading, SeriesInfo
 
 log = logging.getLogger(__name__)
+
+_NO_TAGS: dict[str, str] = {}
 
 
 class LineWriter(Protocol):
@@ -53,6 +55,7 @@ class BufferedSink:
         self.series_tags = series_tags
         # Unit and data type per series, kept up to date by the gateway (read, never copied, here).
         self.series_info = series_info if series_info is not None else {}
+        self._prefixes: dict[tuple[str, str, str], tuple[dict[str, str], SeriesInfo | None, str]] = {}
         self.batch_readings = batch_readings
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
@@ -70,9 +73,21 @@ class BufferedSink:
     def write(self, readings: list[Reading]) -> None:
         for start in range(0, len(readings), self.batch_readings):
             chunk = readings[start:start + self.batch_readings]
-            lines = [to_line(r, self.series_tags.get(r.device_id, {}), self.series_info.get((r.device_id, r.metric)))
-                     for r in chunk]
+            lines = [reading_line(self._prefix(r), r) for r in chunk]
             self.buffer.append(lines, min(r.timestamp for r in chunk))
+
+    def _prefix(self, reading: Reading) -> str:
+        """The series' measurement and tags, made once and kept while its tags and info are the same
+        objects (the gateway replaces them, never edits them, when the configuration changes)."""
+        tags = self.series_tags.get(reading.device_id, _NO_TAGS)
+        info = self.series_info.get((reading.device_id, reading.metric))
+        key = (reading.device_id, reading.metric, reading.source)
+        kept = self._prefixes.get(key)
+        if kept is not None and kept[0] is tags and kept[1] is info:
+            return kept[2]
+        prefix = series_prefix(reading.device_id, reading.metric, reading.source, tags, info)
+        self._prefixes[key] = (tags, info, prefix)
+        return prefix
 
     def write_line(self, line: str, timestamp: float) -> None:
         """One annotation line (an anomaly, a work-order event) through the same buffer."""

@@ -22,7 +22,7 @@ import math
 
 import orjson
 
-from gateway.core import Anomaly, Reading, SeriesInfo, WorkOrderEvent
+from gateway.core import Anomaly, Quality, Reading, SeriesInfo, WorkOrderEvent
 
 MEASUREMENT = "telemetry"
 ANOMALIES = "anomalies"
@@ -46,9 +46,15 @@ def nanoseconds(timestamp: float) -> int:
 
 
 def to_line(reading: Reading, series_tags: dict[str, str], info: SeriesInfo | None = None) -> str:
-    tags = f"device={escape_tag(reading.device_id)},metric={escape_tag(reading.metric)}"
-    if reading.source:
-        tags += f",source={escape_tag(reading.source)}"
+    return reading_line(series_prefix(reading.device_id, reading.metric, reading.source, series_tags, info), reading)
+
+
+def series_prefix(device_id: str, metric: str, source: str, series_tags: dict[str, str],
+                  info: SeriesInfo | None) -> str:
+    """Measurement and tags: the same for every reading of a series, so a sink can keep it."""
+    tags = f"device={escape_tag(device_id)},metric={escape_tag(metric)}"
+    if source:
+        tags += f",source={escape_tag(source)}"
     if info is not None:
         if info.unit:
             tags += f",unit={escape_tag(info.unit)}"
@@ -57,10 +63,18 @@ def to_line(reading: Reading, series_tags: dict[str, str], info: SeriesInfo | No
     for key, value in series_tags.items():
         if value:
             tags += f",{key}={escape_tag(value)}"
-    fields = f'quality="{reading.quality.value}"'
-    if math.isfinite(reading.value):
-        fields = f"value={reading.value!r},{fields}"
-    return f"{MEASUREMENT},{tags} {fields} {nanoseconds(reading.timestamp)}"
+    return f"{MEASUREMENT},{tags}"
+
+
+_QUALITY_FIELDS = {quality: f'quality="{quality.value}"' for quality in Quality}
+
+
+def reading_line(prefix: str, reading: Reading) -> str:
+    value = reading.value
+    fields = _QUALITY_FIELDS[reading.quality]
+    if math.isfinite(value):
+        fields = f"value={value!r},{fields}"
+    return f"{prefix} {fields} {nanoseconds(reading.timestamp)}"
 
 
 def _tags(pairs: dict[str, str]) -> str:

@@ -8,6 +8,7 @@ answers "what is this pump doing now" without scanning history.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sqlite3
@@ -72,13 +73,33 @@ FROM readings WHERE device_id = ?1 AND metric = ?2 AND ts >= ?3 AND ts < ?4
 HAVING COUNT(*) > 0
 """
 
-_INSERT = "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT = "INSERT OR REPLACE INTO readings VALUES {rows}"
 _UPSERT_LATEST = """
-INSERT INTO latest VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO latest VALUES {rows}
 ON CONFLICT (device_id, metric) DO UPDATE SET
     ts = excluded.ts, value = excluded.value, quality = excluded.quality, source = excluded.source
 WHERE excluded.ts >= latest.ts
 """
+# Rows go in as multi-row statements: sqlite3 releases and retakes the GIL around every
+# statement step, so ``executemany`` hands the GIL to the MQTT thread and back once per
+# reading, and that convoy cost more than the inserts. Chunks are powers of two up to this
+# size, so the handful of statement texts stay in the connection's statement cache.
+_CHUNK_ROWS = 512
+
+
+@functools.lru_cache(maxsize=32)
+def _statement(template: str, rows: int) -> str:
+    return template.format(rows=", ".join(["(?, ?, ?, ?, ?, ?)"] * rows))
+
+
+def _insert_rows(connection: sqlite3.Connection, template: str, rows: list[tuple[Any, ...]]) -> None:
+    start, remaining = 0, len(rows)
+    while remaining:
+        size = min(_CHUNK_ROWS, 1 << (remaining.bit_length() - 1))
+        chunk = rows[start:start + size]
+        connection.execute(_statement(template, size), [field for row in chunk for field in row])
+        start += size
+        remaining -= size
 
 _QUALITIES = {quality.value: quality for quality in Quality}
 
@@ -145,8 +166,8 @@ class SqliteStore:
         with self._write_lock:
             try:
                 with self._writer:
-                    self._writer.executemany(_INSERT, rows)
-                    self._writer.executemany(_UPSERT_LATEST, list(newest.values()))
+                    _insert_rows(self._writer, _INSERT, rows)
+                    _insert_rows(self._writer, _UPSERT_LATEST, list(newest.values()))
             except sqlite3.Error as error:
                 self._failed("write", error)
                 raise

@@ -121,6 +121,15 @@ class Anomaly:
     limit: float | None = None
 
 
+class PartlyScored(Exception):
+    """A detector stage lost some readings of a batch (a worker process died) but scored the rest."""
+
+    def __init__(self, anomalies: list[Anomaly], unscored: int) -> None:
+        super().__init__(f"{unscored} readings not scored")
+        self.anomalies = anomalies
+        self.unscored = unscored
+
+
 @dataclass(slots=True)
 class Alarm:
     """An alarm raised by the equipment itself (not by a detector)."""

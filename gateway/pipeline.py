@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any, Callable, Union
 
 from edge.base import Sink
-from gateway.core import Alarm, Anomaly, Done, Reading
+from gateway.core import Alarm, Anomaly, Done, PartlyScored, Reading
 from gateway.ingest import IngestConfig, IngestGuard
 
 log = logging.getLogger(__name__)
@@ -153,9 +153,15 @@ class Pipeline:
             batch, barriers = merged
             try:
                 anomalies = await asyncio.to_thread(self.detect, batch) if batch else []
+            except PartlyScored as partly:
+                self._count_error("detectors")
+                self.counts["readings_scored"] += len(batch) - partly.unscored
+                self.counts["readings_not_scored"] += partly.unscored
+                anomalies = partly.anomalies
             except Exception:
                 self._count_error("detectors")
                 log.exception("detectors failed on a batch of %d readings", len(batch))
+                self.counts["readings_not_scored"] += len(batch)
                 anomalies = []
             else:
                 self.counts["readings_scored"] += len(batch)

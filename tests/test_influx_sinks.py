@@ -372,3 +372,44 @@ def test_after_an_outage_the_replay_starts_at_the_next_probe_and_merges_stored_b
     # 10,000 readings in 100 stored batches went out as two full-size writes.
     assert writer.requests == [5000, 5000]
     assert buffer.pending_readings == 0
+
+
+class RecordingWriter:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write_lines(self, lines: list[str]) -> None:
+        self.lines += lines
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_series_tags_follow_a_configuration_change(tmp_path: Path) -> None:
+    """The sink keeps each series' tags between batches; a new site, model or unit shows in the next line."""
+    from gateway.core import SeriesInfo
+
+    tags = {"p1": {"site": "north", "model": "A"}}
+    info: dict[tuple[str, str], SeriesInfo] = {}
+    writer = RecordingWriter()
+    buffer = DurableBuffer(tmp_path / "b.db", max_bytes=2**24, max_age_s=86400, when_full="block")
+    sink = BufferedSink("s", writer, buffer, tags, info, retry_min_s=0.01)
+    try:
+        sink.write([Reading("p1", "flow", 1.0, 1764064800.0, Quality.GOOD, "plc")])
+        tags.clear()  # as the gateway does on a reload: the outer dict in place, new inner dicts
+        tags.update({"p1": {"site": "south", "model": "B"}})
+        sink.write([Reading("p1", "flow", 2.0, 1764064801.0, Quality.GOOD, "plc")])
+        info[("p1", "flow")] = SeriesInfo("m3/h", "float32")
+        sink.write([Reading("p1", "flow", math.nan, 1764064802.0, Quality.BAD, "plc")])
+        wait_until(lambda: len(writer.lines) == 3, timeout=10, what="three lines forwarded")
+    finally:
+        sink.close()
+    assert writer.lines == [
+        'telemetry,device=p1,metric=flow,source=plc,site=north,model=A value=1.0,quality="good" 1764064800000000000',
+        'telemetry,device=p1,metric=flow,source=plc,site=south,model=B value=2.0,quality="good" 1764064801000000000',
+        'telemetry,device=p1,metric=flow,source=plc,unit=m3/h,data_type=float32,site=south,model=B '
+        'quality="bad" 1764064802000000000',
+    ]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge.sqlite_store import SqliteStore, SqliteStoreConfig
-from gateway.core import Alarm, Quality, Reading, Severity
+from gateway.core import Alarm, Anomaly, PartlyScored, Quality, Reading, Severity
 from gateway.pipeline import Pipeline
 
 
@@ -75,7 +75,54 @@ async def test_findings_reach_ticketing_and_a_failing_stage_does_not_stop_the_re
     assert [type(f).__name__ for f in handled] == ["Alarm"]
     assert pipeline.errors["sink:broken"] >= 1 and pipeline.errors["detectors"] == 1
     assert pipeline.counts["readings_not_stored"] == 6
+    # The two batches may be merged into one for the detectors: at least the failed one is counted lost.
+    assert pipeline.counts["readings_not_scored"] >= 3
+    assert pipeline.counts["readings_scored"] + pipeline.counts["readings_not_scored"] == 6
     assert len(kept) == 6  # the failing sink did not keep the batch from the working one
+
+
+async def test_a_batch_partly_scored_counts_what_was_lost_and_keeps_what_was_found() -> None:
+    handled: list[object] = []
+    found = Anomaly("d", T0, "rules", 1.0, Severity.HIGH, "OHE", ["m"], "hot")
+
+    def detect(readings: list[Reading]) -> list:
+        raise PartlyScored([found], unscored=2)  # as when one of several worker processes died
+
+    pipeline = Pipeline(sinks=[], detect=detect, handle_finding=handled.append, queue_batches=4)
+    pipeline.start()
+    await pipeline.put(batch(0, 5))
+    await pipeline.stop()
+    assert handled == [found]
+    assert pipeline.counts["readings_scored"] == 3 and pipeline.counts["readings_not_scored"] == 2
+    assert pipeline.errors["detectors"] == 1
+
+
+def test_store_writes_large_and_odd_sized_batches_whole(tmp_path: Path) -> None:
+    """Batches go in as multi-row statements in power-of-two chunks: every size must arrive whole, a
+    point written twice in one batch keeps its last value, and the latest value is the newest."""
+    store = SqliteStore(SqliteStoreConfig(path=tmp_path / "t.db"))
+    t0 = time.time() - 3600
+    written = 0
+    for size in (1, 2, 3, 511, 512, 513, 1300):
+        readings = [Reading(f"p{i % 3}", "vib", float(i), t0 + written + i // 3) for i in range(size)]
+        readings.append(Reading("p0", "vib", -7.0, t0 + written))  # the same point again, later in the batch
+        store.write(readings)
+        written += size
+    for device in ("p0", "p1", "p2"):
+        history = store.history(device, "vib", t0 - 1, t0 + written, 10_000)
+        expected = {}
+        start = 0
+        for size in (1, 2, 3, 511, 512, 513, 1300):
+            for i in range(size):
+                if f"p{i % 3}" == device:
+                    expected[t0 + start + i // 3] = float(i)
+            if device == "p0":
+                expected[t0 + start] = -7.0
+            start += size
+        assert {r.timestamp: r.value for r in history} == expected
+        newest = max(expected)
+        assert {r.metric: (r.timestamp, r.value) for r in store.latest(device)} == {"vib": (newest, expected[newest])}
+    store.close()
 
 
 def test_store_latest_history_and_idempotent_replay(tmp_path: Path) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from detectors.config import DetectorConfig
 from detectors.engine import DetectorEngine
 from detectors.sharded import ShardedDetectorEngine, shard_of
-from gateway.core import Reading
+from gateway.core import PartlyScored, Reading
 from simulators.physics import DeviceModel, DeviceSpec, Fault
 
 DEVICES = {"pump-1": "pump", "pump-2": "pump", "motor-1": "motor", "compressor-1": "compressor"}
@@ -50,7 +52,12 @@ def test_a_dead_worker_is_restarted_and_scoring_goes_on() -> None:
             sharded.process(b)
         sharded._processes[0].kill()
         sharded._processes[0].join(5)
-        sharded.process(data[10])  # the dead worker's share is reported and it is restarted
+        dead_share = sum(1 for r in data[10] if shard_of(r.device_id, 2) == 0)
+        # The dead worker's share is reported as not scored (the other worker's anomalies come with it),
+        # and the worker is restarted.
+        with pytest.raises(PartlyScored) as partly:
+            sharded.process(data[10])
+        assert partly.value.unscored == dead_share > 0
         assert sharded.diagnostics()["worker_restarts"] == 1
         for b in data[11:]:
             sharded.process(b)
