@@ -211,16 +211,24 @@ def _object_readings(
         raise PayloadError(const.ERR_MISSING_FIELD, "payload carries no metrics")
 
     readings: list[Reading] = []
+    mappings = config.metrics
     for name, raw in metrics.items():
-        try:
-            if len(name) > const.MAX_METRIC_NAME_CHARS:
-                raise PayloadError(const.ERR_BAD_METRIC_NAME, f"metric name {excerpt(name)} is longer than "
-                                                              f"{const.MAX_METRIC_NAME_CHARS} characters")
-            value, quality = _metric_value(name, raw)
-        except PayloadError as error:
-            on_rejected_metric(error)
-            continue
-        readings.append(_mapped(Reading(device_id, name, value, timestamp, quality, source), config))
+        kind = type(raw)
+        # Plain numbers with short names, nearly every metric of every message, take the short way.
+        if (kind is float or kind is int) and len(name) <= const.MAX_METRIC_NAME_CHARS:
+            value = float(raw)
+            quality = Quality.GOOD if math.isfinite(value) else Quality.BAD
+        else:
+            try:
+                if len(name) > const.MAX_METRIC_NAME_CHARS:
+                    raise PayloadError(const.ERR_BAD_METRIC_NAME, f"metric name {excerpt(name)} is longer than "
+                                                                  f"{const.MAX_METRIC_NAME_CHARS} characters")
+                value, quality = _metric_value(name, raw)
+            except PayloadError as error:
+                on_rejected_metric(error)
+                continue
+        reading = Reading(device_id, name, value, timestamp, quality, source)
+        readings.append(_mapped(reading, config) if name in mappings else reading)
     return readings
 
 
