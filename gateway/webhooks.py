@@ -15,7 +15,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-import httpx
+import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 from standardwebhooks import Webhook
 
@@ -73,12 +73,16 @@ class WebhookDeliverer:
 
         self.store.listeners.append(wake)
         try:
-            async with httpx.AsyncClient(timeout=self.config.timeout_s, follow_redirects=False) as client:
+            # aiohttp, not httpx: httpx's pool looks at every connection for every request, so fanning
+            # out to ten receivers 64 at a time cost about 5 ms of the event loop per delivery.
+            connector = aiohttp.TCPConnector(limit=self.config.concurrency)
+            timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
                 await self._deliver_forever(client, woken)
         finally:
             self.store.listeners.remove(wake)
 
-    async def _deliver_forever(self, client: httpx.AsyncClient, woken: asyncio.Event) -> None:
+    async def _deliver_forever(self, client: aiohttp.ClientSession, woken: asyncio.Event) -> None:
         while True:
             woken.clear()
             try:
@@ -107,7 +111,7 @@ class WebhookDeliverer:
             except Exception:  # not recorded: they stay pending and go again (receivers dedupe by webhook-id)
                 log.exception("webhooks: recording %d deliveries failed", len(outcomes))
 
-    async def _send(self, client: httpx.AsyncClient, message: dict[str, Any]
+    async def _send(self, client: aiohttp.ClientSession, message: dict[str, Any]
                     ) -> tuple[int, bool, int | None, str | None, float]:
         """One attempt: (message id, delivered, HTTP status, error, latency in ms)."""
         started = time.perf_counter()
@@ -123,8 +127,11 @@ class WebhookDeliverer:
                 ok, error = await asyncio.to_thread(self.mailer.send, message["body"])
             else:
                 headers = signed_headers(message["secret"], message["event_id"], message["body"], time.time())
-                response = await client.post(message["url"], content=message["body"].encode(), headers=headers)
-                status = response.status_code
+                async with client.post(message["url"], data=message["body"].encode(), headers=headers,
+                                       allow_redirects=False) as response:
+                    status = response.status
+                    # Read to the end (so the connection goes back to the pool), but never more than this.
+                    await response.content.read(65536)
                 ok = 200 <= status < 300
                 error = None if ok else f"HTTP {status}"
         except Exception as failure:  # noqa: BLE001 - any failure to send (a URL no client can use, too) is a failed attempt
