@@ -97,14 +97,24 @@ class WebhookDeliverer:
                 except asyncio.TimeoutError:
                     pass
                 continue
-            # Every due message at once, ``concurrency`` in flight (a slow receiver holds only its own slots).
+            # Every chain at once, ``concurrency`` in flight (a slow receiver holds only its own slots); within
+            # a chain (one subscription, one work order) one after the other, up to the first failure.
             slots = asyncio.Semaphore(self.config.concurrency)
+            chains: dict[tuple[int, str], list[dict[str, Any]]] = {}
+            for message in due:
+                chains.setdefault((message["subscription_id"], message["ordering_key"]), []).append(message)
 
-            async def send(message: dict[str, Any]) -> tuple[int, bool, int | None, str | None, float]:
-                async with slots:
-                    return await self._send(client, message)
+            async def send(chain: list[dict[str, Any]]) -> list[tuple[int, bool, int | None, str | None, float]]:
+                outcomes = []
+                for message in chain:
+                    async with slots:
+                        outcomes.append(await self._send(client, message))
+                    if not outcomes[-1][1]:
+                        break  # the rest of this work order's events wait for this one
+                return outcomes
 
-            outcomes = await asyncio.gather(*(send(message) for message in due))
+            outcomes = [outcome for sent in await asyncio.gather(*(send(chain) for chain in chains.values()))
+                        for outcome in sent]
             try:  # one commit for the round: the receivers' speed, not the disk's, sets the pace
                 await asyncio.to_thread(self.store.record_many, list(outcomes), self.config.retry_schedule_s,
                                         self.config.disable_after_s)

@@ -24,6 +24,8 @@ from ticketing.models import OutboxMessage, WebhookSubscription
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 # How many undelivered messages of one subscription one look at the outbox considers (the oldest first).
 SCAN_LIMIT = 2000
+# How many messages of one subscription and ordering key go out in one round, one after the other.
+CHAIN_LIMIT = 50
 
 
 def wants(types: list[str], sites: list[str], event_type: str, site: str) -> bool:
@@ -56,24 +58,31 @@ def enqueue(session: Session, envelopes: list[Envelope], now: float) -> int:
 
 
 def deliverable(session: Session, now: float) -> list[OutboxMessage]:
-    """The messages to send now: due, and the oldest undelivered one of their subscription and ordering key
-    (a work order's events arrive in the order they happened, a retry holding back the later ones)."""
+    """The messages to send now, oldest first: per subscription and ordering key, the oldest undelivered
+    message if it is due, and the due ones queued behind it (up to ``CHAIN_LIMIT``). The deliverer sends
+    each such chain in order and stops at its first failure, so a work order's events arrive in the
+    order they happened and a retry holds back the later ones, while events queued together go out
+    in one round instead of one round each."""
     # Per subscription, so a receiver that has been down for long (a deep backlog) never hides the others';
     # the bodies are loaded only for what goes out.
     subscriptions = session.scalars(select(OutboxMessage.subscription_id).where(OutboxMessage.state == PENDING)
                                     .distinct()).all()
-    heads: set[tuple[int, str]] = set()
+    chains: dict[tuple[int, str], int] = {}
+    held: set[tuple[int, str]] = set()
     due: list[int] = []
     for subscription in subscriptions:
         for row_id, key, next_at in session.execute(
                 select(OutboxMessage.id, OutboxMessage.ordering_key, OutboxMessage.next_attempt_at)
                 .where(OutboxMessage.state == PENDING, OutboxMessage.subscription_id == subscription)
                 .order_by(OutboxMessage.id).limit(SCAN_LIMIT)):
-            if (subscription, key) in heads:
+            chain = (subscription, key)
+            if chain in held:
                 continue
-            heads.add((subscription, key))
-            if next_at <= now:
-                due.append(row_id)
+            if next_at > now or chains.get(chain, 0) >= CHAIN_LIMIT:
+                held.add(chain)  # everything behind it waits
+                continue
+            chains[chain] = chains.get(chain, 0) + 1
+            due.append(row_id)
     if not due:
         return []
     return list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(due)).order_by(OutboxMessage.id)))

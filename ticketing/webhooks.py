@@ -136,7 +136,8 @@ class WebhookStore:
     # -- for the deliverer ------------------------------------------------------------------
 
     def due(self) -> list[dict[str, Any]]:
-        """What to send now: message id, subscription, URL, secret, event id, body, attempts so far."""
+        """What to send now, oldest first (``outbox.deliverable``): message id, subscription, URL, secret,
+        event id, body, attempts so far, ordering key."""
         with self.sessions() as session:
             rows = outbox.deliverable(session, self.clock())
             subscriptions = {s.id: s for s in session.scalars(select(WebhookSubscription).where(
@@ -144,7 +145,7 @@ class WebhookStore:
             secrets_of = {s.id: self._unsealed(s.secret) for s in subscriptions.values()}
             return [{"id": row.id, "subscription_id": row.subscription_id, "url": subscriptions[row.subscription_id].url,
                      "secret": secrets_of[row.subscription_id], "event_id": row.event_id, "body": row.body,
-                     "attempts": row.attempts}
+                     "attempts": row.attempts, "ordering_key": row.ordering_key}
                     for row in rows if subscriptions[row.subscription_id].enabled]
 
     def _unsealed(self, stored: str) -> str:
