@@ -102,7 +102,9 @@ class WebhookDeliverer:
             slots = asyncio.Semaphore(self.config.concurrency)
             chains: dict[tuple[int, str], list[dict[str, Any]]] = {}
             for message in due:
-                chains.setdefault((message["subscription_id"], message["ordering_key"]), []).append(message)
+                # No ordering key, no order to keep: a chain of its own.
+                key = message["ordering_key"] or f"message {message['id']}"
+                chains.setdefault((message["subscription_id"], key), []).append(message)
 
             async def send(chain: list[dict[str, Any]]) -> list[tuple[int, bool, int | None, str | None, float]]:
                 outcomes = []

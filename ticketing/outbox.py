@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from ticketing.cloudevents import Envelope, to_json
@@ -57,7 +57,7 @@ def enqueue(session: Session, envelopes: list[Envelope], now: float) -> int:
     return queued
 
 
-def deliverable(session: Session, now: float) -> list[OutboxMessage]:
+def deliverable(session: Session, now: float) -> list[Row[Any]]:
     """The messages to send now, oldest first: per subscription and ordering key, the oldest undelivered
     message if it is due, and the due ones queued behind it (up to ``CHAIN_LIMIT``). The deliverer sends
     each such chain in order and stops at its first failure, so a work order's events arrive in the
@@ -75,6 +75,10 @@ def deliverable(session: Session, now: float) -> list[OutboxMessage]:
                 select(OutboxMessage.id, OutboxMessage.ordering_key, OutboxMessage.next_attempt_at)
                 .where(OutboxMessage.state == PENDING, OutboxMessage.subscription_id == subscription)
                 .order_by(OutboxMessage.id).limit(SCAN_LIMIT)):
+            if not key:  # no order to keep: each goes when it is due
+                if next_at <= now:
+                    due.append(row_id)
+                continue
             chain = (subscription, key)
             if chain in held:
                 continue
@@ -85,7 +89,10 @@ def deliverable(session: Session, now: float) -> list[OutboxMessage]:
             due.append(row_id)
     if not due:
         return []
-    return list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(due)).order_by(OutboxMessage.id)))
+    return list(session.execute(
+        select(OutboxMessage.id, OutboxMessage.subscription_id, OutboxMessage.event_id, OutboxMessage.body,
+               OutboxMessage.attempts, OutboxMessage.ordering_key)
+        .where(OutboxMessage.id.in_(due)).order_by(OutboxMessage.id)))
 
 
 def next_attempt(attempts: int, schedule: list[float], now: float, jitter: float = 0.2) -> float | None:
