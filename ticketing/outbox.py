@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, func, insert, select
 from sqlalchemy.orm import Session
 
 from ticketing.cloudevents import Envelope, to_json
@@ -40,7 +40,7 @@ def enqueue(session: Session, envelopes: list[Envelope], now: float) -> int:
     if not envelopes:
         return 0
     subscriptions = session.scalars(select(WebhookSubscription).where(WebhookSubscription.enabled.is_(True))).all()
-    queued = 0
+    rows: list[dict[str, Any]] = []
     for envelope in envelopes:
         body: str | None = None
         for subscription in subscriptions:
@@ -49,12 +49,14 @@ def enqueue(session: Session, envelopes: list[Envelope], now: float) -> int:
             if subscription.exclude_own and envelope.actor and envelope.actor == subscription.created_by:
                 continue
             body = body or to_json(envelope).decode()
-            session.add(OutboxMessage(
-                subscription_id=subscription.id, event_id=envelope.id, event_type=envelope.type,
-                ordering_key=envelope.ordering_key, body=body, created_at=now, state=PENDING, attempts=0,
-                next_attempt_at=now))
-            queued += 1
-    return queued
+            rows.append({"subscription_id": subscription.id, "event_id": envelope.id, "event_type": envelope.type,
+                         "ordering_key": envelope.ordering_key, "body": body, "created_at": now, "state": PENDING,
+                         "attempts": 0, "next_attempt_at": now})
+    if rows:
+        # One bulk insert in the caller's transaction: an event for ten subscriptions is ten rows, and
+        # as objects of the session they cost more than the work order that made them.
+        session.execute(insert(OutboxMessage), rows)
+    return len(rows)
 
 
 def deliverable(session: Session, now: float) -> list[Row[Any]]:
