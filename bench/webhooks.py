@@ -131,6 +131,7 @@ def run(receivers: int, rate: float, seconds: float, directory: Path, database_u
         elapsed = time.time() - started
         latencies = sinks.stop()
         ours = (len(latencies) / elapsed, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000)
+        attempts = gateway.webhooks.diagnostics()
     finally:
         thread.stop()
         broker.stop()
@@ -157,6 +158,7 @@ def run(receivers: int, rate: float, seconds: float, directory: Path, database_u
           f"receivers ({events * receivers} deliveries), "
           f"work orders on {'PostgreSQL (fsync on)' if database_url else 'SQLite'}")
     print(f"  gateway (outbox, signed): {ours[0]:.0f} deliveries/s, latency p50 {ours[1]:.1f} ms, p99 {ours[2]:.1f} ms")
+    print(f"  attempts {attempts['attempts']}, failed {attempts['failed']} (last error: {attempts['last_error']})")
     print(f"  bare POSTs (baseline):    {base[0]:.0f} deliveries/s, latency p50 {base[1]:.1f} ms, p99 {base[2]:.1f} ms")
     print(f"  p99 ratio gateway/bare: {ours[2] / base[2]:.1f}; target p99 < 200 ms: "
           f"{'met' if ours[2] < 200 else 'NOT met'}")
