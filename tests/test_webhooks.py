@@ -24,6 +24,7 @@ from standardwebhooks import Webhook
 from gateway.broker import Mosquitto, free_port
 from tests.conftest import chain_parts, gateway_document, wait_until
 from ticketing.config import TicketingConfig
+from ticketing.lifecycle import State
 from ticketing.outbox import DEAD, DELIVERED, PENDING
 from ticketing.service import TicketingService
 
@@ -35,13 +36,14 @@ class Receiver:
 
     def __init__(self, status: int = 200) -> None:
         self.status = status
+        self.answer: Any = None  # when set: body -> the status to answer
         self.received: list[tuple[int, dict[str, str], bytes]] = []  # (status answered, headers, body)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                status = receiver.status
+                status = receiver.answer(body) if receiver.answer else receiver.status
                 receiver.received.append((status, {k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(status)
                 self.send_header("content-length", "0")
@@ -337,3 +339,60 @@ def test_an_external_system_creates_by_its_reference_and_hears_only_of_changes_i
     assert "pmgw.workorder.created" not in {e["type"] for e in heard}
     assert {e["data"]["external_ref"] for e in heard} == {"SAP-4711"}
     erp.close()
+
+
+def test_a_work_orders_events_queued_together_go_in_order_and_wait_behind_a_failure(tmp_path: Path) -> None:
+    """``due`` hands out each work order's due events as one chain, oldest first; a failed one holds the
+    rest of its chain (not other orders') until it is delivered."""
+    from gateway.core import Asset, Criticality, Severity, Site
+
+    clock = [1000.0]
+    site = Site("north", "North", 53.5, 10.0)
+    assets = {name: Asset(name, "pump", "m", "s", site, Criticality.HIGH) for name in ("pump-01", "pump-02")}
+    service = TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}"), assets, [],
+                               clock=lambda: clock[0], **chain_parts(tmp_path))
+    store = service.webhooks
+    store.create("http://127.0.0.1:9/none", ["pmgw.workorder.*"], [], "tests")
+    first = service.create_manual("pump-01", "NOI", Severity.LOW, "noise", "tests")
+    service.transition(first, State.CANCELLED, "tests", {"reason": "duplicate"})
+    second = service.create_manual("pump-02", "NOI", Severity.LOW, "noise", "tests")
+    events_of = lambda code: [json.loads(m["body"])["id"] for m in store.due()  # noqa: E731
+                              if m["ordering_key"] == f"workorder:{code}"]
+    chain = lambda code: [e["hash"] for e in service.get_work_order(code)["events"]]  # noqa: E731
+    assert events_of(first) == chain(first) and len(chain(first)) >= 2
+    assert events_of(second) == chain(second)
+    # The first event of the first order fails: nothing of that order is due until its retry; the other order is.
+    head = next(m for m in store.due() if m["ordering_key"] == f"workorder:{first}")
+    store.record_many([(head["id"], False, 503, "HTTP 503", 2.0)], [5.0], disable_after_s=1e9)
+    assert events_of(first) == [] and events_of(second) == chain(second)
+    clock[0] += 10
+    assert events_of(first) == chain(first)  # the retry is due: the whole chain again, from its head
+    store.record_many([(head["id"], True, 204, None, 2.0)], [5.0], disable_after_s=1e9)
+    assert events_of(first) == chain(first)[1:]
+
+
+def test_the_deliverer_stops_a_chain_at_its_failure(mosquitto: Mosquitto, tmp_path: Path, start_gateway,
+                                                    receivers) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path, webhooks=SCHEDULE))
+    receiver = receivers()
+    failed_once: list[str] = []
+
+    def answer(body: bytes) -> int:  # the dispatch event is refused the first time it comes
+        event = json.loads(body)
+        if event["type"] == "pmgw.workorder.dispatched" and not failed_once:
+            failed_once.append(event["id"])
+            return 500
+        return 200
+
+    receiver.answer = answer
+    secret = gw.http.post("/webhooks", json={"url": receiver.url, "types": ["pmgw.workorder.*"]}).json()["secret"]
+    order = gw.http.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "noise"}).json()
+    assert gw.http.post(f"/work-orders/{order['code']}/transitions",
+                        json={"to": "CANCELLED", "reason": "duplicate call"}).status_code == 200
+    chain = [e["hash"] for e in gw.get(f"/work-orders/{order['code']}")["events"]]
+    wait_until(lambda: [e["id"] for e in verified(receiver, secret)] == chain, timeout=20, what="the chain delivered")
+    # Every attempt in the receiver's log: nothing after the refused event came before its retry.
+    attempts = [json.loads(body)["id"] for _, _, body in receiver.received]
+    refused = attempts.index(failed_once[0])
+    assert attempts[:refused + 1] == chain[:chain.index(failed_once[0]) + 1]
+    assert attempts[refused + 1] == failed_once[0], attempts
