@@ -53,8 +53,8 @@ def enqueue(session: Session, envelopes: list[Envelope], now: float) -> int:
                          "ordering_key": envelope.ordering_key, "body": body, "created_at": now, "state": PENDING,
                          "attempts": 0, "next_attempt_at": now})
     if rows:
-        # One bulk insert in the caller's transaction: an event for ten subscriptions is ten rows, and
-        # as objects of the session they cost more than the work order that made them.
+        # One bulk insert in the caller's transaction: an event for ten subscriptions is ten rows, and as
+        # objects of the session they were about a tenth of the ticketing's time in bench.webhooks.
         session.execute(insert(OutboxMessage), rows)
     return len(rows)
 
