@@ -182,7 +182,7 @@ def main() -> None:
     results: list[dict[str, tuple[int, float]]] = []
     with tempfile.TemporaryDirectory(prefix="pmgw-bench-") as tmp:
         broker = Mosquitto.start(directory=Path(tmp) / "broker", extra_config=BROKER_TUNING)
-        influx = new_influxd(Path(tmp) / "influx").start() if args.influx else None
+        influx = new_influxd(Path(tmp) / "influx") if args.influx else None
         try:
             for repeat in range(args.repeat):
                 directory = Path(tmp) / f"run-{repeat}"
