@@ -417,8 +417,6 @@ def choose_engineer(
                     plans[best["engineer_id"]])
 
 
-
-
 def _rank(job: Job, engineers: list[EngineerConfig], fleet: Fleet, when: datetime, config: DispatchConfig,
           ) -> tuple[dict[str, str], list[dict[str, Any]], bool, dict[str, list[tuple[str, float]]]]:
     """Who is ruled out and why, the rest best first, whether the deadline had to be let go, and each
