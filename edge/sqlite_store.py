@@ -16,7 +16,7 @@ import threading
 from contextlib import closing
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -133,6 +133,11 @@ class SqliteStore:
     # Old rows are pruned at most this often, not on every batch.
     PRUNE_INTERVAL_S = 300.0
     ROLLUP_EVERY_S = 1.0
+    # A bucket counts as ended this long after its end, so readings a little late still land before it is
+    # computed (later ones dirty it again: it is computed again).
+    ROLLUP_GRACE_S = 2.0
+    # Ended buckets are rolled up this many per write, so the minute's turn is spread over the next writes.
+    ROLLUP_BUCKETS_PER_WRITE = 500
 
     def __init__(self, config: SqliteStoreConfig) -> None:
         self.config = config
@@ -143,7 +148,12 @@ class SqliteStore:
         self._writer.executescript(_SCHEMA)
         # -inf, not 0: the monotonic clock starts near 0 on a freshly booted machine.
         self._last_prune = float("-inf")
+        # A bucket is rolled up once it has ended, not every second while it fills: recomputing the open
+        # buckets each second read every reading some 30 times over (half a 60 s bucket on average), and on
+        # a two-core box at 10k readings/s that competed with everything else (alarm-to-dispatch p99 0.7 s
+        # instead of 0.2 s in bench.latency). Readers roll up the buckets they read first, open ones included.
         self._dirty_buckets: set[tuple[str, str, float]] = set()
+        self._closed_buckets: list[tuple[str, str, float]] = []
         self._last_rollup = float("-inf")
         self.written = 0
         self.batches = 0
@@ -178,7 +188,10 @@ class SqliteStore:
             self._dirty_buckets.update((row[0], row[1], row[2] // interval * interval) for row in rows)
             # The readings are committed; upkeep failing is counted and shown, never raised as a lost write.
             if time.monotonic() - self._last_rollup > self.ROLLUP_EVERY_S:
-                self._roll_up()
+                self._collect_closed()
+            if self._closed_buckets:
+                self._roll_up(self._closed_buckets[-self.ROLLUP_BUCKETS_PER_WRITE:])
+                del self._closed_buckets[-self.ROLLUP_BUCKETS_PER_WRITE:]
             if time.monotonic() - self._last_prune > self.PRUNE_INTERVAL_S:
                 self._prune()
 
@@ -207,26 +220,43 @@ class SqliteStore:
         self.last_error_at = time.time()
         log.error("sqlite store %s: %s failed: %s", self.path, what, error)
 
-    def _roll_up(self) -> None:
-        """Recompute every bucket written since the last call (at most once a second).
+    def _collect_closed(self) -> None:
+        """Move the dirty buckets that have ended (by the wall clock) to the queue of buckets to roll up."""
+        self._last_rollup = time.monotonic()
+        interval, now = self.config.rollup_interval_s, time.time()
+        closed = [bucket for bucket in self._dirty_buckets if bucket[2] + interval <= now - self.ROLLUP_GRACE_S]
+        self._dirty_buckets.difference_update(closed)
+        self._closed_buckets.extend(closed)
 
-        The dirty set is cleared whatever happens: a bucket that cannot be computed
-        is counted once, not retried (and failed) on every later write.
+    def _roll_up(self, buckets: list[tuple[str, str, float]]) -> None:
+        """Recompute these buckets from their raw readings.
+
+        A bucket that cannot be computed is counted once, not retried (and failed) on every later write.
         """
         interval = self.config.rollup_interval_s
-        buckets = [(device, metric, start, start + interval) for device, metric, start in self._dirty_buckets]
-        self._dirty_buckets.clear()
-        self._last_rollup = time.monotonic()
         try:
             with self._writer:
-                self._writer.executemany(_ROLLUP, buckets)
+                self._writer.executemany(_ROLLUP, [(device, metric, start, start + interval)
+                                                   for device, metric, start in buckets])
         except sqlite3.Error as error:
             self._failed("rollup", error)
 
+    def _roll_up_where(self, wanted: Callable[[tuple[str, str, float]], bool]) -> None:
+        """Bring the buckets a reader is about to read up to date, open ones included."""
+        with self._write_lock:
+            self._roll_up_pending(wanted)
+
+    def _roll_up_pending(self, wanted: Callable[[tuple[str, str, float]], bool]) -> None:
+        pending = [bucket for bucket in self._dirty_buckets if wanted(bucket)]
+        pending += [bucket for bucket in self._closed_buckets if wanted(bucket)]
+        if pending:
+            self._dirty_buckets.difference_update(pending)
+            self._closed_buckets = [bucket for bucket in self._closed_buckets if not wanted(bucket)]
+            self._roll_up(pending)
+
     def flush(self) -> None:
         """Bring the rollups up to date now."""
-        with self._write_lock:
-            self._roll_up()
+        self._roll_up_where(lambda bucket: True)
 
     def _prune(self) -> None:
         now = time.time()
@@ -254,6 +284,7 @@ class SqliteStore:
     def monitored_days(self) -> list[tuple[str, int]]:
         """(device, day number since the epoch) of every day a device sent anything, from the
         rollups, which are kept for a year: the exposure failure rates are counted against."""
+        self.flush()
         with self._reader() as connection:
             return connection.execute(
                 "SELECT DISTINCT device_id, CAST(ts / 86400 AS INTEGER) FROM rollups").fetchall()
@@ -261,6 +292,7 @@ class SqliteStore:
     def operating_means(self, device_id: str, since: float, until: float) -> dict[str, float]:
         """Each metric's mean over [since, until) from the rollups (weighted by their counts): the
         operating context a work order records of the hours before its finding."""
+        self._roll_up_where(lambda bucket: bucket[0] == device_id and self._overlaps(bucket, since, until))
         with self._reader() as connection:
             rows = connection.execute(
                 "SELECT metric, SUM(mean * count) / SUM(count) FROM rollups WHERE device_id = ? AND ts >= ? "
@@ -284,6 +316,7 @@ class SqliteStore:
 
     def rollups(self, device_id: str, metric: str, since: float, until: float) -> list[dict[str, Any]]:
         """The downsampled series: one bucket of ``rollup_interval_s`` per row, oldest first."""
+        self._roll_up_where(lambda bucket: bucket[:2] == (device_id, metric) and self._overlaps(bucket, since, until))
         with self._reader() as connection:
             rows = connection.execute(
                 "SELECT ts, count, mean, min, max FROM rollups WHERE device_id = ? AND metric = ? "
@@ -291,6 +324,9 @@ class SqliteStore:
             ).fetchall()
         return [{"timestamp": ts, "count": count, "mean": mean, "min": low, "max": high}
                 for ts, count, mean, low, high in rows]
+
+    def _overlaps(self, bucket: tuple[str, str, float], since: float, until: float) -> bool:
+        return bucket[2] <= until and bucket[2] + self.config.rollup_interval_s > since
 
     def _reader(self) -> closing[sqlite3.Connection]:
         return closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30))
@@ -311,6 +347,6 @@ class SqliteStore:
 
     def close(self) -> None:
         with self._write_lock:
-            self._roll_up()
+            self._roll_up_pending(lambda bucket: True)
             self._writer.close()
 

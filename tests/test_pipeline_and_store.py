@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -166,6 +168,34 @@ def test_rollups_are_exact_and_late_or_replayed_readings_count_once(tmp_path: Pa
     assert [b["count"] for b in buckets] == [61, 60, 60]
     assert buckets[0]["max"] == 100.0 and buckets[1]["min"] == 0.0 and buckets[1]["max"] == 59.0
     assert buckets[1]["mean"] == sum(range(60)) / 60
+    store.close()
+
+
+def test_ended_buckets_roll_up_on_write_and_open_ones_when_read(tmp_path: Path) -> None:
+    """Writes roll up the buckets that have ended, not the one still filling (that would read it again and
+    again); a reader sees every bucket up to date all the same."""
+    store = SqliteStore(SqliteStoreConfig(path=tmp_path / "t.db", rollup_interval_s=60))
+    store.ROLLUP_BUCKETS_PER_WRITE = 2  # the ended buckets go over several writes
+    now = time.time()
+    ended = now // 60 * 60 - 600
+    current = now // 60 * 60 + 60  # a device clock a little ahead: this bucket has not ended
+
+    def stored() -> dict[tuple[str, float], int]:
+        with closing(sqlite3.connect(tmp_path / "t.db")) as connection:
+            return {(device, ts): count for device, ts, count in
+                    connection.execute("SELECT device_id, ts, count FROM rollups")}
+
+    store.write([Reading(f"p{n}", "vib", float(n), ended + n) for n in range(5)])
+    assert len(stored()) == 2
+    store.write([Reading("p0", "vib", 7.0, current), Reading("p0", "vib", 9.0, current + 1)])
+    store.write([Reading("p0", "vib", 8.0, current + 2)])
+    assert stored() == {(f"p{n}", ended): 1 for n in range(5)}, "ended buckets in, two per write, the open one not"
+    assert store.rollups("p0", "vib", current, current) == [
+        {"timestamp": current, "count": 3, "mean": 8.0, "min": 7.0, "max": 9.0}]
+    assert store.operating_means("p0", current, current + 60) == {"vib": 8.0}
+    store.write([Reading("p0", "vib", 20.0, current + 3)])
+    assert store.rollups("p0", "vib", current, current)[0]["count"] == 4, "read again, up to date again"
+    assert stored()[("p0", current)] == 4
     store.close()
 
 

@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from gateway.core import Alarm, Asset, Severity, Site
-from ticketing.config import TicketingConfig
+from ticketing.config import EngineerConfig, Location, TicketingConfig
 from ticketing.database import MIGRATIONS, make_engine, migrate
 from ticketing.models import Base
 from ticketing.service import TicketingService
@@ -117,4 +117,29 @@ def test_two_gateways_raising_one_dedup_key_at_once_make_one_work_order(
                                **chain_parts(tmp_path))
     orders = service.list_work_orders(device_id="pump-race")
     assert len(orders) == 1 and orders[0]["occurrences"] == processes
+    service.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_day_plans_read_appointment_windows_and_deadlines_from_either_database(
+    backend: str, tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    # The day plan reads open orders column by column (a JSON path for the window), not as whole orders.
+    url = f"sqlite:///{tmp_path / 'wo.db'}" if backend == "sqlite" else postgres.url
+    solo = EngineerConfig(id=f"solo-{backend}", name="Solo", skills=["mechanical"],
+                          home=Location(latitude=53.55, longitude=9.99))
+    service = TicketingService(TicketingConfig(database_url=url, code_prefix=f"AP{backend[0].upper()}"), ASSETS,
+                               [solo], clock=lambda: NOW, **chain_parts(tmp_path))
+    start = NOW + 4 * 3600
+    booked = service.create_manual("pump-01", "NOI", Severity.LOW, "inspect the coupling", "planner",
+                                   appointment=(start, start + 3600))
+    service.accept(booked, solo.id)
+    urgent = service.handle_alarm(Alarm("pump-race", NOW, "VIB", Severity.HIGH, "shaking"))
+    plan = service.day_plan(solo.id)
+    stops = {stop["work_order"]: stop for stop in plan["stops"]}
+    assert set(stops) == {booked, urgent}
+    assert stops[booked]["arrive_at"] == pytest.approx(start, abs=1), "there as the window opens, not before"
+    assert stops[booked]["accepted"] is True
+    assert stops[urgent]["deadline"] == service.get_work_order(urgent)["sla"]["clocks"]["on_site"]["deadline"]
+    assert stops[urgent]["arrive_at"] < start, "the urgent job goes first, before the window"
     service.close()

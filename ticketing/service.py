@@ -79,6 +79,13 @@ def priority_for(severity: Severity, criticality: Criticality) -> str:
     return _PRIORITY[(severity, criticality)]
 
 
+def _on_site_deadline(sla: dict[str, Any] | None, now: float) -> float | None:
+    """When the order must be on site by, while that clock still runs."""
+    if sla is None or "on_site" in sla["met"]:
+        return None
+    return clocks.deadline(sla, "on_site", now)
+
+
 def _reading_dict(reading: Reading) -> dict[str, Any]:
     return {"metric": reading.metric, "value": reading.value, "timestamp": reading.timestamp,
             "quality": reading.quality.value}
@@ -586,12 +593,10 @@ class TicketingService:
 
     def _job(self, order: WorkOrder) -> Job:
         site = self.assets[order.device_id].site
-        deadline = None
-        if order.sla is not None and "on_site" not in order.sla["met"]:
-            deadline = clocks.deadline(order.sla, "on_site", self.clock())
         appointment = ((order.context or {}).get("finding") or {}).get("appointment") or {}
         return Job(order.required_skill, order.required_level, tuple(order.required_certifications),
-                   (site.latitude, site.longitude), order.priority, order.device_id, deadline,
+                   (site.latitude, site.longitude), order.priority, order.device_id,
+                   _on_site_deadline(order.sla, self.clock()),
                    frozenset(order.declined or []), key=order.code, not_before=appointment.get("start"),
                    not_after=appointment.get("end"))
 
@@ -616,18 +621,29 @@ class TicketingService:
 
     def _plans(self, session: Session, fleet: Fleet, leave_out: set[int]) -> None:
         """The day plans as the open orders say (see ``dispatch.plan_fleet``)."""
-        commitments = []
-        assigned = session.scalars(select(WorkOrder).where(
-            WorkOrder.state.in_(_PLANNED + _STARTED), WorkOrder.assigned_engineer_id.is_not(None)))
-        for order in assigned:
-            if order.id in leave_out or order.device_id not in self.assets:
+        # Columns, not orders, and not even whole JSON documents: this runs on every dispatch over every open
+        # order, and loading whole orders made an alarm's dispatch grow with the open backlog.
+        now, commitments = self.clock(), []
+        sla, context = WorkOrder.sla, WorkOrder.context
+        query = select(
+            WorkOrder.id, WorkOrder.code, WorkOrder.assigned_engineer_id, WorkOrder.device_id, WorkOrder.priority,
+            WorkOrder.state, WorkOrder.eta, WorkOrder.accepted_at, sla[("met", "on_site")].as_float(),
+            sla[("started_at",)].as_float(), sla[("budget_s", "on_site")].as_float(), sla[("paused_s",)].as_float(),
+            sla[("paused_since",)].as_float(), context[("finding", "appointment", "start")].as_float(),
+            context[("finding", "appointment", "end")].as_float(),
+        ).where(WorkOrder.state.in_(_PLANNED + _STARTED), WorkOrder.assigned_engineer_id.is_not(None))
+        for (order_id, code, engineer_id, device_id, priority, state, eta, accepted_at, on_site_at, started_at,
+             budget_s, paused_s, paused_since, not_before, not_after) in session.execute(query):
+            asset = self.assets.get(device_id)
+            if order_id in leave_out or asset is None:
                 continue
-            job = self._job(order)
+            deadline = None
+            if started_at is not None and on_site_at is None:
+                deadline = clocks.deadline_of(started_at, budget_s, paused_s, paused_since, now)
             commitments.append(Commitment(
-                order.code, order.assigned_engineer_id or "", job.site, order.priority, order.state in _STARTED,
-                (order.sla or {}).get("met", {}).get("on_site"), order.eta, job.on_site_deadline,
-                order.accepted_at is not None, job.not_before, job.not_after))
-        plan_fleet(fleet, commitments, self.clock(), self.config.dispatch)
+                code, engineer_id, (asset.site.latitude, asset.site.longitude), priority, state in _STARTED,
+                on_site_at, eta, deadline, accepted_at is not None, not_before, not_after))
+        plan_fleet(fleet, commitments, now, self.config.dispatch)
 
     def _dispatch(self, session: Session, order: WorkOrder, why: str = "") -> None:
         """Offer the order to the best engineer now, or escalate it to the dispatcher queue."""

@@ -46,7 +46,14 @@ def _paused(sla: dict[str, Any], now: float) -> float:
 
 def deadline(sla: dict[str, Any], clock: str, now: float) -> float:
     """When ``clock`` runs out, pauses so far included."""
-    return sla["started_at"] + sla["budget_s"][clock] + _paused(sla, now)
+    return deadline_of(sla["started_at"], sla["budget_s"][clock], sla["paused_s"], sla["paused_since"], now)
+
+
+def deadline_of(started_at: float, budget_s: float, paused_s: float, paused_since: float | None,
+                now: float) -> float:
+    """``deadline`` from the clock's fields, for callers that read them from the database one by one."""
+    running = now - paused_since if paused_since is not None else 0.0
+    return started_at + budget_s + paused_s + running
 
 
 def fraction(sla: dict[str, Any], clock: str, now: float) -> float:
