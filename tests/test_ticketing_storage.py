@@ -128,13 +128,15 @@ def test_day_plans_read_appointment_windows_and_deadlines_from_either_database(
     url = f"sqlite:///{tmp_path / 'wo.db'}" if backend == "sqlite" else postgres.url
     solo = EngineerConfig(id=f"solo-{backend}", name="Solo", skills=["mechanical"],
                           home=Location(latitude=53.55, longitude=9.99))
-    service = TicketingService(TicketingConfig(database_url=url, code_prefix=f"AP{backend[0].upper()}"), ASSETS,
+    # Assets of this test alone: the PostgreSQL database is shared by the module's tests.
+    assets = {f"plan-{n}": Asset(f"plan-{n}", "pump", "Etanorm", f"P{n}", SITE) for n in (1, 2)}
+    service = TicketingService(TicketingConfig(database_url=url, code_prefix=f"AP{backend[0].upper()}"), assets,
                                [solo], clock=lambda: NOW, **chain_parts(tmp_path))
     start = NOW + 4 * 3600
-    booked = service.create_manual("pump-01", "NOI", Severity.LOW, "inspect the coupling", "planner",
+    booked = service.create_manual("plan-1", "NOI", Severity.LOW, "inspect the coupling", "planner",
                                    appointment=(start, start + 3600))
     service.accept(booked, solo.id)
-    urgent = service.handle_alarm(Alarm("pump-race", NOW, "VIB", Severity.HIGH, "shaking"))
+    urgent = service.handle_alarm(Alarm("plan-2", NOW, "VIB", Severity.HIGH, "shaking"))
     plan = service.day_plan(solo.id)
     stops = {stop["work_order"]: stop for stop in plan["stops"]}
     assert set(stops) == {booked, urgent}

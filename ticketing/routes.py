@@ -54,10 +54,20 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 def straight_line(road_factor: float, speed_kmh: float) -> Travel:
     """Driving time as the crow flies times a road factor, at an average speed."""
     per_km = road_factor / speed_kmh * 3600
+    # Re-plans ask for the same few hundred legs hundreds of thousands of times: a lookup is ten times cheaper.
+    known: dict[tuple[Point, Point], float] = {}
 
     def seconds(a: Point, b: Point) -> float:
-        return haversine_km(a[0], a[1], b[0], b[1]) * per_km
+        leg = known.get((a, b))
+        if leg is None:
+            if len(known) >= _KNOWN_LEGS:
+                known.clear()
+            leg = known[(a, b)] = haversine_km(a[0], a[1], b[0], b[1]) * per_km
+        return leg
     return seconds
+
+
+_KNOWN_LEGS = 1_000_000
 
 
 @dataclass(frozen=True)

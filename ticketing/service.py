@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -84,6 +84,19 @@ def _on_site_deadline(sla: dict[str, Any] | None, now: float) -> float | None:
     if sla is None or "on_site" in sla["met"]:
         return None
     return clocks.deadline(sla, "on_site", now)
+
+
+def _planning_view(order: WorkOrder) -> tuple[Any, ...]:
+    """What a re-plan decided on: an order whose view changed while the plan was made is left as it is."""
+    return (order.state, order.assigned_engineer_id, order.accepted_at, order.offered_at, tuple(order.declined or []),
+            (order.assignment or {}).get("planned_engineer_id"))
+
+
+def _routing_escalation_due(routed: dict[str, Any], accepted_at: float | None, created_at: float, now: float) -> bool:
+    """A routing rule's "escalate after" has run out on an order nobody accepted, and nobody was told yet."""
+    after = routed.get("escalate_after_s")
+    return (after is not None and accepted_at is None and now - created_at >= after
+            and not routed.get("escalated_at"))
 
 
 def _reading_dict(reading: Reading) -> dict[str, Any]:
@@ -720,10 +733,13 @@ class TicketingService:
         arrivals = {key: at for key, at in decision.plan}
         if len(arrivals) < 2:
             return
-        for other in session.scalars(select(WorkOrder).where(WorkOrder.code.in_(arrivals),
-                                                             WorkOrder.assigned_engineer_id == decision.engineer_id,
-                                                             WorkOrder.state.in_(_PLANNED))):
-            other.eta = arrivals[other.code]
+        # Only the two columns: whole orders (their device context above all) made each dispatch slower.
+        moved = [{"id": order_id, "eta": arrivals[code]} for order_id, code, eta in session.execute(
+            select(WorkOrder.id, WorkOrder.code, WorkOrder.eta).where(
+                WorkOrder.code.in_(arrivals), WorkOrder.assigned_engineer_id == decision.engineer_id,
+                WorkOrder.state.in_(_PLANNED))) if eta != arrivals[code]]
+        if moved:
+            session.execute(update(WorkOrder), moved)
 
     def day_plan(self, engineer_id: str) -> dict[str, Any] | None:
         """The engineer's planned jobs in order, timed as dispatch times them; None for an unknown engineer."""
@@ -795,22 +811,29 @@ class TicketingService:
 
     def reoptimise(self) -> list[str]:
         """Re-plan every unstarted (offered, not accepted) or unassigned open order at once; returns the codes
-        offered, moved or withdrawn (an offer taken back because the job is now planned for later)."""
-        moved = []
-        with self._transaction() as session:
+        offered, moved or withdrawn (an offer taken back because the job is now planned for later).
+
+        The plan is made outside any transaction: with hundreds of open orders it takes seconds, and holding
+        the write lock that long held up every alarm meanwhile. An order that changed while the plan was made
+        (accepted, declined, offered, closed) keeps what it got and waits for the next re-plan."""
+        with self.sessions() as session:
             orders = list(session.scalars(
-                select(WorkOrder).where(
-                    WorkOrder.state.in_(_UNSTARTED),
-                    WorkOrder.accepted_at.is_(None),
-                ).order_by(WorkOrder.created_at).with_for_update()))
+                select(WorkOrder).where(WorkOrder.state.in_(_UNSTARTED), WorkOrder.accepted_at.is_(None))
+                .order_by(WorkOrder.created_at)))
             if not orders:
                 return []
             fleet = self._fleet(session, orders)
-            current = {o.code: o.assigned_engineer_id for o in orders if o.assigned_engineer_id}
-            decisions = assign_batch([self._job(o) for o in orders], self.engineers, fleet, self._now(),
-                                     self.config.dispatch, current)
-            for order, decision in zip(orders, decisions):
-                if decision.engineer_id is None:
+            jobs = [self._job(order) for order in orders]
+            seen = {order.code: _planning_view(order) for order in orders}
+        current = {code: view[1] for code, view in seen.items() if view[1]}
+        decisions = assign_batch(jobs, self.engineers, fleet, self._now(), self.config.dispatch, current)
+        planned = {job.key: decision for job, decision in zip(jobs, decisions) if decision.engineer_id is not None}
+        moved = []
+        with self._transaction() as session:
+            for order in session.scalars(select(WorkOrder).where(WorkOrder.code.in_(planned))
+                                         .order_by(WorkOrder.created_at).with_for_update()):
+                decision = planned[order.code]
+                if _planning_view(order) != seen[order.code]:
                     continue
                 if decision.engineer_id == order.assigned_engineer_id:
                     # Same engineer, perhaps another place in the plan: the planned arrival follows, no new offer.
@@ -829,9 +852,10 @@ class TicketingService:
         """Run the time-driven rules once; the gateway calls this every ``sla.monitor_interval_s``."""
         now = self.clock()
         timed_out, alerted = [], []
+        due = self._due_on_the_clock(now)
         with self._transaction() as session:
-            open_orders = session.scalars(
-                select(WorkOrder).where(WorkOrder.state.in_(queries.OPEN)).with_for_update()).all()
+            open_orders = session.scalars(select(WorkOrder).where(
+                WorkOrder.code.in_(due), WorkOrder.state.in_(queries.OPEN)).with_for_update()).all() if due else []
             for order in open_orders:  # fetched first: the loop body queries and writes in the same session
                 if (order.state == State.DISPATCHED.value and order.accepted_at is None and order.offered_at
                         and self._unanswered_for(order, now) >= self.config.dispatch.acceptance_timeout_s):
@@ -852,7 +876,23 @@ class TicketingService:
         return {"acceptance_timeouts": timed_out, "sla_alerts": alerted, "reoptimised": moved,
                 "auto_verified": verified}
 
-    def _unanswered_for(self, order: WorkOrder, now: float) -> float:
+    def _due_on_the_clock(self, now: float) -> list[str]:
+        """The open orders the clock has something to do for (an offer timed out, an SLA alert, a routing
+        escalation), found from a few columns: the orders themselves are locked and loaded only when there is
+        something to do, so a quiet tick does not hold the write lock over every open order."""
+        with self.sessions() as session:
+            rows = session.execute(select(
+                WorkOrder.code, WorkOrder.state, WorkOrder.priority, WorkOrder.assigned_engineer_id,
+                WorkOrder.offered_at, WorkOrder.accepted_at, WorkOrder.created_at, WorkOrder.sla,
+                WorkOrder.context[("routing",)].label("routing"),
+            ).where(WorkOrder.state.in_(queries.OPEN))).all()
+        return [row.code for row in rows if (
+            (row.state == State.DISPATCHED.value and row.accepted_at is None and row.offered_at
+             and self._unanswered_for(row, now) >= self.config.dispatch.acceptance_timeout_s)
+            or (row.sla is not None and clocks.due_alerts(row.sla, now, self.config.sla.warn_at))
+            or _routing_escalation_due(row.routing or {}, row.accepted_at, row.created_at, now))]
+
+    def _unanswered_for(self, order: WorkOrder | Row[Any], now: float) -> float:
         """How long the offered engineer could have answered: an offer for their next shift waits for it."""
         engineer = next((e for e in self.engineers if e.id == order.assigned_engineer_id), None)
         if engineer is None or order.offered_at is None:
@@ -935,9 +975,9 @@ class TicketingService:
         """A routing rule's "escalate after": nobody accepted the order in time, so the people it names are told
         (once per order)."""
         routed = (order.context or {}).get("routing") or {}
-        after = routed.get("escalate_after_s")
-        if after is None or order.accepted_at is not None or now - order.created_at < after or routed.get("escalated_at"):
+        if not _routing_escalation_due(routed, order.accepted_at, order.created_at, now):
             return
+        after = routed["escalate_after_s"]
         order.context = {**order.context, "routing": {**routed, "escalated_at": now}}
         self._append_event(session, order, "routing_escalation", SYSTEM_ACTOR, {
             "rules": routed.get("matched", []), "notify": routed.get("escalate_to", []), "after_s": after,
