@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+import ticketing.service
+
 from gateway.core import Alarm, Asset, Criticality, Severity, Site
 from ticketing.config import DispatchConfig, EngineerConfig, Location, ShiftConfig, TicketingConfig
 from ticketing.dispatch import Fleet, Job, assign_batch, choose_engineer
@@ -112,6 +114,35 @@ def test_reoptimise_moves_unstarted_work_and_leaves_accepted_work(tmp_path: Path
     service.update_location("x", *Y_LOCATION)
     assert service.reoptimise() == []  # accepted work is never moved; y has no room for south
     assert service.get_work_order(north)["assigned_engineer_id"] == "y"
+
+
+def test_an_order_accepted_while_the_re_plan_is_made_keeps_its_engineer(tmp_path: Path, clock: Clock,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-plan is made outside the write transaction (it can take seconds); what changed meanwhile wins,
+    and nobody ends up over capacity for it."""
+    engineers = [person("x", *X_LOCATION, capacity=1), person("y", *Y_LOCATION, capacity=1)]
+    service = service_with(tmp_path, clock, engineers)
+    north = service.handle_alarm(alarm("pump-01", NOW))
+    south = service.handle_alarm(alarm("pump-02", NOW))
+    planned = ticketing.service.assign_batch
+
+    def x_accepts_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        decisions = planned(*args, **kwargs)
+        service.accept(north, "x")  # another thread, while the plan is made: the API, an engineer's phone
+        return decisions
+
+    monkeypatch.setattr(ticketing.service, "assign_batch", x_accepts_meanwhile)
+    assert service.reoptimise() == [], "the plan swapped them; x kept north and has no room for south"
+    north_order = service.get_work_order(north)
+    assert (north_order["assigned_engineer_id"], north_order["events"][-1]["kind"]) == ("x", "accepted")
+    assert service.get_work_order(south)["assigned_engineer_id"] == "y"
+    assert service.open_loads() == {"x": 1, "y": 1}
+
+    monkeypatch.setattr(ticketing.service, "assign_batch", planned)
+    service.update_location("x", *Y_LOCATION)
+    service.update_location("y", *X_LOCATION)
+    assert service.reoptimise() == [], "accepted work stays, and the plan agrees now"
+    assert service.verify_chain(north)["valid"] and service.verify_chain(south)["valid"]
 
 
 @pytest.fixture

@@ -814,8 +814,10 @@ class TicketingService:
         offered, moved or withdrawn (an offer taken back because the job is now planned for later).
 
         The plan is made outside any transaction: with hundreds of open orders it takes seconds, and holding
-        the write lock that long held up every alarm meanwhile. An order that changed while the plan was made
-        (accepted, declined, offered, closed) keeps what it got and waits for the next re-plan."""
+        the write lock that long held up every alarm meanwhile. What changed while it was made wins: an order
+        that changed (accepted, declined, offered, closed) keeps what it got, and nobody is given more open
+        orders than their capacity, whatever the plan assumed; both wait for the next re-plan. Planned
+        arrivals may be off until then (they are advisory; the next dispatch times the routes again)."""
         with self.sessions() as session:
             orders = list(session.scalars(
                 select(WorkOrder).where(WorkOrder.state.in_(_UNSTARTED), WorkOrder.accepted_at.is_(None))
@@ -830,11 +832,11 @@ class TicketingService:
         planned = {job.key: decision for job, decision in zip(jobs, decisions) if decision.engineer_id is not None}
         moved = []
         with self._transaction() as session:
-            for order in session.scalars(select(WorkOrder).where(WorkOrder.code.in_(planned))
-                                         .order_by(WorkOrder.created_at).with_for_update()):
+            orders = [order for order in session.scalars(
+                select(WorkOrder).where(WorkOrder.code.in_(planned)).order_by(WorkOrder.created_at).with_for_update())
+                if _planning_view(order) == seen[order.code]]
+            for order in self._within_capacity(orders, planned, queries.open_loads(session)):
                 decision = planned[order.code]
-                if _planning_view(order) != seen[order.code]:
-                    continue
                 if decision.engineer_id == order.assigned_engineer_id:
                     # Same engineer, perhaps another place in the plan: the planned arrival follows, no new offer.
                     order.eta = decision.arrive_at
@@ -845,6 +847,27 @@ class TicketingService:
                 if order.assigned_engineer_id != before:  # offered, moved or withdrawn; re-planned only is quiet
                     moved.append(order.code)
         return moved
+
+    def _within_capacity(self, orders: list[WorkOrder], planned: dict[str, Decision],
+                         loads: dict[str, int]) -> list[WorkOrder]:
+        """The orders whose planned moves leave nobody over capacity, counted against the loads as they are
+        now (which the plan did not see if work came in meanwhile); a move into someone who would be over
+        is not made, and that may undo a move out of someone else, so this repeats until nothing changes."""
+        capacity = {engineer.id: engineer.capacity for engineer in self.engineers}
+        while True:
+            after = dict(loads)
+            for order in orders:
+                target = planned[order.code].engineer_id or ""
+                if target != order.assigned_engineer_id:
+                    after[target] = after.get(target, 0) + 1
+                    if order.assigned_engineer_id is not None:
+                        after[order.assigned_engineer_id] = after.get(order.assigned_engineer_id, 0) - 1
+            over = {engineer_id for engineer_id, load in after.items() if load > capacity.get(engineer_id, 0)}
+            kept = [order for order in orders if planned[order.code].engineer_id == order.assigned_engineer_id
+                    or planned[order.code].engineer_id not in over]
+            if len(kept) == len(orders):
+                return kept
+            orders = kept
 
     # -- the clock: acceptance timeouts, SLA alerts, periodic re-optimisation ------------------
 
