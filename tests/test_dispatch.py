@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-import ticketing.service
-
 from gateway.core import Alarm, Asset, Criticality, Severity, Site
 from ticketing.config import DispatchConfig, EngineerConfig, Location, ShiftConfig, TicketingConfig
 from ticketing.dispatch import Fleet, Job, assign_batch, choose_engineer
@@ -124,21 +122,21 @@ def test_an_order_accepted_while_the_re_plan_is_made_keeps_its_engineer(tmp_path
     service = service_with(tmp_path, clock, engineers)
     north = service.handle_alarm(alarm("pump-01", NOW))
     south = service.handle_alarm(alarm("pump-02", NOW))
-    planned = ticketing.service.assign_batch
+    planned = service.planner.assign_batch
 
     def x_accepts_meanwhile(*args: Any, **kwargs: Any) -> Any:
         decisions = planned(*args, **kwargs)
         service.accept(north, "x")  # another thread, while the plan is made: the API, an engineer's phone
         return decisions
 
-    monkeypatch.setattr(ticketing.service, "assign_batch", x_accepts_meanwhile)
+    monkeypatch.setattr(service.planner, "assign_batch", x_accepts_meanwhile)
     assert service.reoptimise() == [], "the plan swapped them; x kept north and has no room for south"
     north_order = service.get_work_order(north)
     assert (north_order["assigned_engineer_id"], north_order["events"][-1]["kind"]) == ("x", "accepted")
     assert service.get_work_order(south)["assigned_engineer_id"] == "y"
     assert service.open_loads() == {"x": 1, "y": 1}
 
-    monkeypatch.setattr(ticketing.service, "assign_batch", planned)
+    monkeypatch.setattr(service.planner, "assign_batch", planned)
     service.update_location("x", *Y_LOCATION)
     service.update_location("y", *X_LOCATION)
     assert service.reoptimise() == [], "accepted work stays, and the plan agrees now"

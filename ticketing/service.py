@@ -32,9 +32,10 @@ from ticketing import notices, routing
 from ticketing.cloudevents import Envelope, alarm_envelope, anomaly_envelope, notice_envelope, work_order_envelope
 from ticketing.webhooks import SecretVault, WebhookStore
 from ticketing import sla as clocks
-from ticketing.dispatch import (Commitment, Decision, Fleet, Job, assign_batch, choose_engineer, grade, plan_fleet,
+from ticketing.dispatch import (Commitment, Decision, Fleet, Job, choose_engineer, grade, plan_fleet,
                                 planned_route, reachable_since, routing_problems)
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
+from ticketing.planner import PlannerProcess
 from ticketing.database import make_engine, migrate
 from ticketing.hygiene import ChatterTracker
 from ticketing.models import (AlarmOutcome, AlarmRecord, AnomalyRecord, AssetState, CodeCounter, EngineerLocation,
@@ -166,6 +167,7 @@ class TicketingService:
         self.clock = clock
         self.engine = make_engine(config.database_url)
         self.schema_revision = migrate(self.engine)
+        self.planner = PlannerProcess()
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # CloudEvents 'source' of what this gateway publishes; webhook subscriptions and their outbox.
         self.event_source = event_source
@@ -828,7 +830,7 @@ class TicketingService:
             jobs = [self._job(order) for order in orders]
             seen = {order.code: _planning_view(order) for order in orders}
         current = {code: view[1] for code, view in seen.items() if view[1]}
-        decisions = assign_batch(jobs, self.engineers, fleet, self._now(), self.config.dispatch, current)
+        decisions = self.planner.assign_batch(jobs, self.engineers, fleet, self._now(), self.config.dispatch, current)
         planned = {job.key: decision for job, decision in zip(jobs, decisions) if decision.engineer_id is not None}
         moved = []
         with self._transaction() as session:
@@ -1371,7 +1373,8 @@ class TicketingService:
     def diagnostics(self) -> dict[str, Any]:
         return {"work_orders_created": self.created, "occurrences_added": self.occurrences, "ignored": self.ignored,
                 "reopened": self.reopened, "flood_findings": self.flood_findings, "auto_verified": self.auto_verified,
-                "operating_context_errors": self.context_errors}
+                "operating_context_errors": self.context_errors, **self.planner.diagnostics()}
 
     def close(self) -> None:
+        self.planner.close()
         self.engine.dispose()
