@@ -241,10 +241,16 @@ class SqliteStore:
         except sqlite3.Error as error:
             self._failed("rollup", error)
 
-    def _roll_up_where(self, wanted: Callable[[tuple[str, str, float]], bool]) -> None:
-        """Bring the buckets a reader is about to read up to date, open ones included."""
-        with self._write_lock:
+    def _roll_up_where(self, wanted: Callable[[tuple[str, str, float]], bool], wait: bool = True) -> None:
+        """Bring the buckets a reader is about to read up to date, open ones included. Without ``wait``, only
+        if the writer is not busy: the reader then reads what has been rolled up (every bucket that has ended,
+        seconds after its end)."""
+        if not self._write_lock.acquire(blocking=wait):
+            return
+        try:
             self._roll_up_pending(wanted)
+        finally:
+            self._write_lock.release()
 
     def _roll_up_pending(self, wanted: Callable[[tuple[str, str, float]], bool]) -> None:
         pending = [bucket for bucket in self._dirty_buckets if wanted(bucket)]
@@ -291,8 +297,13 @@ class SqliteStore:
 
     def operating_means(self, device_id: str, since: float, until: float) -> dict[str, float]:
         """Each metric's mean over [since, until) from the rollups (weighted by their counts): the
-        operating context a work order records of the hours before its finding."""
-        self._roll_up_where(lambda bucket: bucket[0] == device_id and self._overlaps(bucket, since, until))
+        operating context a work order records of the hours before its finding.
+
+        It never waits for the writer: a new work order is on the alarm path, and waiting for the ingest's
+        write lock made the alarm wait behind telemetry. While the writer is busy, the minute still filling
+        is left out of the means."""
+        self._roll_up_where(lambda bucket: bucket[0] == device_id and self._overlaps(bucket, since, until),
+                            wait=False)
         with self._reader() as connection:
             rows = connection.execute(
                 "SELECT metric, SUM(mean * count) / SUM(count) FROM rollups WHERE device_id = ? AND ts >= ? "

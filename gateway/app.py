@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -55,6 +56,15 @@ def event_source(config: GatewayConfig) -> str:
     """The CloudEvents ``source`` of this gateway's events: its plant's name, as a URN."""
     name = "".join(c if c.isalnum() or c in "-._" else "-" for c in config.plant.name.strip().lower()) or "gateway"
     return f"urn:pm-gateway:{name}"
+
+
+def _out_of_the_collectors_sight() -> None:
+    """What starting made (modules, configuration, the API, the plant's assets) lives as long as the gateway:
+    it is moved out of the garbage collector's sight, so the full collections that steady ingest brings on
+    scan only what is new. They scanned some 300k objects each time: pauses of every thread of 150-330 ms,
+    about three a minute at 10k readings/s (bench.latency), 5-15 ms after this."""
+    gc.collect()
+    gc.freeze()
 
 
 class Gateway:
@@ -281,6 +291,7 @@ class Gateway:
         if self.cluster is not None:
             tasks.append(asyncio.create_task(self.cluster.run(), name="cluster"))
             tasks.append(asyncio.create_task(self._follow_revisions(), name="config-follow"))
+        _out_of_the_collectors_sight()
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -360,6 +371,7 @@ class Gateway:
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]], stop_wait: asyncio.Task[Any]) -> None:
         log.info("pm-gateway stopping")
+        gc.unfreeze()  # what this gateway leaves behind may be collected again (tests run many in one process)
         if self.api_server is not None:
             self.api_server.should_exit = True
         for task in tasks:

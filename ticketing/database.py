@@ -42,6 +42,31 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
+def make_reader(url: str, engine: Engine) -> Engine:
+    """The engine for reading only. On SQLite its own connections, which take no lock: a WAL reader sees a
+    snapshot and never waits for the writer, nor makes it wait. Reads through the writer's connections took
+    the write lock (BEGIN IMMEDIATE), so the webhook deliverer's look at the outbox every second, the clock
+    and every dashboard request made a new alarm's work order wait (bench.latency). Elsewhere the same engine:
+    PostgreSQL readers do not block writers."""
+    if not url.startswith("sqlite:///"):
+        return engine
+    reader = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+
+    @event.listens_for(reader, "connect")
+    def _read_only(connection: Any, record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA query_only=ON")
+        cursor.close()
+        connection.isolation_level = None
+
+    @event.listens_for(reader, "begin")
+    def _begin_deferred(connection: Any) -> None:
+        # One snapshot for the whole session (pysqlite would otherwise read each statement on its own).
+        connection.exec_driver_sql("BEGIN")
+
+    return reader
+
+
 def migrate(engine: Engine) -> str:
     """Bring the schema to the newest revision; returns it. Safe to run from several processes at once."""
     config = Config()

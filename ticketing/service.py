@@ -36,7 +36,7 @@ from ticketing.dispatch import (Commitment, Decision, Fleet, Job, choose_enginee
                                 planned_route, reachable_since, routing_problems)
 from ticketing.lifecycle import OPEN_STATES, State, check_transition
 from ticketing.planner import PlannerProcess
-from ticketing.database import make_engine, migrate
+from ticketing.database import make_engine, make_reader, migrate
 from ticketing.hygiene import ChatterTracker
 from ticketing.models import (AlarmOutcome, AlarmRecord, AnomalyRecord, AssetState, CodeCounter, EngineerLocation,
                               Event, Origin, ServiceReport, SignatureDrawing, WorkOrder)
@@ -169,9 +169,11 @@ class TicketingService:
         self.schema_revision = migrate(self.engine)
         self.planner = PlannerProcess()
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.reader = make_reader(config.database_url, self.engine)
+        self.reads = sessionmaker(self.reader, expire_on_commit=False)
         # CloudEvents 'source' of what this gateway publishes; webhook subscriptions and their outbox.
         self.event_source = event_source
-        self.webhooks = WebhookStore(self.sessions, self.clock, event_source, signer)
+        self.webhooks = WebhookStore(self.sessions, self.reads, self.clock, event_source, signer)
         self.created = 0
         self.occurrences = 0
         self.ignored: dict[str, int] = {}
@@ -308,7 +310,7 @@ class TicketingService:
         return code
 
     def code_of_reference(self, external_ref: str) -> str | None:
-        with self.sessions() as session:
+        with self.reads() as session:
             return session.scalar(select(WorkOrder.code).where(WorkOrder.external_ref == external_ref))
 
     def _attach_reference(self, code: str, external_ref: str, actor: str) -> str:
@@ -749,7 +751,7 @@ class TicketingService:
         if engineer is None:
             return None
         now = self.clock()
-        with self.sessions() as session:
+        with self.reads() as session:
             fleet = self._fleet(session, [])
         plan = planned_route(engineer, fleet, now, self.config.dispatch)
         return {"engineer_id": engineer_id, "at": now, "free_from": plan["free_from"], "stops": plan["stops"],
@@ -803,7 +805,7 @@ class TicketingService:
                 row.latitude, row.longitude, row.updated_at = latitude, longitude, self.clock()
 
     def engineer_locations(self) -> dict[str, dict[str, float]]:
-        with self.sessions() as session:
+        with self.reads() as session:
             return {row.engineer_id: {"latitude": row.latitude, "longitude": row.longitude,
                                       "updated_at": row.updated_at}
                     for row in session.scalars(select(EngineerLocation))}
@@ -820,7 +822,7 @@ class TicketingService:
         that changed (accepted, declined, offered, closed) keeps what it got, and nobody is given more open
         orders than their capacity, whatever the plan assumed; both wait for the next re-plan. Planned
         arrivals may be off until then (they are advisory; the next dispatch times the routes again)."""
-        with self.sessions() as session:
+        with self.reads() as session:
             orders = list(session.scalars(
                 select(WorkOrder).where(WorkOrder.state.in_(_UNSTARTED), WorkOrder.accepted_at.is_(None))
                 .order_by(WorkOrder.created_at)))
@@ -905,7 +907,7 @@ class TicketingService:
         """The open orders the clock has something to do for (an offer timed out, an SLA alert, a routing
         escalation), found from a few columns: the orders themselves are locked and loaded only when there is
         something to do, so a quiet tick does not hold the write lock over every open order."""
-        with self.sessions() as session:
+        with self.reads() as session:
             rows = session.execute(select(
                 WorkOrder.code, WorkOrder.state, WorkOrder.priority, WorkOrder.assigned_engineer_id,
                 WorkOrder.offered_at, WorkOrder.accepted_at, WorkOrder.created_at, WorkOrder.sla,
@@ -971,7 +973,7 @@ class TicketingService:
         return self.asset_state(asset_id)
 
     def asset_state(self, asset_id: str) -> dict[str, Any]:
-        with self.sessions() as session:
+        with self.reads() as session:
             row = self._current_state(session, asset_id)
             if row is None:
                 return {"state": "operating", "suppresses_tickets": False}
@@ -1246,12 +1248,12 @@ class TicketingService:
 
     def latest_signature(self, code: str) -> str | None:
         """The hash of the order's latest signature event: the head its service report is issued for."""
-        with self.sessions() as session:
+        with self.reads() as session:
             return session.scalar(select(Event.hash).join(WorkOrder).where(
                 WorkOrder.code == code, Event.kind == signoff.SIGNED).order_by(Event.id.desc()).limit(1))
 
     def stored_report(self, code: str, head: str) -> bytes | None:
-        with self.sessions() as session:
+        with self.reads() as session:
             return session.scalar(select(ServiceReport.pdf).join(WorkOrder, ServiceReport.work_order_id == WorkOrder.id)
                                   .where(WorkOrder.code == code, ServiceReport.head == head)
                                   .order_by(ServiceReport.id.desc()).limit(1))
@@ -1279,7 +1281,7 @@ class TicketingService:
         # Read before the session opens: on SQLite the audit log may share the database file, and a
         # second write-locking transaction on it would wait for this one.
         anchor = self.anchors.latest_anchor(code)
-        with self.sessions() as session:
+        with self.reads() as session:
             order = session.scalar(select(WorkOrder).where(WorkOrder.code == code))
             if order is None:
                 return signoff.verdict(code, None, [], head, self.signer, None, {})
@@ -1294,7 +1296,7 @@ class TicketingService:
     def issued_report_head(self, code: str, pdf: bytes) -> str | None:
         """The signature head a PDF was issued for, if it is a report this gateway issued for ``code``."""
         digest = hashlib.sha256(pdf).hexdigest()
-        with self.sessions() as session:
+        with self.reads() as session:
             for event in session.scalars(select(Event).join(WorkOrder).where(
                     WorkOrder.code == code, Event.kind == signoff.REPORT_ISSUED)):
                 if event.data.get("sha256") == digest:
@@ -1302,13 +1304,13 @@ class TicketingService:
         return None
 
     def drawing(self, code: str, digest: str) -> bytes | None:
-        with self.sessions() as session:
+        with self.reads() as session:
             return session.scalar(select(SignatureDrawing.png).join(WorkOrder).where(
                 WorkOrder.code == code, SignatureDrawing.sha256 == digest))
 
     def verify_chain(self, code: str) -> dict[str, Any] | None:
         """Recompute the event hash chain; any row changed, removed or inserted behind our back breaks it."""
-        with self.sessions() as session:
+        with self.reads() as session:
             return chain.verify_chain(session, self.signer, code, self.anchors.latest_anchor(code))
 
     # -- queries (ticketing.queries reads; the service only opens the session) ------------
@@ -1319,11 +1321,11 @@ class TicketingService:
 
     def work_order_page(self, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
         """(total matching, the page): what a paginated list shows."""
-        with self.sessions() as session:
+        with self.reads() as session:
             return queries.list_work_orders(session, now=self.clock(), **filters)
 
     def get_work_order(self, code: str) -> dict[str, Any] | None:
-        with self.sessions() as session:
+        with self.reads() as session:
             return queries.work_order(session, code, self.clock())
 
     def list_anomalies(self, **filters: Any) -> list[dict[str, Any]]:
@@ -1331,12 +1333,12 @@ class TicketingService:
         return self.anomaly_page(**filters)[1]
 
     def anomaly_page(self, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
-        with self.sessions() as session:
+        with self.reads() as session:
             return queries.list_anomalies(session, **filters)
 
     def findings_between(self, since: float, until: float, limit: int) -> tuple[list[Anomaly], list[Alarm]]:
         """The findings ticketing received in a window, oldest first, as they came (a dry run replays them)."""
-        with self.sessions() as session:
+        with self.reads() as session:
             anomalies = [Anomaly(r.device_id, r.detected_at, r.detector, r.score, Severity(r.severity), r.failure_mode,
                                  list(r.metrics), r.message)
                          for r in session.scalars(select(AnomalyRecord).where(
@@ -1349,20 +1351,20 @@ class TicketingService:
 
     def alarm_page(self, **filters: Any) -> tuple[int, list[dict[str, Any]]]:
         """The alarm journal, newest first; ``filters`` as :func:`ticketing.queries.list_alarms` takes them."""
-        with self.sessions() as session:
+        with self.reads() as session:
             return queries.list_alarms(session, **filters)
 
     def open_loads(self) -> dict[str, int]:
-        with self.sessions() as session:
+        with self.reads() as session:
             return queries.open_loads(session)
 
     def open_by_device(self) -> dict[str, tuple[str, int]]:
-        with self.sessions() as session:
+        with self.reads() as session:
             return queries.open_by_device(session)
 
     def asset_states(self) -> dict[str, str]:
         """Every asset not operating (and not run out of its state): its state."""
-        with self.sessions() as session:
+        with self.reads() as session:
             return {row.asset_id: row.state for row in session.scalars(select(AssetState))
                     if row.until is None or row.until > self.clock()}
 
@@ -1377,4 +1379,5 @@ class TicketingService:
 
     def close(self) -> None:
         self.planner.close()
+        self.reader.dispose()
         self.engine.dispose()

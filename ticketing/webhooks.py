@@ -42,9 +42,10 @@ def _subscription(row: WebhookSubscription, session: Session) -> dict[str, Any]:
 
 
 class WebhookStore:
-    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], float], source: str,
-                 vault: SecretVault) -> None:
+    def __init__(self, sessions: sessionmaker[Session], reads: sessionmaker[Session], clock: Callable[[], float],
+                 source: str, vault: SecretVault) -> None:
         self.sessions = sessions
+        self.reads = reads  # read-only: no write lock taken (see ticketing.database.make_reader)
         self.vault = vault
         self.clock = clock
         self.source = source
@@ -83,14 +84,14 @@ class WebhookStore:
             return row.id
 
     def page(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
-        with self.sessions() as session:
+        with self.reads() as session:
             total = session.scalar(select(func.count()).select_from(WebhookSubscription)) or 0
             rows = session.scalars(select(WebhookSubscription).order_by(WebhookSubscription.id)
                                    .limit(limit).offset(offset)).all()
             return total, [_subscription(row, session) for row in rows]
 
     def get(self, subscription_id: int) -> dict[str, Any] | None:
-        with self.sessions() as session:
+        with self.reads() as session:
             row = session.get(WebhookSubscription, subscription_id)
             return _subscription(row, session) if row is not None else None
 
@@ -116,7 +117,7 @@ class WebhookStore:
     def deliveries(self, subscription_id: int, state: str | None, limit: int, offset: int
                    ) -> tuple[int, list[dict[str, Any]]]:
         """Newest first: every message of the subscription with its attempts, status and latency."""
-        with self.sessions() as session:
+        with self.reads() as session:
             query = select(OutboxMessage).where(OutboxMessage.subscription_id == subscription_id)
             if state is not None:
                 query = query.where(OutboxMessage.state == state)
@@ -138,7 +139,7 @@ class WebhookStore:
     def due(self) -> list[dict[str, Any]]:
         """What to send now, oldest first (``outbox.deliverable``): message id, subscription, URL, secret,
         event id, body, attempts so far, ordering key."""
-        with self.sessions() as session:
+        with self.reads() as session:
             rows = outbox.deliverable(session, self.clock())
             subscriptions = {s.id: s for s in session.scalars(select(WebhookSubscription).where(
                 WebhookSubscription.id.in_({row.subscription_id for row in rows})))}

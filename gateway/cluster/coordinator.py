@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 from gateway.cluster.assign import Unit, owner_of
 from gateway.cluster.leases import LeaseStore
