@@ -199,6 +199,22 @@ def test_ended_buckets_roll_up_on_write_and_open_ones_when_read(tmp_path: Path) 
     store.close()
 
 
+def test_the_operating_context_never_waits_for_the_writer(tmp_path: Path) -> None:
+    """A new work order reads the operating context on the alarm path: while the ingest writer holds the
+    store, it reads what is rolled up (the ended buckets) instead of waiting."""
+    store = SqliteStore(SqliteStoreConfig(path=tmp_path / "t.db", rollup_interval_s=60))
+    ended = time.time() // 60 * 60 - 600
+    current = time.time() // 60 * 60 + 60  # not ended
+    store.write([Reading("p0", "vib", 1.0, ended), Reading("p0", "vib", 3.0, ended + 1)])
+    store.write([Reading("p0", "vib", 100.0, current)])
+    with store._write_lock:  # the writer, busy
+        began = time.monotonic()
+        assert store.operating_means("p0", ended, current + 60) == {"vib": 2.0}, "the open minute left out"
+        assert time.monotonic() - began < 1
+    assert store.operating_means("p0", ended, current + 60) == {"vib": 104.0 / 3}, "the writer free: all of it"
+    store.close()
+
+
 def test_operating_means_weigh_each_bucket_by_its_readings(tmp_path: Path) -> None:
     """The mean over a window is the mean of its readings, not of its bucket means."""
     store = SqliteStore(SqliteStoreConfig(path=tmp_path / "t.db", rollup_interval_s=60))

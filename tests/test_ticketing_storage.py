@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -12,7 +13,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import OperationalError
 
 from gateway.core import Alarm, Asset, Severity, Site
 from ticketing.config import EngineerConfig, Location, TicketingConfig
@@ -144,4 +146,26 @@ def test_day_plans_read_appointment_windows_and_deadlines_from_either_database(
     assert stops[booked]["accepted"] is True
     assert stops[urgent]["deadline"] == service.get_work_order(urgent)["sla"]["clocks"]["on_site"]["deadline"]
     assert stops[urgent]["arrive_at"] < start, "the urgent job goes first, before the window"
+    service.close()
+
+
+def test_reads_on_sqlite_neither_wait_for_a_writer_nor_hold_one_up(tmp_path: Path) -> None:
+    """Reads (the API, the deliverer's look at the outbox, the clock) go through a query-only engine:
+    a WAL reader sees the last commit while a write transaction is open, and a writer never waits for it."""
+    service = TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}"), ASSETS, [],
+                               clock=lambda: NOW, **chain_parts(tmp_path))
+    code = service.handle_alarm(Alarm("pump-01", NOW, "OHE", Severity.HIGH, "hot"))
+    with service.sessions.begin() as writing:
+        writing.execute(text("UPDATE work_orders SET title = 'changing' WHERE code = :code"), {"code": code})
+        began = time.monotonic()
+        assert service.get_work_order(code)["title"] != "changing", "the last commit, not the open transaction"
+        assert service.webhooks.due() == []
+        assert [o["code"] for o in service.list_work_orders()] == [code]
+        assert time.monotonic() - began < 5, "no read waited for the writer (the busy timeout is 30 s)"
+    with service.reads() as reading:
+        assert reading.execute(text("SELECT count(*) FROM work_orders")).scalar() == 1
+        with pytest.raises(OperationalError, match="readonly"):
+            reading.execute(text("DELETE FROM work_orders"))
+        # A reader's open snapshot does not hold the writer up either.
+        assert service.handle_alarm(Alarm("pump-race", NOW, "VIB", Severity.HIGH, "shaking")) is not None
     service.close()
