@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone  # timezone: the doctests use it
 from typing import Callable
 from zoneinfo import ZoneInfo
 
