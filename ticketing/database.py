@@ -19,25 +19,9 @@ FIRST_REVISION = "0001"
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(connection: Any, record: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-            # We issue BEGIN ourselves (below); pysqlite's own would come only at the first write,
-            # after the reads a transaction decides on.
-            connection.isolation_level = None
-
-        @event.listens_for(engine, "begin")
-        def _begin_immediate(connection: Any) -> None:
-            # Take the write lock up front: two gateways reading the same open work order and
-            # both counting an occurrence must not lose one (SQLite has no SELECT ... FOR UPDATE).
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
+        # BEGIN IMMEDIATE takes the write lock up front: two gateways reading the same open work order
+        # and both counting an occurrence must not lose one (SQLite has no SELECT ... FOR UPDATE).
+        return _sqlite(url, ["PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON"], "BEGIN IMMEDIATE")
     # Parameters stay out of error messages (and so out of logs): they hold password hashes and secrets.
     return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
@@ -50,21 +34,28 @@ def make_reader(url: str, engine: Engine) -> Engine:
     PostgreSQL readers do not block writers."""
     if not url.startswith("sqlite:///"):
         return engine
-    reader = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+    return _sqlite(url, ["PRAGMA query_only=ON"], "BEGIN")
 
-    @event.listens_for(reader, "connect")
-    def _read_only(connection: Any, record: Any) -> None:
+
+def _sqlite(url: str, pragmas: list[str], begin: str) -> Engine:
+    """An engine on a SQLite file whose transactions start with ``begin``; ``pragmas`` on each connection."""
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+
+    @event.listens_for(engine, "connect")
+    def _set_up(connection: Any, record: Any) -> None:
         cursor = connection.cursor()
-        cursor.execute("PRAGMA query_only=ON")
+        for pragma in pragmas:
+            cursor.execute(pragma)
         cursor.close()
+        # We issue BEGIN ourselves (below); pysqlite's own would come only at the first write, after the
+        # reads a transaction decides on, and a reader would see each statement's own snapshot.
         connection.isolation_level = None
 
-    @event.listens_for(reader, "begin")
-    def _begin_deferred(connection: Any) -> None:
-        # One snapshot for the whole session (pysqlite would otherwise read each statement on its own).
-        connection.exec_driver_sql("BEGIN")
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
 
-    return reader
+    return engine
 
 
 def migrate(engine: Engine) -> str:
