@@ -62,7 +62,7 @@ def _out_of_the_collectors_sight() -> None:
     """What starting made (modules, configuration, the API, the plant's assets) lives as long as the gateway:
     it is moved out of the garbage collector's sight, so the full collections that steady ingest brings on
     scan only what is new. They scanned some 300k objects each time: pauses of every thread of 150-330 ms,
-    about three a minute at 10k readings/s (bench.latency), 5-15 ms after this."""
+    about three a minute at 10k readings/s (bench.latency), 5-25 ms after this."""
     gc.collect()
     gc.freeze()
 

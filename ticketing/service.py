@@ -831,7 +831,7 @@ class TicketingService:
             fleet = self._fleet(session, orders)
             jobs = [self._job(order) for order in orders]
             seen = {order.code: _planning_view(order) for order in orders}
-        current = {code: view[1] for code, view in seen.items() if view[1]}
+            current = {order.code: order.assigned_engineer_id for order in orders if order.assigned_engineer_id}
         decisions = self.planner.assign_batch(jobs, self.engineers, fleet, self._now(), self.config.dispatch, current)
         planned = {job.key: decision for job, decision in zip(jobs, decisions) if decision.engineer_id is not None}
         moved = []
@@ -884,8 +884,7 @@ class TicketingService:
             open_orders = session.scalars(select(WorkOrder).where(
                 WorkOrder.code.in_(due), WorkOrder.state.in_(queries.OPEN)).with_for_update()).all() if due else []
             for order in open_orders:  # fetched first: the loop body queries and writes in the same session
-                if (order.state == State.DISPATCHED.value and order.accepted_at is None and order.offered_at
-                        and self._unanswered_for(order, now) >= self.config.dispatch.acceptance_timeout_s):
+                if self._offer_timed_out(order, now):
                     engineer_id = order.assigned_engineer_id or ""
                     order.declined = [*(order.declined or []), engineer_id]
                     self._append_event(session, order, "acceptance_timeout", SYSTEM_ACTOR, {
@@ -914,10 +913,13 @@ class TicketingService:
                 WorkOrder.context[("routing",)].label("routing"),
             ).where(WorkOrder.state.in_(queries.OPEN))).all()
         return [row.code for row in rows if (
-            (row.state == State.DISPATCHED.value and row.accepted_at is None and row.offered_at
-             and self._unanswered_for(row, now) >= self.config.dispatch.acceptance_timeout_s)
+            self._offer_timed_out(row, now)
             or (row.sla is not None and clocks.due_alerts(row.sla, now, self.config.sla.warn_at))
             or _routing_escalation_due(row.routing or {}, row.accepted_at, row.created_at, now))]
+
+    def _offer_timed_out(self, order: WorkOrder | Row[Any], now: float) -> bool:
+        return bool(order.state == State.DISPATCHED.value and order.accepted_at is None and order.offered_at
+                    and self._unanswered_for(order, now) >= self.config.dispatch.acceptance_timeout_s)
 
     def _unanswered_for(self, order: WorkOrder | Row[Any], now: float) -> float:
         """How long the offered engineer could have answered: an offer for their next shift waits for it."""

@@ -40,8 +40,11 @@ def start_clocks(policy: SlaPolicy, name: str, started_at: float) -> dict[str, A
 
 
 def _paused(sla: dict[str, Any], now: float) -> float:
-    running = now - sla["paused_since"] if sla["paused_since"] is not None else 0.0
-    return sla["paused_s"] + running
+    return _paused_of(sla["paused_s"], sla["paused_since"], now)
+
+
+def _paused_of(paused_s: float, paused_since: float | None, now: float) -> float:
+    return paused_s + (now - paused_since if paused_since is not None else 0.0)
 
 
 def deadline(sla: dict[str, Any], clock: str, now: float) -> float:
@@ -52,8 +55,7 @@ def deadline(sla: dict[str, Any], clock: str, now: float) -> float:
 def deadline_of(started_at: float, budget_s: float, paused_s: float, paused_since: float | None,
                 now: float) -> float:
     """``deadline`` from the clock's fields, for callers that read them from the database one by one."""
-    running = now - paused_since if paused_since is not None else 0.0
-    return started_at + budget_s + paused_s + running
+    return started_at + budget_s + _paused_of(paused_s, paused_since, now)
 
 
 def fraction(sla: dict[str, Any], clock: str, now: float) -> float:
