@@ -63,6 +63,8 @@ from __future__ import annotations
 import math
 from array import array
 
+import numpy
+
 from detectors import partners
 
 MIN_SPREAD = 1e-9
@@ -91,6 +93,15 @@ MIN_SAMPLES = 30
 MIN_RELEARN_SAMPLES = 30
 # Correlated at least this much in the warm-up: partners (see detectors.robust).
 MIN_COUPLING = 0.9
+# A partner pair's relation tracks this much slower than a metric's level: physics does not drift, a
+# fault that develops over a day does (see Pair).
+PAIR_PACE = 0.1
+# A quadratic relation is kept when it leaves at most this share of a line's residual sum of squares.
+CURVE_GAIN = 0.8
+# A relation is scored for predictor values within its fitted range widened by this share of it each side.
+PAIR_RANGE_MARGIN = 0.0
+# A relation's scores count at this fraction: a curve fitted to a warm-up is known less well than a level.
+PAIR_WEIGHT = 1 / 1.5
 # The profile is used when its residual's variance is under this share of the flat residual's.
 SEASONAL_GAIN = 0.5
 # The profile learns from at most this many samples per visit of a bin (a sample every 60 s: 48 bins a day).
@@ -182,9 +193,9 @@ class Track:
     __slots__ = ("count", "mean", "m2", "level", "var", "step", "spread", "last", "moves", "last_at",
                  "z", "fast", "slow", "fast_sq", "slow_sq", "tail", "net_z", "net_fast", "net_slow",
                  "excursion_since", "excursion_samples", "partner", "coupling", "profile", "expected_profile",
-                 "unit_samples", "seasonal_on")
+                 "unit_samples", "seasonal_on", "relation")
 
-    def __init__(self, profile: Profile | None) -> None:
+    def __init__(self, profile: Profile | None, relation: bool = False) -> None:
         self.count = 0  # normal samples learned since the metric first moved
         self.mean = 0.0
         self.m2 = 0.0
@@ -211,6 +222,8 @@ class Track:
         self.coupling = 0.0
         self.profile = profile
         self.expected_profile = 0.0
+        # A partner relation's (see Pair): its spread and units learn PAIR_PACE times as fast as a metric's.
+        self.relation = relation
 
     @property
     def ready(self) -> bool:
@@ -268,15 +281,91 @@ def _clipped(value: float, limit: float) -> float:
     return -limit if value < -limit else value if value <= limit else limit
 
 
+def _signed_larger(a: float, b: float) -> float:
+    return a if abs(a) >= abs(b) else b
+
+
 def _unexplained(own: float, explained: float) -> float:
     rest = own - explained
     return rest if abs(rest) < abs(own) else own
 
 
+class Pair:
+    """The relation of two partners as a metric of its own: ``response - f(predictor)``.
+
+    Each metric's level follows a slow creep, so a fault developing over a day (a cavitating pump's
+    flow falling while its motor current does not) is followed by both levels and never stands out.
+    The relation between partners is physics: it is given a track of its own (spread, channels,
+    regime relearning as any metric) whose level follows ``PAIR_PACE`` times as fast. ``f`` is a
+    quadratic fitted to the warm-up when the curve explains the response clearly better than a line
+    (a pump's pressure goes with the square of its flow), else a line. A deviation is told as the
+    member that is moving (the larger own shift score): that metric left the relation.
+
+    >>> pair = Pair.fit("flow", "pressure", [{"flow": f, "pressure": 1.5 + 0.0003 * f * f} for f in range(60, 120)])
+    >>> pair.response, pair.predictor
+    ('pressure', 'flow')
+    >>> abs(pair.residual({"flow": 130.0, "pressure": 1.5 + 0.0003 * 130 * 130}) - pair.residual(
+    ...     {"flow": 80.0, "pressure": 1.5 + 0.0003 * 80 * 80})) < 1e-9  # one curve, wherever on it
+    True
+    """
+
+    __slots__ = ("response", "predictor", "center", "scale", "slope", "curve", "low", "high", "track")
+
+    def __init__(self, response: str, predictor: str, center: float, scale: float, slope: float,
+                 curve: float, low: float, high: float) -> None:
+        self.response = response
+        self.predictor = predictor
+        self.center = center
+        self.scale = scale
+        self.slope = slope  # per scale of the predictor, at its centre
+        self.curve = curve
+        # The predictor's range the relation is known on: no curve is trusted far outside its data.
+        margin = PAIR_RANGE_MARGIN * (high - low)
+        self.low, self.high = low - margin, high + margin
+        self.track = Track(None, relation=True)
+
+    @classmethod
+    def fit(cls, a: str, b: str, samples: list[dict[str, float]]) -> "Pair":
+        """Whichever way round leaves less of the response unexplained: a square relation one way is a
+        root the other way, which a quadratic does not follow (nor extrapolate)."""
+        both = [x for x in samples if a in x and b in x]
+        one, unexplained_one = cls._fitted(a, b, both)
+        other, unexplained_other = cls._fitted(b, a, both)
+        return one if unexplained_one <= unexplained_other else other
+
+    @classmethod
+    def _fitted(cls, response: str, predictor: str, samples: list[dict[str, float]]) -> tuple["Pair", float]:
+        """The relation of ``response`` to ``predictor``, and the share of the response's variance it leaves."""
+        y = numpy.array([x[response] for x in samples])
+        p = numpy.array([x[predictor] for x in samples])
+        center, scale = float(p.mean()), float(p.std()) or 1.0
+        u = (p - center) / scale
+        line = numpy.column_stack([numpy.ones_like(u), u])
+        (_, slope), *_ = numpy.linalg.lstsq(line, y, rcond=None)
+        (_, curved_slope, curve), *_ = numpy.linalg.lstsq(numpy.column_stack([line, u * u]), y, rcond=None)
+        line_rss = float(numpy.sum((y - y.mean() - slope * u) ** 2))
+        curve_residual = y - curved_slope * u - curve * u * u
+        curve_rss = float(numpy.sum((curve_residual - curve_residual.mean()) ** 2))
+        total = float(numpy.sum((y - y.mean()) ** 2)) or 1.0
+        low, high = float(p.min()), float(p.max())
+        if curve_rss < CURVE_GAIN * line_rss:
+            return cls(response, predictor, center, scale, float(curved_slope), float(curve), low, high), \
+                curve_rss / total
+        return cls(response, predictor, center, scale, float(slope), 0.0, low, high), line_rss / total
+
+    def applies(self, x: dict[str, float]) -> bool:
+        """Both members are in the sample and the predictor is within the range the relation was fitted on."""
+        return self.response in x and self.low <= x.get(self.predictor, math.nan) <= self.high
+
+    def residual(self, x: dict[str, float]) -> float:
+        u = (x[self.predictor] - self.center) / self.scale
+        return x[self.response] - u * (self.slope + self.curve * u)
+
+
 class AdaptiveBaseline:
     __slots__ = ("alpha", "clip", "decay", "unit_memory_s", "scale_samples", "relearn_after_s", "period_s", "bins",
-                 "tracks",
-                 "_correlations", "_correlated")
+                 "tracks", "pairs",
+                 "_correlations", "_correlated", "_warmup")
 
     def __init__(self, alpha: float = 0.003, clip: float = 1.0, decay: float = 0.002, scale_samples: int = 300,
                  relearn_after_s: float = 3600.0, period_s: float = 86400.0, bins: int = 48,
@@ -290,37 +379,51 @@ class AdaptiveBaseline:
         self.period_s = period_s
         self.bins = bins
         self.tracks: dict[str, Track] = {}
+        self.pairs: tuple[Pair, ...] = ()
         # Pairwise correlations in the warm-up, let go once the partners are chosen.
         self._correlations: partners.Correlations | None = {}
         self._correlated = 0
+        self._warmup: list[dict[str, float]] | None = []  # the samples the pairs' curves are fitted to
 
     def score_one(self, x: dict[str, float], at: float = 0.0) -> float:
         scored = []
+        alpha = self.alpha
         for name, value in x.items():
             track = self.tracks.get(name)
             if track is None or track.moves < MIN_MOVES or track.count < MIN_SAMPLES:  # not ready
                 continue
-            spread = track.spread
             if track.profile is not None:
                 track.expected_profile = track.seasonal(at)
-            z = (value - track.level - track.expected_profile) / spread
-            track.z = z
-            # Clipped, so a channel comes back within a few samples of a huge excursion's end; the slow
-            # one at a few spreads: it is there for small lasting shifts, the others see the large ones.
-            track.fast += FAST * (_clipped(z, FAST_CLIP) - track.fast)
-            track.slow += SLOW * (_clipped(z, SLOW_CLIP) - track.slow)
-            if track.count >= self.scale_samples:
-                track.level += self.alpha * _clipped(z, self.clip) * spread
+            self._advance(track, value, alpha)
             scored.append(track)
+        relations = []
+        for pair in self.pairs:
+            track = pair.track
+            if track.moves >= MIN_MOVES and track.count >= MIN_SAMPLES and pair.applies(x):
+                self._advance(track, pair.residual(x), alpha * PAIR_PACE)
+                relations.append(track)
         score = 0.0
-        for track in scored:  # after every track moved: a partner's deviation is of this sample
-            track.settle()
-            spike, shift = track.spike_score(), track.shift_score()
-            own = spike if spike > shift else shift
-            self._follow_regime(track, own, at)
-            if own > score:
-                score = own
+        for weight, tracks in ((1.0, scored), (PAIR_WEIGHT, relations)):
+            for track in tracks:  # after every track moved: a partner's deviation is of this sample
+                track.settle()
+                spike, shift = track.spike_score(), track.shift_score()
+                own = (spike if spike > shift else shift) * weight
+                self._follow_regime(track, own, at)
+                if own > score:
+                    score = own
         return score
+
+    def _advance(self, track: Track, value: float, alpha: float) -> None:
+        """This sample's residual into the track's channels, and the level a step towards it."""
+        spread = track.spread
+        z = (value - track.level - track.expected_profile) / spread
+        track.z = z
+        # Clipped, so a channel comes back within a few samples of a huge excursion's end; the slow
+        # one at a few spreads: it is there for small lasting shifts, the others see the large ones.
+        track.fast += FAST * (_clipped(z, FAST_CLIP) - track.fast)
+        track.slow += SLOW * (_clipped(z, SLOW_CLIP) - track.slow)
+        if track.count >= self.scale_samples:
+            track.level += alpha * _clipped(z, self.clip) * spread
 
     def _follow_regime(self, track: Track, own: float, at: float) -> None:
         """A deviation that has lasted long enough becomes the new level (see the module's doc)."""
@@ -342,6 +445,9 @@ class AdaptiveBaseline:
                 profile = Profile(self.period_s, self.bins) if self.bins else None
                 track = self.tracks[name] = Track(profile)
             self._learn(track, value, at)
+        for pair in self.pairs:
+            if pair.applies(x):
+                self._learn(pair.track, pair.residual(x), at)
         if self._correlations is not None:
             self._correlate(x)
 
@@ -371,11 +477,15 @@ class AdaptiveBaseline:
                 track.mean = track.m2 = 0.0  # not needed after the warm-up: one float object less each
         else:
             # Around the slow channel's local mean, and trimmed: a drift (the mean moving a little each
-            # sample) would otherwise widen the spread sample by sample until it never stands out.
-            residual = value - track.level - track.expected_profile - track.slow * track.spread
+            # sample) would otherwise widen the spread sample by sample until it never stands out. A
+            # relation does not drift: around its level, so a relation drifting apart does not widen it.
+            if track.relation:
+                residual, decay = value - track.level, self.decay * PAIR_PACE
+            else:
+                residual, decay = value - track.level - track.expected_profile - track.slow * track.spread, self.decay
             square = residual * residual
             if square <= TRIM * TRIM * track.var:
-                track.var += self.decay * (square / TRIMMED_SHARE - track.var)
+                track.var += decay * (square / TRIMMED_SHARE - track.var)
                 track.rescale()
             if track.profile is not None:
                 track.profile.learn(at, value - track.level, self.decay)
@@ -388,7 +498,13 @@ class AdaptiveBaseline:
         rate = step / self.unit_memory_s
         if rate > self.decay:
             rate = self.decay
-        if rate < 1 / track.unit_samples:
+        if track.relation:
+            # The running mean only for a first estimate: a relation drifting apart over a day must not
+            # become its units.
+            rate *= PAIR_PACE
+            if track.unit_samples <= self.scale_samples:
+                rate = 1 / track.unit_samples
+        elif rate < 1 / track.unit_samples:
             rate = 1 / track.unit_samples
         track.fast_sq += rate * (track.net_fast * track.net_fast - track.fast_sq)
         track.slow_sq += rate * (track.net_slow * track.net_slow - track.slow_sq)
@@ -405,11 +521,23 @@ class AdaptiveBaseline:
         found = {}
         for name, track in self.tracks.items():
             if track.ready:
-                found[name] = track.net_z if abs(track.net_z) >= abs(track.net_fast) else track.net_fast
+                found[name] = _signed_larger(track.net_z, track.net_fast)
+        for pair in self.pairs:
+            response, predictor = self.tracks[pair.response], self.tracks[pair.predictor]
+            if not (pair.track.ready and response.ready and predictor.ready):
+                continue
+            deviation = _signed_larger(pair.track.z, pair.track.fast)
+            # The member that is moving left the relation; the predictor's share points the other way.
+            name = pair.response
+            if predictor.shift_score() > response.shift_score():
+                name, deviation = pair.predictor, -deviation if pair.slope > 0 else deviation
+            if abs(deviation) > abs(found[name]):
+                found[name] = deviation
         return found
 
     def _correlate(self, x: dict[str, float]) -> None:
         partners.correlate(self._correlations, x)
+        self._warmup.append(dict(x))
         self._correlated += 1
         # Also when a metric never moves: it cannot hold the others' partners back for ever.
         if self._correlated >= 2 * self.scale_samples or all(
@@ -417,9 +545,15 @@ class AdaptiveBaseline:
             self._choose_partners()
 
     def _choose_partners(self) -> None:
+        pairs = {}
         for name, (best, coupling) in partners.strongest(self._correlations, list(self.tracks), MIN_COUPLING).items():
             track, partner = self.tracks[name], self.tracks[best]
             # The warm-up's variances are the metrics' whole ranges (load changes included).
             ranges = math.sqrt(track.var / partner.var) if partner.var > 0 else 0.0
             track.partner, track.coupling = partner, coupling * ranges
-        self._correlations = None
+            # One relation per two partners, whichever chose the other (flow and current choose each other).
+            key = (name, best) if name < best else (best, name)
+            if key not in pairs and track.coupling != 0:
+                pairs[key] = Pair.fit(name, best, self._warmup)
+        self.pairs = tuple(pairs.values())
+        self._correlations = self._warmup = None

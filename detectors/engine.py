@@ -54,7 +54,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     # Spikes alert on the sample itself, so no on-delay; the shift channels are smoothed already.
     "adaptive_baseline": ModelEntry(
-        "adaptive-baseline-2", lambda cfg: AdaptiveBaseline(
+        "adaptive-baseline-3", lambda cfg: AdaptiveBaseline(
             cfg.alpha, cfg.clip, cfg.decay, cfg.scale_samples, cfg.relearn_after_s, cfg.season_period_s,
             cfg.season_bins, cfg.unit_memory_s), 1.0, self_calibrated=True, persistence=(1, 1, 20)),
     "robust_baseline": ModelEntry(

@@ -65,8 +65,8 @@ def test_each_device_type_gets_the_model_configured_for_it() -> None:
     assert isinstance(engine.devices["p"].model, AdaptiveBaseline)
     assert isinstance(engine.devices["m"].model, ResidualRegression)
     # A checkpoint written under one assignment of models is not loaded under another.
-    assert models_version(config) == "adaptive-baseline-2,motor=residual-regression-1"
-    assert models_version(DetectorConfig()) == "adaptive-baseline-2"
+    assert models_version(config) == "adaptive-baseline-3,motor=residual-regression-1"
+    assert models_version(DetectorConfig()) == "adaptive-baseline-3"
 
 
 def test_a_load_change_moving_coupled_metrics_together_is_not_an_anomaly() -> None:
