@@ -230,8 +230,12 @@ class Track:
         return self.moves >= MIN_MOVES and self.count >= MIN_SAMPLES
 
     def rescale(self) -> None:
-        floor = self.step / 2 if math.isfinite(self.step) else MIN_SPREAD
-        self.spread = max(math.sqrt(self.var), floor, MIN_SPREAD)
+        # Conditionals rather than max() and isfinite(): this runs for every sample learned.
+        floor = self.step / 2
+        if floor < MIN_SPREAD or floor == math.inf:
+            floor = MIN_SPREAD
+        spread = math.sqrt(self.var)
+        self.spread = spread if spread > floor else floor
 
     def seasonal(self, at: float) -> float:
         profile = self.profile
@@ -304,8 +308,10 @@ class Pair:
     >>> pair = Pair.fit("flow", "pressure", [{"flow": f, "pressure": 1.5 + 0.0003 * f * f} for f in range(60, 120)])
     >>> pair.response, pair.predictor
     ('pressure', 'flow')
-    >>> abs(pair.residual({"flow": 130.0, "pressure": 1.5 + 0.0003 * 130 * 130}) - pair.residual(
+    >>> abs(pair.residual({"flow": 119.0, "pressure": 1.5 + 0.0003 * 119 * 119}) - pair.residual(
     ...     {"flow": 80.0, "pressure": 1.5 + 0.0003 * 80 * 80})) < 1e-9  # one curve, wherever on it
+    True
+    >>> pair.residual({"flow": 200.0, "pressure": 13.5}) is None  # beyond the range it was fitted on
     True
     """
 
@@ -353,13 +359,14 @@ class Pair:
                 curve_rss / total
         return cls(response, predictor, center, scale, float(slope), 0.0, low, high), line_rss / total
 
-    def applies(self, x: dict[str, float]) -> bool:
-        """Both members are in the sample and the predictor is within the range the relation was fitted on."""
-        return self.response in x and self.low <= x.get(self.predictor, math.nan) <= self.high
-
-    def residual(self, x: dict[str, float]) -> float:
-        u = (x[self.predictor] - self.center) / self.scale
-        return x[self.response] - u * (self.slope + self.curve * u)
+    def residual(self, x: dict[str, float]) -> float | None:
+        """The response's distance from the relation, if both are in the sample and the predictor is within
+        the range the relation was fitted on."""
+        predictor, response = x.get(self.predictor), x.get(self.response)
+        if response is None or predictor is None or not self.low <= predictor <= self.high:
+            return None
+        u = (predictor - self.center) / self.scale
+        return response - u * (self.slope + self.curve * u)
 
 
 class AdaptiveBaseline:
@@ -394,13 +401,22 @@ class AdaptiveBaseline:
                 continue
             if track.profile is not None:
                 track.expected_profile = track.seasonal(at)
-            self._advance(track, value, alpha)
+            # As _advance, inline: this runs for every metric of every sample.
+            spread = track.spread
+            z = track.z = (value - track.level - track.expected_profile) / spread
+            track.fast += FAST * (_clipped(z, FAST_CLIP) - track.fast)
+            track.slow += SLOW * (_clipped(z, SLOW_CLIP) - track.slow)
+            if track.count >= self.scale_samples:
+                track.level += alpha * _clipped(z, self.clip) * spread
             scored.append(track)
         relations = []
         for pair in self.pairs:
             track = pair.track
-            if track.moves >= MIN_MOVES and track.count >= MIN_SAMPLES and pair.applies(x):
-                self._advance(track, pair.residual(x), alpha * PAIR_PACE)
+            if track.moves < MIN_MOVES or track.count < MIN_SAMPLES:
+                continue
+            residual = pair.residual(x)
+            if residual is not None:
+                self._advance(track, (residual - track.level) / track.spread, alpha * PAIR_PACE)
                 relations.append(track)
         score = 0.0
         for weight, tracks in ((1.0, scored), (PAIR_WEIGHT, relations)):
@@ -413,17 +429,15 @@ class AdaptiveBaseline:
                     score = own
         return score
 
-    def _advance(self, track: Track, value: float, alpha: float) -> None:
-        """This sample's residual into the track's channels, and the level a step towards it."""
-        spread = track.spread
-        z = (value - track.level - track.expected_profile) / spread
+    def _advance(self, track: Track, z: float, alpha: float) -> None:
+        """This sample's deviation (in spreads) into the track's channels, and its level a step towards it."""
         track.z = z
         # Clipped, so a channel comes back within a few samples of a huge excursion's end; the slow
         # one at a few spreads: it is there for small lasting shifts, the others see the large ones.
         track.fast += FAST * (_clipped(z, FAST_CLIP) - track.fast)
         track.slow += SLOW * (_clipped(z, SLOW_CLIP) - track.slow)
         if track.count >= self.scale_samples:
-            track.level += alpha * _clipped(z, self.clip) * spread
+            track.level += alpha * _clipped(z, self.clip) * track.spread
 
     def _follow_regime(self, track: Track, own: float, at: float) -> None:
         """A deviation that has lasted long enough becomes the new level (see the module's doc)."""
@@ -446,8 +460,9 @@ class AdaptiveBaseline:
                 track = self.tracks[name] = Track(profile)
             self._learn(track, value, at)
         for pair in self.pairs:
-            if pair.applies(x):
-                self._learn(pair.track, pair.residual(x), at)
+            residual = pair.residual(x)
+            if residual is not None:
+                self._learn(pair.track, residual, at)
         if self._correlations is not None:
             self._correlate(x)
 
@@ -464,7 +479,9 @@ class AdaptiveBaseline:
             track.restart()  # still flat from the start: nothing to learn a spread from
         track.last = value
         track.count += 1
-        step = 0.0 if math.isnan(track.last_at) else max(at - track.last_at, 0.0)
+        step = at - track.last_at
+        if not step > 0:  # before, at the same time, or the first sample (NaN)
+            step = 0.0
         if track.count <= self.scale_samples:
             # Warm-up: the running mean and variance (Welford); the profile not yet.
             delta = value - track.mean
