@@ -193,7 +193,7 @@ class Track:
     __slots__ = ("count", "mean", "m2", "level", "var", "step", "spread", "last", "moves", "last_at",
                  "z", "fast", "slow", "fast_sq", "slow_sq", "tail", "net_z", "net_fast", "net_slow",
                  "excursion_since", "excursion_samples", "partner", "coupling", "profile", "expected_profile",
-                 "unit_samples", "seasonal_on", "relation")
+                 "unit_samples", "seasonal_on", "relation", "calm")
 
     def __init__(self, profile: Profile | None, relation: bool = False) -> None:
         self.count = 0  # normal samples learned since the metric first moved
@@ -207,6 +207,7 @@ class Track:
         self.moves = 0
         self.last_at = math.nan
         self.z = self.fast = self.slow = 0.0
+        self.calm = True  # the shift channels were calm as the sample last scored (a bool: no float object)
         self.net_z = self.net_fast = self.net_slow = 0.0
         self.fast_sq = FAST_FLOOR ** 2
         self.slow_sq = SLOW_FLOOR ** 2
@@ -421,10 +422,15 @@ class AdaptiveBaseline:
         score = 0.0
         for weight, tracks in ((1.0, scored), (PAIR_WEIGHT, relations)):
             for track in tracks:  # after every track moved: a partner's deviation is of this sample
-                track.settle()
+                if track.partner is None:  # settle(), inline: most metrics have no partner
+                    track.net_z, track.net_fast, track.net_slow = track.z, track.fast, track.slow
+                else:
+                    track.settle()
                 spike, shift = track.spike_score(), track.shift_score()
+                track.calm = shift < TAIL_CALM
                 own = (spike if spike > shift else shift) * weight
-                self._follow_regime(track, own, at)
+                if own > 1 or track.excursion_samples:
+                    self._follow_regime(track, own, at)
                 if own > score:
                     score = own
         return score
@@ -509,6 +515,14 @@ class AdaptiveBaseline:
         track.last_at = at
         if not scored:
             return
+        # A stochastic-approximation quantile of |z|: at equilibrium a share 1 - TAIL lies above it.
+        # Only while the shift channels are calm (as this sample was scored): a drifting level is not a
+        # heavy tail.
+        if track.calm:
+            if abs(track.net_z) > track.tail:
+                track.tail += TAIL_STEP * TAIL
+            elif track.tail > TAIL_START:
+                track.tail = max(TAIL_START, track.tail - TAIL_STEP * (1 - TAIL))
         # The channels' own normal RMS: a running mean at first, then forgetting over unit_memory_s
         # (by time: a fault that develops over hours must not become the channels' unit).
         track.unit_samples += 1
@@ -525,13 +539,6 @@ class AdaptiveBaseline:
             rate = 1 / track.unit_samples
         track.fast_sq += rate * (track.net_fast * track.net_fast - track.fast_sq)
         track.slow_sq += rate * (track.net_slow * track.net_slow - track.slow_sq)
-        # A stochastic-approximation quantile of |z|: at equilibrium a share 1 - TAIL lies above it.
-        # Only while the shift channels are calm: a drifting level is not a heavy tail.
-        if track.shift_score() < TAIL_CALM:
-            if abs(track.net_z) > track.tail:
-                track.tail += TAIL_STEP * TAIL
-            elif track.tail > TAIL_START:
-                track.tail = max(TAIL_START, track.tail - TAIL_STEP * (1 - TAIL))
 
     def contributions(self) -> dict[str, float]:
         """Each metric's net signed deviation, in spreads (the larger of this sample's and the fast shift's)."""
