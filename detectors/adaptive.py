@@ -35,10 +35,12 @@ the warm-up and nothing is tuned per stream:
 Metrics that move together for good (a pump's flow and its motor current; correlation at least
 ``MIN_COUPLING`` in the warm-up) are partners, as in :mod:`detectors.robust`: a metric counts
 only as far as its partner, scaled by the regression slope between them, does not explain it.
+Their relation is also a metric of its own (see :class:`Pair`), slower to adapt than any level.
 
 On SKAB (1 Hz water pump, ``python -m bench.evaluate --skab ...``) this default scores F1 0.804
 at FAR 12.0 %; on the zoo of synthetic streams (``python -m bench.zoo``) it finds every fault
-with no false alert in 400,000 healthy samples.
+with no false alert in 400,000 healthy samples; on the simulator fleet it catches every fault
+before its failure point (median at 22 % of its course) with no false work order in 494 device-days.
 
 ``score_one`` advances the smoothing and the level, so call it once per sample with the
 sample's time, then ``learn_one`` for samples deemed normal.
