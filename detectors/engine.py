@@ -278,12 +278,20 @@ class DetectorEngine:
             for rule in checks.rules:
                 if rule.update(reading.value) == "raise":
                     anomalies.append(self._rule_anomaly(reading, state, rule))
-            anomalies += self._stream_checks(reading, state, checks)
+            stuck = checks.stuck
+            if stuck is not None and stuck.update(reading.value) == "raise":
+                anomalies.append(self._stuck_anomaly(reading, state, stuck))
+            if checks.rates:
+                anomalies += self._rate_checks(reading, state, checks)
             for rule, forecast in checks.forecasts:
                 due = forecast.update(reading.timestamp, reading.value)
                 if due is not None and not rule.active:
                     anomalies.append(self._forecast_anomaly(reading, state, rule, forecast, due))
-            samples.setdefault((reading.device_id, reading.timestamp), {})[reading.metric] = reading.value
+            key = (reading.device_id, reading.timestamp)
+            sample = samples.get(key)
+            if sample is None:
+                sample = samples[key] = {}
+            sample[reading.metric] = reading.value
 
         for (device_id, timestamp), values in samples.items():
             anomalies += self._score_sample(device_id, timestamp, values)
@@ -394,16 +402,15 @@ class DetectorEngine:
                              rule.config.severity, rule.config.failure_mode, mode, rule.describe(reading.value),
                              reading.value, limit=rule.config.high if rule.last_direction == "up" else rule.config.low)
 
-    def _stream_checks(self, reading: Reading, state: DeviceState, checks: MetricChecks) -> list[Anomaly]:
-        """Per-signal checks: a stuck sensor, a metric moving too fast."""
+    def _stuck_anomaly(self, reading: Reading, state: DeviceState, stuck: StuckSensor) -> Anomaly:
+        return self._finding(
+            reading.device_id, reading.timestamp, reading.metric, state, STUCK_DETECTOR, Severity.LOW,
+            "AIR", SENSOR_FAULT, f"{reading.metric} stuck at {reading.value:.6g} for {stuck.repeats} samples",
+            reading.value)
+
+    def _rate_checks(self, reading: Reading, state: DeviceState, checks: MetricChecks) -> list[Anomaly]:
+        """A metric moving too fast."""
         found = []
-        stuck = checks.stuck
-        if stuck is not None:
-            if stuck.update(reading.value) == "raise":
-                found.append(self._finding(
-                    reading.device_id, reading.timestamp, reading.metric, state, STUCK_DETECTOR, Severity.LOW,
-                    "AIR", SENSOR_FAULT, f"{reading.metric} stuck at {reading.value:.6g} for {stuck.repeats} samples",
-                    reading.value))
         for rule, rate in checks.rates:
             if rate.update(reading.timestamp, reading.value) == "raise":
                 mode = self._failure_mode(state.device_type, reading.metric, "up" if rate.rate > 0 else "down")

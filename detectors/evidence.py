@@ -44,7 +44,7 @@ class EvidenceWindow:
             which = self._index[key] = len(self.metrics)
             self.metrics.append(key)
             self._unroll()  # a new metric widens the window: keep the order, grow from the end
-        if len(self._times) < self.capacity:
+        if self._next == 0 and len(self._times) < self.capacity:
             self._which.append(which)
             self._times.append(reading.timestamp)
             self._values.append(reading.value)

@@ -75,7 +75,8 @@ class TrendForecast:
             newest = len(self._times) - 1
         # Sums of what is stored (float32), so that removing a sample later takes out exactly what went in.
         x, value = self._times[newest], self._values[newest]
-        self._sums[:] = array("d", (n + 1.0, st + x, sv + value, stt + x * x, stv + x * value))
+        sums = self._sums
+        sums[0], sums[1], sums[2], sums[3], sums[4] = n + 1.0, st + x, sv + value, stt + x * x, stv + x * value
         self._added += 1
         if self._added >= self.window:
             self._rebase()
