@@ -206,7 +206,8 @@ def simulator_models_table(args: argparse.Namespace) -> None:
     """Our default model against the naive baselines on the simulator's fleets, each model alone."""
     config = DetectorConfig()
     warmup = config.warmup_samples
-    rows = {"robust baseline (default)": engine_model(config, config.model, warmup),
+    rows = {f"{config.model.type.replace('_', ' ')} (default)": engine_model(config, config.model, warmup),
+            "robust baseline (old default)": engine_model(config, ModelConfig(type="robust_baseline"), warmup),
             "bare river HalfSpaceTrees": baseline(BareHalfSpaceTrees, config, warmup),
             "rolling z-score": baseline(RollingZScore, config, warmup)}
     results: dict[str, list[scenarios.ScenarioResult]] = {name: [] for name in rows}
