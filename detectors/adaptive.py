@@ -100,8 +100,6 @@ MIN_COUPLING = 0.9
 PAIR_PACE = 0.1
 # A quadratic relation is kept when it leaves at most this share of a line's residual sum of squares.
 CURVE_GAIN = 0.8
-# A relation is scored for predictor values within its fitted range widened by this share of it each side.
-PAIR_RANGE_MARGIN = 0.0
 # A relation's scores count at this fraction: a curve fitted to a warm-up is known less well than a level.
 PAIR_WEIGHT = 1 / 1.5
 # The profile is used when its residual's variance is under this share of the flat residual's.
@@ -308,11 +306,13 @@ class Pair:
     (a pump's pressure goes with the square of its flow), else a line. A deviation is told as the
     member that is moving (the larger own shift score): that metric left the relation.
 
-    >>> pair = Pair.fit("flow", "pressure", [{"flow": f, "pressure": 1.5 + 0.0003 * f * f} for f in range(60, 120)])
+    >>> flows = range(60, 120)
+    >>> pair = Pair.fit("flow", "pressure", {"flow": array("f", flows), "pressure": array("f", (1.5 + 0.0003 * f * f
+    ...                                                                                           for f in flows))})
     >>> pair.response, pair.predictor
     ('pressure', 'flow')
     >>> abs(pair.residual({"flow": 119.0, "pressure": 1.5 + 0.0003 * 119 * 119}) - pair.residual(
-    ...     {"flow": 80.0, "pressure": 1.5 + 0.0003 * 80 * 80})) < 1e-9  # one curve, wherever on it
+    ...     {"flow": 80.0, "pressure": 1.5 + 0.0003 * 80 * 80})) < 1e-5  # one curve, wherever on it
     True
     >>> pair.residual({"flow": 200.0, "pressure": 13.5}) is None  # beyond the range it was fitted on
     True
@@ -328,25 +328,26 @@ class Pair:
         self.scale = scale
         self.slope = slope  # per scale of the predictor, at its centre
         self.curve = curve
-        # The predictor's range the relation is known on: no curve is trusted far outside its data.
-        margin = PAIR_RANGE_MARGIN * (high - low)
-        self.low, self.high = low - margin, high + margin
+        # The predictor's range the relation is known on: no curve is trusted outside its data.
+        self.low, self.high = low, high
         self.track = Track(None, relation=True)
 
     @classmethod
-    def fit(cls, a: str, b: str, samples: list[dict[str, float]]) -> "Pair":
+    def fit(cls, a: str, b: str, columns: dict[str, array]) -> "Pair":
         """Whichever way round leaves less of the response unexplained: a square relation one way is a
-        root the other way, which a quadratic does not follow (nor extrapolate)."""
-        both = [x for x in samples if a in x and b in x]
-        one, unexplained_one = cls._fitted(a, b, both)
-        other, unexplained_other = cls._fitted(b, a, both)
+        root the other way, which a quadratic does not follow (nor extrapolate). ``columns``: the warm-up's
+        values of each metric, row by row (NaN where a sample lacked the metric)."""
+        first, second = (numpy.asarray(columns[name], dtype=numpy.float64) for name in (a, b))
+        both = numpy.isfinite(first) & numpy.isfinite(second)
+        first, second = first[both], second[both]
+        one, unexplained_one = cls._fitted(a, first, b, second)
+        other, unexplained_other = cls._fitted(b, second, a, first)
         return one if unexplained_one <= unexplained_other else other
 
     @classmethod
-    def _fitted(cls, response: str, predictor: str, samples: list[dict[str, float]]) -> tuple["Pair", float]:
-        """The relation of ``response`` to ``predictor``, and the share of the response's variance it leaves."""
-        y = numpy.array([x[response] for x in samples])
-        p = numpy.array([x[predictor] for x in samples])
+    def _fitted(cls, response: str, y: numpy.ndarray, predictor: str, p: numpy.ndarray) -> tuple["Pair", float]:
+        """The relation of ``response`` (values ``y``) to ``predictor`` (values ``p``), and the share of the
+        response's variance it leaves."""
         center, scale = float(p.mean()), float(p.std()) or 1.0
         u = (p - center) / scale
         line = numpy.column_stack([numpy.ones_like(u), u])
@@ -393,7 +394,9 @@ class AdaptiveBaseline:
         # Pairwise correlations in the warm-up, let go once the partners are chosen.
         self._correlations: partners.Correlations | None = {}
         self._correlated = 0
-        self._warmup: list[dict[str, float]] | None = []  # the samples the pairs' curves are fitted to
+        # The warm-up's values per metric, row by row, that the partners' relations are fitted to: single
+        # precision columns (12 KB for a device of 5 metrics), let go with the correlations.
+        self._warmup: dict[str, array] | None = {}
 
     def score_one(self, x: dict[str, float], at: float = 0.0) -> float:
         scored = []
@@ -563,7 +566,11 @@ class AdaptiveBaseline:
 
     def _correlate(self, x: dict[str, float]) -> None:
         partners.correlate(self._correlations, x)
-        self._warmup.append(dict(x))
+        columns, rows = self._warmup, self._correlated
+        for name in x.keys() - columns.keys():
+            columns[name] = array("f", [math.nan]) * rows  # a metric that came later: nothing before it
+        for name, column in columns.items():
+            column.append(x.get(name, math.nan))
         self._correlated += 1
         # Also when a metric never moves: it cannot hold the others' partners back for ever.
         if self._correlated >= 2 * self.scale_samples or all(
