@@ -316,6 +316,8 @@ class Pair:
     True
     >>> pair.residual({"flow": 200.0, "pressure": 13.5}) is None  # beyond the range it was fitted on
     True
+    >>> Pair.fit("flow", "pressure", {"flow": array("f", flows), "pressure": array("f", [1e39] * 60)}) is None
+    True
     """
 
     __slots__ = ("response", "predictor", "center", "scale", "slope", "curve", "low", "high", "track")
@@ -333,12 +335,15 @@ class Pair:
         self.track = Track(None, relation=True)
 
     @classmethod
-    def fit(cls, a: str, b: str, columns: dict[str, array]) -> "Pair":
+    def fit(cls, a: str, b: str, columns: dict[str, array]) -> "Pair | None":
         """Whichever way round leaves less of the response unexplained: a square relation one way is a
         root the other way, which a quadratic does not follow (nor extrapolate). ``columns``: the warm-up's
-        values of each metric, row by row (NaN where a sample lacked the metric)."""
+        values of each metric, row by row (NaN where a sample lacked the metric, inf beyond single
+        precision). None when fewer than MIN_SAMPLES rows have both."""
         first, second = (numpy.asarray(columns[name], dtype=numpy.float64) for name in (a, b))
         both = numpy.isfinite(first) & numpy.isfinite(second)
+        if both.sum() < MIN_SAMPLES:
+            return None
         first, second = first[both], second[both]
         one, unexplained_one = cls._fitted(a, first, b, second)
         other, unexplained_other = cls._fitted(b, second, a, first)
@@ -588,5 +593,5 @@ class AdaptiveBaseline:
             key = (name, best) if name < best else (best, name)
             if key not in pairs and track.coupling != 0:
                 pairs[key] = Pair.fit(name, best, self._warmup)
-        self.pairs = tuple(pairs.values())
+        self.pairs = tuple(pair for pair in pairs.values() if pair is not None)
         self._correlations = self._warmup = None
