@@ -23,14 +23,16 @@ ONSET = 2400.0
 DURATION = 900.0
 
 
-def run(device_type: str, seed: int, fault: str | None, seconds: int, **config) -> list:
+def run(device_type: str, seed: int, fault: str | None, seconds: float, interval: float = 1.0,
+        onset: float = ONSET, duration: float = DURATION, **config) -> list:
     engine = DetectorEngine(DetectorConfig(**config), {"d": device_type})
     device = DeviceModel(DeviceSpec("d", device_type, "site"), seed=seed)
     if fault:
-        device.inject(Fault("d", fault, onset=ONSET, duration=DURATION))
+        device.inject(Fault("d", fault, onset=onset, duration=duration))
     anomalies = []
-    for t in range(seconds):
-        batch = [Reading("d", metric, value, float(t)) for metric, value in device.step(float(t)).items()]
+    for step in range(int(seconds / interval)):
+        t = step * interval
+        batch = [Reading("d", metric, value, t) for metric, value in device.step(t).items()]
         anomalies += engine.process(batch)
     return anomalies
 
@@ -136,26 +138,15 @@ def test_a_model_learning_past_the_warm_up_is_refused() -> None:
     assert engine.devices["d"].gate.margin == 1.5 and engine.devices["d"].gate.floor == 4.0
 
 
-def every_10_s(device_type: str, seed: int, fault: Fault | None, hours: float) -> list:
-    """The default detector set without limit rules (so no forecasts either): the model alone raises."""
-    engine = DetectorEngine(DetectorConfig(rules=[]), {"d": device_type})
-    device = DeviceModel(DeviceSpec("d", device_type, "site"), seed=seed)
-    if fault is not None:
-        device.inject(fault)
-    anomalies = []
-    for step in range(int(hours * 360)):
-        t = step * 10.0
-        anomalies += engine.process([Reading("d", metric, value, t) for metric, value in device.step(t).items()])
-    return anomalies
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_pump_cavitating_over_a_day_is_caught_early_by_its_partners_drifting_apart(seed: int) -> None:
     # Flow falls and pressure sags so slowly that each metric's level follows them; the relation between
     # the pump's partners (flow, current, pressure) does not follow, so the fault shows within its first
     # third. Before relations had tracks of their own, such faults went unnoticed to the failure point.
+    # Without limit rules (so no forecasts either): the model alone raises.
     onset, duration = 12 * 3600.0, 24 * 3600.0
-    anomalies = every_10_s("pump", seed, Fault("d", "cavitation", onset, duration), (onset + duration) / 3600)
+    anomalies = run("pump", seed, "cavitation", onset + duration, interval=10.0, onset=onset, duration=duration,
+                    rules=[])
     assert anomalies, "a day-long cavitation went unnoticed to its failure point"
     first = anomalies[0]
     assert onset < first.detected_at < onset + duration / 3, (first.detected_at - onset) / duration
@@ -166,8 +157,8 @@ def test_a_pump_cavitating_over_a_day_is_caught_early_by_its_partners_drifting_a
 @pytest.mark.parametrize("seed", [1, 2])
 def test_partners_relations_stay_quiet_over_days_of_healthy_load_changes(device_type: str, seed: int) -> None:
     # The operators move the set-point across the whole load range over three days, beyond what the
-    # warm-up saw: a relation is only scored within the range it was fitted on.
-    assert every_10_s(device_type, seed, None, 72) == []
+    # warm-up saw (the relations' range and curve are in Pair's doctest).
+    assert run(device_type, seed, None, 72 * 3600.0, interval=10.0, rules=[]) == []
 
 
 def test_bearing_wear_anomaly_names_the_metrics_involved() -> None:
