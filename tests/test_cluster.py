@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from gateway.auth.store import IdentityStore
 from gateway.broker import Mosquitto, free_port
-from gateway.cluster.assign import partition_of
+from gateway.cluster.assign import owner_of, partition_of
 from gateway.keyring import Keyring
 from tests.conftest import gateway_document, wait_until
 from tests.processes import FleetPublisher, GatewayProcess
@@ -95,9 +95,12 @@ def test_three_gateways_own_each_device_once_and_take_over_a_killed_one(
         every_unit = {f"mqtt/{SOURCE}/{k}" for k in range(PARTITIONS)}
         wait_until(lambda: set(owners(database)) == every_unit and len(set(owners(database).values())) == 3,
                    timeout=60, what="every unit owned, by three gateways")
-        # Each gateway runs the units the lease table gives it, and no unit runs twice.
-        wait_until(lambda: sorted(u for p in gateways.values() for u in units_of(p.health())) == sorted(every_unit),
-                   timeout=30, what="each unit running on exactly one gateway")
+        # Each gateway runs the units the lease table gives it, and no unit runs twice; and the start's
+        # hand-overs (members joining one by one) are over: every unit is where the three members place it.
+        planned = {unit: owner_of(unit, sorted(gateways)) for unit in every_unit}
+        wait_until(lambda: sorted(u for p in gateways.values() for u in units_of(p.health())) == sorted(every_unit)
+                   and {u: name for name, p in gateways.items() for u in units_of(p.health())} == planned,
+                   timeout=30, what="each unit running on exactly one gateway, the one the plan names")
         publisher = FleetPublisher(mosquitto, DEVICES, rate_per_s=120)  # 10 messages/s per device
         publisher.start()
         time.sleep(12)  # every device past its warm-up (60 samples), detector state saved each second
@@ -167,10 +170,20 @@ def test_three_gateways_own_each_device_once_and_take_over_a_killed_one(
         assert len(orders) == 1 and orders[0].failure_mode == "VIB"
         assert others == 0
 
-        # A clean stop hands the units over at once (released, not left to expire).
+        # A clean stop hands the units over at once (released, not left to expire), and under traffic each
+        # message is stored once: what the stopping gateway stored it acknowledged before letting go.
+        publisher = FleetPublisher(mosquitto, DEVICES, rate_per_s=120, client_id="fleet-2")
+        publisher.start()
+        time.sleep(2)
         gateways[survivors[0]].terminate()
         wait_until(lambda: set(owners(database).values()) == {survivors[1]} and set(owners(database)) == every_unit,
                    timeout=20, what="the stopped gateway's units taken by the last one")
+        time.sleep(2)
+        publisher.stop()
+        acknowledged = publisher.acknowledged
+        wait_until(lambda: acknowledged <= union(), timeout=60, what="every acknowledged reading stored")
+        first, second = (stored(directories[name]) for name in survivors)
+        assert not first & second, sorted(first & second)[:5]
         with database.connect() as connection:
             released = connection.execute(text(
                 "SELECT COUNT(*) FROM cluster_lease_log WHERE owner = :owner AND ended_how = 'released'"),

@@ -16,10 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from connectors.base import stop_tasks
 from connectors.mqtt import MqttConnector, MqttSourceConfig
+from gateway.core import Reading
 from gateway.health import problems as health_problems
 from gateway.broker import Mosquitto, free_port, wait_for_port
 from tests.test_modbus import Collect, stop, until
+from tests.processes import FleetPublisher
 from tests.test_mqtt_ingest import publish, publisher
 
 
@@ -147,3 +150,57 @@ async def test_qos1_messages_published_while_the_gateway_was_down_arrive_after_i
     back = MqttConnector(config, {"pump-01"})
     await _run_until(back, sink, lambda: len(sink.readings) == 50, "the queued messages")
     assert [r.value for r in sink.readings] == [float(i) for i in range(50)]
+
+
+class LateStore(Collect):
+    """Commits a batch a while after taking it, as the pipeline's storage does under load: the readings
+    count as stored (and may be acknowledged) only then."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    async def put(self, readings: list[Reading], on_stored=None) -> None:
+        def commit() -> None:
+            self.readings.extend(readings)
+            if on_stored is not None:
+                on_stored()
+
+        asyncio.get_running_loop().call_later(self.delay_s, commit)
+
+    def stored(self) -> set[tuple[str, float]]:
+        return {(r.device_id, r.timestamp) for r in self.readings if r.metric == "vibration"}
+
+
+async def test_a_session_handed_over_under_traffic_stores_each_message_once(mosquitto: Mosquitto) -> None:
+    """What a cluster does with a partition: one owner stops its connector the way a gateway stops one
+    (cancelled, and again every 0.2 s), the next resumes the session at once. Acknowledgements are still
+    owed when the stop begins (storage commits 0.3 s after taking a batch); whatever the first owner stored,
+    the broker must not give to the second."""
+    config = _source(mosquitto.port, client_id="plant-p0", qos=1, clean_start=False)
+    devices = {"pump-01", "pump-02"}
+    first_store, second_store = LateStore(0.3), LateStore(0.3)
+    first = MqttConnector(config, devices)
+    first_task = asyncio.create_task(first.run(first_store, first_store))
+    await until(lambda: first.connected, 10, "the first owner connected")
+    await asyncio.sleep(0.3)  # the subscription is acknowledged after the connection
+    fleet = FleetPublisher(mosquitto, sorted(devices), rate_per_s=300)
+    fleet.start()
+    second_task = None
+    try:
+        await until(lambda: len(first_store.stored()) > 300, 15, "the first owner storing")
+        await stop_tasks([first_task])
+        second = MqttConnector(config, devices)
+        second_task = asyncio.create_task(second.run(second_store, second_store))
+        await until(lambda: len(second_store.stored()) > 300, 15, "the second owner storing")
+    finally:
+        await asyncio.to_thread(fleet.stop)
+    acknowledged = fleet.acknowledged
+    await until(lambda: acknowledged <= first_store.stored() | second_store.stored(), 15,
+                "every acknowledged message stored")
+    twice = first_store.stored() & second_store.stored()
+    assert not twice, f"{len(twice)} messages stored by both owners, e.g. {sorted(twice)[:3]}"
+    # Every message the first owner stored, it acknowledged (one vibration reading a message).
+    assert first.diagnostics()["acknowledged_messages"] == len(first_store.stored())
+    assert first.diagnostics()["unacknowledged_messages"] == 0
+    await stop(second_task)

@@ -92,6 +92,7 @@ class MqttConnector:
         self.reconnects = 0
         self.last_connection_error: dict[str, Any] | None = None
         self._refused = False  # the broker refused the last connection attempt (CONNACK with a failure)
+        self._draining = False  # stopping: messages still arriving are left to the session's next owner
         self.errors: Counter[str] = Counter()
         self._pending: list[Reading] = []
         self._pending_since = 0.0
@@ -101,6 +102,7 @@ class MqttConnector:
         self._unacked: list[MessageAck] = []
         self._current: MessageAck | None = None
         self._ready_acks: deque[MessageAck] = deque()
+        self._awaiting_store = 0  # handed to the pipeline, not yet taken from _ready_acks (network thread only)
         self._generation = 0
         self.acknowledged = 0
         self._stop = threading.Event()
@@ -117,6 +119,7 @@ class MqttConnector:
         self._readings_sink = readings
         self._alarm_sink = alarms
         self._stop.clear()
+        self._draining = False
         failure: list[BaseException] = []
 
         def network_thread() -> None:
@@ -132,9 +135,25 @@ class MqttConnector:
                 await asyncio.sleep(0.2)
         finally:
             self._stop.set()
-            await asyncio.to_thread(thread.join, 10)
+            await self._join(thread)
         if failure:
             raise RuntimeError(f"mqtt {self.name}: network thread failed: {failure[0]!r}") from failure[0]
+
+    async def _join(self, thread: threading.Thread) -> None:
+        """Wait for the network thread to drain and disconnect, even through further cancellations (a stopping
+        gateway cancels its connectors again every 0.2 s): once this returns, the session may be resumed
+        elsewhere, and a thread still acknowledging would have the next owner store those messages again."""
+        join = asyncio.ensure_future(asyncio.to_thread(thread.join, const.THREAD_JOIN_S))
+        cancelled = False
+        while not join.done():
+            try:
+                await asyncio.shield(join)
+            except asyncio.CancelledError:
+                cancelled = True
+        if thread.is_alive():
+            log.error("mqtt %s: the network thread did not stop within %.0fs", self.name, const.THREAD_JOIN_S)
+        if cancelled:
+            raise asyncio.CancelledError
 
     def diagnostics(self) -> dict[str, Any]:
         return {
@@ -151,7 +170,7 @@ class MqttConnector:
             "reconnects": self.reconnects,
             "acknowledge": self.config.acknowledge if self.config.qos > 0 else "qos0",
             "acknowledged_messages": self.acknowledged,
-            "unacknowledged_messages": len(self._unacked) + len(self._ready_acks),
+            "unacknowledged_messages": len(self._unacked) + self._awaiting_store,
             "errors": dict(self.errors),
             "offline_devices": sorted(
                 (set(self.offline.offline) if self.offline else set())
@@ -243,7 +262,10 @@ class MqttConnector:
                 self._next_offline_check = time.monotonic() + const.OFFLINE_CHECK_INTERVAL_S
                 for alarm in self.offline.overdue(time.time()):
                     self._hand_over_alarm(alarm)
+        self._draining = True
         self._drain(client)
+        if self.manual_ack and self.connected:
+            self._confirm_acks(client)
         try:
             client.disconnect()
             client.loop_write()
@@ -252,32 +274,51 @@ class MqttConnector:
         self.connected = False
 
     def _drain(self, client: mqtt.Client) -> None:
-        """Stopping: hand over what was accepted and, once it is stored, acknowledge it, so the broker does
-        not give it again to whoever resumes the session (another gateway of a cluster). No message is read
-        meanwhile; one not acknowledged in time is simply sent again (stored twice is harmless)."""
-        if not self._pending and not self._unacked:
-            return
-        batch, self._pending = self._pending, []
-        acks, self._unacked = self._unacked, []
-        stored = threading.Event()
-
-        def on_stored() -> None:
-            for ack in acks:
-                ack.done()
-            stored.set()
-
-        assert self._loop is not None and self._readings_sink is not None
-        try:
-            asyncio.run_coroutine_threadsafe(self._readings_sink.put(batch, on_stored), self._loop).result(timeout=10)
-        except (TimeoutError, RuntimeError) as error:
-            log.error("mqtt %s: %d readings not handed over at shutdown: %r", self.name, len(batch), error)
-            return
-        if stored.wait(const.DRAIN_TIMEOUT_S):
+        """Stopping: hand over what was accepted and, once everything handed over is stored, acknowledge it,
+        so the broker does not give it again to whoever resumes the session (another gateway of a cluster).
+        No message is read meanwhile; one not stored in time is simply sent again (stored twice)."""
+        if self._pending or self._unacked:
+            batch, self._pending = self._pending, []
+            acks, self._unacked = self._unacked, []
+            self._awaiting_store += len(acks)
+            on_stored = (lambda: [ack.done() for ack in acks]) if acks else None
+            assert self._loop is not None and self._readings_sink is not None
+            try:
+                asyncio.run_coroutine_threadsafe(self._readings_sink.put(batch, on_stored), self._loop).result(
+                    timeout=const.DRAIN_TIMEOUT_S)
+            except (TimeoutError, RuntimeError) as error:
+                self._awaiting_store -= len(acks)
+                log.error("mqtt %s: %d readings not handed over at shutdown: %r", self.name, len(batch), error)
+        # Earlier batches may still be on their way to storage too: wait for every one, not just the last.
+        deadline = time.monotonic() + const.DRAIN_TIMEOUT_S
+        while True:
             self._send_acks(client)
             try:
                 client.loop_write()
             except OSError:
-                pass
+                return
+            if not self._awaiting_store or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        if self._awaiting_store:
+            log.warning("mqtt %s: %d messages not stored within %.0fs of stopping: not acknowledged, so the "
+                        "broker sends them again", self.name, self._awaiting_store, const.DRAIN_TIMEOUT_S)
+
+    def _confirm_acks(self, client: mqtt.Client) -> None:
+        """Wait until the broker has the acknowledgements just sent. It handles a connection's packets in order,
+        so its answer to an UNSUBSCRIBE sent after them says so. Closing at once could lose them: the socket
+        would close with the broker's newer messages unread in it, which resets the connection, and the
+        broker drops whatever it had not yet read (the next owner would then store those messages again)."""
+        answered = threading.Event()
+        client.on_unsubscribe = lambda *_: answered.set()
+        client.unsubscribe(const.ACK_BARRIER_TOPIC)
+        deadline = time.monotonic() + const.DRAIN_TIMEOUT_S
+        while not answered.is_set() and time.monotonic() < deadline:
+            if client.loop(timeout=const.FLUSH_INTERVAL_S) != mqtt.MQTT_ERR_SUCCESS:
+                return
+        if not answered.is_set():
+            log.warning("mqtt %s: the broker did not confirm the last acknowledgements within %.0fs",
+                        self.name, const.DRAIN_TIMEOUT_S)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
@@ -312,6 +353,8 @@ class MqttConnector:
                         self.name, excerpt(topic), reason, message[:const.LOG_MESSAGE_CHARS], self.errors[reason])
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._draining:
+            return  # never acknowledged: the broker gives it to whoever resumes the session
         now = time.time()
         self.messages += 1
         self.last_message_at = now
@@ -459,9 +502,11 @@ class MqttConnector:
         batch, self._pending = self._pending, []
         acks, self._unacked = self._unacked, []
         assert self._loop is not None and self._readings_sink is not None
+        self._awaiting_store += len(acks)
         on_stored = (lambda: [ack.done() for ack in acks]) if acks else None
         future = asyncio.run_coroutine_threadsafe(self._readings_sink.put(batch, on_stored), self._loop)
-        self._wait(future)
+        if not self._wait(future):
+            self._awaiting_store -= len(acks)  # abandoned: never acknowledged, the broker sends them again
 
     def _hand_over_alarm(self, alarm: Alarm) -> None:
         # Readings of the same device received before the alarm go first.
@@ -478,18 +523,24 @@ class MqttConnector:
         """PUBACK/PUBCOMP for every message whose readings and alarms are durable (network thread only)."""
         while self._ready_acks:
             ack = self._ready_acks.popleft()
+            self._awaiting_store -= 1
             if ack.generation == self._generation and self.connected:
                 client.ack(ack.mid, ack.qos)
                 self.acknowledged += 1
 
-    def _wait(self, future: Any) -> None:
-        """Block until the pipeline took the hand-over (backpressure), unless stopping."""
-        while not self._stop.is_set():
+    def _wait(self, future: Any) -> bool:
+        """Block until the pipeline took the hand-over (backpressure); stopping, for DRAIN_TIMEOUT_S at most:
+        whether it was taken. Not given up at once when stopping: a cancelled hand-over may still have been
+        taken (the pipeline runs it on its own loop), and its messages would go unacknowledged."""
+        deadline = None
+        while deadline is None or time.monotonic() < deadline:
             try:
                 future.result(timeout=0.5)
-                return
+                return True
             except TimeoutError:
-                continue
+                if deadline is None and self._stop.is_set():
+                    deadline = time.monotonic() + const.DRAIN_TIMEOUT_S
         if not future.cancel() and not future.cancelled():
-            return
+            return True
         log.error("mqtt %s: stopped while the pipeline was full; a hand-over was abandoned", self.name)
+        return False

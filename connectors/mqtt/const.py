@@ -33,6 +33,10 @@ FLUSH_INTERVAL_S = 0.05
 
 # Stopping, the readings handed over are acknowledged if they are stored within this long.
 DRAIN_TIMEOUT_S = 5.0
+# Stopping, how long the connector waits for its network thread (each of the drain's waits, and some).
+THREAD_JOIN_S = 5 * DRAIN_TIMEOUT_S
+# Unsubscribed from (never subscribed to) when stopping: the broker's answer confirms the acknowledgements.
+ACK_BARRIER_TOPIC = "pmgw/ack-barrier"
 
 # How often silent devices are looked for when ``offline_after_s`` is set.
 OFFLINE_CHECK_INTERVAL_S = 0.5
