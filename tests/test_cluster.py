@@ -13,17 +13,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncio
+
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from gateway.auth.store import IdentityStore
 from gateway.broker import Mosquitto, free_port
-from gateway.cluster.assign import owner_of, partition_of
+from gateway.cluster.assign import Unit, owner_of, partition_of
+from gateway.cluster.coordinator import Coordinator
+from gateway.cluster.schema import ClusterConfig
 from gateway.keyring import Keyring
 from tests.conftest import gateway_document, wait_until
 from tests.processes import FleetPublisher, GatewayProcess
 from tests.servers import PostgreSQL
+from tests.test_modbus import until
 
 DEVICES = [f"pump-{n:02d}" for n in range(1, 13)]
 PARTITIONS = 12
@@ -293,3 +298,79 @@ def test_a_change_made_through_one_member_comes_into_force_on_the_others_and_sur
     status = again.get("/config")
     assert status["revision"]["number"] == number and status["runtime_changes"] is True, status
     assert [rule.high for rule in again.gateway.config.detectors.rules] == [5.5]
+
+
+class SlowStartHost:
+    """Four units, one of which takes several leases' time to start (a broker slow to answer, a connector
+    draining a backlog): what the coordinator needs of a gateway, and nothing else."""
+
+    def __init__(self, slow_unit: str, slow_s: float) -> None:
+        self.slow_unit, self.slow_s = slow_unit, slow_s
+        self.running: set[str] = set()
+
+    def units(self) -> list[Unit]:
+        return [Unit(f"mqtt/slow/{k}", "slow", k) for k in range(4)]
+
+    def unit_devices(self, unit: Unit) -> list[str]:
+        return []
+
+    def unit_source(self, unit: Unit) -> str:
+        return unit.id
+
+    async def start_unit(self, unit: Unit, source: str) -> None:
+        if unit.id == self.slow_unit:
+            await asyncio.sleep(self.slow_s)
+        self.running.add(unit.id)
+
+    async def stop_unit(self, unit: Unit) -> None:
+        self.running.discard(unit.id)
+
+
+class NoStates:
+    def state_format(self) -> str:
+        return "none"
+
+    def export_states(self, device_ids: list[str]) -> dict[str, bytes]:
+        return {}
+
+    def adopt_states(self, states: dict[str, bytes]) -> list[str]:
+        return []
+
+    def forget(self, device_ids: list[str]) -> None:
+        pass
+
+
+async def test_a_slow_start_never_lets_the_gateways_other_leases_or_its_membership_lapse(
+        postgres: PostgreSQL, tmp_path: Path) -> None:
+    """Renewing is not held up by taking or giving up units: while one unit takes three leases' time to
+    start, the gateway stays a live member and keeps every lease it holds (otherwise the others would take
+    its running units and run them beside it)."""
+    config = ClusterConfig(gateway_id="gw-slow", lease_s=2, renew_every_s=0.5)
+    host = SlowStartHost("mqtt/slow/3", slow_s=3 * config.lease_s)
+    coordinator = Coordinator(config, postgres.url, host, NoStates(), Keyring.load(tmp_path / "plant.key"), {})
+    database = create_engine(postgres.url)
+
+    def members() -> list[str]:
+        with database.connect() as connection:
+            return list(connection.execute(text(
+                "SELECT gateway_id FROM cluster_members WHERE heartbeat_at > now() - make_interval(secs => 2)"
+            )).scalars())
+
+    task = asyncio.create_task(coordinator.run())
+    try:
+        await until(lambda: len(host.running) == 3, 15, "the three quick units running")
+        began = time.monotonic()
+        checks = 0
+        while "mqtt/slow/3" not in host.running:
+            leased = await asyncio.to_thread(owners, database)
+            assert leased == {unit.id: "gw-slow" for unit in host.units()}, leased
+            assert await asyncio.to_thread(members) == ["gw-slow"]
+            checks += 1
+            await asyncio.sleep(0.2)
+        assert time.monotonic() - began > 2 * config.lease_s and checks > 10
+        assert coordinator.counts["lost"] == 0 and coordinator.counts["taken"] == 4
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await asyncio.to_thread(owners, database) == {}, "a clean stop releases every lease"
+    database.dispose()
