@@ -648,8 +648,11 @@ class TicketingService:
             sla[("paused_since",)].as_float(), context[("finding", "appointment", "start")].as_float(),
             context[("finding", "appointment", "end")].as_float(),
         ).where(WorkOrder.state.in_(queries.OPEN), WorkOrder.assigned_engineer_id.is_not(None))
+        # Plain rows (the ORM's row handling was a third of the query's time), so the session's pending
+        # changes are flushed by hand first.
+        session.flush()
         for (order_id, code, engineer_id, device_id, priority, state, eta, accepted_at, on_site_at, started_at,
-             budget_s, paused_s, paused_since, not_before, not_after) in session.execute(query):
+             budget_s, paused_s, paused_since, not_before, not_after) in session.connection().execute(query):
             if order_id in leave_out:
                 continue
             loads[engineer_id] = loads.get(engineer_id, 0) + 1
