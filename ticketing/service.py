@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,6 +54,21 @@ _IN_A_PLAN = frozenset(_PLANNED + _STARTED)
 # Impact (ISO 14224) from the finding's severity: caught early is incipient.
 _IMPACT = {Severity.CRITICAL: "critical", Severity.HIGH: "degraded", Severity.MEDIUM: "incipient",
            Severity.LOW: "incipient"}
+
+
+def _day_plan_rows() -> Select[Any]:
+    sla, context = WorkOrder.sla, WorkOrder.context
+    return select(
+        WorkOrder.id, WorkOrder.code, WorkOrder.assigned_engineer_id, WorkOrder.device_id, WorkOrder.priority,
+        WorkOrder.state, WorkOrder.eta, WorkOrder.accepted_at, sla[("met", "on_site")].as_float(),
+        sla[("started_at",)].as_float(), sla[("budget_s", "on_site")].as_float(), sla[("paused_s",)].as_float(),
+        sla[("paused_since",)].as_float(), context[("finding", "appointment", "start")].as_float(),
+        context[("finding", "appointment", "end")].as_float(),
+    ).where(WorkOrder.state.in_(queries.OPEN), WorkOrder.assigned_engineer_id.is_not(None))
+
+
+# Every open order's part in the day plans: built once, not on every dispatch (0.3 ms each time).
+_DAY_PLAN_ROWS = _day_plan_rows()
 
 
 class TransitionRefused(Exception):
@@ -640,19 +655,11 @@ class TicketingService:
         # order, and loading whole orders made an alarm's dispatch grow with the open backlog. One query for
         # the loads and the plans: an alarm's dispatch is on the path the latency target is measured on.
         now, commitments, loads = self.clock(), [], fleet.loads
-        sla, context = WorkOrder.sla, WorkOrder.context
-        query = select(
-            WorkOrder.id, WorkOrder.code, WorkOrder.assigned_engineer_id, WorkOrder.device_id, WorkOrder.priority,
-            WorkOrder.state, WorkOrder.eta, WorkOrder.accepted_at, sla[("met", "on_site")].as_float(),
-            sla[("started_at",)].as_float(), sla[("budget_s", "on_site")].as_float(), sla[("paused_s",)].as_float(),
-            sla[("paused_since",)].as_float(), context[("finding", "appointment", "start")].as_float(),
-            context[("finding", "appointment", "end")].as_float(),
-        ).where(WorkOrder.state.in_(queries.OPEN), WorkOrder.assigned_engineer_id.is_not(None))
         # Plain rows (the ORM's row handling was a third of the query's time), so the session's pending
         # changes are flushed by hand first.
         session.flush()
         for (order_id, code, engineer_id, device_id, priority, state, eta, accepted_at, on_site_at, started_at,
-             budget_s, paused_s, paused_since, not_before, not_after) in session.connection().execute(query):
+             budget_s, paused_s, paused_since, not_before, not_after) in session.connection().execute(_DAY_PLAN_ROWS):
             if order_id in leave_out:
                 continue
             loads[engineer_id] = loads.get(engineer_id, 0) + 1
