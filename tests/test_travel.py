@@ -20,6 +20,7 @@ import pytest
 
 from ticketing.config import DispatchConfig, EngineerConfig, Location, TravelConfig
 from ticketing.dispatch import Fleet, Job, choose_engineer, routing_problems, travel_of
+from ticketing.planner import PlannerProcess
 from tests.conftest import free_port
 
 WHEN = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
@@ -144,3 +145,24 @@ def test_a_failing_routing_server_falls_back_to_the_estimate_and_shows_in_health
 def test_a_routing_server_needs_its_url() -> None:
     with pytest.raises(ValueError, match="travel kind osrm needs the server's url"):
         TravelConfig(kind="osrm")
+
+
+def test_a_routing_server_failing_in_the_planner_process_shows_in_health(server: str) -> None:
+    """The re-plan asks the routing server from the planner process, whose counters are its own: each plan
+    brings them back, so a server failing there is a problem in /health as it is when failing here."""
+    RoutingHandler.failing = True
+    config = DispatchConfig(travel=TravelConfig(kind="osrm", url=server, timeout_s=1.0))
+    planner = PlannerProcess()
+    try:
+        decisions = planner.assign_batch([job("WO-planned")], crew(), Fleet(), WHEN, config, {})
+        assert [d.engineer_id for d in decisions] == ["across"], "planned all the same, as the crow flies"
+        now = datetime.now(timezone.utc).timestamp()
+        problems = planner.routing_problems(now)
+        assert any(server in p and "in the planner process" in p and "500" in p for p in problems), problems
+        assert RoutingHandler.requests, "the planner process asked the server"
+
+        RoutingHandler.failing = False
+        planner.assign_batch([job("WO-planned")], crew(), Fleet(), WHEN, config, {})
+        assert planner.routing_problems(now + 1) == [], "an answer clears it"
+    finally:
+        planner.close()

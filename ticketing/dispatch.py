@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from ticketing.config import WEEKDAYS, DispatchConfig, EngineerConfig, ShiftConfig
-from ticketing.travel import RoutingServer, prepare
+from ticketing.travel import RoutingServer, ServerStats, prepare
 from ticketing.routes import (Insertion, Route, Rules, Stop, Travel, Window, best_insertion, haversine_km, replan,
                               merge_windows, minutes_of_day, shift_windows, straight_line, timing)
 
@@ -210,14 +210,21 @@ def travel_of(config: DispatchConfig) -> Travel:
     return _SERVERS[key]
 
 
-def routing_problems(now: float, recent_s: float = 600.0) -> list[str]:
-    """Routing servers failing lately and not answering since: dispatch is estimating as the crow flies."""
+def routing_stats() -> dict[str, ServerStats]:
+    """This process's routing servers, by URL (what the planner process reports back)."""
+    return {server.url: server.stats for server in _SERVERS.values()}
+
+
+def routing_problems(now: float, servers: dict[str, ServerStats] | None = None, where: str = "",
+                     recent_s: float = 600.0) -> list[str]:
+    """Routing servers failing lately and not answering since: dispatch is estimating as the crow flies.
+    ``servers``: another process's (``where`` says which); this process's by default."""
     found = []
-    for server in _SERVERS.values():
-        failed, ok = server.stats.last_error_at, server.stats.last_ok_at
+    for url, stats in (routing_stats() if servers is None else servers).items():
+        failed, ok = stats.last_error_at, stats.last_ok_at
         if failed is not None and now - failed <= recent_s and (ok is None or ok < failed):
-            found.append(f"routing server {server.url} failed {server.stats.failures} time(s), last: "
-                         f"{server.stats.last_error}; driving times are straight-line estimates")
+            found.append(f"routing server {url} failed {stats.failures} time(s){where}, last: "
+                         f"{stats.last_error}; driving times are straight-line estimates")
     return found
 
 

@@ -1383,8 +1383,9 @@ class TicketingService:
                     if row.until is None or row.until > self.clock()}
 
     def problems(self, now: float) -> list[str]:
-        """What stopped working here and shows in ``/health``: a routing server that does not answer."""
-        return routing_problems(now)
+        """What stopped working here and shows in ``/health``: a routing server that does not answer (asked
+        by a dispatch here, or by a re-plan in the planner process)."""
+        return routing_problems(now) + self.planner.routing_problems(now)
 
     def diagnostics(self) -> dict[str, Any]:
         return {"work_orders_created": self.created, "occurrences_added": self.occurrences, "ignored": self.ignored,
