@@ -328,6 +328,20 @@ def test_an_engineers_day_plan_puts_new_work_where_it_adds_least_and_keeps_the_e
     assert orders[middle]["assignment"]["weights"]["travel"] > 0  # the weights travel with the explanation
 
 
+def test_a_replan_times_every_planned_arrival_from_the_engineers_whole_route(tmp_path: Path, clock: Clock) -> None:
+    solo = person("solo", 53.55, 9.99)
+    service = line_service(tmp_path, clock, [solo], dispatch={"service_estimate_min": 60, "offer_ahead_min": None})
+    codes = [service.handle_alarm(low(f"pump-{name}")) for name in ("far", "near", "middle")]
+    clock.now += 60
+    service.reoptimise()
+    orders = {code: service.get_work_order(code) for code in codes}
+    by_eta = sorted(codes, key=lambda code: orders[code]["eta"])
+    assert [orders[code]["device_id"] for code in by_eta] == ["pump-near", "pump-middle", "pump-far"]
+    # One route out along the line: ~10 min a leg and an hour on site, from the re-plan's time.
+    etas = [orders[code]["eta"] - clock.now for code in by_eta]
+    assert etas == pytest.approx([600, 2 * 600 + 3600, 3 * 600 + 2 * 3600], abs=300), etas
+
+
 def test_an_accepted_job_stays_with_its_engineer(tmp_path: Path,
                                                                                     clock: Clock) -> None:
     west, east = person("west", 53.55, 9.99), person("east", 53.55, 10.34)

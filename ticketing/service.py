@@ -680,7 +680,8 @@ class TicketingService:
         decision = choose_engineer(self._job(order), self.engineers, fleet, self._now(), self.config.dispatch)
         self._assign(session, order, decision, why)
 
-    def _assign(self, session: Session, order: WorkOrder, decision: Decision, why: str = "") -> None:
+    def _assign(self, session: Session, order: WorkOrder, decision: Decision, why: str = "",
+                replan_etas: bool = True) -> None:
         if decision.engineer_id is not None and not decision.offer_now(self.clock(), self.config.dispatch,
                                                                        order.priority):
             self._plan_only(session, order, decision, why)
@@ -701,7 +702,8 @@ class TicketingService:
             order.offered_at, order.accepted_at = now, None
         order.assigned_engineer_id = decision.engineer_id
         order.eta = decision.arrive_at
-        self._replan_etas(session, decision)
+        if replan_etas:
+            self._replan_etas(session, decision)
         from_state = order.state
         order.state = State.DISPATCHED.value
         self._append_event(session, order, "reassigned" if previous else "dispatched", SYSTEM_ACTOR, {
@@ -847,21 +849,29 @@ class TicketingService:
         decisions = self.planner.assign_batch(jobs, self.engineers, fleet, self._now(), self.config.dispatch, current)
         planned = {job.key: decision for job, decision in zip(jobs, decisions) if decision.engineer_id is not None}
         moved = []
+        # Each engineer's last insertion carries their whole route as planned: every one of their orders'
+        # arrivals is set from it once, not from each insertion in turn (a select and an update per order
+        # made the re-plan's commit, which alarms wait for, grow with the backlog).
+        routes: dict[str, Decision] = {}
         with self._transaction() as session:
             orders = [order for order in session.scalars(
                 select(WorkOrder).where(WorkOrder.code.in_(planned)).order_by(WorkOrder.created_at).with_for_update())
                 if _planning_view(order) == seen[order.code]]
             for order in self._within_capacity(orders, planned, queries.open_loads(session)):
                 decision = planned[order.code]
+                engineer_id = decision.engineer_id or ""
+                if len(decision.plan) > len(routes[engineer_id].plan if engineer_id in routes else ()):
+                    routes[engineer_id] = decision
                 if decision.engineer_id == order.assigned_engineer_id:
                     # Same engineer, perhaps another place in the plan: the planned arrival follows, no new offer.
                     order.eta = decision.arrive_at
-                    self._replan_etas(session, decision)
                     continue
                 before = order.assigned_engineer_id
-                self._assign(session, order, decision)
+                self._assign(session, order, decision, replan_etas=False)
                 if order.assigned_engineer_id != before:  # offered, moved or withdrawn; re-planned only is quiet
                     moved.append(order.code)
+            for decision in routes.values():
+                self._replan_etas(session, decision)
         return moved
 
     def _within_capacity(self, orders: list[WorkOrder], planned: dict[str, Decision],
