@@ -170,7 +170,7 @@ class MqttConnector:
             "reconnects": self.reconnects,
             "acknowledge": self.config.acknowledge if self.config.qos > 0 else "qos0",
             "acknowledged_messages": self.acknowledged,
-            "unacknowledged_messages": len(self._unacked) + self._awaiting_store,
+            "unacknowledged_messages": len(self._unacked) + max(0, self._awaiting_store),
             "errors": dict(self.errors),
             "offline_devices": sorted(
                 (set(self.offline.offline) if self.offline else set())
@@ -297,10 +297,11 @@ class MqttConnector:
                 client.loop_write()
             except OSError:
                 return
-            if not self._awaiting_store or time.monotonic() >= deadline:
+            # At most zero: an abandoned hand-over the pipeline took after all acknowledges below zero.
+            if self._awaiting_store <= 0 or time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
-        if self._awaiting_store:
+        if self._awaiting_store > 0:
             log.warning("mqtt %s: %d messages not stored within %.0fs of stopping: not acknowledged, so the "
                         "broker sends them again", self.name, self._awaiting_store, const.DRAIN_TIMEOUT_S)
 
