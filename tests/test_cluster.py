@@ -6,14 +6,13 @@ gateways are real processes (``pmgw run``); the lease log in PostgreSQL says who
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import asyncio
 
 import httpx
 import pytest

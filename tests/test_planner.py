@@ -35,4 +35,3 @@ def test_the_planner_process_plans_as_the_gateway_would_and_survives_being_kille
     finally:
         planner.close()
     assert planner.diagnostics()["planner_running"] is False
-
