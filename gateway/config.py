@@ -12,7 +12,6 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -30,6 +29,7 @@ from gateway.cluster.schema import ClusterConfig
 from gateway.core import Asset, Criticality, Site
 from gateway.ingest import IngestConfig
 from ticketing.config import EngineerConfig, TicketingConfig
+from ticketing.timezones import known_time_zone
 
 
 class ConfigError(Exception):
@@ -105,11 +105,7 @@ class PlantConfig(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, zone: str) -> str:
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {zone!r}; use an IANA name such as Europe/Berlin") from None
-        return zone
+        return known_time_zone(zone)
 
 
 class PipelineConfig(BaseModel):

@@ -94,8 +94,11 @@ def test_engineer_shift_and_location() -> None:
         "engineers[0].home.latitude: input should be less than or equal to 90",
         "engineers[0].shift.days: value error, unknown weekday(s) ['funday']; use mon, tue, wed, thu, fri, sat, sun",
         "engineers[0].shift.start: value error, '25:00' is not a time of day HH:MM (00:00 to 24:00)",
-        "engineers[0].shift.timezone: value error, unknown time zone 'Mars/Olympus'",
+        "engineers[0].shift.timezone: value error, unknown time zone 'Mars/Olympus'; use an IANA name such as "
+        "Europe/Berlin",
     ]
+    document["engineers"][0]["shift"]["timezone"] = "America"  # a folder of the zone database: not a zone
+    assert any("unknown time zone 'America'" in problem for problem in problems_of(document))
 
 
 def test_detector_rule_needs_a_limit() -> None:

@@ -202,6 +202,13 @@ def test_an_invalid_change_is_refused_with_every_path_and_reason_and_changes_not
     ticketing["routing"] = [{"name": "x", "when": {"device_types": ["turbine"]}, "then": {"template": "nope"}}]
     wrong = put(gw, "ticketing", ticketing).json()["errors"]
     assert {e["field"] for e in wrong} == {"ticketing.routing[0].when.device_types", "ticketing.routing[0].then.template"}
+    # A time zone naming a folder of the zone database, or too long to be a file name, is a 422, not a 500
+    # (found by the API fuzz test: ZoneInfo raises OSError for these).
+    for zone in ("America", "x" * 300):
+        tried = gw.http.post("/config/routing/test", json={
+            "rules": [{"name": "night", "when": {"timezone": zone}, "then": {"set_priority": "P1"}}],
+            "examples": [{"priority": "P3", "site": "north", "device_type": "pump", "failure_mode": "VIB"}]})
+        assert tried.status_code == 422 and "unknown time zone" in tried.text, tried.text
 
     # Roles: a dispatcher may not touch detectors, a reliability engineer may; a viewer changes nothing.
     detectors = effective(gw, "detectors")

@@ -26,6 +26,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ticketing.timezones import known_time_zone
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Priority = Literal["P1", "P2", "P3", "P4"]
 
@@ -57,11 +59,7 @@ class RuleConditions(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, zone: str) -> str:
-        try:
-            ZoneInfo(zone)
-        except (KeyError, ValueError):
-            raise ValueError(f"unknown time zone {zone!r}") from None
-        return zone
+        return known_time_zone(zone)
 
 
 class RuleActions(BaseModel):
