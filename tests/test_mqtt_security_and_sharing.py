@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from connectors.base import stop_tasks
 from connectors.mqtt import MqttConnector, MqttSourceConfig
-from gateway.core import Reading
+from gateway.core import Done, Reading
 from gateway.health import problems as health_problems
 from gateway.broker import Mosquitto, free_port, wait_for_port
 from tests.test_modbus import Collect, stop, until
@@ -160,7 +160,7 @@ class LateStore(Collect):
         super().__init__()
         self.delay_s = delay_s
 
-    async def put(self, readings: list[Reading], on_stored=None) -> None:
+    async def put(self, readings: list[Reading], on_stored: Done | None = None) -> None:
         def commit() -> None:
             self.readings.extend(readings)
             if on_stored is not None:

@@ -852,16 +852,16 @@ class TicketingService:
         # Each engineer's last insertion carries their whole route as planned: every one of their orders'
         # arrivals is set from it once, not from each insertion in turn (a select and an update per order
         # made the re-plan's commit, which alarms wait for, grow with the backlog).
-        routes: dict[str, Decision] = {}
+        routes: dict[str | None, Decision] = {}
         with self._transaction() as session:
             orders = [order for order in session.scalars(
                 select(WorkOrder).where(WorkOrder.code.in_(planned)).order_by(WorkOrder.created_at).with_for_update())
                 if _planning_view(order) == seen[order.code]]
             for order in self._within_capacity(orders, planned, queries.open_loads(session)):
                 decision = planned[order.code]
-                engineer_id = decision.engineer_id or ""
-                if len(decision.plan) > len(routes[engineer_id].plan if engineer_id in routes else ()):
-                    routes[engineer_id] = decision
+                fullest = routes.get(decision.engineer_id)
+                if fullest is None or len(decision.plan) > len(fullest.plan):
+                    routes[decision.engineer_id] = decision
                 if decision.engineer_id == order.assigned_engineer_id:
                     # Same engineer, perhaps another place in the plan: the planned arrival follows, no new offer.
                     order.eta = decision.arrive_at

@@ -278,17 +278,10 @@ class MqttConnector:
         so the broker does not give it again to whoever resumes the session (another gateway of a cluster).
         No message is read meanwhile; one not stored in time is simply sent again (stored twice)."""
         if self._pending or self._unacked:
-            batch, self._pending = self._pending, []
-            acks, self._unacked = self._unacked, []
-            self._awaiting_store += len(acks)
-            on_stored = (lambda: [ack.done() for ack in acks]) if acks else None
-            assert self._loop is not None and self._readings_sink is not None
             try:
-                asyncio.run_coroutine_threadsafe(self._readings_sink.put(batch, on_stored), self._loop).result(
-                    timeout=const.DRAIN_TIMEOUT_S)
-            except (TimeoutError, RuntimeError) as error:
-                self._awaiting_store -= len(acks)
-                log.error("mqtt %s: %d readings not handed over at shutdown: %r", self.name, len(batch), error)
+                self._flush()  # bounded when stopping (``_wait``)
+            except RuntimeError as error:  # the gateway's loop is gone: nothing can be stored any more
+                log.error("mqtt %s: readings not handed over at shutdown: %r", self.name, error)
         # Earlier batches may still be on their way to storage too: wait for every one, not just the last.
         deadline = time.monotonic() + const.DRAIN_TIMEOUT_S
         while True:
@@ -503,9 +496,9 @@ class MqttConnector:
         batch, self._pending = self._pending, []
         acks, self._unacked = self._unacked, []
         assert self._loop is not None and self._readings_sink is not None
-        self._awaiting_store += len(acks)
         on_stored = (lambda: [ack.done() for ack in acks]) if acks else None
         future = asyncio.run_coroutine_threadsafe(self._readings_sink.put(batch, on_stored), self._loop)
+        self._awaiting_store += len(acks)  # only ever decremented on this thread: after this line
         if not self._wait(future):
             self._awaiting_store -= len(acks)  # abandoned: never acknowledged, the broker sends them again
 
