@@ -126,7 +126,8 @@ def clone(config: GatewayConfig, total: int) -> float:
         with engine.begin() as connection:
             connection.execute(insert(WorkOrder.__table__), orders)
             connection.execute(insert(Event.__table__), sealed)
-        audit.anchor_many(heads)  # after the commit, as the service anchors
+            anchored = audit.anchor_many(heads, connection)  # as the service anchors
+        anchored()
         print(f"  {made:,} orders ({time.perf_counter() - began:.0f} s)", flush=True)
     engine.dispose()
     audit.close()

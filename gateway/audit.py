@@ -16,10 +16,10 @@ import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import orjson
-from sqlalchemy import JSON, Float, Integer, String, func, insert, select
+from sqlalchemy import JSON, Connection, Engine, Float, Integer, String, func, insert, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from gateway.keyring import Keyring
@@ -71,30 +71,41 @@ class AuditLog:
         return self.record_many([(actor, action, target, outcome, details)])
 
     def record_many(self, items: list[tuple[str, str, str, str, dict[str, Any] | None]]) -> int:
-        """Append ``(actor, action, target, outcome, details)`` entries in one transaction, in order (a
-        ticketing transaction's chain heads); returns the last sequence number (0: nothing appended)."""
+        """Append ``(actor, action, target, outcome, details)`` entries in one transaction, in order; returns the
+        last sequence number (0: nothing appended)."""
         if not items:
             return 0
-        with Session(self.engine) as session, session.begin():
-            if session.connection().dialect.name == "postgresql":
-                # One writer at a time across gateways: the chain has no forks.
-                session.connection().exec_driver_sql("SELECT pg_advisory_xact_lock(4243)")
-            last = session.execute(select(Entry.seq, Entry.mac).order_by(Entry.seq.desc()).limit(1)).first()
-            seq, mac = last if last else (0, GENESIS)
-            now = time.time()
-            rows = []
-            for actor, action, target, outcome, details in items:
-                seq += 1
-                row = {"seq": seq, "at": now, "actor": actor[:100], "action": action[:60], "target": target[:200],
-                       "outcome": outcome[:40], "details": details or {}}
-                row["key_id"], mac = self.keyring.mac(PURPOSE, _content(mac, SimpleNamespace(**row)))
-                row["mac"] = mac
-                rows.append(row)
-            session.execute(insert(Entry), rows)
-        self.recorded += len(items)
+        with self.engine.begin() as connection:
+            seq, mac = self._append(connection, items)
+        self._appended(len(items), seq, mac)
+        return seq
+
+    def _append(self, connection: Connection, items: list[tuple[str, str, str, str, dict[str, Any] | None]]
+                ) -> tuple[int, str]:
+        """Insert the entries in the connection's open transaction: (last sequence number, its MAC)."""
+        if connection.dialect.name == "postgresql":
+            # One writer at a time across gateways: the chain has no forks. Taken last in a ticketing transaction
+            # (anchors go in just before its commit), so it never waits while holding the lock.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(4243)")
+        last = connection.execute(select(Entry.seq, Entry.mac).order_by(Entry.seq.desc()).limit(1)).first()
+        seq, mac = last if last else (0, GENESIS)
+        now = time.time()
+        rows = []
+        for actor, action, target, outcome, details in items:
+            seq += 1
+            row = {"seq": seq, "at": now, "actor": actor[:100], "action": action[:60], "target": target[:200],
+                   "outcome": outcome[:40], "details": details or {}}
+            row["key_id"], mac = self.keyring.mac(PURPOSE, _content(mac, SimpleNamespace(**row)))
+            row["mac"] = mac
+            rows.append(row)
+        connection.execute(insert(Entry), rows)
+        return seq, mac
+
+    def _appended(self, count: int, seq: int, mac: str) -> None:
+        """Once the entries have committed (a witness ahead of the log would call it cut)."""
+        self.recorded += count
         if self.witness is not None:
             _witness(self.witness, seq, mac)
-        return seq
 
     def entries(self, limit: int = 100, offset: int = 0, action: str | None = None, actor: str | None = None,
                 target: str | None = None) -> tuple[int, list[dict[str, Any]]]:
@@ -108,14 +119,26 @@ class AuditLog:
             rows = session.scalars(query.order_by(Entry.seq.desc()).limit(limit).offset(offset)).all()
             return total, [_as_dict(row) for row in rows]
 
-    def anchor(self, code: str, head: str, length: int, actor: str) -> None:
-        """Anchor a work order's chain head (``ticketing.chain.ChainAnchors``)."""
-        self.anchor_many([(code, head, length, actor)])
+    def anchor_many(self, heads: list[tuple[str, str, int, str]], within: Connection) -> Callable[[], None]:
+        """Anchor ``(code, head, length, actor)`` chain heads (``ticketing.chain.ChainAnchors``).
 
-    def anchor_many(self, heads: list[tuple[str, str, int, str]]) -> None:
-        """Anchor ``(code, head, length, actor)`` chain heads in one transaction."""
-        self.record_many([(actor, ANCHOR, code, "ok", {"head": head, "length": length})
-                          for code, head, length, actor in heads])
+        When the log lives in the database of ``within`` (a connection in the caller's open transaction, the
+        default set-up) the anchors are written in that transaction: they commit with the events they anchor,
+        so a crash between the two cannot leave a chain that verifies unanchored. Otherwise they are written
+        in a transaction of their own by the returned callable, which the caller runs once its transaction
+        has committed (in both cases it finishes the anchoring)."""
+        entries: list[tuple[str, str, str, str, dict[str, Any] | None]] = [
+            (actor, ANCHOR, code, "ok", {"head": head, "length": length}) for code, head, length, actor in heads]
+        if not entries:
+            return _nothing
+        if _same_database(within.engine, self.engine):
+            seq, mac = self._append(within, entries)
+            return lambda: self._appended(len(entries), seq, mac)
+
+        def record() -> None:
+            self.record_many(entries)
+
+        return record
 
     def anchors(self) -> dict[str, dict[str, Any]]:
         """Every work order's last anchored chain head at once (a whole store verified, e.g. a backup)."""
@@ -159,6 +182,14 @@ class AuditLog:
                                            "the log was rewritten from there")
         return {"valid": True, "entries": count, "broken_at": None, "reason": None}
 
+
+
+def _nothing() -> None:
+    return None
+
+
+def _same_database(one: Engine, other: Engine) -> bool:
+    return one.url.render_as_string(hide_password=False) == other.url.render_as_string(hide_password=False)
 
 
 def _read_witness(path: Path) -> tuple[int, str] | None:

@@ -238,9 +238,9 @@ def _loads(text: str) -> Any:
         return json.loads(text)
 
 
-# A backup taken while the gateway writes can catch an order committed before its chain head was anchored in
-# the audit log (anchoring follows the commit): such an order, changed this close to the snapshot, is counted as
-# pending rather than broken.
+# With the audit log in a database of its own (``auth.database_url``), anchoring follows the work orders' commit,
+# and a backup taken while the gateway writes can catch an order between the two: such an order, changed this
+# close to the snapshot, is counted as pending rather than broken. (In one database they commit together.)
 ANCHOR_SETTLE_S = 30.0
 
 

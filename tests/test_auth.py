@@ -347,6 +347,8 @@ def test_removing_the_audit_logs_last_entries_is_detected(tmp_path: Path) -> Non
     (outside the database) still names the newest entry written."""
     import sqlite3
 
+    from sqlalchemy import create_engine
+
     from gateway.audit import AuditLog
     from gateway.keyring import Keyring
 
@@ -388,9 +390,12 @@ def test_sign_in_attempts_per_address_are_limited(mosquitto: Mosquitto, tmp_path
 
 
 def test_chain_heads_anchored_together_are_each_found_and_the_log_verifies(tmp_path: Path) -> None:
-    """A ticketing transaction that touches several orders anchors their heads in one write: each head is
-    its order's latest anchor, the entries follow each other in the chain, the witness names the last."""
+    """A ticketing transaction that touches several orders anchors their heads in one write (in that transaction
+    where the log shares its database, after its commit where not): each head is its order's latest anchor, the
+    entries follow each other in the chain, the witness names the last once committed."""
     import sqlite3
+
+    from sqlalchemy import create_engine
 
     from gateway.audit import AuditLog
     from gateway.keyring import Keyring
@@ -399,10 +404,20 @@ def test_chain_heads_anchored_together_are_each_found_and_the_log_verifies(tmp_p
     witness = tmp_path / "gateway.key.audit-tail"
     log = AuditLog(f"sqlite:///{tmp_path / 'audit.db'}", keyring, witness)
     log.record("dora", "POST /api/v1/dispatch/reoptimise", "", "200")
-    log.anchor_many([(f"WO-{n}", f"{n:064x}", 3, "system") for n in range(4)])
-    log.anchor_many([])  # nothing to anchor: nothing written
-    assert log.verify() == {"valid": True, "entries": 5, "broken_at": None, "reason": None}
-    assert witness.read_text().split()[0] == "5"
+    with log.engine.begin() as connection:  # the caller's transaction, on the log's database: written in it
+        finish = log.anchor_many([(f"WO-{n}", f"{n:064x}", 3, "system") for n in range(4)], connection)
+        assert witness.read_text().split()[0] == "1"  # the witness waits for the commit
+    finish()
+    elsewhere = create_engine(f"sqlite:///{tmp_path / 'workorders.db'}")
+    with elsewhere.begin() as connection:  # another database: written once the caller's has committed
+        finish = log.anchor_many([("WO-9", f"{9:064x}", 1, "system")], connection)
+        assert log.verify()["entries"] == 5
+    finish()
+    with elsewhere.begin() as connection:
+        log.anchor_many([], connection)()  # nothing to anchor: nothing written
+    elsewhere.dispose()
+    assert log.verify() == {"valid": True, "entries": 6, "broken_at": None, "reason": None}
+    assert witness.read_text().split()[0] == "6"
     assert [log.latest_anchor(f"WO-{n}") for n in range(4)] == [{"head": f"{n:064x}", "length": 3} for n in range(4)]
     assert log.anchors()["WO-2"] == {"head": f"{2:064x}", "length": 3}
 

@@ -96,6 +96,43 @@ def _raise_at_once(url: str, keys: Path, barrier: "multiprocessing.synchronize.B
         results.put(f"worker failed: {error!r}")
 
 
+def _crash_right_after_the_commit(url: str, keys: Path) -> None:
+    """A gateway killed the instant its first work order's transaction has committed."""
+    import os
+
+    from sqlalchemy import event
+
+    from gateway.audit import AuditLog
+    from gateway.keyring import Keyring
+
+    keyring = Keyring.load(keys / "gateway.key")
+    service = TicketingService(TicketingConfig(database_url=url, code_prefix="CRASH"), ASSETS, [], clock=lambda: NOW,
+                               signer=keyring, anchors=AuditLog(url, keyring))  # the default: one database
+    event.listen(service.sessions, "after_commit", lambda session: os._exit(9))
+    service.handle_alarm(Alarm("pump-01", NOW, "OHE", Severity.HIGH, "hot"))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_crash_right_after_a_commit_leaves_no_chain_unanchored(
+    backend: str, tmp_path: Path, postgres: PostgreSQL
+) -> None:
+    """Where the audit log shares the work orders' database, a chain's anchor commits with its events: a kill
+    between the commit and what follows it (found by a WAL-replay restore that ended there) must not leave an
+    order that `pmgw verify` can never call complete."""
+    from gateway.backup import verify_chains
+
+    url = postgres.url if backend == "postgresql" else f"sqlite:///{tmp_path / 'one.db'}"
+    if backend == "postgresql":
+        with create_engine(url).begin() as connection:  # the module's server: start from an empty database
+            connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    crashed = multiprocessing.get_context("spawn").Process(target=_crash_right_after_the_commit, args=(url, tmp_path))
+    crashed.start()
+    crashed.join(60)
+    assert crashed.exitcode == 9
+    counts, problems = verify_chains(url, url, tmp_path / "gateway.key", None)
+    assert problems == [] and counts["work_orders"] == counts["chains_verified"] == 1, (counts, problems)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_gateways_raising_one_dedup_key_at_once_make_one_work_order(
     backend: str, tmp_path: Path, postgres: PostgreSQL

@@ -18,10 +18,10 @@ when the event was committed. So:
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from ticketing.models import Event, WorkOrder
@@ -45,8 +45,9 @@ class ChainSigner(Protocol):
 class ChainAnchors(Protocol):
     """Where chain heads are anchored outside the work-order tables (the gateway's audit log)."""
 
-    def anchor_many(self, heads: list[tuple[str, str, int, str]]) -> None:
-        """Anchor ``(code, head, length, actor)`` heads, in one write where the store allows."""
+    def anchor_many(self, heads: list[tuple[str, str, int, str]], within: Connection) -> Callable[[], None]:
+        """Anchor ``(code, head, length, actor)`` heads, in the caller's transaction (``within``) where the
+        store allows; returns what finishes the anchoring once that transaction has committed."""
         ...
 
     def latest_anchor(self, code: str) -> dict[str, Any] | None: ...

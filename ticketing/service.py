@@ -1126,9 +1126,10 @@ class TicketingService:
             queued = outbox.enqueue(session, [
                 envelope for order, _, _, events in session.info["chains"].values() for event in events
                 for envelope in self._envelopes(order, event)], self.clock())
+            anchored = self.anchors.anchor_many(heads, session.connection())  # last: it may lock the audit log
         if queued:
             self.webhooks.wake()
-        self.anchors.anchor_many(heads)
+        anchored()
         for event in session.info.pop("events"):
             self.publish(event)
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
+
+from sqlalchemy import Connection
 
 from detectors.engine import DetectorEngine
 from gateway.config import GatewayConfig
@@ -30,11 +32,15 @@ BATCH = 2000
 class _NoAnchors:
     """A replay's chains are thrown away with its database: nothing to anchor."""
 
-    def anchor_many(self, heads: list[tuple[str, str, int, str]]) -> None:
-        return None
+    def anchor_many(self, heads: list[tuple[str, str, int, str]], within: Connection) -> Callable[[], None]:
+        return _nothing
 
     def latest_anchor(self, code: str) -> dict[str, Any] | None:
         return None
+
+
+def _nothing() -> None:
+    return None
 
 
 class _ReplayClock:
