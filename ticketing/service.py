@@ -51,6 +51,8 @@ _UNSTARTED = [State.DISPATCHED.value, State.RECEIVED.value, State.DIAGNOSED.valu
 _PLANNED = [State.DISPATCHED.value]
 _STARTED = [State.EN_ROUTE.value, State.ON_SITE.value, State.IN_PROGRESS.value]
 _IN_A_PLAN = frozenset(_PLANNED + _STARTED)
+# What an alarm that may open a work order comes to: journalled in the transaction that decided it.
+_RECORDED_WHERE_DECIDED = (AlarmOutcome.WORK_ORDER, AlarmOutcome.NOT_OPERATING)
 # Impact (ISO 14224) from the finding's severity: caught early is incipient.
 _IMPACT = {Severity.CRITICAL: "critical", Severity.HIGH: "degraded", Severity.MEDIUM: "incipient",
            Severity.LOW: "incipient"}
@@ -232,45 +234,51 @@ class TicketingService:
             origin=Origin.PREDICTIVE if anomaly.due_at is not None else Origin.ANOMALY,
             title=f"{anomaly.failure_mode} on {asset.id}: {anomaly.message}",
             evidence=anomaly.evidence, finding=detector, at=anomaly.detected_at, due_at=anomaly.due_at,
-        ))
-        with self.sessions.begin() as session:
-            record = AnomalyRecord(
-                device_id=anomaly.device_id, detected_at=anomaly.detected_at, detector=anomaly.detector,
-                score=anomaly.score, severity=anomaly.severity.value, failure_mode=anomaly.failure_mode,
-                metrics=anomaly.metrics, message=anomaly.message, work_order_code=code,
-            )
-            session.add(record)
-            session.flush()
-            queued = outbox.enqueue(session, [anomaly_envelope(
-                self.event_source, record.id, record.device_id, asset.site.id, record.detected_at, record.detector,
-                record.score, record.severity, record.failure_mode, record.metrics, record.message, code)], self.clock())
-        if queued:
-            self.webhooks.wake()
+        ), also=lambda session, code: self._record_anomaly(session, asset, anomaly, code))
         return code
+
+    def _record_anomaly(self, session: Session, asset: Asset, anomaly: Anomaly, code: str | None) -> None:
+        """The anomaly in the journal, and its event for other systems, in the transaction that ticketed it."""
+        record = AnomalyRecord(
+            device_id=anomaly.device_id, detected_at=anomaly.detected_at, detector=anomaly.detector,
+            score=anomaly.score, severity=anomaly.severity.value, failure_mode=anomaly.failure_mode,
+            metrics=anomaly.metrics, message=anomaly.message, work_order_code=code,
+        )
+        session.add(record)
+        session.flush()
+        session.info["envelopes"].append(anomaly_envelope(
+            self.event_source, record.id, record.device_id, asset.site.id, record.detected_at, record.detector,
+            record.score, record.severity, record.failure_mode, record.metrics, record.message, code))
 
     def handle_alarm(self, alarm: Alarm) -> str | None:
         asset = self._asset(alarm.device_id)
         if asset is None:
             return None
         outcome, code = self._ticket_alarm(asset, alarm)
-        with self.sessions.begin() as session:
-            record = AlarmRecord(
-                device_id=alarm.device_id, at=alarm.raised_at, code=alarm.code[:40], active=alarm.active,
-                severity=alarm.severity.value, message=alarm.message, source=alarm.source[:200],
-                outcome=outcome.value, work_order_code=code,
-            )
-            session.add(record)
-            session.flush()
-            queued = outbox.enqueue(session, [alarm_envelope(
-                self.event_source, record.id, record.device_id, asset.site.id, record.at, record.code, record.active,
-                record.severity, record.message, record.source, record.outcome, code, DEVICE_OFFLINE_CODE)],
-                self.clock())
-        if queued:
-            self.webhooks.wake()
+        if outcome not in _RECORDED_WHERE_DECIDED:
+            with self._transaction() as session:
+                self._record_alarm(session, asset, alarm, outcome, code)
         # A clear is recorded against the order it cleared, but opens nothing: callers get no code for it.
         return None if outcome is AlarmOutcome.CLEARED else code
 
+    def _record_alarm(self, session: Session, asset: Asset, alarm: Alarm, outcome: AlarmOutcome,
+                      code: str | None) -> None:
+        """The alarm in the journal, with what became of it, and its event for other systems."""
+        record = AlarmRecord(
+            device_id=alarm.device_id, at=alarm.raised_at, code=alarm.code[:40], active=alarm.active,
+            severity=alarm.severity.value, message=alarm.message, source=alarm.source[:200],
+            outcome=outcome.value, work_order_code=code,
+        )
+        session.add(record)
+        session.flush()
+        session.info["envelopes"].append(alarm_envelope(
+            self.event_source, record.id, record.device_id, asset.site.id, record.at, record.code, record.active,
+            record.severity, record.message, record.source, record.outcome, code, DEVICE_OFFLINE_CODE))
+
     def _ticket_alarm(self, asset: Asset, alarm: Alarm) -> tuple[AlarmOutcome, str | None]:
+        """What becomes of the alarm. An alarm that may open a work order is journalled in the transaction that
+        decides (``_RECORDED_WHERE_DECIDED``): one commit on the path the latency target is measured on, and
+        never an order without its alarm after a crash."""
         failure_mode, mechanism = alarm.code, ""
         if alarm.code == DEVICE_OFFLINE_CODE:
             offline = self.config.device_offline
@@ -291,12 +299,17 @@ class TicketingService:
                    "source": alarm.source}
         if alarm.condition_id:
             finding["condition_id"] = alarm.condition_id
+
+        def record(session: Session, code: str | None) -> None:
+            # _raise answers None only for an asset that is not operating (maintenance, standby, commissioning).
+            outcome = AlarmOutcome.WORK_ORDER if code is not None else AlarmOutcome.NOT_OPERATING
+            self._record_alarm(session, asset, alarm, outcome, code)
+
         code = self._raise(Intake(
             asset=asset, failure_mode=failure_mode, mechanism=mechanism, origin=Origin.DEVICE_ALARM,
             severity=alarm.severity, title=f"{alarm.code} alarm on {asset.id}: {alarm.message}",
             finding=finding, at=alarm.raised_at,
-        ))
-        # _raise answers None only for an asset that is not operating (maintenance, standby, commissioning).
+        ), also=record)
         return (AlarmOutcome.WORK_ORDER, code) if code is not None else (AlarmOutcome.NOT_OPERATING, None)
 
     def create_manual(self, device_id: str, failure_mode: str, severity: Severity, title: str, actor: str,
@@ -409,8 +422,9 @@ class TicketingService:
 
     # -- work orders -------------------------------------------------------------------
 
-    def _raise(self, intake: Intake) -> str | None:
-        """One finding to a work order: suppressed, joined to an open one, a reopen, a site flood, or new."""
+    def _raise(self, intake: Intake, also: Callable[[Session, str | None], None] | None = None) -> str | None:
+        """One finding to a work order: suppressed, joined to an open one, a reopen, a site flood, or new.
+        ``also(session, code)`` runs once, in the transaction that decided (the finding's own journal entry)."""
         asset = intake.asset
         dedup_key = f"{asset.id}:{intake.failure_mode}"
         priority = priority_for(intake.severity, asset.criticality)
@@ -418,43 +432,52 @@ class TicketingService:
         if routed.suppressed_by is not None:
             self._ignore(f"routing:{routed.suppressed_by}"[:80], f"{asset.id}: {intake.failure_mode} suppressed by "
                          f"routing rule {routed.suppressed_by!r}")
+            if also is not None:
+                with self._transaction() as session:
+                    also(session, None)
             return None
         priority = routed.priority or priority
         for attempt in range(3):
             try:
                 with self._transaction() as session:
-                    state = self._suppressing_state(session, asset.id)
-                    if state is not None:
-                        self._ignore(f"asset_{state.state}", f"{asset.id} is in {state.state} ({state.reason}): "
-                                     f"{intake.failure_mode} not ticketed")
-                        return None
-                    existing = self._open_for(session, asset.id, dedup_key, intake.at, intake.group)
-                    if existing is not None:
-                        return self._add_occurrence(session, existing, intake.failure_mode, priority,
-                                                    intake.finding, intake.at)
-                    closed = session.scalar(
-                        select(WorkOrder).where(WorkOrder.dedup_key == dedup_key, WorkOrder.closed_at.is_not(None))
-                        .order_by(WorkOrder.closed_at.desc()).limit(1).with_for_update())
-                    now = self.clock()
-                    if (closed is not None and closed.state in (State.DONE.value, State.VERIFIED.value)
-                            and now - closed.closed_at < self.config.hygiene.cooldown_s):
-                        return self._reopen(session, closed, intake, priority)
-                    flood = self._flood_incident(session, asset.site.id, now) if intake.group else None
-                    if flood is not None:
-                        self.flood_findings += 1
-                        return self._add_occurrence(session, flood, intake.failure_mode, priority,
-                                                    intake.finding | {"device_id": asset.id}, intake.at,
-                                                    kind="site_flood_finding")
-                    repeat_of = None
-                    if (closed is not None and closed.state in _FIXED
-                            and now - closed.closed_at <= self.config.hygiene.repeat_window_s):
-                        repeat_of = closed.code
-                    return self._create(session, intake, dedup_key, priority, repeat_of, routed)
+                    code = self._decide(session, intake, dedup_key, priority, routed)
+                    if also is not None:
+                        also(session, code)
+                return code
             except IntegrityError:
                 # Another writer opened the same key (or took the same code) first: retry as a repeat.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _decide(self, session: Session, intake: Intake, dedup_key: str, priority: str,
+                routed: routing.Outcome) -> str | None:
+        asset = intake.asset
+        state = self._suppressing_state(session, asset.id)
+        if state is not None:
+            self._ignore(f"asset_{state.state}", f"{asset.id} is in {state.state} ({state.reason}): "
+                         f"{intake.failure_mode} not ticketed")
+            return None
+        existing = self._open_for(session, asset.id, dedup_key, intake.at, intake.group)
+        if existing is not None:
+            return self._add_occurrence(session, existing, intake.failure_mode, priority, intake.finding, intake.at)
+        closed = session.scalar(
+            select(WorkOrder).where(WorkOrder.dedup_key == dedup_key, WorkOrder.closed_at.is_not(None))
+            .order_by(WorkOrder.closed_at.desc()).limit(1).with_for_update())
+        now = self.clock()
+        if (closed is not None and closed.state in (State.DONE.value, State.VERIFIED.value)
+                and now - closed.closed_at < self.config.hygiene.cooldown_s):
+            return self._reopen(session, closed, intake, priority)
+        flood = self._flood_incident(session, asset.site.id, now) if intake.group else None
+        if flood is not None:
+            self.flood_findings += 1
+            return self._add_occurrence(session, flood, intake.failure_mode, priority,
+                                        intake.finding | {"device_id": asset.id}, intake.at, kind="site_flood_finding")
+        repeat_of = None
+        if (closed is not None and closed.state in _FIXED
+                and now - closed.closed_at <= self.config.hygiene.repeat_window_s):
+            repeat_of = closed.code
+        return self._create(session, intake, dedup_key, priority, repeat_of, routed)
 
     def _current_state(self, session: Session, asset_id: str) -> AssetState | None:
         """The asset's non-operating state, unless it has run out."""
@@ -600,6 +623,7 @@ class TicketingService:
         )
         session.add(order)
         session.flush()
+        session.info["chains"][order.id] = (order, chain.GENESIS_HASH, 0, [])  # new: no stored events to look up
         # The suggested coding, kept apart from the order's (which the engineer confirms or corrects at DONE).
         created = {"origin": intake.origin.value, "failure_mode": failure_mode, "priority": priority,
                    "detected_at": intake.at, "failure_mechanism": intake.mechanism,
@@ -702,10 +726,10 @@ class TicketingService:
             order.offered_at, order.accepted_at = now, None
         order.assigned_engineer_id = decision.engineer_id
         order.eta = decision.arrive_at
-        if replan_etas:
-            self._replan_etas(session, decision)
         from_state = order.state
         order.state = State.DISPATCHED.value
+        if replan_etas:  # after every change of the order: its one UPDATE goes with the others' ETAs
+            self._replan_etas(session, decision)
         self._append_event(session, order, "reassigned" if previous else "dispatched", SYSTEM_ACTOR, {
             "from": from_state, "to": State.DISPATCHED.value, "engineer_id": decision.engineer_id,
             "previous_engineer_id": previous, "eta": order.eta, "reason": reason,
@@ -751,11 +775,13 @@ class TicketingService:
         arrivals = {key: at for key, at in decision.plan}
         if len(arrivals) < 2:
             return
-        # Only the two columns: whole orders (their device context above all) made each dispatch slower.
-        moved = [{"id": order_id, "eta": arrivals[code]} for order_id, code, eta in session.execute(
-            select(WorkOrder.id, WorkOrder.code, WorkOrder.eta).where(
-                WorkOrder.code.in_(arrivals), WorkOrder.assigned_engineer_id == decision.engineer_id,
-                WorkOrder.state.in_(_PLANNED))) if eta != arrivals[code]]
+        # Only the two columns: whole orders (their device context above all) made each dispatch slower. Not
+        # flushed first: the order being assigned has its own ETA set, and flushing it here updated it twice.
+        with session.no_autoflush:
+            moved = [{"id": order_id, "eta": arrivals[code]} for order_id, code, eta in session.execute(
+                select(WorkOrder.id, WorkOrder.code, WorkOrder.eta).where(
+                    WorkOrder.code.in_(arrivals), WorkOrder.assigned_engineer_id == decision.engineer_id,
+                    WorkOrder.state.in_(_PLANNED))) if eta != arrivals[code]]
         if moved:
             session.execute(update(WorkOrder), moved)
 
@@ -1085,8 +1111,8 @@ class TicketingService:
             previous, length = (stored[0], stored[1]) if stored else (chain.GENESIS_HASH, 0)
             chains[order.id] = (order, previous, length, [])
         at = self.clock()
+        # Added to the session once sealed (``_seal``): inserted whole, not inserted and then updated with its MAC.
         event = Event(work_order_id=order.id, at=at, kind=kind, actor=actor, data=data, hash="")
-        session.add(event)
         chains[order.id][3].append(event)
         session.info["events"].append(WorkOrderEvent(order.code, kind, at, actor, data, order.device_id))
 
@@ -1111,6 +1137,7 @@ class TicketingService:
             for event in events:
                 chain.seal(self.signer, previous, order.code, event, digest)
                 previous = event.hash
+            session.add_all(events)
             heads.append((order.code, previous, length + len(events), events[-1].actor))
         return heads
 
@@ -1120,12 +1147,13 @@ class TicketingService:
         with self.sessions.begin() as session:
             session.info["events"] = []
             session.info["chains"] = {}
+            session.info["envelopes"] = []  # other events of the transaction (alarms, anomalies)
             yield session
             heads = self._seal(session)
             # In the same commit as the events: the outbox has an event exactly when the chain does.
             queued = outbox.enqueue(session, [
                 envelope for order, _, _, events in session.info["chains"].values() for event in events
-                for envelope in self._envelopes(order, event)], self.clock())
+                for envelope in self._envelopes(order, event)] + session.info["envelopes"], self.clock())
             anchored = self.anchors.anchor_many(heads, session.connection())  # last: it may lock the audit log
         if queued:
             self.webhooks.wake()
