@@ -3,7 +3,8 @@
 Every hop is a bounded asyncio queue of *batches*, so a slow stage makes the
 stage before it wait (and, through the connector's blocking hand-over, the
 protocol itself), and memory stays bounded. Blocking work (database writes,
-model updates) runs in worker threads so the event loop keeps serving the API.
+model updates) runs in worker threads so the event loop keeps serving the API;
+while a finding is in ticketing, storing and scoring give way (``gateway.precedence``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Callable, Union
 from edge.base import Sink
 from gateway.core import Alarm, Anomaly, Done, PartlyScored, Reading
 from gateway.ingest import IngestConfig, IngestGuard
+from gateway.precedence import Precedence
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ class Pipeline:
         self.error_at: dict[str, float] = {}
         self.last_reading_at: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Findings before telemetry: storing and scoring wait at a batch boundary while one is ticketed.
+        self.precedence = Precedence()
 
     # -- producers -----------------------------------------------------------------
 
@@ -134,6 +138,7 @@ class Pipeline:
 
     def _write_everywhere(self, batch: list[Reading]) -> None:
         # Each sink on its own: a failing one never keeps the batch from the others.
+        self.precedence.give_way()
         stored = True
         for sink in self.sinks:
             try:
@@ -152,7 +157,7 @@ class Pipeline:
                 return
             batch, barriers = merged
             try:
-                anomalies = await asyncio.to_thread(self.detect, batch) if batch else []
+                anomalies = await asyncio.to_thread(self._detect, batch) if batch else []
             except PartlyScored as partly:
                 self._count_error("detectors")
                 self.counts["readings_scored"] += len(batch) - partly.unscored
@@ -171,6 +176,14 @@ class Pipeline:
             for barrier in barriers:
                 _call(barrier)
 
+    def _detect(self, batch: list[Reading]) -> list[Anomaly]:
+        self.precedence.give_way()
+        return self.detect(batch)
+
+    def _ticket(self, finding: Finding) -> Any:
+        with self.precedence.urgent():
+            return self.handle_finding(finding)
+
     async def _ticketing_stage(self) -> None:
         while True:
             item = await self.findings.get()
@@ -178,7 +191,7 @@ class Pipeline:
                 return
             finding, on_done = item
             try:
-                await asyncio.to_thread(self.handle_finding, finding)
+                await asyncio.to_thread(self._ticket, finding)
                 self.counts["findings_ticketed"] += 1
             except Exception:
                 self._count_error("ticketing")
@@ -203,6 +216,7 @@ class Pipeline:
                 "findings": self.findings.qsize(),
             },
             "ingest": self.guard.diagnostics(),
+            "precedence": self.precedence.diagnostics(),
         }
 
 

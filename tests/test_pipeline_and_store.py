@@ -83,6 +83,52 @@ async def test_findings_reach_ticketing_and_a_failing_stage_does_not_stop_the_re
     assert len(kept) == 6  # the failing sink did not keep the batch from the working one
 
 
+async def test_storing_and_scoring_give_way_while_a_finding_is_ticketed_for_a_bounded_time() -> None:
+    """An alarm's ticketing has a latency target, telemetry a queue: a batch arriving while a finding is in
+    ticketing is stored and scored after it, and never waits longer than the bound, nor is lost."""
+    in_ticketing, release = threading.Event(), threading.Event()
+    moments: dict[str, list[float]] = {"stored": [], "scored": [], "ticketed": []}
+
+    def ticket(finding: object) -> None:
+        in_ticketing.set()
+        release.wait(10)
+        moments["ticketed"].append(time.monotonic())
+
+    def detect(readings: list[Reading]) -> list:
+        moments["scored"].append(time.monotonic())
+        return []
+
+    pipeline = Pipeline(sinks=[FunctionSink("store", lambda readings: moments["stored"].append(time.monotonic()))],
+                        detect=detect, handle_finding=ticket, queue_batches=4)
+    pipeline.precedence.max_wait_s = 5.0
+    pipeline.start()
+    await pipeline.put_alarm(Alarm("d", 1.0, "OHE", Severity.HIGH, "hot"))
+    assert await asyncio.to_thread(in_ticketing.wait, 5)
+    await pipeline.put(batch(0, 5))
+    await asyncio.sleep(0.5)
+    assert moments["stored"] == moments["scored"] == []  # waiting at the batch boundary
+    release.set()
+    await pipeline.put(batch(5, 5))
+    await pipeline.settled()
+    assert moments["stored"][0] >= moments["ticketed"][0] and moments["scored"][0] >= moments["ticketed"][0]
+    assert pipeline.precedence.gave_way == 2  # one batch each for the store and the detectors
+
+    # Urgent work that never ends holds telemetry up by the bound only.
+    in_ticketing.clear()
+    release.clear()
+    pipeline.precedence.max_wait_s = 0.3
+    await pipeline.put_alarm(Alarm("d", 2.0, "OHE", Severity.HIGH, "hot"))
+    assert await asyncio.to_thread(in_ticketing.wait, 5)
+    began = time.monotonic()
+    await pipeline.put(batch(10, 5))
+    await pipeline.settled()
+    assert 0.25 <= time.monotonic() - began < 3
+    release.set()
+    await pipeline.stop()
+    assert pipeline.counts["readings_stored"] == pipeline.counts["readings_scored"] == 15
+    assert pipeline.diagnostics()["precedence"]["gave_way"] == 4
+
+
 async def test_a_batch_partly_scored_counts_what_was_lost_and_keeps_what_was_found() -> None:
     handled: list[object] = []
     found = Anomaly("d", T0, "rules", 1.0, Severity.HIGH, "OHE", ["m"], "hot")

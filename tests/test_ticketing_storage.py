@@ -118,7 +118,7 @@ def test_a_crash_right_after_a_commit_leaves_no_chain_unanchored(
 ) -> None:
     """Where the audit log shares the work orders' database, a chain's anchor commits with its events: a kill
     between the commit and what follows it (found by a WAL-replay restore that ended there) must not leave an
-    order that `pmgw verify` can never call complete."""
+    order that `pmgw verify` can never call complete, nor one without the alarm that opened it."""
     from gateway.backup import verify_chains
 
     url = postgres.url if backend == "postgresql" else f"sqlite:///{tmp_path / 'one.db'}"
@@ -131,6 +131,11 @@ def test_a_crash_right_after_a_commit_leaves_no_chain_unanchored(
     assert crashed.exitcode == 9
     counts, problems = verify_chains(url, url, tmp_path / "gateway.key", None)
     assert problems == [] and counts["work_orders"] == counts["chains_verified"] == 1, (counts, problems)
+    engine = create_engine(url)
+    with engine.connect() as connection:  # the alarm that opened it is journalled with it, and so is its event
+        assert connection.execute(text("SELECT outcome, work_order_code FROM alarms")).all() == [
+            ("work_order", connection.execute(text("SELECT code FROM work_orders")).scalar())]
+    engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

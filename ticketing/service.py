@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol
 
-from sqlalchemy import Row, Select, func, select, update
+from sqlalchemy import Row, Select, and_, case, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -53,6 +54,7 @@ _STARTED = [State.EN_ROUTE.value, State.ON_SITE.value, State.IN_PROGRESS.value]
 _IN_A_PLAN = frozenset(_PLANNED + _STARTED)
 # What an alarm that may open a work order comes to: journalled in the transaction that decided it.
 _RECORDED_WHERE_DECIDED = (AlarmOutcome.WORK_ORDER, AlarmOutcome.NOT_OPERATING)
+_EVENT_COLUMNS = ("work_order_id", "at", "kind", "actor", "data", "hash", "key_id", "row_digest")
 # Impact (ISO 14224) from the finding's severity: caught early is incipient.
 _IMPACT = {Severity.CRITICAL: "critical", Severity.HIGH: "degraded", Severity.MEDIUM: "incipient",
            Severity.LOW: "incipient"}
@@ -491,19 +493,16 @@ class TicketingService:
         return row if row is not None and row.state in self.config.hygiene.suppress_states else None
 
     def _open_for(self, session: Session, device_id: str, dedup_key: str, at: float, group: bool) -> WorkOrder | None:
-        same_key = session.scalar(select(WorkOrder).where(WorkOrder.open_dedup_key == dedup_key).with_for_update())
-        if same_key is not None or not group:
-            return same_key
-        # Compared on the findings' own clock (device time), not the wall clock: an
-        # incident stays one while its findings keep coming within the window.
-        return session.scalar(
-            select(WorkOrder)
-            .where(WorkOrder.device_id == device_id, WorkOrder.state.in_(queries.OPEN),
-                   WorkOrder.last_occurrence_at >= at - self.config.group_window_s)
-            .order_by(WorkOrder.created_at)
-            .limit(1)
-            .with_for_update()
-        )
+        """The open order of the same key; else, when grouping, the asset's oldest open order still within the
+        group window. Compared on the findings' own clock (device time), not the wall clock: an incident
+        stays one while its findings keep coming within the window. One query, locking the one it answers."""
+        same_key = WorkOrder.open_dedup_key == dedup_key
+        found = same_key
+        if group:
+            found = or_(same_key, and_(WorkOrder.device_id == device_id, WorkOrder.state.in_(queries.OPEN),
+                                       WorkOrder.last_occurrence_at >= at - self.config.group_window_s))
+        return session.scalar(select(WorkOrder).where(found).order_by(case((same_key, 0), else_=1), WorkOrder.created_at)
+                              .limit(1).with_for_update())
 
     def _flood_incident(self, session: Session, site_id: str, now: float) -> WorkOrder | None:
         """In a flood (many new orders at a site in a short time), the site's one incident; else None."""
@@ -568,13 +567,11 @@ class TicketingService:
 
     def _next_code(self, session: Session, at: float) -> str:
         day = datetime.fromtimestamp(at, timezone.utc).strftime("%Y%m%d")
-        counter = session.get(CodeCounter, day, with_for_update=True)
-        if counter is None:
-            counter = CodeCounter(day=day, last=0)
-            session.add(counter)
-        counter.last += 1
-        session.flush()
-        return f"{self.config.code_prefix}-{day}-{counter.last:04d}"
+        # One statement (an upsert that answers the number), which also takes the day's row lock.
+        upsert = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(CodeCounter)
+        number = session.scalar(upsert.values(day=day, last=1).on_conflict_do_update(
+            index_elements=[CodeCounter.day], set_={"last": CodeCounter.last + 1}).returning(CodeCounter.last))
+        return f"{self.config.code_prefix}-{day}-{number:04d}"
 
     def _route(self, intake: Intake, priority: str) -> routing.Outcome:
         """What the routing rules decide about this finding (nothing when none match)."""
@@ -1111,7 +1108,7 @@ class TicketingService:
             previous, length = (stored[0], stored[1]) if stored else (chain.GENESIS_HASH, 0)
             chains[order.id] = (order, previous, length, [])
         at = self.clock()
-        # Added to the session once sealed (``_seal``): inserted whole, not inserted and then updated with its MAC.
+        # Inserted once sealed (``_seal``): whole, not inserted and then updated with its MAC.
         event = Event(work_order_id=order.id, at=at, kind=kind, actor=actor, data=data, hash="")
         chains[order.id][3].append(event)
         session.info["events"].append(WorkOrderEvent(order.code, kind, at, actor, data, order.device_id))
@@ -1131,14 +1128,17 @@ class TicketingService:
                     # next verification call it tampering.
                     log.warning("work order %s changed without an event; recorded as 'amended'", order.code)
                     self._append_event(session, order, "amended", SYSTEM_ACTOR, {})
-        heads = []
+        heads, sealed_rows = [], []
         for order, previous, length, events in session.info["chains"].values():
             digest = chain.row_digest(order)
             for event in events:
                 chain.seal(self.signer, previous, order.code, event, digest)
                 previous = event.hash
-            session.add_all(events)
+            sealed_rows += [{column: getattr(event, column) for column in _EVENT_COLUMNS} for event in events]
             heads.append((order.code, previous, length + len(events), events[-1].actor))
+        if sealed_rows:
+            # One statement for all (the ORM inserted them one by one to learn ids nobody reads).
+            session.execute(insert(Event), sealed_rows)
         return heads
 
     @contextmanager
