@@ -59,8 +59,9 @@ class Precedence:
             return False
         began = time.monotonic()
         self._clear.wait(self.max_wait_s)
-        self.gave_way += 1
-        self.waited_s += time.monotonic() - began
+        with self._lock:  # the store's and the detectors' threads both count here
+            self.gave_way += 1
+            self.waited_s += time.monotonic() - began
         return True
 
     def diagnostics(self) -> dict[str, float]:
