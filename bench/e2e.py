@@ -149,6 +149,10 @@ def through_gateway(
             raise TimeoutError(f"gateway processed {dict(counts)} of {readings} readings")
         time.sleep(0.01)
     elapsed = time.perf_counter() - started
+    assert pipeline is not None
+    gave_way = pipeline.precedence.diagnostics()
+    print(f"  ({acknowledge}: {pipeline.counts.get('findings_ticketed', 0)} findings ticketed meanwhile; storing and "
+          f"scoring gave way to them {gave_way['gave_way']} times, {gave_way['waited_s']:.2f} s)", flush=True)
     running.stop()
     end_session(client_id, broker)
     if influx is not None:
