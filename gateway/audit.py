@@ -85,7 +85,7 @@ class AuditLog:
         """Insert the entries in the connection's open transaction: (last sequence number, its MAC)."""
         if connection.dialect.name == "postgresql":
             # One writer at a time across gateways: the chain has no forks. Taken last in a ticketing transaction
-            # (anchors go in just before its commit), so it never waits while holding the lock.
+            # (anchors go in just before its commit): whoever holds it waits for no other lock, so no deadlock.
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(4243)")
         last = connection.execute(select(Entry.seq, Entry.mac).order_by(Entry.seq.desc()).limit(1)).first()
         seq, mac = last if last else (0, GENESIS)
