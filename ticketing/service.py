@@ -447,7 +447,7 @@ class TicketingService:
                         also(session, code)
                 return code
             except IntegrityError:
-                # Another writer opened the same key (or took the same code) first: retry as a repeat.
+                # Another writer opened the same key first: retry as a repeat (codes cannot clash: one upsert).
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
