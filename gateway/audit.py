@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 import orjson
-from sqlalchemy import JSON, Connection, Engine, Float, Integer, String, func, insert, select
+from sqlalchemy import JSON, Connection, Float, Integer, String, func, insert, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from gateway.keyring import Keyring
@@ -131,7 +131,7 @@ class AuditLog:
             (actor, ANCHOR, code, "ok", {"head": head, "length": length}) for code, head, length, actor in heads]
         if not entries:
             return _nothing
-        if _same_database(within.engine, self.engine):
+        if within.engine.url == self.engine.url:  # the same database: one transaction
             seq, mac = self._append(within, entries)
             return lambda: self._appended(len(entries), seq, mac)
 
@@ -186,10 +186,6 @@ class AuditLog:
 
 def _nothing() -> None:
     return None
-
-
-def _same_database(one: Engine, other: Engine) -> bool:
-    return one.url.render_as_string(hide_password=False) == other.url.render_as_string(hide_password=False)
 
 
 def _read_witness(path: Path) -> tuple[int, str] | None:

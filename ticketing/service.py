@@ -54,7 +54,7 @@ _STARTED = [State.EN_ROUTE.value, State.ON_SITE.value, State.IN_PROGRESS.value]
 _IN_A_PLAN = frozenset(_PLANNED + _STARTED)
 # What an alarm that may open a work order comes to: journalled in the transaction that decided it.
 _RECORDED_WHERE_DECIDED = (AlarmOutcome.WORK_ORDER, AlarmOutcome.NOT_OPERATING)
-_EVENT_COLUMNS = ("work_order_id", "at", "kind", "actor", "data", "hash", "key_id", "row_digest")
+_EVENT_COLUMNS = tuple(column.key for column in Event.__table__.columns if column.key != "id")  # id: the database's
 # Impact (ISO 14224) from the finding's severity: caught early is incipient.
 _IMPACT = {Severity.CRITICAL: "critical", Severity.HIGH: "degraded", Severity.MEDIUM: "incipient",
            Severity.LOW: "incipient"}
