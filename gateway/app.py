@@ -32,9 +32,7 @@ from gateway.idempotency import AnswerStore
 from gateway.cluster.coordinator import Coordinator
 from gateway.cluster.host import GatewayHost
 from gateway.keyring import Keyring
-from gateway.mailer import Mailer
-from gateway.mqtt_out import EventPublisher
-from gateway.webhooks import WebhookDeliverer
+from gateway.delivery import DeliveryProcess, DeliverySetup
 from gateway.core import Alarm, Anomaly, Asset, Reading, SeriesInfo, WorkOrderEvent
 from gateway.events import EventBus
 from gateway.ingest import IngestGuard
@@ -108,15 +106,14 @@ class Gateway:
                                           operating_means=self.store.operating_means,
                                           recent_readings=self._recent_readings,
                                           event_source=event_source(config))
-        self.event_publisher: EventPublisher | None = None
+        # The events broker and the mail server are subscriptions of the outbox like any webhook.
         if config.mqtt_out is not None:
-            self.event_publisher = EventPublisher(config.mqtt_out, self.ticketing.get_work_order)
             self.ticketing.webhooks.ensure(config.mqtt_out.url(), config.mqtt_out.types, "config")
-        self.mailer: Mailer | None = None
         if config.smtp is not None:
-            self.mailer = Mailer(config.smtp)
             self.ticketing.webhooks.ensure(config.smtp.url(), ["pmgw.notice.*"], "config")
-        self.webhooks = WebhookDeliverer(self.ticketing.webhooks, config.webhooks, self.event_publisher, self.mailer)
+        self.webhooks = DeliveryProcess(DeliverySetup(
+            config.ticketing.database_url, config.keyring_path(), self.ticketing.event_source, config.webhooks,
+            config.mqtt_out, config.smtp, config.log_level, config.library_log_level), self.ticketing.webhooks)
         # Service reports whose evidence chart the history store could not fill.
         self.report_errors = 0
         # In a cluster the coordinator starts the connectors of the units this gateway owns.
@@ -388,8 +385,6 @@ class Gateway:
         if self.pipeline is not None:
             await self.pipeline.stop()
         self.detectors.close()
-        if self.event_publisher is not None:
-            self.event_publisher.close()
         self.store.close()
         for sink in self.remote_sinks:
             sink.close()
@@ -416,6 +411,7 @@ class Gateway:
         if self.settings.restart_needed:
             found.append("configuration changes wait for a restart: " + ", ".join(self.settings.restart_needed))
         found += self.ticketing.problems(now)
+        found += self.webhooks.problems(now)
         return found
 
     def readiness_problems(self) -> list[str]:

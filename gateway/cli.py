@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import sys
 from pathlib import Path
@@ -13,26 +12,13 @@ import typer
 
 from gateway.auth import cli as auth_cli
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.logs import setup_logging
 
 app = typer.Typer(help="pm-gateway: IoT-triggered predictive maintenance at the edge.", no_args_is_help=True)
 app.add_typer(auth_cli.users, name="users")
 app.add_typer(auth_cli.keys, name="keys")
 
 _FAULT_SPEC = re.compile(r"^(?P<device>[^:]+):(?P<kind>[a-z_]+)(?::at=(?P<at>[\d.]+))?(?::duration=(?P<duration>[\d.]+))?$")
-
-
-OWN_LOGGERS = ("gateway", "connectors", "detectors", "ticketing", "edge", "simulators")
-
-
-def setup_logging(level: str, library_level: str = "WARNING", library_levels: dict[str, str] | None = None) -> None:
-    """Our packages at ``level``; every other logger (asyncua, pymodbus, paho, alembic…) at
-    ``library_level`` unless ``library_levels`` names it."""
-    logging.basicConfig(level=library_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    logging.getLogger().setLevel(library_level)
-    for name in OWN_LOGGERS:
-        logging.getLogger(name).setLevel(level)
-    for name, chosen in (library_levels or {}).items():
-        logging.getLogger(name).setLevel(chosen)
 
 
 def _load_or_exit(path: Path) -> GatewayConfig:

@@ -68,7 +68,9 @@ class WebhookStore:
                                       created_by=actor, created_at=self.clock(), exclude_own=exclude_own)
             session.add(row)
             session.flush()
-            return _subscription(row, session) | {"secret": secret}
+            made = _subscription(row, session) | {"secret": secret}
+        self.wake()  # the first subscription starts the deliverer
+        return made
 
     def ensure(self, url: str, types: list[str], actor: str) -> int:
         """The subscription to ``url`` (made if missing, its types brought to ``types``): for a configured
@@ -110,7 +112,9 @@ class WebhookStore:
             if row is None:
                 return None
             row.enabled, row.disabled_reason, row.failing_since = True, None, None
-            return _subscription(row, session)
+            enabled = _subscription(row, session)
+        self.wake()  # what waited for it goes now
+        return enabled
 
     # -- the delivery log ----------------------------------------------------------------
 
