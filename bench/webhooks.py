@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import tempfile
 import threading
 import time
@@ -94,6 +95,12 @@ class ReceiverProcess:
         return latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
@@ -112,6 +119,11 @@ def run(receivers: int, rate: float, seconds: float, directory: Path, database_u
         ticketing.webhooks.create(url, ["pmgw.workorder.*"], [], "bench")
     thread.start()
     try:
+        # The delivery process starts with the first subscription (a second or two of imports): the
+        # latencies measured are those of a running gateway, not of its start.
+        wait_until(lambda: gateway.webhooks.diagnostics()["process"]["ready"], timeout=60, what="the deliverer")
+        deliverer_pid = gateway.webhooks.diagnostics()["process"]["pid"]
+        cpu_before = cpu_seconds(os.getpid()), cpu_seconds(deliverer_pid)
         # Three events per order (created, dispatched, cancelled): orders at rate / 3 a second.
         made = 0
         started = time.time()
@@ -129,6 +141,7 @@ def run(receivers: int, rate: float, seconds: float, directory: Path, database_u
         wait_until(lambda: all(count >= events for count in sinks.counts()), timeout=180, what="every delivery",
                    interval=0.5)
         elapsed = time.time() - started
+        cpu = cpu_seconds(os.getpid()) - cpu_before[0], cpu_seconds(deliverer_pid) - cpu_before[1]
         latencies = sinks.stop()
         ours = (len(latencies) / elapsed, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000)
         attempts = gateway.webhooks.diagnostics()
@@ -158,6 +171,8 @@ def run(receivers: int, rate: float, seconds: float, directory: Path, database_u
           f"receivers ({events * receivers} deliveries), "
           f"work orders on {'PostgreSQL (fsync on)' if database_url else 'SQLite'}")
     print(f"  gateway (outbox, signed): {ours[0]:.0f} deliveries/s, latency p50 {ours[1]:.1f} ms, p99 {ours[2]:.1f} ms")
+    print(f"  CPU: gateway process (the ticketing making the events too) {cpu[0]:.1f} s, delivery process "
+          f"{cpu[1]:.1f} s ({cpu[1] / max(1, events * receivers) * 1000:.2f} ms a delivery), in {elapsed:.0f} s")
     print(f"  attempts {attempts['attempts']}, failed {attempts['failed']} (last error: {attempts['last_error']})")
     print(f"  bare POSTs (baseline):    {base[0]:.0f} deliveries/s, latency p50 {base[1]:.1f} ms, p99 {base[2]:.1f} ms")
     print(f"  p99 ratio gateway/bare: {ours[2] / base[2]:.1f}; target p99 < 200 ms: "

@@ -21,6 +21,7 @@ from standardwebhooks import Webhook
 
 from gateway.mailer import Mailer
 from gateway.mqtt_out import EventPublisher
+from ticketing.outbox import chain_of
 from ticketing.webhooks import WebhookStore
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 # day still gets everything.
 DEFAULT_SCHEDULE_S = [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 28800.0, 28800.0]
 CONTENT_TYPE = "application/cloudevents+json"
+
+# (subscription id, ordering key): what must go out in order.
+Chain = tuple[int, str]
+# One attempt: (message id, delivered, HTTP status, error, latency in ms).
+Outcome = tuple[int, bool, int | None, str | None, float]
 
 
 class WebhooksConfig(BaseModel):
@@ -44,6 +50,21 @@ class WebhooksConfig(BaseModel):
     poll_interval_s: float = Field(1.0, gt=0, le=60, description="how often the outbox is looked at when no commit "
                                    "woke the deliverer (retries fall due)")
     concurrency: int = Field(16, ge=1, le=256, description="deliveries in flight at once")
+
+
+def chains(due: list[dict[str, Any]]) -> dict[Chain, list[dict[str, Any]]]:
+    """The due messages by chain, each chain in the outbox's order.
+
+    >>> [(chain, [m["id"] for m in messages]) for chain, messages in chains([
+    ...     {"id": 1, "subscription_id": 7, "ordering_key": "WO-1"}, {"id": 2, "subscription_id": 7, "ordering_key": ""},
+    ...     {"id": 3, "subscription_id": 7, "ordering_key": "WO-1"}]).items()]
+    [((7, 'WO-1'), [1, 3]), ((7, 'message 2'), [2])]
+    """
+    grouped: dict[Chain, list[dict[str, Any]]] = {}
+    for message in due:
+        grouped.setdefault(chain_of(message["subscription_id"], message["ordering_key"], message["id"]),
+                           []).append(message)
+    return grouped
 
 
 def signed_headers(secret: str, message_id: str, body: str, now: float) -> dict[str, str]:
@@ -83,48 +104,77 @@ class WebhookDeliverer:
             self.store.listeners.remove(wake)
 
     async def _deliver_forever(self, client: aiohttp.ClientSession, woken: asyncio.Event) -> None:
-        while True:
-            woken.clear()
-            try:
-                due = await asyncio.to_thread(self.store.due)
-            except Exception:  # the database may be away a moment: the outbox keeps everything
-                log.exception("webhooks: reading the outbox failed")
-                due = []
-            if not due:
-                # Until a commit queues something, or the next retry may be due.
+        """Chains (one subscription, one work order) go out as soon as they are due, each on its own, up to
+        ``concurrency`` deliveries in flight: a slow receiver holds only its own chains. Outcomes are recorded
+        in batches, one commit each, while the sending goes on: a chain delivered whole lets its next message
+        go at once; a chain that failed waits until its retry time is recorded."""
+        slots = asyncio.Semaphore(self.config.concurrency)
+        busy: set[Chain] = set()  # being sent, or failed and not recorded yet
+        unrecorded: set[int] = set()  # delivered, not recorded yet: the outbox still calls them pending
+        finished: list[Outcome] = []
+        failed: list[Chain] = []
+        outcomes_ready = asyncio.Event()
+        sending: set[asyncio.Task[None]] = set()
+
+        async def send(chain: Chain, messages: list[dict[str, Any]]) -> None:
+            outcomes: list[Outcome] = []
+            for message in messages:
+                async with slots:
+                    outcomes.append(await self._send(client, message))
+                if not outcomes[-1][1]:
+                    break  # the rest of this work order's events wait for this one
+            unrecorded.update(outcome[0] for outcome in outcomes if outcome[1])
+            finished.extend(outcomes)
+            outcomes_ready.set()
+            if outcomes[-1][1]:
+                busy.discard(chain)
+                woken.set()  # what queued behind them may go now
+            else:
+                failed.append(chain)
+
+        async def record_forever() -> None:
+            while True:
+                await outcomes_ready.wait()
+                outcomes_ready.clear()
+                outcomes, held = finished[:], failed[:]
+                del finished[:], failed[:]
+                try:  # one commit for what finished meanwhile: the receivers' speed, not the disk's, sets the pace
+                    await asyncio.to_thread(self.store.record_many, outcomes, self.config.retry_schedule_s,
+                                            self.config.disable_after_s)
+                except Exception:  # not recorded: they stay pending and go again (receivers dedupe by webhook-id)
+                    log.exception("webhooks: recording %d deliveries failed", len(outcomes))
+                unrecorded.difference_update(outcome[0] for outcome in outcomes if outcome[1])
+                busy.difference_update(held)
+                if held:
+                    woken.set()
+
+        recorder = asyncio.create_task(record_forever())
+        try:
+            while True:
+                woken.clear()
+                try:
+                    # As things stand when the look begins: what changes meanwhile is left out of this look
+                    # (a chain busy then is held whole) and seen by the next.
+                    due = await asyncio.to_thread(self.store.due, frozenset(busy), frozenset(unrecorded))
+                except Exception:  # the database may be away a moment: the outbox keeps everything
+                    log.exception("webhooks: reading the outbox failed")
+                    due = []
+                for chain, messages in chains(due).items():
+                    busy.add(chain)
+                    task = asyncio.create_task(send(chain, messages))
+                    sending.add(task)
+                    task.add_done_callback(sending.discard)
+                # Until a commit queues something, a chain is through, or a retry may be due.
                 try:
                     await asyncio.wait_for(woken.wait(), self.config.poll_interval_s)
                 except asyncio.TimeoutError:
                     pass
-                continue
-            # Every chain at once, ``concurrency`` in flight (a slow receiver holds only its own slots); within
-            # a chain (one subscription, one work order) one after the other, up to the first failure.
-            slots = asyncio.Semaphore(self.config.concurrency)
-            chains: dict[tuple[int, str], list[dict[str, Any]]] = {}
-            for message in due:
-                # No ordering key, no order to keep: a chain of its own.
-                key = message["ordering_key"] or f"message {message['id']}"
-                chains.setdefault((message["subscription_id"], key), []).append(message)
+        finally:
+            for task in (recorder, *sending):
+                task.cancel()
+            await asyncio.gather(recorder, *sending, return_exceptions=True)
 
-            async def send(chain: list[dict[str, Any]]) -> list[tuple[int, bool, int | None, str | None, float]]:
-                outcomes = []
-                for message in chain:
-                    async with slots:
-                        outcomes.append(await self._send(client, message))
-                    if not outcomes[-1][1]:
-                        break  # the rest of this work order's events wait for this one
-                return outcomes
-
-            outcomes = [outcome for sent in await asyncio.gather(*(send(chain) for chain in chains.values()))
-                        for outcome in sent]
-            try:  # one commit for the round: the receivers' speed, not the disk's, sets the pace
-                await asyncio.to_thread(self.store.record_many, list(outcomes), self.config.retry_schedule_s,
-                                        self.config.disable_after_s)
-            except Exception:  # not recorded: they stay pending and go again (receivers dedupe by webhook-id)
-                log.exception("webhooks: recording %d deliveries failed", len(outcomes))
-
-    async def _send(self, client: aiohttp.ClientSession, message: dict[str, Any]
-                    ) -> tuple[int, bool, int | None, str | None, float]:
+    async def _send(self, client: aiohttp.ClientSession, message: dict[str, Any]) -> Outcome:
         """One attempt: (message id, delivered, HTTP status, error, latency in ms)."""
         started = time.perf_counter()
         status: int | None = None

@@ -230,6 +230,8 @@ class OutboxMessage(Base):
     (and retried, and kept as the delivery log), so nothing committed is lost to a crash."""
 
     __tablename__ = "webhook_outbox"
+    # What the deliverer looks for many times a second: a subscription's pending messages, in order.
+    __table_args__ = (Index("ix_webhook_outbox_pending", "state", "subscription_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id"), index=True)
@@ -239,7 +241,7 @@ class OutboxMessage(Base):
     ordering_key: Mapped[str] = mapped_column(String(100), index=True)
     body: Mapped[str] = mapped_column(Text)  # the CloudEvent, structured JSON: the very bytes signed
     created_at: Mapped[float] = mapped_column(Float)
-    state: Mapped[str] = mapped_column(String(12), index=True)  # pending, delivered, dead
+    state: Mapped[str] = mapped_column(String(12))  # pending, delivered, dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float] = mapped_column(Float, index=True)
     delivered_at: Mapped[float | None] = mapped_column(Float)

@@ -13,7 +13,7 @@ Plain functions over a session the caller opens.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Collection
 
 from sqlalchemy import Row, func, insert, select
 from sqlalchemy.orm import Session
@@ -59,26 +59,36 @@ def enqueue(session: Session, envelopes: list[Envelope], now: float) -> int:
     return len(rows)
 
 
-def deliverable(session: Session, now: float) -> list[Row[Any]]:
+def chain_of(subscription_id: int, ordering_key: str, message_id: int) -> tuple[int, str]:
+    """What a message must go out in order with: its subscription's messages of the same ordering key; a
+    message without one is a chain of its own."""
+    return subscription_id, ordering_key or f"message {message_id}"
+
+
+def deliverable(session: Session, now: float, busy: Collection[tuple[int, str]] = (), sent: Collection[int] = ()
+                ) -> list[Row[Any]]:
     """The messages to send now, oldest first: per subscription and ordering key, the oldest undelivered
     message if it is due, and the due ones queued behind it (up to ``CHAIN_LIMIT``). The deliverer sends
     each such chain in order and stops at its first failure, so a work order's events arrive in the
     order they happened and a retry holds back the later ones, while events queued together go out
-    in one round instead of one round each."""
+    together. ``busy``: chains (subscription, ordering key) the deliverer is sending already, held whole;
+    ``sent``: messages it delivered and has not recorded yet, taken as delivered."""
     # Per subscription, so a receiver that has been down for long (a deep backlog) never hides the others';
     # the bodies are loaded only for what goes out.
     subscriptions = session.scalars(select(OutboxMessage.subscription_id).where(OutboxMessage.state == PENDING)
                                     .distinct()).all()
     chains: dict[tuple[int, str], int] = {}
-    held: set[tuple[int, str]] = set()
+    held: set[tuple[int, str]] = set(busy)
     due: list[int] = []
     for subscription in subscriptions:
         for row_id, key, next_at in session.execute(
                 select(OutboxMessage.id, OutboxMessage.ordering_key, OutboxMessage.next_attempt_at)
                 .where(OutboxMessage.state == PENDING, OutboxMessage.subscription_id == subscription)
                 .order_by(OutboxMessage.id).limit(SCAN_LIMIT)):
+            if row_id in sent:
+                continue
             if not key:  # no order to keep: each goes when it is due
-                if next_at <= now:
+                if next_at <= now and chain_of(subscription, key, row_id) not in held:
                     due.append(row_id)
                 continue
             chain = (subscription, key)

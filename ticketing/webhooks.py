@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Collection, Protocol
 
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -51,6 +51,7 @@ class WebhookStore:
         self.source = source
         # Told after a commit queued something: the deliverer sends at once instead of at its next look.
         self.listeners: list[Callable[[], None]] = []
+        self._secrets: dict[str, str] = {}  # sealed -> unsealed
 
     def wake(self) -> None:
         for listener in list(self.listeners):
@@ -140,11 +141,12 @@ class WebhookStore:
 
     # -- for the deliverer ------------------------------------------------------------------
 
-    def due(self) -> list[dict[str, Any]]:
-        """What to send now, oldest first (``outbox.deliverable``): message id, subscription, URL, secret,
-        event id, body, attempts so far, ordering key."""
+    def due(self, busy: Collection[tuple[int, str]] = (), sent: Collection[int] = ()) -> list[dict[str, Any]]:
+        """What to send now, oldest first (``outbox.deliverable``: ``busy`` chains held, ``sent`` messages
+        taken as delivered): message id, subscription, URL, secret, event id, body, attempts so far,
+        ordering key."""
         with self.reads() as session:
-            rows = outbox.deliverable(session, self.clock())
+            rows = outbox.deliverable(session, self.clock(), busy, sent)
             subscriptions = {s.id: s for s in session.scalars(select(WebhookSubscription).where(
                 WebhookSubscription.id.in_({row.subscription_id for row in rows})))}
             secrets_of = {s.id: self._unsealed(s.secret) for s in subscriptions.values()}
@@ -154,8 +156,13 @@ class WebhookStore:
                     for row in rows if subscriptions[row.subscription_id].enabled]
 
     def _unsealed(self, stored: str) -> str:
-        # "" for consumers that sign nothing (MQTT, e-mail).
-        return self.vault.unseal(PURPOSE, stored) if stored.startswith("sealed:") else stored
+        # "" for consumers that sign nothing (MQTT, e-mail). Kept once unsealed: the deliverer asks many
+        # times a second, and key derivation is most of the cost.
+        if not stored.startswith("sealed:"):
+            return stored
+        if stored not in self._secrets:
+            self._secrets[stored] = self.vault.unseal(PURPOSE, stored)
+        return self._secrets[stored]
 
     def record_many(self, outcomes: list[tuple[int, bool, int | None, str | None, float]], schedule: list[float],
                     disable_after_s: float) -> None:
