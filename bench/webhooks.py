@@ -173,7 +173,7 @@ def run(receivers: int, rate: float, seconds: float, directory: Path, database_u
     print(f"  gateway (outbox, signed): {ours[0]:.0f} deliveries/s, latency p50 {ours[1]:.1f} ms, p99 {ours[2]:.1f} ms")
     print(f"  CPU: gateway process (the ticketing making the events too) {cpu[0]:.1f} s, delivery process "
           f"{cpu[1]:.1f} s ({cpu[1] / max(1, events * receivers) * 1000:.2f} ms a delivery), in {elapsed:.0f} s")
-    print(f"  attempts {attempts['attempts']}, failed {attempts['failed']} (last error: {attempts['last_error']})")
+    print(f"  looks at the outbox {attempts['looks']}, attempts {attempts['attempts']}, failed {attempts['failed']} (last error: {attempts['last_error']})")
     print(f"  bare POSTs (baseline):    {base[0]:.0f} deliveries/s, latency p50 {base[1]:.1f} ms, p99 {base[2]:.1f} ms")
     print(f"  p99 ratio gateway/bare: {ours[2] / base[2]:.1f}; target p99 < 200 ms: "
           f"{'met' if ours[2] < 200 else 'NOT met'}")

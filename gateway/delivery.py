@@ -52,8 +52,9 @@ HEALTHY_AFTER_S = 60.0
 # An exit stays in /health this long.
 RECENT_S = 600.0
 _ERROR_BYTES = 500
-# The shared counters: attempts, delivered, failed, and when the process was ready (0: not yet).
-_ATTEMPTS, _DELIVERED, _FAILED, _READY_AT = range(4)
+# The shared counters: looks at the outbox, attempts, delivered, failed, and when the process was ready
+# (0: not yet).
+_LOOKS, _ATTEMPTS, _DELIVERED, _FAILED, _READY_AT = range(5)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class DeliveryProcess:
         self.setup = setup
         self.store = store  # the gateway's own: to know whether anything subscribed, and to hear of commits
         self._context = multiprocessing.get_context("spawn")
-        self._counters = self._context.Array("d", 4)
+        self._counters = self._context.Array("d", 5)
         self._last_error = self._context.Array("c", _ERROR_BYTES)
         self._process: BaseProcess | None = None
         self._wake_end: Connection | None = None
@@ -185,9 +186,9 @@ class DeliveryProcess:
 
     def diagnostics(self) -> dict[str, Any]:
         with self._counters.get_lock():
-            attempts, delivered, failed, ready_at = self._counters[:]
+            looks, attempts, delivered, failed, ready_at = self._counters[:]
         process = self._process
-        return {"attempts": int(attempts), "delivered": int(delivered), "failed": int(failed),
+        return {"looks": int(looks), "attempts": int(attempts), "delivered": int(delivered), "failed": int(failed),
                 "last_error": self._last_error.value.decode(errors="replace") or None,
                 "process": {"running": process is not None and process.is_alive(),
                             "pid": process.pid if process is not None else None,
@@ -252,7 +253,7 @@ async def _deliver_until_told(deliverer: WebhookDeliverer, store: WebhookStore, 
             told.set()
 
     with counters.get_lock():
-        base = counters[:3]
+        base = counters[:_READY_AT]
         counters[_READY_AT] = time.time()
     loop.add_reader(descriptor, readable)
     delivering = asyncio.create_task(deliverer.run())
@@ -260,6 +261,7 @@ async def _deliver_until_told(deliverer: WebhookDeliverer, store: WebhookStore, 
     while not (told.is_set() or delivering.done()):
         await asyncio.wait([ended, delivering], timeout=0.25)
         with counters.get_lock():
+            counters[_LOOKS] = base[_LOOKS] + deliverer.looks
             counters[_ATTEMPTS] = base[_ATTEMPTS] + deliverer.attempts
             counters[_DELIVERED] = base[_DELIVERED] + deliverer.delivered
             counters[_FAILED] = base[_FAILED] + deliverer.failed

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SCHEDULE_S = [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 28800.0, 28800.0]
 CONTENT_TYPE = "application/cloudevents+json"
 
+# The least time between two looks at the outbox (a query per subscription each).
+LOOK_GAP_S = 0.02
 # (subscription id, ordering key): what must go out in order.
 Chain = tuple[int, str]
 # One attempt: (message id, delivered, HTTP status, error, latency in ms).
@@ -80,6 +82,7 @@ class WebhookDeliverer:
         self.config = config
         self.mqtt = mqtt  # the events broker, for the outbox's mqtt:// subscription
         self.mailer = mailer  # the mail server, for its smtp:// one
+        self.looks = 0  # at the outbox
         self.attempts = 0
         self.delivered = 0
         self.failed = 0
@@ -149,9 +152,15 @@ class WebhookDeliverer:
                     woken.set()
 
         recorder = asyncio.create_task(record_forever())
+        loop = asyncio.get_running_loop()
+        looked_at = -LOOK_GAP_S
         try:
             while True:
+                # Busy, every commit and every chain delivered asks for a look: they are taken together.
+                await asyncio.sleep(looked_at + LOOK_GAP_S - loop.time())
+                looked_at = loop.time()
                 woken.clear()
+                self.looks += 1
                 try:
                     # As things stand when the look begins: what changes meanwhile is left out of this look
                     # (a chain busy then is held whole) and seen by the next.
@@ -208,5 +217,5 @@ class WebhookDeliverer:
         return message["id"], ok, status, error, latency_ms
 
     def diagnostics(self) -> dict[str, Any]:
-        return {"attempts": self.attempts, "delivered": self.delivered, "failed": self.failed,
+        return {"looks": self.looks, "attempts": self.attempts, "delivered": self.delivered, "failed": self.failed,
                 "last_error": self.last_error}
