@@ -308,6 +308,7 @@ class Health(Answer):
     detectors: dict[str, Any]
     ticketing: dict[str, Any]
     events_published: int
-    webhooks: dict[str, Any] = Field(description="outbox deliveries: attempts, delivered, failed, last error")
+    webhooks: dict[str, Any] = Field(description="outbox deliveries: looks at the outbox, attempts, delivered, "
+                                     "failed, last error; the delivery process (running, pid, starts, exits)")
     cluster: dict[str, Any] | None = Field(
         None, description="in a cluster: this gateway's id, the live members, the units it owns, hand-over counts")

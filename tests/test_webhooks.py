@@ -5,6 +5,8 @@ once by id and in order per work order, through a receiver outage and a kill -9 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -170,7 +172,10 @@ def test_a_kill_9_during_retries_loses_no_event(mosquitto: Mosquitto, tmp_path: 
         codes.append(order["code"])
         api.post(f"/work-orders/{order['code']}/transitions", json={"to": "CANCELLED", "reason": "duplicate call"})
     wait_until(lambda: len(receiver.received) >= 4, timeout=15, what="attempts against the receiver that is down")
+    deliverer = api.get("/health").json()["webhooks"]["process"]["pid"]
     gateway.kill()  # mid-retry: what sits in memory is gone, the outbox is not
+    # Its delivery process does not outlive it (it would deliver beside the next one).
+    wait_until(lambda: _ended(deliverer), timeout=15, what="the delivery process to end with the gateway")
     gateway.start()
     receiver.status = 200
     expected = {e["hash"] for c in codes for e in api.get(f"/work-orders/{c}").json()["events"]}
@@ -184,6 +189,38 @@ def test_a_kill_9_during_retries_loses_no_event(mosquitto: Mosquitto, tmp_path: 
     assert set(ids) == expected
     api.close()
     gateway.terminate()
+
+
+def _ended(pid: int) -> bool:
+    try:  # gone, or a zombie nobody reaped yet: either way it does nothing any more
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_the_delivery_process_starts_with_a_subscription_and_a_killed_one_is_replaced_losing_nothing(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway, receivers
+) -> None:
+    gw = start_gateway(gateway_document(mosquitto.port, tmp_path, webhooks=SCHEDULE))
+    process = lambda: gw.get("/health")["webhooks"]["process"]  # noqa: E731
+    assert process()["starts"] == 0 and not process()["running"]  # nothing subscribed: no process
+    receiver = receivers()
+    secret = gw.http.post("/webhooks", json={"url": receiver.url, "types": ["pmgw.workorder.*"]}).json()["secret"]
+    first = wait_until(lambda: process()["ready"] and process(), timeout=30, what="the delivery process")
+    os.kill(first["pid"], signal.SIGKILL)
+    # Events made while it is dead wait in the outbox; /health says why they do not go.
+    order = gw.http.post("/work-orders", json={"device_id": "pump-01", "failure_mode": "NOI", "title": "noise"}).json()
+    problems = wait_until(lambda: [p for p in gw.get("/health")["problems"] if p.startswith("webhooks:")], timeout=10,
+                          what="the exit in /health")
+    assert f"pid {first['pid']}) ended with exit code -9" in problems[0]
+    assert "the outbox keeps every event" in problems[0]
+    chain = [e["hash"] for e in gw.get(f"/work-orders/{order['code']}")["events"]]
+    wait_until(lambda: [e["id"] for e in verified(receiver, secret)] == chain, timeout=30,
+               what="the events made meanwhile, delivered by the new process")
+    again = process()
+    assert again["running"] and again["pid"] != first["pid"] and again["starts"] == 2 and again["exits"] == 1
+    # Counted across processes (each reports its own every quarter second).
+    wait_until(lambda: gw.get("/health")["webhooks"]["delivered"] >= len(chain), timeout=5, what="the count")
 
 
 def test_a_delivery_that_never_succeeds_becomes_a_dead_letter(tmp_path: Path) -> None:
@@ -368,6 +405,13 @@ def test_a_work_orders_events_queued_together_go_in_order_and_wait_behind_a_fail
     assert events_of(first) == chain(first)  # the retry is due: the whole chain again, from its head
     store.record_many([(head["id"], True, 204, None, 2.0)], [5.0], disable_after_s=1e9)
     assert events_of(first) == chain(first)[1:]
+    # What the deliverer is sending is held whole; what it delivered and has not recorded yet is done.
+    subscription, key = head["subscription_id"], f"workorder:{first}"
+    ids = [m["id"] for m in store.due() if m["ordering_key"] == key]
+    assert [m for m in store.due(busy={(subscription, key)}) if m["ordering_key"] == key] == []
+    assert [m["id"] for m in store.due(sent={ids[0]}) if m["ordering_key"] == key] == ids[1:]
+    assert [m["ordering_key"] for m in store.due(busy={(subscription, key)})] == [f"workorder:{second}"] * len(
+        chain(second))
 
 
 def test_the_deliverer_stops_a_chain_at_its_failure(mosquitto: Mosquitto, tmp_path: Path, start_gateway,
