@@ -45,10 +45,10 @@ from ticketing.webhooks import WebhookStore
 
 log = logging.getLogger(__name__)
 
-# A process that keeps dying is started again after 1 s, then 2, 4 … at most this long.
-MAX_PAUSE_S = 60.0
-# A process that ran this long before it died was healthy: the next pause starts at 1 s again.
+# A process that ran this long before it died was healthy: it is started again after 1 s. One that dies
+# sooner waits twice as long as the last one did (2 s, 4 s …), at most MAX_PAUSE_S.
 HEALTHY_AFTER_S = 60.0
+MAX_PAUSE_S = 60.0
 # An exit stays in /health this long.
 RECENT_S = 600.0
 _ERROR_BYTES = 500
