@@ -113,7 +113,8 @@ class Gateway:
             self.ticketing.webhooks.ensure(config.smtp.url(), ["pmgw.notice.*"], "config")
         self.webhooks = DeliveryProcess(DeliverySetup(
             config.ticketing.database_url, config.keyring_path(), self.ticketing.event_source, config.webhooks,
-            config.mqtt_out, config.smtp, config.log_level, config.library_log_level), self.ticketing.webhooks)
+            config.mqtt_out, config.smtp, config.log_level, config.library_log_level, dict(config.library_log_levels)),
+            self.ticketing.webhooks)
         # Service reports whose evidence chart the history store could not fill.
         self.report_errors = 0
         # In a cluster the coordinator starts the connectors of the units this gateway owns.

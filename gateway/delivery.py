@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -69,6 +69,7 @@ class DeliverySetup:
     smtp: SmtpConfig | None
     log_level: str = "INFO"
     library_log_level: str = "WARNING"
+    library_log_levels: dict[str, str] = field(default_factory=dict)
 
 
 class DeliveryProcess:
@@ -114,12 +115,12 @@ class DeliveryProcess:
             if self._wake_end is not None:
                 try:
                     os.write(self._wake_end.fileno(), b"\0")
+                    return
                 except BlockingIOError:
-                    pass  # the pipe is full: a wake is pending already
+                    return  # the pipe is full: a wake is pending already
                 except OSError:
-                    pass  # the process is gone: its supervisor sees to it at its next look
-                return
-        if self._loop is not None:  # not running: perhaps the first subscription was just made
+                    pass  # the process is gone: the supervisor is told below
+        if self._loop is not None:  # not running (perhaps the first subscription was just made), or gone
             self._loop.call_soon_threadsafe(self._asked.set)
 
     def _look(self) -> None:
@@ -128,7 +129,11 @@ class DeliveryProcess:
         if process is not None and not process.is_alive():
             self._ended(process)
         if self._process is None and time.time() >= self._start_after and self._anything_subscribed():
-            self._start()
+            try:
+                self._start()
+            except Exception as error:  # no process to be had now (out of memory, of descriptors): later
+                self._close_wake_end()
+                self._note_exit(f"the delivery process could not be started ({type(error).__name__}: {error})")
 
     def _anything_subscribed(self) -> bool:
         try:
@@ -154,17 +159,18 @@ class DeliveryProcess:
         log.info("webhooks: delivery process %d started", process.pid)
 
     def _ended(self, process: BaseProcess) -> None:
-        now = time.time()
         self._close_wake_end()
         process.join(0)
+        self._process = None
+        self._note_exit(f"the delivery process (pid {process.pid}) ended with exit code {process.exitcode}")
+
+    def _note_exit(self, what: str) -> None:
+        now = time.time()
         self.exits += 1
-        self.last_exit = f"the delivery process (pid {process.pid}) ended with exit code {process.exitcode}"
-        self.last_exit_at = now
+        self.last_exit, self.last_exit_at = what, now
         self._pause_s = 1.0 if now - self._started_at >= HEALTHY_AFTER_S else min(self._pause_s * 2, MAX_PAUSE_S)
         self._start_after = now + self._pause_s
-        self._process = None
-        log.error("webhooks: %s; started again in %.0f s (the outbox keeps every event)", self.last_exit,
-                  self._pause_s)
+        log.error("webhooks: %s; started again in %.0f s (the outbox keeps every event)", what, self._pause_s)
 
     def _close_wake_end(self) -> None:
         with self._lock:
@@ -210,7 +216,7 @@ class DeliveryProcess:
 def _serve(setup: DeliverySetup, wake: Connection, counters: Any, last_error: Any) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the gateway decides when this one ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    setup_logging(setup.log_level, setup.library_log_level)
+    setup_logging(setup.log_level, setup.library_log_level, setup.library_log_levels)
     engine = make_engine(setup.database_url)
     reads = sessionmaker(make_reader(setup.database_url, engine), expire_on_commit=False)
     store = WebhookStore(sessionmaker(engine, expire_on_commit=False), reads, time.time, setup.source,
