@@ -30,7 +30,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import Connection as SqlConnection, Engine, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.keyring import Keyring
@@ -52,9 +52,16 @@ MAX_PAUSE_S = 60.0
 # An exit stays in /health this long.
 RECENT_S = 600.0
 _ERROR_BYTES = 500
-# The shared counters: looks at the outbox, attempts, delivered, failed, and when the process was ready
-# (0: not yet).
-_LOOKS, _ATTEMPTS, _DELIVERED, _FAILED, _READY_AT = range(5)
+# The shared counters: looks at the outbox, attempts, delivered, failed, when the process was ready (0: not
+# yet), and whether it delivers (1) or stands by (0).
+_LOOKS, _ATTEMPTS, _DELIVERED, _FAILED, _READY_AT, _DELIVERING = range(6)
+# On PostgreSQL the gateways of a cluster share the outbox: one delivery process delivers it, holding this
+# session lock; the others stand by, asking again every STANDBY_LOOK_S, and one takes over when that
+# session ends (its gateway stopped or died). The holder checks its session every LOCK_CHECK_S and ends
+# when it is gone (the lock with it).
+OUTBOX_LOCK = 4245
+STANDBY_LOOK_S = 2.0
+LOCK_CHECK_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class DeliveryProcess:
         self.setup = setup
         self.store = store  # the gateway's own: to know whether anything subscribed, and to hear of commits
         self._context = multiprocessing.get_context("spawn")
-        self._counters = self._context.Array("d", 5)
+        self._counters = self._context.Array("d", 6)
         self._last_error = self._context.Array("c", _ERROR_BYTES)
         self._process: BaseProcess | None = None
         self._wake_end: Connection | None = None
@@ -148,7 +155,7 @@ class DeliveryProcess:
         process = self._context.Process(target=_serve, name="pmgw-webhooks", daemon=True,
                                         args=(self.setup, reading_end, self._counters, self._last_error))
         with self._counters.get_lock():
-            self._counters[_READY_AT] = 0.0
+            self._counters[_READY_AT] = self._counters[_DELIVERING] = 0.0
         process.start()
         reading_end.close()
         os.set_blocking(wake_end.fileno(), False)
@@ -192,13 +199,15 @@ class DeliveryProcess:
 
     def diagnostics(self) -> dict[str, Any]:
         with self._counters.get_lock():
-            looks, attempts, delivered, failed, ready_at = self._counters[:]
+            looks, attempts, delivered, failed, ready_at, delivering = self._counters[:]
         process = self._process
         return {"looks": int(looks), "attempts": int(attempts), "delivered": int(delivered), "failed": int(failed),
                 "last_error": self._last_error.value.decode(errors="replace") or None,
                 "process": {"running": process is not None and process.is_alive(),
                             "pid": process.pid if process is not None else None,
-                            "ready": process is not None and ready_at > 0, "starts": self.starts,
+                            "ready": process is not None and ready_at > 0,
+                            # false: another gateway's delivery process delivers the shared outbox
+                            "delivering": process is not None and delivering > 0, "starts": self.starts,
                             "exits": self.exits, "last_exit": self.last_exit, "last_exit_at": self.last_exit_at}}
 
     def problems(self, now: float) -> list[str]:
@@ -226,7 +235,7 @@ def _serve(setup: DeliverySetup, wake: Connection, counters: Any, last_error: An
     mailer = Mailer(setup.smtp) if setup.smtp is not None else None
     deliverer = WebhookDeliverer(store, setup.webhooks, publisher, mailer)
     try:
-        asyncio.run(_deliver_until_told(deliverer, store, wake, counters, last_error))
+        asyncio.run(_deliver_until_told(deliverer, store, engine, wake, counters, last_error))
     finally:
         if publisher is not None:
             publisher.close()
@@ -240,8 +249,8 @@ def _order_state(reads: sessionmaker[Session], code: str) -> dict[str, Any] | No
         return None if order is None else summary(order, time.time())
 
 
-async def _deliver_until_told(deliverer: WebhookDeliverer, store: WebhookStore, wake: Connection, counters: Any,
-                              last_error: Any) -> None:
+async def _deliver_until_told(deliverer: WebhookDeliverer, store: WebhookStore, engine: Engine, wake: Connection,
+                              counters: Any, last_error: Any) -> None:
     loop = asyncio.get_running_loop()
     told = asyncio.Event()
     descriptor = wake.fileno()
@@ -262,10 +271,59 @@ async def _deliver_until_told(deliverer: WebhookDeliverer, store: WebhookStore, 
         base = counters[:_READY_AT]
         counters[_READY_AT] = time.time()
     loop.add_reader(descriptor, readable)
+    holder = await _take_the_outbox(engine, told)
+    try:
+        if not told.is_set():
+            counters[_DELIVERING] = 1.0
+            await _deliver_until(told, deliverer, holder, counters, last_error, base)
+    finally:
+        if holder is not None:
+            holder.invalidate()  # the session ends, and the lock with it: another gateway may take over
+
+
+async def _take_the_outbox(engine: Engine, told: asyncio.Event) -> SqlConnection | None:
+    """PostgreSQL: a session holding the outbox's lock, once no other delivery process holds it (None if told
+    to end first). SQLite: None at once (its database is one gateway's)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    while not told.is_set():
+        try:
+            holder = await asyncio.to_thread(_locked_session, engine)
+        except Exception:  # the database away a moment: ask again
+            log.warning("webhooks: asking for the outbox's lock failed", exc_info=True)
+            holder = None
+        if holder is not None:
+            return holder
+        try:
+            await asyncio.wait_for(told.wait(), STANDBY_LOOK_S)
+        except asyncio.TimeoutError:
+            pass
+    return None
+
+
+def _locked_session(engine: Engine) -> SqlConnection | None:
+    # Autocommit: the session holds the lock, not an open transaction.
+    connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    if connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({OUTBOX_LOCK})").scalar():
+        return connection
+    connection.close()
+    return None
+
+
+async def _keep_holding(holder: SqlConnection) -> None:
+    """Returns never; raises once the session holding the lock is gone (the lock is gone with it)."""
+    while True:
+        await asyncio.sleep(LOCK_CHECK_S)
+        await asyncio.to_thread(holder.exec_driver_sql, "SELECT 1")
+
+
+async def _deliver_until(told: asyncio.Event, deliverer: WebhookDeliverer, holder: SqlConnection | None,
+                         counters: Any, last_error: Any, base: list[float]) -> None:
     delivering = asyncio.create_task(deliverer.run())
+    holding = asyncio.create_task(_keep_holding(holder)) if holder is not None else None
     ended = asyncio.create_task(told.wait())
-    while not (told.is_set() or delivering.done()):
-        await asyncio.wait([ended, delivering], timeout=0.25)
+    while not (told.is_set() or delivering.done() or (holding is not None and holding.done())):
+        await asyncio.wait([task for task in (ended, delivering, holding) if task is not None], timeout=0.25)
         with counters.get_lock():
             counters[_LOOKS] = base[_LOOKS] + deliverer.looks
             counters[_ATTEMPTS] = base[_ATTEMPTS] + deliverer.attempts
@@ -274,7 +332,10 @@ async def _deliver_until_told(deliverer: WebhookDeliverer, store: WebhookStore, 
         if deliverer.last_error:
             last_error.value = deliverer.last_error.encode()[:_ERROR_BYTES - 1]
     ended.cancel()
-    if delivering.done():
-        delivering.result()  # what ended it ends the process, logged; the gateway starts another
-    delivering.cancel()
-    await asyncio.gather(delivering, ended, return_exceptions=True)
+    for task in (delivering, holding):
+        if task is not None and task.done():
+            task.result()  # what ended it ends the process, logged; the gateway starts another
+    for task in (delivering, holding):
+        if task is not None:
+            task.cancel()
+    await asyncio.gather(*(task for task in (delivering, holding, ended) if task is not None), return_exceptions=True)

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,55 @@ def test_the_delivery_process_starts_with_a_subscription_and_a_killed_one_is_rep
     assert again["running"] and again["pid"] != first["pid"] and again["starts"] == 2 and again["exits"] == 1
     # Counted across processes (each reports its own every quarter second).
     wait_until(lambda: gw.get("/health")["webhooks"]["delivered"] >= len(chain), timeout=5, what="the count")
+
+
+def test_gateways_sharing_a_work_order_database_deliver_each_event_once_and_take_over(
+    mosquitto: Mosquitto, tmp_path: Path, start_gateway, receivers
+) -> None:
+    """A cluster's gateways share one outbox (PostgreSQL): one delivery process delivers it, the other stands
+    by, and takes over when the first gateway stops."""
+    from tests.servers import PostgreSQL
+
+    server = PostgreSQL().start()
+    try:
+        gateways = []
+        for name in ("first", "second"):
+            directory = tmp_path / name
+            directory.mkdir()
+            document = gateway_document(mosquitto.port, directory, webhooks=SCHEDULE,
+                                        ticketing={"database_url": server.url},
+                                        auth={"keyring_file": str(tmp_path / "gateway.key")})
+            document["sources"][0]["client_id"] = f"pmgw-{name}"
+            gateways.append(start_gateway(document))
+        first, second = gateways
+        receiver = receivers()
+        secret = first.http.post("/webhooks", json={"url": receiver.url, "types": ["pmgw.workorder.*"]}).json()["secret"]
+        process = lambda gw: gw.get("/health")["webhooks"]["process"]  # noqa: E731
+        wait_until(lambda: process(first)["ready"] and process(second)["ready"], timeout=60, what="both processes")
+        time.sleep(1.0)  # the one that did not get the lock has asked and stands by
+        assert sorted([process(first)["delivering"], process(second)["delivering"]]) == [False, True]
+        codes = [gw.http.post("/work-orders", json={"device_id": device, "failure_mode": "NOI", "title": "noise"}
+                              ).json()["code"] for gw, device in ((first, "pump-01"), (second, "pump-02"))]
+        chain = lambda code: [e["hash"] for e in first.get(f"/work-orders/{code}")["events"]]  # noqa: E731
+        expected = [event for code in codes for event in chain(code)]
+        wait_until(lambda: set(expected) <= {e["id"] for e in verified(receiver, secret)}, timeout=30,
+                   what="every event")
+        time.sleep(1.0)  # a second deliverer would have sent them again by now
+        ids = [e["id"] for e in verified(receiver, secret)]
+        assert sorted(ids) == sorted(expected), "an event was delivered by both gateways"
+
+        holder, other = (first, second) if process(first)["delivering"] else (second, first)
+        holder.stop()
+        wait_until(lambda: process(other)["delivering"], timeout=30, what="the other gateway to take over")
+        code = other.http.post("/work-orders", json={"device_id": "motor-01", "failure_mode": "NOI",
+                                                     "title": "noise"}).json()["code"]
+        later = [e["hash"] for e in other.get(f"/work-orders/{code}")["events"]]
+        wait_until(lambda: set(later) <= {e["id"] for e in verified(receiver, secret)}, timeout=30,
+                   what="the events after the take-over")
+        ids = [e["id"] for e in verified(receiver, secret)]
+        assert len(ids) == len(set(ids)) == len(expected) + len(later)
+    finally:
+        server.stop()
 
 
 def test_a_delivery_that_never_succeeds_becomes_a_dead_letter(tmp_path: Path) -> None:
