@@ -464,6 +464,41 @@ def test_a_work_orders_events_queued_together_go_in_order_and_wait_behind_a_fail
         chain(second))
 
 
+def test_every_event_family_made_by_the_service_validates_against_its_served_schema(tmp_path: Path) -> None:
+    """One real event of every family (work order, SLA, anomaly, alarm, device offline/online, webhook), made
+    by the ticketing service and read from the outbox as a receiver would get it, against its JSON Schema."""
+    from gateway.core import DEVICE_OFFLINE_CODE, Alarm, Anomaly, Asset, Criticality, Severity, Site
+    from ticketing.cloudevents import TYPES, family, schema
+
+    clock = [1_000_000.0]
+    site = Site("north", "North", 53.5, 10.0)
+    service = TicketingService(TicketingConfig(database_url=f"sqlite:///{tmp_path / 'wo.db'}"),
+                               {name: Asset(name, "pump", "m", "s", site, Criticality.HIGH)
+                                for name in ("pump-01", "pump-02", "pump-03")}, [],
+                               clock=lambda: clock[0], **chain_parts(tmp_path))
+    store = service.webhooks
+    store.create("http://127.0.0.1:9/all", [], [], "tests")
+    failing = store.create("http://127.0.0.1:9/failing", ["pmgw.anomaly.*"], [], "tests")["id"]
+    service.handle_anomaly(Anomaly("pump-01", clock[0], "vibration_rms", 9.0, Severity.HIGH, "VIB", ["vibration"],
+                                   "vibration high"))
+    service.handle_alarm(Alarm("pump-02", clock[0], "OHE", Severity.HIGH, "winding hot", source="plc"))
+    service.handle_alarm(Alarm("pump-02", clock[0] + 1, "OHE", Severity.HIGH, "winding hot", active=False, source="plc"))
+    service.handle_alarm(Alarm("pump-03", clock[0], DEVICE_OFFLINE_CODE, Severity.MEDIUM, "silent", source="plc"))
+    service.handle_alarm(Alarm("pump-03", clock[0] + 1, DEVICE_OFFLINE_CODE, Severity.MEDIUM, "back",
+                               active=False, source="plc"))
+    clock[0] += 30 * 86400  # every SLA clock of the orders made is long breached
+    service.tick()
+    [head] = [m for m in store.due() if m["subscription_id"] == failing][:1]
+    store.record_many([(head["id"], False, 500, "HTTP 500", 1.0)], [1.0], disable_after_s=0.0)
+    bodies = [json.loads(m["body"]) for m in store.due() if m["subscription_id"] != failing]
+    for event in bodies:
+        jsonschema.validate(event, schema(event["type"]), format_checker=jsonschema.FormatChecker())
+    made = {event["type"] for event in bodies}
+    assert {"pmgw.anomaly.detected", "pmgw.alarm.raised", "pmgw.alarm.cleared", "pmgw.device.offline",
+            "pmgw.device.online", "pmgw.sla.breach", "pmgw.webhook.disabled", "pmgw.workorder.created"} <= made, made
+    assert {family(kind) for kind in made} == set(TYPES.values()) - {"notice"}  # notices: the SMTP test above
+
+
 def test_the_deliverer_stops_a_chain_at_its_failure(mosquitto: Mosquitto, tmp_path: Path, start_gateway,
                                                     receivers) -> None:
     gw = start_gateway(gateway_document(mosquitto.port, tmp_path, webhooks=SCHEDULE))
