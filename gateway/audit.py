@@ -131,7 +131,7 @@ class AuditLog:
             (actor, ANCHOR, code, "ok", {"head": head, "length": length}) for code, head, length, actor in heads]
         if not entries:
             return _nothing
-        if within.engine.url == self.engine.url:  # the same database: one transaction
+        if self.shares(within):  # the same database: one transaction
             seq, mac = self._append(within, entries)
             return lambda: self._appended(len(entries), seq, mac)
 
@@ -139,6 +139,9 @@ class AuditLog:
             self.record_many(entries)
 
         return record
+
+    def shares(self, within: Connection) -> bool:
+        return within.engine.url == self.engine.url
 
     def anchors(self) -> dict[str, dict[str, Any]]:
         """Every work order's last anchored chain head at once (a whole store verified, e.g. a backup)."""

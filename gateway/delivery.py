@@ -289,8 +289,9 @@ async def _take_the_outbox(engine: Engine, told: asyncio.Event) -> SqlConnection
     while not told.is_set():
         try:
             holder = await asyncio.to_thread(_locked_session, engine)
-        except Exception:  # the database away a moment: ask again
-            log.warning("webhooks: asking for the outbox's lock failed", exc_info=True)
+        except Exception as error:  # the database away a moment: ask again
+            log.warning("webhooks: asking for the outbox's lock failed (%s); asking again in %.0f s",
+                        type(error).__name__, STANDBY_LOOK_S)
             holder = None
         if holder is not None:
             return holder

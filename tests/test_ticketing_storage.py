@@ -96,40 +96,48 @@ def _raise_at_once(url: str, keys: Path, barrier: "multiprocessing.synchronize.B
         results.put(f"worker failed: {error!r}")
 
 
-def _crash_right_after_the_commit(url: str, keys: Path) -> None:
+def _crash_right_after_the_commit(url: str, audit_url: str, keys: Path) -> None:
     """A gateway killed the instant its first work order's transaction has committed."""
     import os
 
     from sqlalchemy import event
 
-    from gateway.audit import AuditLog
-    from gateway.keyring import Keyring
-
-    keyring = Keyring.load(keys / "gateway.key")
-    service = TicketingService(TicketingConfig(database_url=url, code_prefix="CRASH"), ASSETS, [], clock=lambda: NOW,
-                               signer=keyring, anchors=AuditLog(url, keyring))  # the default: one database
+    service = _service_with_audit_log(url, audit_url, keys)
     event.listen(service.sessions, "after_commit", lambda session: os._exit(9))
     service.handle_alarm(Alarm("pump-01", NOW, "OHE", Severity.HIGH, "hot"))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def _service_with_audit_log(url: str, audit_url: str, keys: Path) -> TicketingService:
+    from gateway.audit import AuditLog
+    from gateway.keyring import Keyring
+
+    keyring = Keyring.load(keys / "gateway.key")
+    return TicketingService(TicketingConfig(database_url=url, code_prefix="CRASH"), ASSETS, [], clock=lambda: NOW,
+                            signer=keyring, anchors=AuditLog(audit_url, keyring))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "sqlite, audit log apart"])
 def test_a_crash_right_after_a_commit_leaves_no_chain_unanchored(
     backend: str, tmp_path: Path, postgres: PostgreSQL
 ) -> None:
     """Where the audit log shares the work orders' database, a chain's anchor commits with its events: a kill
     between the commit and what follows it (found by a WAL-replay restore that ended there) must not leave an
-    order that `pmgw verify` can never call complete, nor one without the alarm that opened it."""
+    order that `pmgw verify` can never call complete, nor one without the alarm that opened it. Where the
+    log is apart (``auth.database_url``), the head noted with the events is anchored when the gateway is back."""
     from gateway.backup import verify_chains
 
     url = postgres.url if backend == "postgresql" else f"sqlite:///{tmp_path / 'one.db'}"
+    audit_url = f"sqlite:///{tmp_path / 'audit.db'}" if "apart" in backend else url
     if backend == "postgresql":
         with create_engine(url).begin() as connection:  # the module's server: start from an empty database
             connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    crashed = multiprocessing.get_context("spawn").Process(target=_crash_right_after_the_commit, args=(url, tmp_path))
+    crashed = multiprocessing.get_context("spawn").Process(target=_crash_right_after_the_commit,
+                                                          args=(url, audit_url, tmp_path))
     crashed.start()
     crashed.join(60)
     assert crashed.exitcode == 9
-    counts, problems = verify_chains(url, url, tmp_path / "gateway.key", None)
+    _service_with_audit_log(url, audit_url, tmp_path).close()  # the gateway back: what it noted is anchored
+    counts, problems = verify_chains(url, audit_url, tmp_path / "gateway.key", None)
     assert problems == [] and counts["work_orders"] == counts["chains_verified"] == 1, (counts, problems)
     engine = create_engine(url)
     with engine.connect() as connection:  # the alarm that opened it is journalled with it, and so is its event

@@ -50,6 +50,10 @@ class ChainAnchors(Protocol):
         store allows; returns what finishes the anchoring once that transaction has committed."""
         ...
 
+    def shares(self, within: Connection) -> bool:
+        """Whether anchors written in ``within``'s transaction commit with it (the log in the same database)."""
+        ...
+
     def latest_anchor(self, code: str) -> dict[str, Any] | None: ...
 
 

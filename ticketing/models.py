@@ -225,6 +225,19 @@ class WebhookSubscription(Base):
     exclude_own: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class PendingAnchor(Base):
+    """A chain head committed with its events and not yet anchored in an audit log kept in another database:
+    anchored and deleted right after the commit, or at the next start (or clock tick) if that failed."""
+
+    __tablename__ = "pending_anchors"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32))
+    head: Mapped[str] = mapped_column(String(64))
+    length: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(100))
+
+
 class OutboxMessage(Base):
     """One event for one subscription, written in the transaction that made the event: delivered from here
     (and retried, and kept as the delivery log), so nothing committed is lost to a crash."""

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol
 
-from sqlalchemy import Row, Select, and_, case, func, insert, or_, select, update
+from sqlalchemy import Row, Select, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,7 +40,7 @@ from ticketing.planner import PlannerProcess
 from ticketing.database import make_engine, make_reader, migrate
 from ticketing.hygiene import ChatterTracker
 from ticketing.models import (AlarmOutcome, AlarmRecord, AnomalyRecord, AssetState, CodeCounter, EngineerLocation,
-                              Event, Origin, ServiceReport, SignatureDrawing, WorkOrder)
+                              Event, Origin, PendingAnchor, ServiceReport, SignatureDrawing, WorkOrder)
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,7 @@ class TicketingService:
         self.auto_verified = 0
         hygiene = config.hygiene
         self.chatter = ChatterTracker(hygiene.chatter_cycles, hygiene.chatter_window_s, hygiene.shelve_s)
+        self._anchor_pending_or_later()
 
     def reconfigure(self, config: TicketingConfig, assets: dict[str, Asset], engineers: list[EngineerConfig]) -> None:
         """New rules, registry and roster without a restart: each later finding, tick and decision uses them;
@@ -922,6 +923,7 @@ class TicketingService:
 
     def tick(self) -> dict[str, list[str]]:
         """Run the time-driven rules once; the gateway calls this every ``sla.monitor_interval_s``."""
+        self._anchor_pending_or_later()
         now = self.clock()
         timed_out, alerted = [], []
         due = self._due_on_the_clock(now)
@@ -1154,12 +1156,58 @@ class TicketingService:
             queued = outbox.enqueue(session, [
                 envelope for order, _, _, events in session.info["chains"].values() for event in events
                 for envelope in self._envelopes(order, event)] + session.info["envelopes"], self.clock())
-            anchored = self.anchors.anchor_many(heads, session.connection())  # last: it may lock the audit log
+            connection = session.connection()
+            # The audit log elsewhere: the heads are noted here first, so a crash before they are anchored
+            # leaves them to be anchored at the next start (anchor_pending).
+            noted = [] if not heads or self.anchors.shares(connection) else self._note_pending(session, heads)
+            anchored = self.anchors.anchor_many(heads, connection)  # last: it may lock the audit log
         if queued:
             self.webhooks.wake()
         anchored()
+        if noted:
+            with self.sessions.begin() as session:
+                session.execute(delete(PendingAnchor).where(PendingAnchor.id.in_(noted)))
         for event in session.info.pop("events"):
             self.publish(event)
+
+    @staticmethod
+    def _note_pending(session: Session, heads: list[tuple[str, str, int, str]]) -> list[int]:
+        rows = [PendingAnchor(code=code, head=head, length=length, actor=actor) for code, head, length, actor in heads]
+        session.add_all(rows)
+        session.flush()
+        return [row.id for row in rows]
+
+    def _anchor_pending_or_later(self) -> None:
+        try:
+            self.anchor_pending()
+        except Exception:  # the audit log away: the heads stay noted for the next tick
+            log.exception("anchoring chain heads noted earlier failed; tried again at the next clock tick")
+
+    def anchor_pending(self) -> int:
+        """Anchor the chain heads that were committed but never anchored (the audit log in another database,
+        and the gateway died between the two commits, or the log did not answer), then forget them; how
+        many were anchored. A head is anchored only if it is longer than the chain's last anchor: another
+        gateway may have moved the chain on and anchored it meanwhile."""
+        with self.reads() as session:
+            rows = session.execute(select(PendingAnchor.id, PendingAnchor.code, PendingAnchor.head,
+                                          PendingAnchor.length, PendingAnchor.actor)).all()
+        if not rows:
+            return 0
+        longest: dict[str, tuple[str, str, int, str]] = {}
+        for _, code, head, length, actor in rows:
+            if code not in longest or length > longest[code][2]:
+                longest[code] = (code, head, length, actor)
+        heads = [head for code, head in longest.items()
+                 if (anchor := self.anchors.latest_anchor(code)) is None or anchor["length"] < head[2]]
+        if heads:
+            with self.engine.connect() as connection:
+                self.anchors.anchor_many(heads, connection)()
+        with self.sessions.begin() as session:
+            session.execute(delete(PendingAnchor).where(PendingAnchor.id.in_([row[0] for row in rows])))
+        if heads:
+            log.warning("anchored %d work-order chain head(s) committed before a stop or an audit-log outage",
+                        len(heads))
+        return len(heads)
 
     def _envelopes(self, order: WorkOrder, event: Event) -> list[Envelope]:
         """The event for other systems, then the notices it makes for people (same order: they follow it)."""

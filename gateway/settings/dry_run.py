@@ -35,6 +35,9 @@ class _NoAnchors:
     def anchor_many(self, heads: list[tuple[str, str, int, str]], within: Connection) -> Callable[[], None]:
         return _nothing
 
+    def shares(self, within: Connection) -> bool:
+        return True  # nothing is pending either
+
     def latest_anchor(self, code: str) -> dict[str, Any] | None:
         return None
 
