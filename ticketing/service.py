@@ -203,7 +203,8 @@ class TicketingService:
         self.auto_verified = 0
         hygiene = config.hygiene
         self.chatter = ChatterTracker(hygiene.chatter_cycles, hygiene.chatter_window_s, hygiene.shelve_s)
-        self._anchor_pending_or_later()
+        self._pending_seen: set[tuple[Any, ...]] = set()  # noted heads as the last clock tick found them
+        self._anchor_pending_or_later(at_start=True)
 
     def reconfigure(self, config: TicketingConfig, assets: dict[str, Asset], engineers: list[EngineerConfig]) -> None:
         """New rules, registry and roster without a restart: each later finding, tick and decision uses them;
@@ -1165,8 +1166,8 @@ class TicketingService:
             self.webhooks.wake()
         anchored()
         if noted:
-            with self.sessions.begin() as session:
-                session.execute(delete(PendingAnchor).where(PendingAnchor.id.in_(noted)))
+            with self.sessions.begin() as forgetting:
+                forgetting.execute(delete(PendingAnchor).where(PendingAnchor.id.in_(noted)))
         for event in session.info.pop("events"):
             self.publish(event)
 
@@ -1177,20 +1178,25 @@ class TicketingService:
         session.flush()
         return [row.id for row in rows]
 
-    def _anchor_pending_or_later(self) -> None:
+    def _anchor_pending_or_later(self, at_start: bool = False) -> None:
         try:
-            self.anchor_pending()
+            self.anchor_pending(at_start)
         except Exception:  # the audit log away: the heads stay noted for the next tick
             log.exception("anchoring chain heads noted earlier failed; tried again at the next clock tick")
 
-    def anchor_pending(self) -> int:
+    def anchor_pending(self, at_start: bool = True) -> int:
         """Anchor the chain heads that were committed but never anchored (the audit log in another database,
         and the gateway died between the two commits, or the log did not answer), then forget them; how
         many were anchored. A head is anchored only if it is longer than the chain's last anchor: another
-        gateway may have moved the chain on and anchored it meanwhile."""
+        gateway may have moved the chain on and anchored it meanwhile. Running (not ``at_start``), only
+        heads already noted at the last call are taken: younger ones are being anchored by the transaction
+        that noted them, and anchoring one after a later head of its chain would shorten its anchor."""
         with self.reads() as session:
-            rows = session.execute(select(PendingAnchor.id, PendingAnchor.code, PendingAnchor.head,
-                                          PendingAnchor.length, PendingAnchor.actor)).all()
+            rows = [tuple(row) for row in session.execute(select(
+                PendingAnchor.id, PendingAnchor.code, PendingAnchor.head, PendingAnchor.length, PendingAnchor.actor))]
+        if not at_start:
+            seen, self._pending_seen = self._pending_seen, set(rows)
+            rows = [row for row in rows if row in seen]
         if not rows:
             return 0
         longest: dict[str, tuple[str, str, int, str]] = {}
