@@ -1206,8 +1206,11 @@ class TicketingService:
         heads = [head for code, head in longest.items()
                  if (anchor := self.anchors.latest_anchor(code)) is None or anchor["length"] < head[2]]
         if heads:
-            with self.engine.connect() as connection:
-                self.anchors.anchor_many(heads, connection)()
+            # Committed before the noted heads are forgotten, wherever the log is now: in this transaction if
+            # it shares the database (it may have moved there since they were noted), else by ``finish``.
+            with self.engine.begin() as connection:
+                finish = self.anchors.anchor_many(heads, connection)
+            finish()
         with self.sessions.begin() as session:
             session.execute(delete(PendingAnchor).where(PendingAnchor.id.in_([row[0] for row in rows])))
         if heads:
