@@ -138,6 +138,8 @@ class SqliteStore:
     ROLLUP_GRACE_S = 2.0
     # Ended buckets are rolled up this many per write, so the minute's turn is spread over the next writes.
     ROLLUP_BUCKETS_PER_WRITE = 500
+    WRITER_CACHE_KIB = 64 * 1024
+    CHECKPOINT_PAGES = 4000
 
     def __init__(self, config: SqliteStoreConfig) -> None:
         self.config = config
@@ -165,6 +167,15 @@ class SqliteStore:
         connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+        # A multi-row INSERT OR REPLACE inside a transaction keeps a statement journal (to undo just that
+        # statement): on disk by default, a page and its number written per page it touches, which was
+        # more than the WAL itself (1.85 GB of writes for 300k readings; 0.68 GB with it in memory).
+        connection.execute("PRAGMA temp_store=MEMORY")
+        # A batch touches the last leaf page of every series it holds, and more around them when leaves
+        # split: with SQLite's 2 MiB default the pages of one commit no longer fit and are read back from
+        # the OS at the next (CPU per reading −40 % at 250 series in 1,860-reading batches).
+        connection.execute(f"PRAGMA cache_size=-{self.WRITER_CACHE_KIB}")
+        connection.execute(f"PRAGMA wal_autocheckpoint={self.CHECKPOINT_PAGES}")
         return connection
 
     def write(self, readings: list[Reading]) -> None:
