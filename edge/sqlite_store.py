@@ -138,7 +138,8 @@ class SqliteStore:
     ROLLUP_GRACE_S = 2.0
     # Ended buckets are rolled up this many per write, so the minute's turn is spread over the next writes.
     ROLLUP_BUCKETS_PER_WRITE = 500
-    WRITER_CACHE_KIB = 64 * 1024
+    # See _connect; each costs memory only as the database grows (a cache fills as pages are used).
+    WRITER_CACHE_KIB = 16 * 1024
     CHECKPOINT_PAGES = 4000
 
     def __init__(self, config: SqliteStoreConfig) -> None:
@@ -173,8 +174,10 @@ class SqliteStore:
         connection.execute("PRAGMA temp_store=MEMORY")
         # A batch touches the last leaf page of every series it holds, and more around them when leaves
         # split: with SQLite's 2 MiB default the pages of one commit no longer fit and are read back from
-        # the OS at the next (CPU per reading −40 % at 250 series in 1,860-reading batches).
+        # the OS at the next (store CPU −30 % at 250 series in 1,860-reading batches with 8 MiB or more).
         connection.execute(f"PRAGMA cache_size=-{self.WRITER_CACHE_KIB}")
+        # A page that several commits dirty is copied into the database once per checkpoint: a 16 MB WAL
+        # instead of SQLite's 4 MB wrote a quarter less (630 -> 480 MB for 300k readings).
         connection.execute(f"PRAGMA wal_autocheckpoint={self.CHECKPOINT_PAGES}")
         return connection
 

@@ -173,6 +173,28 @@ def test_store_writes_large_and_odd_sized_batches_whole(tmp_path: Path) -> None:
     store.close()
 
 
+def _bytes_written() -> int:
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["wchar"])
+
+
+def test_store_writes_little_more_than_its_pages(tmp_path: Path) -> None:
+    """Write amplification, counted in bytes this process hands the kernel: 250 series in 1,860-reading
+    batches (a plant's backlog as the pipeline merges it). Multi-row INSERT OR REPLACE statements kept a
+    statement journal on disk, a page and its number per page touched: 3.8 KB per reading here, now 0.9."""
+    store = SqliteStore(SqliteStoreConfig(path=tmp_path / "t.db"))
+    series = [(f"dev-{d:02d}", metric) for d in range(50) for metric in ("temp", "vib", "flow", "pressure", "current")]
+    t0 = time.time() - 3600
+    readings = [Reading(device, metric, 1.5 + tick, t0 + tick, source="bench")
+                for tick in range(240) for device, metric in series]
+    before = _bytes_written()
+    for start in range(0, len(readings), 1860):
+        store.write(readings[start:start + 1860])
+    per_reading = (_bytes_written() - before) / len(readings)
+    store.close()
+    assert per_reading < 2500, f"{per_reading:.0f} bytes written per reading"
+
+
 def test_store_latest_history_and_idempotent_replay(tmp_path: Path) -> None:
     store = SqliteStore(SqliteStoreConfig(path=tmp_path / "t.db"))
     t0 = time.time() - 100
