@@ -14,10 +14,12 @@ one within it (10,000 devices see 20 samples each).
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,16 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def opened_on_a_healthy_fleet(database: Path, devices: int) -> None:
+    """The fleet is healthy, so any work order is a false one: say what opened it before the folder goes."""
+    with closing(sqlite3.connect(database)) as connection:
+        rows = connection.execute("SELECT failure_mode, title, COUNT(*), MIN(device_id) FROM work_orders "
+                                  "GROUP BY failure_mode, title ORDER BY COUNT(*) DESC").fetchall()
+    for failure_mode, title, count, first in rows:
+        print(f"  ({devices:,} devices: {count} work order(s) {failure_mode} {title!r}, e.g. on {first})",
+              file=sys.stderr, flush=True)
+
+
 def run(devices: int, messages: int, scratch: Path) -> dict[str, float]:
     scratch.mkdir()
     broker = Mosquitto.start(directory=scratch / "broker", extra_config=BROKER_TUNING)
@@ -136,6 +148,8 @@ def run(devices: int, messages: int, scratch: Path) -> dict[str, float]:
         orders = (health(api).get("ticketing") or {}).get("work_orders_created")
         process.terminate()
         process.wait(300)
+        if orders:
+            opened_on_a_healthy_fleet(scratch / "workorders.db", devices)
         return {"devices": devices, "readings": readings, "seconds": elapsed, "rss_mb": rss, "orders": orders}
     finally:
         broker.stop()
