@@ -320,11 +320,12 @@ async def _keep_holding(holder: SqlConnection) -> None:
 
 async def _deliver_until(told: asyncio.Event, deliverer: WebhookDeliverer, holder: SqlConnection | None,
                          counters: Any, last_error: Any, base: list[float]) -> None:
-    delivering = asyncio.create_task(deliverer.run())
-    holding = asyncio.create_task(_keep_holding(holder)) if holder is not None else None
+    work = [asyncio.create_task(deliverer.run())]
+    if holder is not None:
+        work.append(asyncio.create_task(_keep_holding(holder)))
     ended = asyncio.create_task(told.wait())
-    while not (told.is_set() or delivering.done() or (holding is not None and holding.done())):
-        await asyncio.wait([task for task in (ended, delivering, holding) if task is not None], timeout=0.25)
+    while not (told.is_set() or any(task.done() for task in work)):
+        await asyncio.wait([ended, *work], timeout=0.25)
         with counters.get_lock():
             counters[_LOOKS] = base[_LOOKS] + deliverer.looks
             counters[_ATTEMPTS] = base[_ATTEMPTS] + deliverer.attempts
@@ -332,11 +333,9 @@ async def _deliver_until(told: asyncio.Event, deliverer: WebhookDeliverer, holde
             counters[_FAILED] = base[_FAILED] + deliverer.failed
         if deliverer.last_error:
             last_error.value = deliverer.last_error.encode()[:_ERROR_BYTES - 1]
-    ended.cancel()
-    for task in (delivering, holding):
-        if task is not None and task.done():
-            task.result()  # what ended it ends the process, logged; the gateway starts another
-    for task in (delivering, holding):
-        if task is not None:
-            task.cancel()
-    await asyncio.gather(*(task for task in (delivering, holding, ended) if task is not None), return_exceptions=True)
+    finished = [task for task in work if task.done()]
+    for task in (ended, *work):
+        task.cancel()
+    await asyncio.gather(ended, *work, return_exceptions=True)
+    for task in finished:
+        task.result()  # what ended it ends the process, logged; the gateway starts another
